@@ -1,0 +1,1 @@
+"""Device drivers: each opens a transport and turns a `protocols` session into readings."""

@@ -1,0 +1,114 @@
+"""The `gatewayd` command: `run`, `drivers`, `demo`, `--version`.
+
+Errors a person can fix (a bad config, a missing driver) print one line on stderr and exit 2,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gatewayd import __version__
+from gatewayd.errors import ConfigError, GatewayError, PluginError
+
+#: Exit status for errors in what the user gave us (config, drivers); 1 is for runtime failures.
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gatewayd",
+        description="Gateway daemon: glucose monitors over BLE and USB serial to MQTT.",
+    )
+    parser.add_argument("--version", action="version", version=f"gatewayd {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the gateway with a config file")
+    run.add_argument("--config", "-c", type=Path, required=True, help="the TOML config file")
+
+    commands.add_parser("drivers", help="list installed driver plugins with their help")
+
+    demo = commands.add_parser(
+        "demo", help="simulated CGMs -> the gateway -> an embedded local broker, shown live"
+    )
+    demo.add_argument("--devices", type=int, default=2, help="simulated CGMs (default 2)")
+    demo.add_argument(
+        "--speed",
+        type=float,
+        default=60.0,
+        help="simulated time factor while replaying the past day (default 60)",
+    )
+    demo.add_argument(
+        "--port",
+        type=int,
+        default=1883,
+        help="broker port on 127.0.0.1 (default 1883; the next free one if taken)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one exit per outcome
+    """Entry point of the `gatewayd` command; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args.config)
+        if args.command == "drivers":
+            return _drivers()
+        if args.command == "demo":
+            from gatewayd.demo import run_demo
+
+            return asyncio.run(run_demo(devices=args.devices, speed=args.speed, port=args.port))
+    except ConfigError as exc:
+        print(f"gatewayd: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except PluginError as exc:
+        print(f"gatewayd: driver error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except GatewayError as exc:
+        print(f"gatewayd: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_USAGE
+
+
+def _run(config_path: Path) -> int:
+    from gatewayd import config, logs
+    from gatewayd.daemon import Daemon, plan
+
+    cfg = config.load(config_path)
+    logs.configure(cfg.log.level, cfg.log.format)
+    validated = plan(cfg)
+
+    async def main() -> None:
+        await Daemon(validated).run()
+
+    asyncio.run(main())
+    return 0
+
+
+def _drivers() -> int:
+    from gatewayd import registry
+
+    installed = registry.installed()
+    if not installed:
+        print("no drivers installed")
+        return 1
+    for entry in installed:
+        try:
+            plugin = registry.load(entry.name)
+        except PluginError as exc:
+            print(f"{entry.name}: BROKEN: {exc}\n")
+            continue
+        print(f"{plugin.name} ({plugin.transport}) — {plugin.summary}")
+        print(f"  from {entry.target} [{entry.distribution or 'unknown distribution'}]")
+        body = plugin.help.strip().splitlines()[1:]
+        for line in body:
+            print(f"  {line}" if line else "")
+        print()
+    return 0

@@ -1,0 +1,127 @@
+"""Wiring: config → store → publisher → supervisor, and a clean stop on SIGTERM/SIGINT.
+
+On a stop signal the device loops are cancelled first (their sessions close), every device is
+reported `stopped`, then the publisher gets `flush_timeout` seconds to deliver what the outbox
+still holds and to say `offline`; whatever it could not deliver stays in the store for next time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from gatewayd.backoff import Backoff
+from gatewayd.config import Config
+from gatewayd.driver import DriverPlugin
+from gatewayd.errors import PluginError
+from gatewayd.publisher import Publisher
+from gatewayd.registry import load
+from gatewayd.store import Store
+from gatewayd.supervisor import Device, Supervisor
+
+#: How often old history is pruned.
+_PRUNE_EVERY_S = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A validated config with its drivers loaded and their options parsed."""
+
+    config: Config
+    devices: tuple[tuple[str, DriverPlugin[Any], Any], ...]
+
+
+def plan(config: Config) -> Plan:
+    """Load the configured drivers and validate every device's options (fails at start)."""
+    enabled = [d for d in config.devices if d.enabled]
+    plugins: dict[str, DriverPlugin[Any]] = {}
+    for device in enabled:
+        if device.driver not in plugins:
+            try:
+                plugins[device.driver] = load(device.driver)
+            except PluginError as exc:
+                raise PluginError(f"{config.file}: {device.key}.driver: {exc}") from exc
+    devices = []
+    for device in enabled:
+        plugin = plugins[device.driver]
+        reader = config.reader(device)
+        options = plugin.parse_options(reader)
+        reader.finish()
+        devices.append((device.id, plugin, options))
+    return Plan(config, tuple(devices))
+
+
+class Daemon:
+    """The running gateway."""
+
+    def __init__(self, plan: Plan, *, flush_timeout: float = 5.0) -> None:
+        cfg = plan.config
+        self.log = structlog.get_logger().bind(component="daemon", hub=cfg.hub.id)
+        self.store = Store(
+            cfg.store.path,
+            retention_days=cfg.store.retention_days,
+            synchronous=cfg.store.synchronous,
+        )
+        self.publisher = Publisher(
+            cfg.mqtt, cfg.hub.id, self.store, backoff=Backoff(cfg.supervisor.backoff_min, 60.0)
+        )
+        devices = [
+            Device(device_id, plugin, options) for device_id, plugin, options in plan.devices
+        ]
+        self.supervisor = Supervisor(devices, self.store, self.publisher, cfg.supervisor)
+        self.flush_timeout = flush_timeout
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        """Begin a clean stop (what SIGTERM and SIGINT do)."""
+        self._stop.set()
+
+    async def run(self, *, on_ready: Callable[[], None] | None = None) -> None:
+        """Run until `stop()` or a signal; close the store on the way out."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        self.log.info(
+            "gateway_starting",
+            devices=len(self.supervisor.devices),
+            broker=self.publisher.config.url,
+            outbox=self.store.outbox_depth(),
+        )
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                publishing = tasks.create_task(self.publisher.run(), name="publisher")
+                supervising = tasks.create_task(self.supervisor.run(), name="supervisor")
+                pruning = tasks.create_task(self._prune_forever(), name="prune")
+                if on_ready is not None:
+                    on_ready()
+                await self._stop.wait()
+                self.log.info("gateway_stopping")
+                for task in (supervising, pruning):
+                    task.cancel()
+                await asyncio.wait([supervising, pruning])
+                self.supervisor.mark_stopped()
+                self.publisher.stop()
+                done, _ = await asyncio.wait([publishing], timeout=self.flush_timeout)
+                if not done:
+                    publishing.cancel()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            depth = self.store.outbox_depth()
+            self.store.close()
+            self.log.info("gateway_stopped", outbox=depth, delivered=self.publisher.delivered)
+
+    async def _prune_forever(self) -> None:
+        while True:
+            deleted, undelivered = self.store.prune(datetime.now(UTC))
+            if deleted:
+                self.log.info("store_pruned", deleted=deleted)
+            if undelivered:
+                self.log.warning("store_pruned_undelivered", count=undelivered)
+            await asyncio.sleep(_PRUNE_EVERY_S)

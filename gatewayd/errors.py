@@ -1,0 +1,69 @@
+"""The daemon's error tree: one root, context in attributes, retryability a class attribute."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _one_line(text: str) -> str:
+    """`text` with line breaks escaped, so an error stays one log/stderr line."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+class GatewayError(Exception):
+    """Root of every error gatewayd raises on purpose."""
+
+    #: Whether the supervisor should try again (with backoff) after this error.
+    retryable: bool = False
+
+
+class ConfigError(GatewayError):
+    """A configuration file that cannot be used; the message names file, key and reason."""
+
+    def __init__(self, file: Path | str | None, key: str, reason: str) -> None:
+        self.file = _one_line(str(file)) if file is not None else "<config>"
+        self.key = _one_line(key)
+        self.reason = _one_line(reason)
+        where = f"{self.file}: {self.key}" if self.key else self.file
+        super().__init__(f"{where}: {self.reason}")
+
+
+class PluginError(GatewayError):
+    """A driver plugin that is missing, broken, or does not honour the contract."""
+
+
+class DeviceError(GatewayError):
+    """Something went wrong talking to a device."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, device: str | None = None) -> None:
+        super().__init__(message)
+        self.device = device
+
+
+class LinkLost(DeviceError):  # noqa: N818 - reads as the event it reports
+    """The link to the device dropped; reconnecting is expected to help."""
+
+
+class DeviceNotFound(DeviceError):  # noqa: N818 - reads as the event it reports
+    """The device was not found (not advertising, unplugged); try again later."""
+
+
+class DeviceRefused(DeviceError):  # noqa: N818 - reads as the event it reports
+    """The device refused us for good (bonding refused, wrong key, unsupported model).
+
+    The supervisor parks the device instead of hammering it.
+    """
+
+    retryable = False
+
+
+class StoreError(GatewayError):
+    """The local store cannot be opened or written."""
+
+
+class PublishError(GatewayError):
+    """The broker link failed; the publisher reconnects by itself."""
+
+    retryable = True

@@ -1,0 +1,291 @@
+"""The broker link: drains the store's outbox to MQTT with QoS 1, in order, losing nothing.
+
+One long-lived loop owns the connection and reconnects with capped, jittered backoff. While
+connected it publishes the hub's retained `online` birth (the LWT says `offline`), every device's
+retained status and state, then the outbox: oldest row first, at most `inflight` messages
+awaiting PUBACK at once. A row leaves the outbox only after its PUBACK; after a reconnect or a
+restart, publishing resumes from the oldest row still there, so integrators may see a duplicate
+(same `id`) but never a gap the hub had.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import ssl
+from typing import Any
+
+import aiomqtt
+import structlog
+from paho.mqtt.client import Client as PahoClient
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from gatewayd.backoff import Backoff
+from gatewayd.config import MqttConfig
+from gatewayd.records import reading_payload, reading_payload_json, to_record
+from gatewayd.status import DeviceStatus
+from gatewayd.store import PendingRow, Store
+from gatewayd.topics import Topics
+
+#: Rows read from the store per query while draining (bounded memory during a long replay).
+_BATCH = 500
+#: Acknowledged rows are removed from the outbox in one transaction per this many.
+_MARK_EVERY = 200
+#: Seconds an unacknowledged publish may wait before the link is declared dead.
+_PUBLISH_TIMEOUT = 10.0
+
+
+#: aiomqtt warns on every publish beyond ten pending; our window bounds that on purpose.
+_AIOMQTT_LOG = logging.getLogger("gatewayd.aiomqtt")
+_AIOMQTT_LOG.setLevel(logging.ERROR)
+
+
+def _json(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+class BrokerRefused(aiomqtt.MqttError):
+    """The broker acknowledged a publish with a failure reason code (MQTT 5, e.g. an ACL)."""
+
+
+class _Client(aiomqtt.Client):
+    """aiomqtt 2.x ignores the PUBACK reason code; a refused publish must not count as delivered.
+
+    MQTT 3.1.1 has no way to refuse a publish in its PUBACK, so there a broker ACL that denies
+    our topics silently drops the messages: use MQTT 5 (the default) with such brokers.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.refused: list[str] = []
+
+    def _on_publish(
+        self,
+        client: PahoClient,
+        userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties,
+    ) -> None:
+        if reason_code.is_failure:
+            self.refused.append(str(reason_code))
+        super()._on_publish(client, userdata, mid, reason_code, properties)
+
+
+class Publisher:
+    """Publishes what the store holds; call `notify()` after adding rows."""
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        hub_id: str,
+        store: Store,
+        *,
+        backoff: Backoff | None = None,
+        log: structlog.typing.FilteringBoundLogger | None = None,
+    ) -> None:
+        self.config = config
+        self.hub = hub_id
+        self.topics = Topics(config.topic_root, hub_id)
+        self.store = store
+        self.log = log or structlog.get_logger().bind(component="publisher")
+        self.connected = asyncio.Event()
+        self.delivered = 0
+        self.reconnects = 0
+        self._backoff = backoff or Backoff(1.0, 60.0)
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._acked: list[int] = []
+        self._statuses: dict[str, DeviceStatus] = {}
+        self._dirty_status: set[str] = set()
+        self._state_sent: dict[str, str] = {}  # device -> id of the reading last sent as state
+        self._dirty_state: set[str] = set()
+
+    # -- inputs from the rest of the daemon ------------------------------------------------
+
+    def notify(self) -> None:
+        """New rows are in the outbox."""
+        self._wake.set()
+
+    def set_status(self, status: DeviceStatus) -> None:
+        """Record a device's link state; published (retained) as soon as the link allows."""
+        self._statuses[status.device] = status
+        self._dirty_status.add(status.device)
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Ask `run()` to flush what it can, say `offline`, and return."""
+        self._stopping = True
+        self._wake.set()
+
+    # -- the connection loop -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Stay connected and drain the outbox until `stop()`; never raises on broker faults."""
+        while not self._stopping:
+            try:
+                async with self._client() as client:
+                    self.connected.set()
+                    self._backoff.reset()
+                    self.log.info("broker_connected", url=self.config.url)
+                    try:
+                        await self._session(client)
+                    except asyncio.CancelledError:
+                        await self._say_offline_now(client)
+                        raise
+                    return
+            except* aiomqtt.MqttError as group:
+                self._lost(group.exceptions[0])
+            finally:
+                self.connected.clear()
+                self._flush_acks()
+            if self._stopping:
+                return
+            delay = self._backoff.next()
+            self.log.info("broker_retry", in_s=round(delay, 2), attempt=self._backoff.attempts)
+            try:
+                async with asyncio.timeout(delay):
+                    await self._wait_for_stop()
+            except TimeoutError:
+                pass
+
+    async def _say_offline_now(self, client: aiomqtt.Client) -> None:
+        """Cut short: the clean DISCONNECT that follows drops the LWT, so leave `offline`
+        retained ourselves (QoS 0: written before the DISCONNECT, no acknowledgement awaited)."""
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            async with asyncio.timeout(1.0):
+                await client.publish(self.topics.hub_status, b"offline", qos=0, retain=True)
+
+    def _lost(self, exc: BaseException) -> None:
+        self.reconnects += 1
+        self.log.warning(
+            "broker_unavailable",
+            url=self.config.url,
+            error=str(exc) or repr(exc),
+            outbox=self.store.outbox_depth(),
+        )
+
+    async def _wait_for_stop(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            await self._wake.wait()
+
+    def _client(self) -> _Client:
+        cfg = self.config
+        tls: ssl.SSLContext | None = None
+        if cfg.tls:
+            tls = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
+            if cfg.cert_file is not None:
+                tls.load_cert_chain(cfg.cert_file, cfg.key_file)
+        return _Client(
+            cfg.host,
+            cfg.port,
+            username=cfg.username,
+            password=cfg.password,
+            identifier=cfg.client_id,
+            protocol=(
+                aiomqtt.ProtocolVersion.V5 if cfg.protocol == "5" else aiomqtt.ProtocolVersion.V311
+            ),
+            will=aiomqtt.Will(self.topics.hub_status, b"offline", qos=1, retain=True),
+            keepalive=cfg.keepalive,
+            timeout=_PUBLISH_TIMEOUT,
+            logger=_AIOMQTT_LOG,
+            tls_context=tls,
+            max_inflight_messages=cfg.inflight,
+            max_queued_outgoing_messages=0,
+        )
+
+    async def _session(self, client: _Client) -> None:
+        """One connected session: birth, retained state, then drain until stopped."""
+        await client.publish(self.topics.hub_status, b"online", qos=1, retain=True)
+        self._dirty_status.update(self._statuses)
+        self._dirty_state.update(self._statuses)
+        self._state_sent.clear()
+        await self._drain(client)
+        # Stopping: a clean disconnect does not fire the LWT, so say it ourselves.
+        await self._publish_statuses(client)
+        await client.publish(self.topics.hub_status, b"offline", qos=1, retain=True)
+        self.log.info("broker_disconnecting", outbox=self.store.outbox_depth())
+
+    async def _drain(self, client: _Client) -> None:
+        window = asyncio.Semaphore(self.config.inflight)
+        last = 0  # rowid of the last row handed to the broker in this session
+        async with asyncio.TaskGroup() as tasks:
+            # A dead link fails the watcher at once, which cancels the publishes awaiting a
+            # PUBACK that will never come (they would otherwise wait out the client timeout).
+            watcher = tasks.create_task(self._watch_link(client))
+            while True:
+                self._wake.clear()
+                await self._publish_statuses(client)
+                rows = self.store.pending(_BATCH, after=last)
+                if not rows:
+                    await self._idle(window)
+                    await self._publish_states(client)
+                    if self._stopping:
+                        watcher.cancel()
+                        return
+                    if not self._wake.is_set():
+                        await self._wake.wait()
+                    continue
+                for row in rows:
+                    await window.acquire()
+                    tasks.create_task(self._send(client, row, window))
+                    last = row.rowid
+
+    @staticmethod
+    async def _watch_link(client: aiomqtt.Client) -> None:
+        """Raise `MqttError` as soon as the connection drops (we subscribe to nothing yet)."""
+        async for _ in client.messages:
+            pass
+
+    async def _idle(self, window: asyncio.Semaphore) -> None:
+        """Wait for the in-flight window to empty, then persist the acknowledgements."""
+        for _ in range(self.config.inflight):
+            await window.acquire()
+        for _ in range(self.config.inflight):
+            window.release()
+        self._flush_acks()
+
+    async def _send(self, client: _Client, row: PendingRow, window: asyncio.Semaphore) -> None:
+        try:
+            payload = reading_payload_json(
+                row.record, self.hub, include_serial=self.config.include_serial
+            )
+            await client.publish(self.topics.reading(row.device), payload, qos=1)
+            if client.refused:  # this one or another: keep the row, reconnect and retry
+                raise BrokerRefused(f"broker refused a publish: {client.refused[0]}")
+        finally:
+            window.release()
+        self._acked.append(row.rowid)
+        self._dirty_state.add(row.device)
+        self.delivered += 1
+        if len(self._acked) >= _MARK_EVERY:
+            self._flush_acks()
+
+    def _flush_acks(self) -> None:
+        if self._acked:
+            acked, self._acked = self._acked, []
+            self.store.mark_delivered(acked)
+
+    async def _publish_statuses(self, client: aiomqtt.Client) -> None:
+        """Retained device statuses that changed since they were last sent."""
+        while self._dirty_status:
+            device = self._dirty_status.pop()
+            payload = self._statuses[device].payload(self.hub)
+            await client.publish(self.topics.status(device), _json(payload), qos=1, retain=True)
+
+    async def _publish_states(self, client: aiomqtt.Client) -> None:
+        """Retained `state` (newest reading) of devices whose newest reading changed."""
+        while self._dirty_state:
+            device = self._dirty_state.pop()
+            latest = self.store.latest(device)
+            if latest is None or self._state_sent.get(device) == latest.id:
+                continue
+            payload = reading_payload(
+                to_record(latest), self.hub, include_serial=self.config.include_serial
+            )
+            await client.publish(self.topics.state(device), _json(payload), qos=1, retain=True)
+            self._state_sent[device] = latest.id

@@ -1,0 +1,181 @@
+"""The local store: every reading lands here, durably, before anything else happens to it.
+
+SQLite in WAL mode. `readings` holds the history (pruned after the retention period); `outbox`
+holds the rowids not yet acknowledged by the broker, in insertion order. Inserting is
+idempotent on the reading's deterministic id, so a backfill that overlaps what was already
+received, or a replay after a crash, adds nothing twice.
+
+All calls are synchronous and short (one statement or one small transaction); the daemon calls
+them from the event loop, which SQLite in WAL mode serves in tens of microseconds.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from gatewayd.driver import ResumePoint
+from gatewayd.errors import StoreError
+from gatewayd.models import Reading
+from gatewayd.records import decode_record, encode_record
+
+_SCHEMA_VERSION = 1
+_DDL = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS readings (
+    rowid INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    device TEXT NOT NULL,
+    time_ms INTEGER NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS readings_device_time ON readings (device, time_ms);
+CREATE INDEX IF NOT EXISTS readings_time ON readings (time_ms);
+CREATE TABLE IF NOT EXISTS outbox (rowid INTEGER PRIMARY KEY);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRow:
+    """One outbox entry: the store's rowid, its device and the stored record (JSON)."""
+
+    rowid: int
+    device: str
+    record: str
+
+
+def _ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)
+
+
+class Store:
+    """The SQLite store of one hub."""
+
+    def __init__(
+        self, path: Path, *, retention_days: float = 90.0, synchronous: str = "full"
+    ) -> None:
+        self.path = path
+        self.retention = timedelta(days=retention_days)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists():
+                # Health data: the store is readable by the daemon's user only.
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(_DDL)
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(_SCHEMA_VERSION),)
+            )
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open store {path}: {exc}") from exc
+
+    def close(self) -> None:
+        """Checkpoint and close."""
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: {exc}") from exc
+
+    def add(self, reading: Reading) -> bool:
+        """Store a reading and queue it for publishing; False if its id was already stored."""
+        with self._transaction() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO readings (id, device, time_ms, record) VALUES (?, ?, ?, ?)",
+                (reading.id, reading.device, _ms(reading.time), encode_record(reading)),
+            )
+            if cur.rowcount != 1:
+                return False
+            db.execute("INSERT INTO outbox (rowid) VALUES (?)", (cur.lastrowid,))
+            return True
+
+    def pending(self, limit: int, after: int = 0) -> list[PendingRow]:
+        """Undelivered rows after rowid `after`, oldest first."""
+        rows = self._db.execute(
+            "SELECT o.rowid, r.device, r.record FROM outbox o JOIN readings r USING (rowid) "
+            "WHERE o.rowid > ? ORDER BY o.rowid LIMIT ?",
+            (after, limit),
+        ).fetchall()
+        return [PendingRow(rowid, device, record) for rowid, device, record in rows]
+
+    def mark_delivered(self, rowids: Iterable[int]) -> None:
+        """Remove acknowledged rows from the outbox (one transaction)."""
+        with self._transaction() as db:
+            db.executemany("DELETE FROM outbox WHERE rowid = ?", ((r,) for r in rowids))
+
+    def outbox_depth(self) -> int:
+        """How many readings wait for the broker."""
+        (count,) = self._db.execute("SELECT count(*) FROM outbox").fetchone()
+        return int(count)
+
+    def latest(self, device: str) -> Reading | None:
+        """The newest stored reading of a device, by measured time."""
+        row = self._db.execute(
+            "SELECT record FROM readings WHERE device = ? ORDER BY time_ms DESC, rowid DESC "
+            "LIMIT 1",
+            (device,),
+        ).fetchone()
+        return decode_record(row[0]) if row else None
+
+    def resume_point(self, device: str) -> ResumePoint | None:
+        """Where a driver should backfill from: the newest stored reading of the device."""
+        reading = self.latest(device)
+        if reading is None:
+            return None
+        return ResumePoint(reading.serial, reading.session, reading.seq, reading.time)
+
+    def readings(
+        self, device: str, start: datetime | None = None, end: datetime | None = None
+    ) -> list[Reading]:
+        """Stored readings of a device in [start, end), by measured time."""
+        rows = self._db.execute(
+            "SELECT record FROM readings WHERE device = ? AND time_ms >= ? AND time_ms < ? "
+            "ORDER BY time_ms, rowid",
+            (device, _ms(start) if start else -(2**62), _ms(end) if end else 2**62),
+        ).fetchall()
+        return [decode_record(text) for (text,) in rows]
+
+    def count(self) -> int:
+        """How many readings the store holds."""
+        (count,) = self._db.execute("SELECT count(*) FROM readings").fetchone()
+        return int(count)
+
+    def prune(self, now: datetime) -> tuple[int, int]:
+        """Delete readings older than the retention period; returns (deleted, of them undelivered).
+
+        Undelivered rows that old are deleted too: the store must never grow without bound,
+        and the caller logs how many never reached the broker.
+        """
+        cutoff = _ms(now - self.retention)
+        with self._transaction() as db:
+            (undelivered,) = db.execute(
+                "SELECT count(*) FROM outbox WHERE rowid IN "
+                "(SELECT rowid FROM readings WHERE time_ms < ?)",
+                (cutoff,),
+            ).fetchone()
+            db.execute(
+                "DELETE FROM outbox WHERE rowid IN (SELECT rowid FROM readings WHERE time_ms < ?)",
+                (cutoff,),
+            )
+            deleted = db.execute("DELETE FROM readings WHERE time_ms < ?", (cutoff,)).rowcount
+        return deleted, int(undelivered)

@@ -1,0 +1,144 @@
+"""One loop per configured device: connect, take readings into the store, reconnect.
+
+Each device runs in its own task of one `asyncio.TaskGroup`, so a device that fails — even by
+a bug in its driver — never stops the others. After the link drops the loop waits a capped,
+jittered, exponentially growing delay (reset once a connection delivered something) and opens
+a new session whose `resume` point is the newest stored reading, so the driver backfills the gap
+from the device's memory. A non-retryable error (`DeviceRefused`: bonding refused, wrong key)
+parks the device: it is reported and left alone instead of being hammered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from gatewayd.backoff import Backoff
+from gatewayd.config import SupervisorConfig
+from gatewayd.driver import DeviceContext, DriverPlugin
+from gatewayd.errors import DeviceError
+from gatewayd.models import Reading
+from gatewayd.publisher import Publisher
+from gatewayd.status import DeviceStatus, LinkState
+from gatewayd.store import Store
+
+
+@dataclass(slots=True)
+class Device:
+    """A configured device with its loaded driver and parsed options."""
+
+    id: str
+    plugin: DriverPlugin[Any]
+    options: Any
+    dropped: Counter[str] = field(default_factory=Counter)
+    received: int = 0
+    stored: int = 0
+    status: DeviceStatus | None = None
+
+
+class Supervisor:
+    """Runs every device loop; the store gets each reading before anything else sees it."""
+
+    def __init__(
+        self,
+        devices: list[Device],
+        store: Store,
+        publisher: Publisher,
+        config: SupervisorConfig,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.devices = devices
+        self.store = store
+        self.publisher = publisher
+        self.config = config
+        self.clock = clock
+
+    async def run(self) -> None:
+        """Run every device loop until cancelled."""
+        async with asyncio.TaskGroup() as tasks:
+            for device in self.devices:
+                tasks.create_task(self._loop(device), name=f"device:{device.id}")
+
+    def mark_stopped(self) -> None:
+        """Report every device as cleanly stopped (after `run()` was cancelled)."""
+        for device in self.devices:
+            self._report(device, LinkState.STOPPED, "gateway stopped")
+
+    def _report(
+        self,
+        device: Device,
+        state: LinkState,
+        reason: str | None = None,
+        retry_in: float | None = None,
+    ) -> None:
+        device.status = DeviceStatus(
+            device.id, device.plugin.name, state, self.clock(), reason, retry_in
+        )
+        self.publisher.set_status(device.status)
+
+    async def _loop(self, device: Device) -> None:
+        log = structlog.get_logger().bind(device=device.id, driver=device.plugin.name)
+        backoff = Backoff(self.config.backoff_min, self.config.backoff_max)
+        while True:
+            self._report(device, LinkState.CONNECTING)
+            before = device.stored
+            try:
+                reason = await self._session(device, log)
+            except DeviceError as exc:
+                if not exc.retryable:
+                    log.error("device_parked", reason=str(exc), error=type(exc).__name__)  # noqa: TRY400
+                    self._report(device, LinkState.PARKED, str(exc))
+                    await asyncio.Event().wait()  # parked until the daemon stops
+                reason = str(exc) or type(exc).__name__
+                log.warning("device_link_lost", reason=reason, error=type(exc).__name__)
+            except Exception as exc:
+                reason = f"driver error: {type(exc).__name__}: {exc}"
+                log.exception("driver_failed")
+            if device.stored > before:
+                backoff.reset()
+            delay = backoff.next()
+            self._report(device, LinkState.BACKOFF, reason, retry_in=delay)
+            await asyncio.sleep(delay)
+
+    async def _session(self, device: Device, log: structlog.typing.FilteringBoundLogger) -> str:
+        ctx: DeviceContext[Any] = DeviceContext(
+            device_id=device.id,
+            driver=device.plugin.name,
+            options=device.options,
+            resume=self.store.resume_point(device.id),
+            log=log,
+            dropped=device.dropped,
+            clock=self.clock,
+        )
+        async with device.plugin.open(ctx) as session:
+            identity = session.identity
+            log.info(
+                "device_connected",
+                model=identity.model if identity else None,
+                firmware=identity.firmware if identity else None,
+            )
+            self._report(device, LinkState.CONNECTED)
+            async for reading in session.readings():
+                self._accept(device, reading, log)
+        log.info("device_link_closed")
+        return "link closed by the device"
+
+    def _accept(
+        self, device: Device, reading: Reading, log: structlog.typing.FilteringBoundLogger
+    ) -> None:
+        device.received += 1
+        if reading.device != device.id:
+            raise DeviceError(f"driver produced a reading for {reading.device!r}", device=device.id)
+        if self.store.add(reading):
+            device.stored += 1
+            self.publisher.notify()
+            log.debug("reading_stored", seq=reading.seq, backfilled=reading.backfilled)
+        else:
+            log.debug("reading_duplicate", seq=reading.seq)

@@ -1,0 +1,369 @@
+"""The Daemon in-process: wiring, clean stop (stop() and SIGTERM), and what stays in the store.
+
+Devices come from a small scripted `DriverPlugin` defined here (the real driver contract, fed
+by the test), wired through a hand-built `Plan` because the entry points know no such driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import pytest
+
+from gatewayd.config import Config, parse
+from gatewayd.daemon import Daemon, Plan
+from gatewayd.driver import DeviceContext, DriverPlugin
+from gatewayd.models import DeviceIdentity, Reading
+from gatewayd.options import OptionReader
+from gatewayd.status import LinkState
+from gatewayd.store import Store
+from gatewayd.testing.mosquitto import Mosquitto, free_port
+from gatewayd.testing.subscriber import Received, Subscriber
+
+pytestmark = pytest.mark.timeout(20)
+
+# Recent readings: the daemon prunes history older than the retention period when it starts.
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+# -- a scripted driver -------------------------------------------------------------------------
+
+
+class End:
+    """Queue item: the device drops the link."""
+
+
+@dataclass
+class Feed:
+    """One scripted device: its sessions yield what the test puts in `queue`."""
+
+    serial: str
+    queue: asyncio.Queue[Reading | End] = field(default_factory=asyncio.Queue)
+    entered: int = 0
+    closed: int = 0
+
+
+class FeedSession:
+    def __init__(self, ctx: DeviceContext[Feed]) -> None:
+        self.feed = ctx.options
+        self.identity: DeviceIdentity | None = DeviceIdentity(
+            "Test Co", "Fed CGM", self.feed.serial
+        )
+
+    async def __aenter__(self) -> Self:
+        self.feed.entered += 1
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.feed.closed += 1
+
+    async def readings(self) -> AsyncIterator[Reading]:
+        while not isinstance(item := await self.feed.queue.get(), End):
+            yield item
+
+
+def _parse_options(reader: OptionReader) -> Feed:
+    return Feed(serial=reader.string("serial"))
+
+
+FED: DriverPlugin[Feed] = DriverPlugin(
+    name="fed",
+    transport="virtual",
+    help="A device whose sessions yield what the test feeds them.",
+    parse_options=_parse_options,
+    open=FeedSession,
+)
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def make_reading(device: str, serial: str, seq: int) -> Reading:
+    measured = NOW - timedelta(minutes=60 - 5 * seq)
+    return Reading(
+        device=device,
+        driver="fed",
+        serial=serial,
+        session="sess-1",
+        seq=seq,
+        time=measured,
+        received=measured + timedelta(seconds=2),
+        glucose_mgdl=110.0 + seq,
+    )
+
+
+def make_config(tmp_path: Path, broker: Mosquitto, hub: str, *, url: str | None = None) -> Config:
+    return parse(
+        {
+            "hub": {"id": hub},
+            "store": {"path": str(tmp_path / "gatewayd.db")},
+            "mqtt": {
+                "url": url or broker.url(),
+                "username": broker.username,
+                "password": broker.password,
+            },
+            "supervisor": {"backoff_min": 0.05, "backoff_max": 0.2},
+            "devices": [
+                {"driver": "fed", "id": "cgm-a", "serial": "A"},
+                {"driver": "fed", "id": "cgm-b", "serial": "B"},
+            ],
+        }
+    )
+
+
+def make_plan(config: Config) -> Plan:
+    """What `gatewayd.daemon.plan` does, with the test's plugin instead of the entry points."""
+    devices = []
+    for dev in config.devices:
+        reader = config.reader(dev)
+        options = FED.parse_options(reader)
+        reader.finish()
+        devices.append((dev.id, FED, options))
+    return Plan(config, tuple(devices))
+
+
+def feeds(plan: Plan) -> dict[str, Feed]:
+    return {device_id: options for device_id, _, options in plan.devices}
+
+
+def new_hub() -> str:
+    return f"hub-{uuid.uuid4().hex[:10]}"
+
+
+async def wait_until(
+    condition: Callable[[], bool],
+    timeout: float = 10.0,
+    what: str = "condition",
+) -> None:
+    """Poll `condition` until it holds (a deadline, not a delay)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not met within {timeout}s")
+        await asyncio.sleep(0.005)
+
+
+@asynccontextmanager
+async def started(daemon: Daemon) -> AsyncIterator[asyncio.Task[None]]:
+    """Run the daemon until the block ends; `on_ready` must have been called by then."""
+    ready = asyncio.Event()
+    task = asyncio.create_task(daemon.run(on_ready=ready.set))
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        yield task
+    finally:
+        if not task.done():
+            daemon.stop()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), 10)
+        except TimeoutError:
+            task.cancel()
+            raise AssertionError("the daemon did not stop within 10 s") from None
+
+
+def last_on(messages: list[Received], topic: str) -> Received:
+    return [m for m in messages if m.topic == topic][-1]
+
+
+def assert_closed(store: Store) -> None:
+    with pytest.raises(sqlite3.ProgrammingError):
+        store.outbox_depth()
+
+
+# -- tests -----------------------------------------------------------------------------------
+
+
+async def test_runs_publishes_and_stops_cleanly(broker: Mosquitto, tmp_path: Path) -> None:
+    hub = new_hub()
+    plan = make_plan(make_config(tmp_path, broker, hub))
+    daemon = Daemon(plan, flush_timeout=5.0)
+    fed = {
+        device_id: [make_reading(device_id, feed.serial, seq) for seq in range(4)]
+        for device_id, feed in feeds(plan).items()
+    }
+    async with Subscriber(broker, [f"gatewayd/{hub}/#"]) as sub:
+        async with started(daemon) as task:
+            for device_id, feed in feeds(plan).items():
+                for reading in fed[device_id]:
+                    feed.queue.put_nowait(reading)
+            await sub.wait_for(lambda m: len([x for x in m if x.topic.endswith("/reading")]) >= 8)
+            daemon.stop()
+            async with asyncio.timeout(10):
+                assert await task is None
+        messages = await sub.wait_for(
+            lambda m: (
+                bool(m) and m[-1].topic == f"gatewayd/{hub}/status" and m[-1].payload == b"offline"
+            )
+        )
+
+    for device_id, feed in feeds(plan).items():
+        published = [
+            m.json()["id"] for m in messages if m.topic == f"gatewayd/{hub}/{device_id}/reading"
+        ]
+        assert published == [r.id for r in fed[device_id]]
+        status = last_on(messages, f"gatewayd/{hub}/{device_id}/status").json()
+        assert (status["state"], status["reason"]) == ("stopped", "gateway stopped")
+        assert feed.closed == feed.entered == 1  # the session was closed on the way out
+    # The devices' `stopped` statuses are sent before the hub says it goes offline (last).
+    hub_topic = f"gatewayd/{hub}/status"
+    device_statuses = [
+        i for i, m in enumerate(messages) if m.topic.endswith("/status") and m.topic != hub_topic
+    ]
+    assert device_statuses
+    assert max(device_statuses) < len(messages) - 1
+    assert_closed(daemon.store)
+
+    reopened = Store(plan.config.store.path)
+    try:
+        assert reopened.count() == 8
+        assert reopened.outbox_depth() == 0
+    finally:
+        reopened.close()
+
+    async with Subscriber(broker, [f"gatewayd/{hub}/status", f"gatewayd/{hub}/+/status"]) as late:
+        retained = await late.wait_for(lambda m: len(m) >= 3)
+    assert all(m.retain for m in retained)
+    assert last_on(retained, f"gatewayd/{hub}/status").payload == b"offline"
+    for device_id in feeds(plan):
+        assert last_on(retained, f"gatewayd/{hub}/{device_id}/status").json()["state"] == (
+            LinkState.STOPPED
+        )
+
+
+async def test_sigterm_stops_the_daemon_cleanly(broker: Mosquitto, tmp_path: Path) -> None:
+    hub = new_hub()
+    plan = make_plan(make_config(tmp_path, broker, hub))
+    daemon = Daemon(plan, flush_timeout=5.0)
+    async with Subscriber(broker, [f"gatewayd/{hub}/status"]) as sub:
+        async with started(daemon) as task:
+            await sub.wait_for(lambda m: [x.payload for x in m] == [b"online"])
+            os.kill(os.getpid(), signal.SIGTERM)  # handled by the daemon's loop signal handler
+            async with asyncio.timeout(10):
+                await task
+        messages = await sub.wait_for(lambda m: len(m) >= 2)
+    assert [m.payload for m in messages] == [b"online", b"offline"]
+    assert all(f.closed == f.entered for f in feeds(plan).values())
+    assert_closed(daemon.store)
+
+
+async def test_undelivered_readings_stay_in_the_store_for_the_next_run(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    hub = new_hub()
+    dead = f"mqtt://127.0.0.1:{free_port()}"  # nothing listens: the broker is unavailable
+    plan = make_plan(make_config(tmp_path, broker, hub, url=dead))
+    daemon = Daemon(plan, flush_timeout=5.0)
+    fed = [make_reading("cgm-a", "A", seq) for seq in range(3)]
+    async with started(daemon) as task:
+        for reading in fed:
+            feeds(plan)["cgm-a"].queue.put_nowait(reading)
+        await wait_until(lambda: daemon.store.count() == 3, what="readings stored")
+        await wait_until(lambda: daemon.publisher.reconnects >= 1, what="broker attempts")
+        started_stop = time.monotonic()
+        daemon.stop()
+        async with asyncio.timeout(10):
+            await task
+        assert time.monotonic() - started_stop < 2.0  # nothing to flush to: no waiting
+    assert daemon.publisher.delivered == 0
+    assert_closed(daemon.store)
+    store = Store(plan.config.store.path)
+    try:
+        assert store.outbox_depth() == 3
+    finally:
+        store.close()
+
+    # The next run, with the broker back, delivers them (oldest first).
+    plan = make_plan(make_config(tmp_path, broker, hub))
+    second = Daemon(plan, flush_timeout=5.0)
+    async with Subscriber(broker, [f"gatewayd/{hub}/+/reading"]) as sub, started(second):
+        messages = await sub.wait_for(lambda m: len(m) >= 3)
+        await wait_until(lambda: second.store.outbox_depth() == 0, what="outbox drained")
+    assert [m.json()["id"] for m in messages] == [r.id for r in fed]
+    store = Store(plan.config.store.path)
+    try:
+        assert store.outbox_depth() == 0
+    finally:
+        store.close()
+
+
+async def test_stop_is_bounded_by_flush_timeout_when_the_broker_hangs(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """A broker that accepts TCP and never answers: stop() gives up after flush_timeout."""
+    accepted = asyncio.Event()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        accepted.set()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    hub = new_hub()
+    plan = make_plan(make_config(tmp_path, broker, hub, url=f"mqtt://127.0.0.1:{port}"))
+    daemon = Daemon(plan, flush_timeout=0.5)
+    try:
+        async with started(daemon) as task:
+            feeds(plan)["cgm-b"].queue.put_nowait(make_reading("cgm-b", "B", 0))
+            await wait_until(lambda: daemon.store.count() == 1, what="reading stored")
+            await asyncio.wait_for(accepted.wait(), 10)  # the publisher hangs in its CONNECT
+            began = time.monotonic()
+            daemon.stop()
+            async with asyncio.timeout(5):
+                await task
+            assert time.monotonic() - began < 3.0  # not the client's 10 s timeout
+    finally:
+        server.close()
+        for writer in writers:
+            writer.close()
+    assert not daemon.publisher.connected.is_set()
+    assert_closed(daemon.store)
+    store = Store(plan.config.store.path)
+    try:
+        assert store.outbox_depth() == 1
+    finally:
+        store.close()
+
+
+async def test_hub_is_offline_after_a_stop_cut_short_by_flush_timeout(
+    own_broker: Mosquitto, tmp_path: Path
+) -> None:
+    """The broker freezes (SIGSTOP) while the daemon stops: the flush is cut short, and the hub
+    must still end up `offline` (the retained birth must not outlive the daemon)."""
+    hub = new_hub()
+    plan = make_plan(make_config(tmp_path, own_broker, hub, url=own_broker.url()))
+    daemon = Daemon(plan, flush_timeout=0.5)
+    assert own_broker._process is not None
+    pid = own_broker._process.pid
+    async with Subscriber(own_broker, [f"gatewayd/{hub}/status"]) as sub, started(daemon) as task:
+        await sub.wait_for(lambda m: [x.payload for x in m] == [b"online"])
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            began = time.monotonic()
+            daemon.stop()
+            async with asyncio.timeout(10):
+                await task
+            assert time.monotonic() - began < 3.0
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    assert_closed(daemon.store)
+    async with Subscriber(own_broker, [f"gatewayd/{hub}/status"]) as late:
+        retained = await late.wait_for(lambda m: len(m) >= 1)
+    assert retained[0].payload == b"offline"
