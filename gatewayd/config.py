@@ -84,6 +84,13 @@ class SupervisorConfig:
     backoff_max: float = 300.0
 
 
+#: Top-level tables that belong to optional services (alerts, Home Assistant, ...). They are
+#: kept raw here and validated at start by each service's own parser (gatewayd.services).
+SERVICE_TABLES = ("alerts", "ble", "homeassistant", "metrics", "nightscout", "summaries")
+#: Sub-tables of a `[[devices]]` table read by services rather than by the driver.
+DEVICE_SERVICE_KEYS = ("alerts",)
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceConfig:
     """One `[[devices]]` table: the daemon's keys plus the driver's own, validated later."""
@@ -94,6 +101,8 @@ class DeviceConfig:
     options: Mapping[str, Any]
     #: Where the table lives, for driver option errors: `devices[0]`.
     key: str
+    #: Per-device service tables (e.g. `[devices.alerts]`), validated by the services.
+    services: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,10 +116,22 @@ class Config:
     log: LogConfig
     supervisor: SupervisorConfig
     devices: tuple[DeviceConfig, ...]
+    #: The raw service tables present in the file (see SERVICE_TABLES).
+    sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def reader(self, device: DeviceConfig) -> OptionReader:
         """An `OptionReader` over a device's driver options, for the driver's plugin."""
         return OptionReader(device.options, self.file, device.key)
+
+    def section(self, name: str) -> OptionReader | None:
+        """A reader over the service table `[name]`, or None when the file has none."""
+        table = self.sections.get(name)
+        return None if table is None else OptionReader(table, self.file, name)
+
+    def device_section(self, device: DeviceConfig, name: str) -> OptionReader | None:
+        """A reader over a device's service sub-table (`[devices.alerts]`), or None."""
+        table = device.services.get(name)
+        return None if table is None else OptionReader(table, self.file, f"{device.key}.{name}")
 
 
 def load(path: Path | str) -> Config:
@@ -142,6 +163,7 @@ def parse(data: Mapping[str, Any], file: Path | None = None) -> Config:
         log=_log(top.table("log")),
         supervisor=_supervisor(top.table("supervisor")),
         devices=_devices(top, file),
+        sections={name: top.table(name).table_value() for name in SERVICE_TABLES if top.has(name)},
     )
     top.finish()
     return config
@@ -289,13 +311,17 @@ def _devices(top: OptionReader, file: Path | None) -> tuple[DeviceConfig, ...]:
         if device_id in seen:
             raise r.error("id", f"duplicate device id {device_id!r}")
         seen.add(device_id)
+        services = {
+            name: r.table(name).table_value() for name in DEVICE_SERVICE_KEYS if r.has(name)
+        }
         devices.append(
             DeviceConfig(
                 driver=driver,
                 id=device_id,
                 enabled=r.boolean("enabled", True),
-                options=options_table(table),
+                options=options_table(table, exclude=DEVICE_SERVICE_KEYS),
                 key=key,
+                services=services,
             )
         )
     return tuple(devices)

@@ -22,6 +22,7 @@ from gatewayd.driver import DriverPlugin
 from gatewayd.errors import PluginError
 from gatewayd.publisher import Publisher
 from gatewayd.registry import load
+from gatewayd.services import ServiceContext, ServiceSpec, parse_all
 from gatewayd.store import Store
 from gatewayd.supervisor import Device, Supervisor
 
@@ -35,6 +36,7 @@ class Plan:
 
     config: Config
     devices: tuple[tuple[str, DriverPlugin[Any], Any], ...]
+    services: tuple[tuple[ServiceSpec[Any], Any], ...] = ()
 
 
 def plan(config: Config) -> Plan:
@@ -54,7 +56,7 @@ def plan(config: Config) -> Plan:
         options = plugin.parse_options(reader)
         reader.finish()
         devices.append((device.id, plugin, options))
-    return Plan(config, tuple(devices))
+    return Plan(config, tuple(devices), tuple(parse_all(config)))
 
 
 class Daemon:
@@ -75,6 +77,11 @@ class Daemon:
             Device(device_id, plugin, options) for device_id, plugin, options in plan.devices
         ]
         self.supervisor = Supervisor(devices, self.store, self.publisher, cfg.supervisor)
+        context = ServiceContext(
+            cfg, self.store, self.publisher, self.publisher.topics, tuple(d.id for d in devices)
+        )
+        self.services = [spec.create(options, context) for spec, options in plan.services]
+        self.supervisor.listeners.extend(service.on_reading for service in self.services)
         self.flush_timeout = flush_timeout
         self._stop = asyncio.Event()
 
@@ -98,13 +105,17 @@ class Daemon:
                 publishing = tasks.create_task(self.publisher.run(), name="publisher")
                 supervising = tasks.create_task(self.supervisor.run(), name="supervisor")
                 pruning = tasks.create_task(self._prune_forever(), name="prune")
+                background = [
+                    tasks.create_task(service.run(), name=f"service:{type(service).__name__}")
+                    for service in self.services
+                ]
                 if on_ready is not None:
                     on_ready()
                 await self._stop.wait()
                 self.log.info("gateway_stopping")
-                for task in (supervising, pruning):
+                for task in (supervising, pruning, *background):
                     task.cancel()
-                await asyncio.wait([supervising, pruning])
+                await asyncio.wait([supervising, pruning, *background])
                 self.supervisor.mark_stopped()
                 self.publisher.stop()
                 done, _ = await asyncio.wait([publishing], timeout=self.flush_timeout)

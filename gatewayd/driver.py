@@ -122,6 +122,8 @@ class DriverPlugin(Generic[OptionsT]):
         return self.help.strip().splitlines()[0] if self.help.strip() else self.name
 
 
-def options_table(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """A device table without the keys the daemon itself reads (`driver`, `id`, `enabled`)."""
-    return {k: v for k, v in raw.items() if k not in {"driver", "id", "enabled"}}
+def options_table(raw: Mapping[str, Any], exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A device table without the keys the daemon itself reads (`driver`, `id`, `enabled`,
+    and the service sub-tables in `exclude`)."""
+    skip = {"driver", "id", "enabled", *exclude}
+    return {k: v for k, v in raw.items() if k not in skip}

@@ -46,6 +46,10 @@ class OptionReader:
             raise self.error(name, f"must be a table ([{self.key(name)}]), got {value!r}")
         return OptionReader(value, self.file, self.key(name))
 
+    def table_value(self) -> Mapping[str, Any]:
+        """The table this reader reads (all of it, used or not)."""
+        return self._table
+
     def raw(self, name: str, default: Any = _MISSING) -> Any:
         """The untyped value of `name` (required unless a default is given)."""
         return self._get(name, default)

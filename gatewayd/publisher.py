@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 import aiomqtt
@@ -103,6 +104,7 @@ class Publisher:
         self._dirty_status: set[str] = set()
         self._state_sent: dict[str, str] = {}  # device -> id of the reading last sent as state
         self._dirty_state: set[str] = set()
+        self._subscriptions: dict[str, Callable[[str, bytes], None]] = {}
 
     # -- inputs from the rest of the daemon ------------------------------------------------
 
@@ -115,6 +117,11 @@ class Publisher:
         self._statuses[status.device] = status
         self._dirty_status.add(status.device)
         self._wake.set()
+
+    def subscribe(self, topic_filter: str, handler: Callable[[str, bytes], None]) -> None:
+        """Call `handler(topic, payload)` for every message on `topic_filter` (QoS 1),
+        re-subscribed after every reconnect. Handlers must be quick and must not raise."""
+        self._subscriptions[topic_filter] = handler
 
     def stop(self) -> None:
         """Ask `run()` to flush what it can, say `offline`, and return."""
@@ -201,6 +208,8 @@ class Publisher:
     async def _session(self, client: _Client) -> None:
         """One connected session: birth, retained state, then drain until stopped."""
         await client.publish(self.topics.hub_status, b"online", qos=1, retain=True)
+        for topic_filter in self._subscriptions:
+            await client.subscribe(topic_filter, qos=1)
         self._dirty_status.update(self._statuses)
         self._dirty_state.update(self._statuses)
         self._state_sent.clear()
@@ -223,6 +232,7 @@ class Publisher:
                 rows = self.store.pending(_BATCH, after=last)
                 if not rows:
                     await self._idle(window)
+                    await self._publish_messages(client)
                     await self._publish_states(client)
                     if self._stopping:
                         watcher.cancel()
@@ -235,11 +245,25 @@ class Publisher:
                     tasks.create_task(self._send(client, row, window))
                     last = row.rowid
 
-    @staticmethod
-    async def _watch_link(client: aiomqtt.Client) -> None:
-        """Raise `MqttError` as soon as the connection drops (we subscribe to nothing yet)."""
-        async for _ in client.messages:
-            pass
+    async def _watch_link(self, client: aiomqtt.Client) -> None:
+        """Dispatch subscribed messages; raises `MqttError` as soon as the connection drops."""
+        async for message in client.messages:
+            payload = message.payload if isinstance(message.payload, bytes) else b""
+            for topic_filter, handler in self._subscriptions.items():
+                if message.topic.matches(topic_filter):
+                    try:
+                        handler(str(message.topic), payload)
+                    except Exception:
+                        self.log.exception("subscription_handler_failed", topic=str(message.topic))
+
+    async def _publish_messages(self, client: _Client) -> None:
+        """Queued alerts, summaries and discovery configs, oldest first, each until PUBACK."""
+        while messages := self.store.pending_messages(_BATCH):
+            for message in messages:
+                await client.publish(message.topic, message.payload, qos=1, retain=message.retain)
+                if client.refused:
+                    raise BrokerRefused(f"broker refused a publish: {client.refused[0]}")
+                self.store.delete_message(message.rowid)
 
     async def _idle(self, window: asyncio.Semaphore) -> None:
         """Wait for the in-flight window to empty, then persist the acknowledgements."""

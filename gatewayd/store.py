@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from gatewayd.driver import ResumePoint
 from gatewayd.errors import StoreError
@@ -37,7 +38,23 @@ CREATE TABLE IF NOT EXISTS readings (
 CREATE INDEX IF NOT EXISTS readings_device_time ON readings (device, time_ms);
 CREATE INDEX IF NOT EXISTS readings_time ON readings (time_ms);
 CREATE TABLE IF NOT EXISTS outbox (rowid INTEGER PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS messages (
+    rowid INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    retain INTEGER NOT NULL
+);
 """
+
+
+@dataclass(frozen=True, slots=True)
+class PendingMessage:
+    """A non-reading message waiting for the broker (alert, summary, discovery config)."""
+
+    rowid: int
+    topic: str
+    payload: bytes
+    retain: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +102,12 @@ class Store:
             self._db.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE … COMMIT, rolled back on error).
+
+        Services keep their own tables in the store this way (created with `ensure_schema`), so
+        their state commits atomically with the messages they queue.
+        """
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -99,7 +121,7 @@ class Store:
 
     def add(self, reading: Reading) -> bool:
         """Store a reading and queue it for publishing; False if its id was already stored."""
-        with self._transaction() as db:
+        with self.transaction() as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO readings (id, device, time_ms, record) VALUES (?, ?, ?, ?)",
                 (reading.id, reading.device, _ms(reading.time), encode_record(reading)),
@@ -108,6 +130,45 @@ class Store:
                 return False
             db.execute("INSERT INTO outbox (rowid) VALUES (?)", (cur.lastrowid,))
             return True
+
+    def ensure_schema(self, ddl: str) -> None:
+        """Create a service's tables (idempotent DDL: CREATE … IF NOT EXISTS)."""
+        try:
+            self._db.executescript(ddl)
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: {exc}") from exc
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query (for services reading their own tables)."""
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: {exc}") from exc
+
+    def add_message(
+        self, topic: str, payload: bytes, *, retain: bool, db: sqlite3.Connection | None = None
+    ) -> None:
+        """Queue a message for the broker (inside the caller's transaction when `db` is given)."""
+        if db is not None:
+            db.execute(
+                "INSERT INTO messages (topic, payload, retain) VALUES (?, ?, ?)",
+                (topic, payload, int(retain)),
+            )
+            return
+        with self.transaction() as own:
+            self.add_message(topic, payload, retain=retain, db=own)
+
+    def pending_messages(self, limit: int) -> list[PendingMessage]:
+        """Queued messages, oldest first."""
+        rows = self._db.execute(
+            "SELECT rowid, topic, payload, retain FROM messages ORDER BY rowid LIMIT ?", (limit,)
+        ).fetchall()
+        return [PendingMessage(r, t, bytes(p), bool(k)) for r, t, p, k in rows]
+
+    def delete_message(self, rowid: int) -> None:
+        """Forget a message the broker acknowledged."""
+        with self.transaction() as db:
+            db.execute("DELETE FROM messages WHERE rowid = ?", (rowid,))
 
     def pending(self, limit: int, after: int = 0) -> list[PendingRow]:
         """Undelivered rows after rowid `after`, oldest first."""
@@ -120,7 +181,7 @@ class Store:
 
     def mark_delivered(self, rowids: Iterable[int]) -> None:
         """Remove acknowledged rows from the outbox (one transaction)."""
-        with self._transaction() as db:
+        with self.transaction() as db:
             db.executemany("DELETE FROM outbox WHERE rowid = ?", ((r,) for r in rowids))
 
     def outbox_depth(self) -> int:
@@ -167,7 +228,7 @@ class Store:
         and the caller logs how many never reached the broker.
         """
         cutoff = _ms(now - self.retention)
-        with self._transaction() as db:
+        with self.transaction() as db:
             (undelivered,) = db.execute(
                 "SELECT count(*) FROM outbox WHERE rowid IN "
                 "(SELECT rowid FROM readings WHERE time_ms < ?)",

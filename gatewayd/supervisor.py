@@ -22,7 +22,7 @@ import structlog
 from gatewayd.backoff import Backoff
 from gatewayd.config import SupervisorConfig
 from gatewayd.driver import DeviceContext, DriverPlugin
-from gatewayd.errors import DeviceError
+from gatewayd.errors import DeviceError, StoreError
 from gatewayd.models import Reading
 from gatewayd.publisher import Publisher
 from gatewayd.status import DeviceStatus, LinkState
@@ -59,6 +59,8 @@ class Supervisor:
         self.publisher = publisher
         self.config = config
         self.clock = clock
+        #: Called with every newly stored reading (alerts, summaries, sinks); must not block.
+        self.listeners: list[Callable[[Reading], None]] = []
 
     async def run(self) -> None:
         """Run every device loop until cancelled."""
@@ -91,6 +93,8 @@ class Supervisor:
             before = device.stored
             try:
                 reason = await self._session(device, log)
+            except StoreError:
+                raise  # the store is the daemon's, not the device's: stop and let systemd restart
             except DeviceError as exc:
                 if not exc.retryable:
                     log.error("device_parked", reason=str(exc), error=type(exc).__name__)  # noqa: TRY400
@@ -140,5 +144,12 @@ class Supervisor:
             device.stored += 1
             self.publisher.notify()
             log.debug("reading_stored", seq=reading.seq, backfilled=reading.backfilled)
+            for listener in self.listeners:
+                try:
+                    listener(reading)
+                except StoreError:
+                    raise
+                except Exception:
+                    log.exception("reading_listener_failed", listener=repr(listener))
         else:
             log.debug("reading_duplicate", seq=reading.seq)

@@ -583,7 +583,7 @@ def test_hub_id_trailing_newline_refused(tmp_path: Path) -> None:
     ("extra", "key"),
     [
         ("colour = 1\n", "colour"),
-        ("[metrics]\nport = 9100\n", "metrics"),
+        ("[telemetry]\nport = 9100\n", "telemetry"),
         ('[mqtt]\nhots = "x"\n', "mqtt.hots"),
         ("[store]\nsize = 1\n", "store.size"),
         ("[log]\ncolour = true\n", "log.colour"),

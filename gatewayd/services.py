@@ -1,0 +1,76 @@
+"""Optional services beside the data path: alerts, summaries, Home Assistant, sinks, metrics.
+
+A service is declared by a `ServiceSpec`: `parse(config)` validates its config tables at start
+(returning None when the service is not configured) and `create(options, context)` builds it
+once the store and publisher exist. The daemon runs every created service's `run()` in its task
+group and calls `on_reading` for every newly stored reading. Add a service by appending its
+module's name to `_MODULES` below: it must define `SPEC: ServiceSpec[...]`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from gatewayd.config import Config
+from gatewayd.models import Reading
+from gatewayd.publisher import Publisher
+from gatewayd.store import Store
+from gatewayd.topics import Topics
+
+OptionsT = TypeVar("OptionsT")
+
+
+class Service(Protocol):
+    """A running service."""
+
+    async def run(self) -> None:
+        """Work until cancelled (return early if there is nothing periodic to do)."""
+        ...
+
+    def on_reading(self, reading: Reading) -> None:
+        """A new reading was stored (not called for duplicates); must be quick."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceContext:
+    """What a service is given: the daemon's store, publisher and configuration."""
+
+    config: Config
+    store: Store
+    publisher: Publisher
+    topics: Topics
+    #: Ids of the enabled devices, in config order.
+    devices: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec(Generic[OptionsT]):
+    """How to validate and build one service."""
+
+    name: str
+    parse: Callable[[Config], OptionsT | None]
+    create: Callable[[OptionsT, ServiceContext], Service]
+
+
+#: Modules defining a `SPEC`, in start order.
+_MODULES: tuple[str, ...] = ()
+
+
+def specs() -> list[ServiceSpec[Any]]:
+    """Every known service (imported on first use: `gatewayd drivers` needs none of them)."""
+    found: list[ServiceSpec[Any]] = []
+    for name in _MODULES:
+        spec = importlib.import_module(name).SPEC
+        if not isinstance(spec, ServiceSpec):
+            raise TypeError(f"{name}.SPEC is not a ServiceSpec")
+        found.append(spec)
+    return found
+
+
+def parse_all(config: Config) -> list[tuple[ServiceSpec[Any], Any]]:
+    """Validate every service's config (fails at start); the configured ones with options."""
+    return [(spec, options) for spec in specs() if (options := spec.parse(config)) is not None]
