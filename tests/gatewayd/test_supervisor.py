@@ -484,3 +484,26 @@ async def test_cancelling_closes_sessions_and_mark_stopped_reports_every_device(
     for dev in devices:
         assert dev.status is not None
         assert (dev.status.state, dev.status.reason) == (LinkState.STOPPED, "gateway stopped")
+
+
+async def test_listeners_hear_each_new_reading_once_and_a_failing_one_is_contained(
+    store: Store, publisher: Publisher
+) -> None:
+    dev = device("cgm1")
+    script = script_of(dev)
+    r0, r1 = make_reading("cgm1", 0), make_reading("cgm1", 1)
+    for item in (r0, r0, r1):
+        script.feed.put_nowait(item)
+    heard: list[int] = []
+
+    def broken(_reading: Reading) -> None:
+        raise ValueError("a listener bug")
+
+    supervisor = Supervisor([dev], store, publisher, SupervisorConfig(0.01, 0.02))
+    supervisor.listeners.extend([broken, lambda r: heard.append(r.seq)])
+    with capture_logs() as logs:
+        async with supervising(supervisor):
+            await wait_until(lambda: dev.received == 3, what="all three received")
+    assert heard == [0, 1]
+    assert sum(e["event"] == "reading_listener_failed" for e in logs) == 2
+    assert state_of(dev) is LinkState.CONNECTED
