@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="simulated CGMs -> the gateway -> an embedded local broker, shown live"
     )
-    demo.add_argument("--devices", type=int, default=2, help="simulated CGMs (default 2)")
+    demo.add_argument("--devices", type=int, default=2, help="simulated CGMs, 1-50 (default 2)")
     demo.add_argument(
         "--speed",
         type=float,
@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=1883,
         help="broker port on 127.0.0.1 (default 1883; the next free one if taken)",
+    )
+    demo.add_argument(
+        "--duration", type=float, default=None, help="stop after SECONDS (default: until Ctrl-C)"
     )
     return parser
 
@@ -62,7 +65,14 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one exit 
         if args.command == "demo":
             from gatewayd.demo import run_demo
 
-            return asyncio.run(run_demo(devices=args.devices, speed=args.speed, port=args.port))
+            return asyncio.run(
+                run_demo(
+                    devices=args.devices,
+                    speed=args.speed,
+                    port=args.port,
+                    duration=args.duration,
+                )
+            )
     except ConfigError as exc:
         print(f"gatewayd: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -104,7 +104,7 @@ async def run_demo(
 
     from gatewayd import logs
 
-    logs.configure(level="warning", fmt="console", stream=sys.stderr)
+    logs.configure(level="error", fmt="console", stream=sys.stderr)
     return await _Demo(devices, speed, port, duration, sys.stdout).run()
 
 

@@ -29,7 +29,8 @@ gatewayd_venv() {
   python=$(_gatewayd_python)
   if [ ! -x .venv/bin/python ]; then
     if ! "$python" -c 'import ensurepip, venv' 2>/dev/null; then
-      local pkg="python3-venv"
+      local pkg
+      pkg="python$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')-venv"
       echo "Python's venv module is missing; installing $pkg with apt" >&2
       if ! { _gatewayd_as_root apt-get update -qq && _gatewayd_as_root apt-get install -y -qq "$pkg"; }; then
         echo "gatewayd: run 'sudo apt-get install -y $pkg' once, then this script again" >&2
@@ -42,7 +43,6 @@ gatewayd_venv() {
   stamp=".venv/.gatewayd-installed-$extra"
   if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "Installing gatewayd[$extra] into .venv (first run takes a minute) ..." >&2
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[$extra]"
     touch "$stamp"
   fi

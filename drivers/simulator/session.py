@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
+from datetime import datetime
 from types import TracebackType
 from typing import Self
 
@@ -21,6 +22,11 @@ from gatewayd.driver import DeviceContext
 from gatewayd.errors import DeviceNotFound, LinkLost
 from gatewayd.models import DeviceIdentity, Direction, Reading
 from gatewayd.options import OptionReader
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
 
 DRIVER = "simulator"
 #: What the simulated sensor reports as its firmware revision.
@@ -136,7 +142,7 @@ class SimulatorSession:
     async def __aenter__(self) -> Self:
         sensor = self._registry.sensor(self._ctx)
         if not sensor.advertising():
-            self._ctx.log.info("device_not_advertising", until=sensor.down_until)
+            self._ctx.log.info("device_not_advertising", until=_iso(sensor.down_until))
             raise DeviceNotFound("not advertising", device=self._ctx.device_id)
         self._sensor = sensor
         self.identity = DeviceIdentity(
@@ -232,7 +238,10 @@ class SimulatorSession:
             if event == "drop":
                 sensor.drop_link(record.time_us)
                 log.warning(
-                    "link_lost", session=record.session, seq=record.seq, until=sensor.down_until
+                    "link_lost",
+                    session=record.session,
+                    seq=record.seq,
+                    until=_iso(sensor.down_until),
                 )
                 raise LinkLost("simulated link loss", device=self._ctx.device_id)
             if event == "miss":

@@ -1,0 +1,11 @@
+"""Device transports: how drivers reach their devices.
+
+- `gatewayd.transport.ble`: the `[ble]` options (`BleConfig`) and what drivers pass to bleak's
+  `BleakScanner` / `BleakClient` for the configured stack (BlueZ or Bumble), plus `establish`.
+- `gatewayd.transport.bumble_host`, `bumble_scanner`, `bumble_client`: a bleak backend on Bumble's
+  host stack (a USB dongle, a TCP HCI socket or an in-process virtual controller), so unmodified
+  bleak code runs without BlueZ.
+- `gatewayd.transport.bumble_link`: virtual radios for tests and `gatewayd simulate`.
+
+Nothing here imports Bumble until a Bumble module is imported, so BlueZ-only hubs pay nothing.
+"""
