@@ -1,4 +1,4 @@
-"""The `gatewayd` command: `run`, `drivers`, `demo`, `--version`.
+"""The `gatewayd` command: `run`, `drivers`, `demo`, `report`, `export`, `--version`.
 
 Errors a person can fix (a bad config, a missing driver) print one line on stderr and exit 2,
 never a traceback.
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gatewayd import __version__
-from gatewayd.errors import ConfigError, GatewayError, PluginError
+from gatewayd.errors import ConfigError, GatewayError, PluginError, UsageError
 
 #: Exit status for errors in what the user gave us (config, drivers); 1 is for runtime failures.
 EXIT_USAGE = 2
@@ -51,6 +51,24 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--duration", type=float, default=None, help="stop after SECONDS (default: until Ctrl-C)"
     )
+
+    report = commands.add_parser("report", help="a device's glucose summary, from the store")
+    report.add_argument("--config", "-c", type=Path, required=True, help="the TOML config file")
+    report.add_argument("--device", "-d", required=True, help="the device id")
+    report.add_argument("--days", type=int, help="one window of N days instead of 24h and 14d")
+    report.add_argument("--format", choices=("text", "json"), default="text")
+    report.add_argument("--at", help="end of the windows, ISO-8601 (default now)")
+
+    export = commands.add_parser("export", help="readings for a clinician: FHIR, CSV, AGP PDF/PNG")
+    export.add_argument("--config", "-c", type=Path, required=True, help="the TOML config file")
+    export.add_argument("--device", "-d", required=True, help="the device id")
+    export.add_argument("--format", choices=("fhir", "csv", "pdf", "png"), required=True)
+    export.add_argument("--from", dest="start", help="date or date-time (default --to - 14 days)")
+    export.add_argument("--to", dest="end", help="date (inclusive) or date-time (default now)")
+    export.add_argument("--output", "-o", type=Path, help="file (default stdout; pdf/png need it)")
+    export.add_argument("--tz", help="IANA time zone for dates and the AGP (default local)")
+    export.add_argument("--paper", choices=("a4", "letter"), default="a4", help="PDF page size")
+    export.add_argument("--include-serial", action="store_true", help="CSV: the sensor serial")
     return parser
 
 
@@ -62,6 +80,24 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one exit 
             return _run(args.config)
         if args.command == "drivers":
             return _drivers()
+        if args.command == "report":
+            from gatewayd.summaries.report import run_report
+
+            return run_report(args.config, args.device, days=args.days, fmt=args.format, at=args.at)
+        if args.command == "export":
+            from gatewayd.export.command import run_export
+
+            return run_export(
+                args.config,
+                args.device,
+                fmt=args.format,
+                start=args.start,
+                end=args.end,
+                output=args.output,
+                tz=args.tz,
+                paper=args.paper,
+                include_serial=args.include_serial,
+            )
         if args.command == "demo":
             from gatewayd.demo import run_demo
 
@@ -78,6 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one exit 
         return EXIT_USAGE
     except PluginError as exc:
         print(f"gatewayd: driver error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except UsageError as exc:
+        print(f"gatewayd: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except GatewayError as exc:
         print(f"gatewayd: {exc}", file=sys.stderr)

@@ -78,7 +78,12 @@ class Daemon:
         ]
         self.supervisor = Supervisor(devices, self.store, self.publisher, cfg.supervisor)
         context = ServiceContext(
-            cfg, self.store, self.publisher, self.publisher.topics, tuple(d.id for d in devices)
+            cfg,
+            self.store,
+            self.publisher,
+            self.publisher.topics,
+            tuple(d.id for d in devices),
+            tuple(devices),
         )
         self.services = [spec.create(options, context) for spec, options in plan.services]
         self.supervisor.listeners.extend(service.on_reading for service in self.services)

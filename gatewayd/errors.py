@@ -28,6 +28,15 @@ class ConfigError(GatewayError):
         super().__init__(f"{where}: {self.reason}")
 
 
+class UsageError(GatewayError):
+    """A command-line argument that cannot be used; the CLI prints it on one line (exit 2)."""
+
+    def __init__(self, option: str, reason: str) -> None:
+        self.option = option
+        self.reason = reason
+        super().__init__(f"{option}: {reason}")
+
+
 class PluginError(GatewayError):
     """A driver plugin that is missing, broken, or does not honour the contract."""
 

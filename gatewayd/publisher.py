@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import ssl
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -95,6 +96,8 @@ class Publisher:
         self.log = log or structlog.get_logger().bind(component="publisher")
         self.connected = asyncio.Event()
         self.delivered = 0
+        #: Readings acknowledged by the broker, per device (since start; for metrics).
+        self.published: Counter[str] = Counter()
         self.reconnects = 0
         self._backoff = backoff or Backoff(1.0, 60.0)
         self._wake = asyncio.Event()
@@ -229,6 +232,8 @@ class Publisher:
             while True:
                 self._wake.clear()
                 await self._publish_statuses(client)
+                # Alerts and the like go first: they must not wait behind a long replay.
+                await self._publish_messages(client)
                 rows = self.store.pending(_BATCH, after=last)
                 if not rows:
                     await self._idle(window)
@@ -286,6 +291,7 @@ class Publisher:
         self._acked.append(row.rowid)
         self._dirty_state.add(row.device)
         self.delivered += 1
+        self.published[row.device] += 1
         if len(self._acked) >= _MARK_EVERY:
             self._flush_acks()
 

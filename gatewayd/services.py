@@ -18,6 +18,7 @@ from gatewayd.config import Config
 from gatewayd.models import Reading
 from gatewayd.publisher import Publisher
 from gatewayd.store import Store
+from gatewayd.supervisor import Device
 from gatewayd.topics import Topics
 
 OptionsT = TypeVar("OptionsT")
@@ -45,6 +46,8 @@ class ServiceContext:
     topics: Topics
     #: Ids of the enabled devices, in config order.
     devices: tuple[str, ...]
+    #: The device loops with their live counters and status (read-only; used by metrics).
+    device_loops: tuple[Device, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +60,13 @@ class ServiceSpec(Generic[OptionsT]):
 
 
 #: Modules defining a `SPEC`, in start order.
-_MODULES: tuple[str, ...] = ()
+_MODULES: tuple[str, ...] = (
+    "gatewayd.alerts",
+    "gatewayd.summaries",
+    "gatewayd.homeassistant",
+    "gatewayd.nightscout",
+    "gatewayd.metrics",
+)
 
 
 def specs() -> list[ServiceSpec[Any]]:

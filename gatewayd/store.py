@@ -158,6 +158,16 @@ class Store:
         with self.transaction() as own:
             self.add_message(topic, payload, retain=retain, db=own)
 
+    def replace_retained(self, topic: str, payload: bytes) -> None:
+        """Queue a retained message, dropping any older one for the same topic not yet sent.
+
+        Only the newest retained value matters to subscribers; a publish of the superseded row
+        already in flight deletes its row after the PUBACK, which is harmless once it is gone.
+        """
+        with self.transaction() as db:
+            db.execute("DELETE FROM messages WHERE topic = ? AND retain = 1", (topic,))
+            self.add_message(topic, payload, retain=True, db=db)
+
     def pending_messages(self, limit: int) -> list[PendingMessage]:
         """Queued messages, oldest first."""
         rows = self._db.execute(

@@ -4,6 +4,9 @@
     <root>/<hub>/<device>/reading    every reading, QoS 1, not retained
     <root>/<hub>/<device>/state      the newest reading, retained
     <root>/<hub>/<device>/status     device link state, retained
+    <root>/<hub>/<device>/alert      alert events (gatewayd.alerts), QoS 1, not retained
+    <root>/<hub>/<device>/alerts     the device's active alerts, retained
+    <root>/<hub>/<device>/summary    rolling summaries (gatewayd.summaries), retained
 
 Ids come from the config (validated to be topic-safe); no serial number or other identifier of
 a person appears in a topic unless the operator chose it as an id.

@@ -58,3 +58,22 @@ def split_e2e_crc(data: Buffer, what: str = "value") -> bytes:
     if received != computed:
         raise CrcError(what, raw, received=received, computed=computed)
     return payload
+
+
+def e2e_payload(data: Buffer, length: int, what: str) -> tuple[bytes, bool]:
+    """(payload, had_crc) of a CGMS value of `length` payload bytes with an optional E2E-CRC.
+
+    `length` bytes → no CRC; `length + 2` → the CRC is checked (`CrcError`) and stripped;
+    anything else → `ProtocolError`.
+    """
+    raw = bytes(data)
+    if len(raw) == length:
+        return raw, False
+    if len(raw) == length + 2:
+        return split_e2e_crc(raw, what), True
+    raise ProtocolError(f"{what}: {len(raw)} bytes, expected {length} or {length + 2}", raw)
+
+
+def with_e2e_crc(payload: bytes, e2e_crc: bool) -> bytes:
+    """`payload`, followed by its E2E-CRC when `e2e_crc`."""
+    return append_e2e_crc(payload) if e2e_crc else payload

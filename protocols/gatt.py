@@ -10,9 +10,11 @@ Public API:
   the value read back through the session's `receive(characteristic, value)`; for a WRITE with
   `awaits_response` the answer is an indication on the same characteristic (enable
   notifications/indications before the first request, protocols.md §1.10 step 4).
+* `SessionEvent` — base of all session events; the shared ones: `RecordRejected(reason, data)`,
+  `ProcedureFailed(request, reason, code, data)`, `UnexpectedData(characteristic, data)`.
 * `DateTime` — the 7-byte GATT Date Time (year uint16 with 0 = unknown, month, day, hours,
   minutes, seconds), kept field by field because devices send invalid dates; `to_datetime(tz)`
-  gives an aware datetime or None.
+  gives an aware datetime or None; `add_minutes(dt, n)` shifts one without ever overflowing.
 * `SampleType`, `SampleLocation` — the type (low nibble) / sample location (high nibble) enums
   shared by CGM Feature, CGMS calibration records and Glucose Measurement (§1.5, §1.13).
 * `parse_construct(con, data, what)` / `build_construct(con, value, what)` — run a construct
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from enum import IntEnum, StrEnum
 from typing import Any, Final, TypeVar
 
@@ -85,6 +87,45 @@ class Request:
     awaits_response: bool = True
     #: Short snake_case name of the procedure, for logs ("read_feature", "racp_report").
     label: str = ""
+
+
+class SessionEvent:
+    """Base class of every event a sans-I/O session (`cgms_session`, `glucose_session`) emits."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRejected(SessionEvent):
+    """A data record (or the rest of a notification) that could not be accepted.
+
+    `reason`: "crc_mismatch", "missing_crc" (E2E announced, none sent) or "malformed".
+    """
+
+    reason: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ProcedureFailed(SessionEvent):
+    """A request failed; the session skips that step and goes on.
+
+    `reason`: "timeout", "error_response" (`code` = the device's RACP/SOCP response code),
+    "crc_mismatch", "malformed" (`data` = what came back), "unexpected_response".
+    """
+
+    request: Request
+    reason: str
+    code: int | None = None
+    data: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class UnexpectedData(SessionEvent):
+    """An indication or read value nobody waited for (late after a timeout, unsolicited)."""
+
+    characteristic: str
+    data: bytes
 
 
 class SampleType(IntEnum):
@@ -188,6 +229,17 @@ class DateTime:
             )
         except ValueError:
             return None
+
+
+def add_minutes(dt: datetime | None, minutes: int) -> datetime | None:
+    """`dt` + `minutes`, or None when `dt` is None or the result leaves datetime's range
+    (device dates up to year 65535 reach it)."""
+    if dt is None:
+        return None
+    try:
+        return dt + timedelta(minutes=minutes)
+    except OverflowError:
+        return None
 
 
 #: Errors a construct parser may raise on bad input besides ConstructError (compiled parsers

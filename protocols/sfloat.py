@@ -1,7 +1,7 @@
 """IEEE 11073-20601 16-bit SFLOAT: concentration, trend, quality and alert levels of CGMS/GLS.
 
 Layout (protocols.md §1.2): a little-endian 16-bit word; bits 15..12 = exponent E (signed 4-bit,
--8..+7), bits 11..0 = mantissa M (signed 12-bit); value = M × 10^E.
+-8..+7), bits 11..0 = mantissa M (signed 12-bit); value = M x 10^E.
 Special values are tested on the whole word BEFORE sign extension (exponent 0):
 
 ==========  ==============================  =======================
@@ -21,9 +21,9 @@ Public API:
   compare the exact numeric value (`SFloat(12, 1) == SFloat(120, 0)`). `float(x)` / `x.value`
   give the nearest float; `SFloat.from_float(v)` picks the exponent that represents `v` exactly
   where possible (else rounds to the nearest representable value).
-* `SFloatSpecial` — the five specials; never a number. A decoded field is typed
-  `SFloatValue = SFloat | SFloatSpecial`, so code that wants a number has to handle the specials
-  (±INFINITY on a glucose value means below/above the measurable range, §1.2).
+* `SFloatSpecial` — the five specials (`.word` is the wire word); never a number. A decoded
+  field is typed `SFloatValue = SFloat | SFloatSpecial`, so code that wants a number has to
+  handle the specials (±INFINITY on a glucose value = below/above the measurable range, §1.2).
 * `decode_sfloat(word) -> SFloatValue`, `encode_sfloat(value) -> word`, and byte-level
   `parse_sfloat(data)` / `build_sfloat(value)`. `encode_sfloat` also takes a plain `float`
   (NaN and ±inf map to the matching special words).
@@ -54,12 +54,18 @@ class SFloatSpecial(Enum):
     NEGATIVE_INFINITY = 0x0802
     RESERVED = 0x0801
 
+    @property
+    def word(self) -> int:
+        """The 16-bit wire word."""
+        return int(self.value)
+
 
 _SPECIAL_WORDS: Final = {s.value: s for s in SFloatSpecial}
+_POW10: Final[tuple[int, ...]] = tuple(10**i for i in range(9))
 
 
 class SFloat:
-    """An exact finite SFLOAT value M × 10^E that remembers its representation."""
+    """An exact finite SFLOAT value M x 10^E that remembers its representation."""
 
     __slots__ = ("exponent", "mantissa")
 
@@ -76,6 +82,9 @@ class SFloat:
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("SFloat is immutable")
+
+    def __reduce__(self) -> tuple[type[SFloat], tuple[int, int]]:
+        return SFloat, (self.mantissa, self.exponent)  # copy/pickle despite __setattr__
 
     @classmethod
     def from_float(cls, value: float, *, exact: bool = False) -> SFloat:
@@ -112,8 +121,8 @@ class SFloat:
     def value(self) -> float:
         """The nearest float (correctly rounded: 1234e-2 → 12.34)."""
         if self.exponent >= 0:
-            return float(self.mantissa * 10**self.exponent)
-        return self.mantissa / 10**-self.exponent
+            return float(self.mantissa * _POW10[self.exponent])
+        return self.mantissa / _POW10[-self.exponent]
 
     def fraction(self) -> Fraction:
         """The exact value."""
@@ -159,21 +168,24 @@ def decode_sfloat(word: int) -> SFloatValue:
         raise ProtocolError(f"SFLOAT word out of range: {word}")
     mantissa = word & 0x0FFF
     exponent = word >> 12
-    result = SFloat(mantissa - 0x1000 if mantissa >= 0x800 else mantissa, exponent - 16 if exponent >= 8 else exponent)
+    result = SFloat(
+        mantissa - 0x1000 if mantissa >= 0x800 else mantissa,
+        exponent - 16 if exponent >= 8 else exponent,
+    )
     _DECODED[word] = result
     return result
 
 
 def encode_sfloat(value: SFloatValue | float) -> int:
     """The 16-bit word of `value`; plain floats go through `SFloat.from_float`."""
-    if isinstance(value, SFloat):
+    if isinstance(value, SFloat | SFloatSpecial):
         return value.word
-    if isinstance(value, SFloatSpecial):
-        return value.value
     if math.isnan(value):
-        return SFloatSpecial.NAN.value
+        return SFloatSpecial.NAN.word
     if math.isinf(value):
-        return (SFloatSpecial.POSITIVE_INFINITY if value > 0 else SFloatSpecial.NEGATIVE_INFINITY).value
+        return (
+            SFloatSpecial.POSITIVE_INFINITY if value > 0 else SFloatSpecial.NEGATIVE_INFINITY
+        ).word
     return SFloat.from_float(value).word
 
 

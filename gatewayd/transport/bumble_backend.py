@@ -16,8 +16,8 @@ Two ways to pick the Bumble host (see `gatewayd.transport.bumble_host`):
 from __future__ import annotations
 
 from gatewayd.transport.bumble_client import BumbleClient
-from gatewayd.transport.bumble_host import (
-    BumbleHost,
+from gatewayd.transport.bumble_host import BumbleHost
+from gatewayd.transport.bumble_registry import (
     bumble_session,
     configure_bumble,
     current_bumble_host,

@@ -22,39 +22,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import structlog
 from bleak.args import SizedBuffer
-from bleak.assigned_numbers import CHARACTERISTIC_PROPERTIES, CharacteristicPropertyName
 from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.backends.client import BaseBleakClient, NotifyCallback
 from bleak.backends.descriptor import BleakGATTDescriptor
 from bleak.backends.device import BLEDevice
-from bleak.backends.service import BleakGATTService, BleakGATTServiceCollection
 from bleak.exc import BleakDeviceNotFoundError, BleakError, BleakGATTProtocolError
 from bumble import att, hci
-from bumble.core import UUID, BaseBumbleError
-from bumble.core import TimeoutError as BumbleTimeoutError
+from bumble.core import BaseBumbleError
 from bumble.device import Connection, Peer
 from bumble.gatt_client import CharacteristicProxy
 
-from gatewayd.transport.bumble_host import CLOSE_DISCONNECT_TIMEOUT, BumbleHost, current_bumble_host
-from gatewayd.transport.bumble_scanner import BumbleDetails, uuid_from_le_bytes
+from gatewayd.transport.bumble_gatt import discover, gatt_errors
+from gatewayd.transport.bumble_host import CLOSE_DISCONNECT_TIMEOUT, BumbleHost
+from gatewayd.transport.bumble_registry import current_bumble_host
+from gatewayd.transport.bumble_scanner import BumbleDetails
 
 __all__ = ["BumbleClient"]
 
 _CCCD = "00002902-0000-1000-8000-00805f9b34fb"
-_log = structlog.get_logger().bind(component="ble_bumble")
-
-
-def _uuid(value: UUID) -> str:
-    return uuid_from_le_bytes(value.to_bytes())
-
-
-def _properties(flags: int) -> list[CharacteristicPropertyName]:
-    return [name for bit, name in CHARACTERISTIC_PROPERTIES.items() if flags & bit]
+log = structlog.get_logger().bind(component="ble_bumble")
 
 
 class BumbleClient(BaseBleakClient):
@@ -118,9 +109,10 @@ class BumbleClient(BaseBleakClient):
             raise BleakError("Client is already connected")
         timeout: float = kwargs.get("timeout", self._timeout)
         host = self._host = type(self).host()
+        # As in the BlueZ backend: finding the device, then connecting, each within `timeout`.
+        peer = self._peer or await self._find(host, timeout)
         async with asyncio.timeout(timeout):
-            peer = self._peer or await self._find(host, timeout)
-            with self._errors("connect"):
+            with gatt_errors(self.address, "connect"):
                 connection = await host.connect(peer)
             self._attach(connection)
             try:
@@ -129,30 +121,34 @@ class BumbleClient(BaseBleakClient):
                 await self._abandon(connection)
                 raise
         self._ready = True
-        _log.debug("bumble_connected", peer=str(peer), mtu=connection.att_mtu)
+        log.debug("bumble_connected", peer=str(peer), mtu=connection.att_mtu)
 
-    async def _find(self, host: BumbleHost, timeout: float) -> hci.Address:
-        found = await host.find_address(self.address, timeout)
-        if found is None:
+    async def _find(self, host: BumbleHost, seconds: float) -> hci.Address:
+        try:
+            async with asyncio.timeout(seconds):
+                found = await host.find_address(self.address)
+        except TimeoutError:
             raise BleakDeviceNotFoundError(
                 self.address, f"Device with address {self.address} was not found."
-            )
+            ) from None
         self._peer = found
         return found
 
     async def _set_up(self, host: BumbleHost, connection: Connection, *, pair: bool) -> None:
-        with self._errors("security"):
+        with gatt_errors(self.address, "security"):
             if pair:
                 await connection.pair()
             elif await self._bonded(host, connection):
                 await connection.encrypt()
         try:
-            with self._errors("MTU exchange"):
+            with gatt_errors(self.address, "MTU exchange"):
                 await Peer(connection).request_mtu(host.mtu)
         except BleakGATTProtocolError as exc:  # optional procedure: stay at 23
-            _log.info("bumble_mtu_exchange_refused", peer=self.address, code=int(exc.code))
-        with self._errors("service discovery"):
-            self.services = await self._discover(connection)
+            log.info("bumble_mtu_exchange_refused", peer=self.address, code=int(exc.code))
+        with gatt_errors(self.address, "service discovery"):
+            self.services = await discover(
+                connection, self._requested_services, lambda: self.mtu_size
+            )
 
     @staticmethod
     async def _bonded(host: BumbleHost, connection: Connection) -> bool:
@@ -183,12 +179,12 @@ class BumbleClient(BaseBleakClient):
         self._connection = None
         self.services = None
         self._subscribers.clear()
-        _log.debug("bumble_disconnected", peer=self.address, reason=reason)
+        log.debug("bumble_disconnected", peer=self.address, reason=reason)
         if was_ready and self._disconnected_callback is not None:
             try:
                 self._disconnected_callback()
             except Exception:  # runs inside Bumble's event dispatch: never break it
-                _log.exception("bumble_disconnected_callback_failed", peer=self.address)
+                log.exception("bumble_disconnected_callback_failed", peer=self.address)
 
     async def disconnect(self) -> None:
         """Disconnect; the disconnected callback has run when this returns."""
@@ -199,14 +195,14 @@ class BumbleClient(BaseBleakClient):
             async with asyncio.timeout(CLOSE_DISCONNECT_TIMEOUT):
                 await connection.disconnect()
         except (TimeoutError, BaseBumbleError) as exc:
-            _log.warning("bumble_disconnect_failed", peer=self.address, error=repr(exc))
+            log.warning("bumble_disconnect_failed", peer=self.address, error=repr(exc))
         finally:
             self._on_disconnection(connection, hci.HCI_CONNECTION_TERMINATED_BY_LOCAL_HOST_ERROR)
 
     async def pair(self, *args: Any, **kwargs: Any) -> None:
         """Pair and bond ("just works", LE Secure Connections)."""
         connection = self._require()
-        with self._errors("pairing"):
+        with gatt_errors(self.address, "pairing"):
             await connection.pair()
 
     async def unpair(self) -> None:
@@ -227,49 +223,6 @@ class BumbleClient(BaseBleakClient):
             raise BleakError("Not connected")
         return self._connection
 
-    @contextlib.contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
-        """Bumble's exceptions as bleak's, with what we were doing and to whom."""
-        try:
-            yield
-        except att.ATT_Error as exc:
-            raise BleakGATTProtocolError(exc.error_code) from exc
-        except BumbleTimeoutError as exc:
-            raise TimeoutError(f"{what}: no response from {self.address}") from exc
-        except asyncio.CancelledError as exc:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # a real cancellation of the caller
-            # Bumble cancels the pending request of a link that went down.
-            raise BleakError(f"{what}: {self.address} disconnected") from exc
-        except BaseBumbleError as exc:
-            raise BleakError(f"{what} with {self.address} failed: {exc}") from exc
-
-    async def _discover(self, connection: Connection) -> BleakGATTServiceCollection:
-        gatt = connection.gatt_client
-        wanted = [UUID(u) for u in self._requested_services or ()]
-        collection = BleakGATTServiceCollection()
-        for service in await gatt.discover_services(wanted):
-            bleak_service = BleakGATTService(service, service.handle, _uuid(service.uuid))
-            collection.add_service(bleak_service)
-            for char in await gatt.discover_characteristics((), service):
-                bleak_char = BleakGATTCharacteristic(
-                    char,
-                    char.handle,
-                    _uuid(char.uuid),
-                    _properties(char.properties),
-                    lambda: self.mtu_size - 3,  # ATT_Write_Command header
-                    bleak_service,
-                )
-                collection.add_characteristic(bleak_char)
-                for descriptor in await gatt.discover_descriptors(char):
-                    bleak_descriptor = BleakGATTDescriptor(
-                        descriptor, descriptor.handle, _uuid(descriptor.type), bleak_char
-                    )
-                    collection.add_descriptor(bleak_descriptor)
-                char.descriptors_discovered = True  # spares Bumble a rediscovery per subscribe
-        return collection
-
     async def read_gatt_char(
         self, characteristic: BleakGATTCharacteristic, *, use_cached: bool = False, **kwargs: Any
     ) -> bytearray:
@@ -277,7 +230,7 @@ class BumbleClient(BaseBleakClient):
         gatt = self._require().gatt_client
         if use_cached and (cached := gatt.cached_values.get(characteristic.handle)):
             return bytearray(cached[1])
-        with self._errors(f"read {characteristic.uuid}"):
+        with gatt_errors(self.address, f"read {characteristic.uuid}"):
             return bytearray(await gatt.read_value(characteristic.handle))
 
     async def read_gatt_descriptor(
@@ -285,7 +238,7 @@ class BumbleClient(BaseBleakClient):
     ) -> bytearray:
         """Read a descriptor value."""
         gatt = self._require().gatt_client
-        with self._errors(f"read descriptor {descriptor.handle}"):
+        with gatt_errors(self.address, f"read descriptor {descriptor.handle}"):
             return bytearray(await gatt.read_value(descriptor.handle))
 
     async def write_gatt_char(
@@ -299,13 +252,15 @@ class BumbleClient(BaseBleakClient):
                 f"{len(value)} bytes exceed max_write_without_response_size "
                 f"({characteristic.max_write_without_response_size})"
             )
-        with self._errors(f"write {characteristic.uuid}"):
+        with gatt_errors(self.address, f"write {characteristic.uuid}"):
             await gatt.write_value(characteristic.handle, value, with_response=response)
 
-    async def write_gatt_descriptor(self, descriptor: BleakGATTDescriptor, data: SizedBuffer) -> None:
+    async def write_gatt_descriptor(
+        self, descriptor: BleakGATTDescriptor, data: SizedBuffer
+    ) -> None:
         """Write a descriptor value (always with response)."""
         gatt = self._require().gatt_client
-        with self._errors(f"write descriptor {descriptor.handle}"):
+        with gatt_errors(self.address, f"write descriptor {descriptor.handle}"):
             await gatt.write_value(descriptor.handle, bytes(data), with_response=True)
 
     async def start_notify(
@@ -324,10 +279,10 @@ class BumbleClient(BaseBleakClient):
             try:
                 callback(bytearray(value))
             except Exception:  # runs inside Bumble's packet dispatch: never break it
-                _log.exception("bumble_notify_callback_failed", characteristic=characteristic.uuid)
+                log.exception("bumble_notify_callback_failed", characteristic=characteristic.uuid)
 
         try:
-            with self._errors(f"subscribe {characteristic.uuid}"):
+            with gatt_errors(self.address, f"subscribe {characteristic.uuid}"):
                 await gatt.subscribe(proxy, on_value, prefer_notify=True)
         except BaseException:
             for subscribers in (gatt.notification_subscribers, gatt.indication_subscribers):
@@ -341,5 +296,5 @@ class BumbleClient(BaseBleakClient):
         if on_value is None:
             return
         gatt = self._require().gatt_client
-        with self._errors(f"unsubscribe {characteristic.uuid}"):
+        with gatt_errors(self.address, f"unsubscribe {characteristic.uuid}"):
             await gatt.unsubscribe(characteristic.obj, on_value)

@@ -1,4 +1,4 @@
-"""One Bumble host stack per event loop: the "radio" the Bumble bleak backend talks through.
+"""A Bumble host stack on one controller: the "radio" the Bumble bleak backend talks through.
 
 A `BumbleHost` owns a Bumble `Device` in the central role on one HCI controller: a transport named
 by a Bumble string (``usb:0`` for a dedicated USB dongle, ``tcp-client:127.0.0.1:9001`` for a
@@ -7,10 +7,10 @@ controller in this process (`BumbleHost.on_controller`, see `gatewayd.transport.
 
 How the backend classes find their host (both are supported):
 
-- **per-event-loop registry** (what drivers use): `await configure_bumble("usb:0")` (or a
-  `BumbleHost`) once in the loop, then plain `BleakScanner(backend=BumbleScanner)` and
-  `BleakClient(dev, backend=BumbleClient)` use it; `await release_bumble()` closes it.
-  `bumble_session(hci)` is the same pair as an async context manager.
+- **per-event-loop registry** (what drivers use, see `gatewayd.transport.bumble_registry`):
+  `await configure_bumble("usb:0")` (or a `BumbleHost`) once in the loop, then plain
+  `BleakScanner(backend=BumbleScanner)` and `BleakClient(dev, backend=BumbleClient)` use it;
+  `await release_bumble()` closes it. `bumble_session(hci)` is the pair as a context manager.
 - **explicit binding**: `bumble_backend(host)` returns a (scanner, client) pair of subclasses bound
   to one host, for a test that drives two radios in one loop.
 
@@ -28,8 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import structlog
@@ -45,13 +44,7 @@ from bumble.transport.common import AsyncPipeSink, Transport
 if TYPE_CHECKING:
     from bumble.controller import Controller
 
-__all__ = [
-    "BumbleHost",
-    "bumble_session",
-    "configure_bumble",
-    "current_bumble_host",
-    "release_bumble",
-]
+__all__ = ["BumbleHost"]
 
 #: ATT MTU we ask for: the largest a characteristic value can use (512 bytes + 5 of header).
 DEFAULT_MTU = 517
@@ -62,7 +55,7 @@ CLOSE_DISCONNECT_TIMEOUT = 2.0
 
 ScanListener = Callable[[Advertisement], None]
 
-_log = structlog.get_logger().bind(component="ble_bumble")
+log = structlog.get_logger().bind(component="ble_bumble")
 
 
 def _just_works(_connection: Connection) -> PairingConfig:
@@ -155,7 +148,7 @@ class BumbleHost:
             if transport is not None:
                 transport.source.terminated.add_done_callback(self._on_transport_lost)
             self._device, self._transport = device, transport
-            _log.info("bumble_host_open", hci=self.hci, address=str(device.random_address))
+            log.info("bumble_host_open", hci=self.hci, address=str(device.random_address))
             return device
 
     async def close(self) -> None:
@@ -163,6 +156,7 @@ class BumbleHost:
         self._closed = True
         for task in list(self._tasks):
             task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._shutdown()
 
     async def __aenter__(self) -> BumbleHost:
@@ -210,13 +204,13 @@ class BumbleHost:
         device.remove_listener(Device.EVENT_CONNECTION, self._on_connection)
         if transport is not None:
             await transport.close()
-        _log.info("bumble_host_closed", hci=self.hci)
+        log.info("bumble_host_closed", hci=self.hci)
 
     def _on_transport_lost(self, _terminated: asyncio.Future[None]) -> None:
         if self._transport is None:
             return  # our own close
         # Bumble's host has already flushed: every connection reported a disconnection.
-        _log.warning("bumble_transport_lost", hci=self.hci)
+        log.warning("bumble_transport_lost", hci=self.hci)
         self._device = self._transport = None
         self._scan_listeners.clear()
         self._scan_active = None
@@ -229,7 +223,11 @@ class BumbleHost:
             device = await self.open()
             token = object()
             self._scan_listeners[token] = (listener, active)
-            await self._apply_scan_mode(device)
+            try:
+                await self._apply_scan_mode(device)
+            except BaseException:
+                self._scan_listeners.pop(token, None)
+                raise
             return token
 
     async def stop_scan(self, token: object) -> None:
@@ -247,23 +245,26 @@ class BumbleHost:
         )
         if wanted == self._scan_active:
             return
-        if self._scan_active is not None:
-            await device.stop_scanning()
-            self._scan_active = None
-        if wanted is not None:
-            # Duplicates are wanted: bleak reports every advertisement (RSSI, data changes).
-            await device.start_scanning(active=wanted, filter_duplicates=False)
-            self._scan_active = wanted
+        try:
+            if self._scan_active is not None:
+                await device.stop_scanning()
+                self._scan_active = None
+            if wanted is not None:
+                # Duplicates are wanted: bleak reports every advertisement (RSSI, data changes).
+                await device.start_scanning(active=wanted, filter_duplicates=False)
+                self._scan_active = wanted
+        except BaseBumbleError as exc:
+            raise BleakError(f"Bumble host {self.hci}: scanning failed: {exc}") from exc
 
     def _on_advertisement(self, advertisement: Advertisement) -> None:
         for listener, _active in list(self._scan_listeners.values()):
             try:
                 listener(advertisement)
             except Exception:  # a broken listener must not break Bumble's packet pump
-                _log.exception("bumble_scan_listener_failed", hci=self.hci)
+                log.exception("bumble_scan_listener_failed", hci=self.hci)
 
-    async def find_address(self, address: str, timeout: float) -> hci.Address | None:
-        """The typed address (public or random) of the advertiser `AA:BB:...`, or None."""
+    async def find_address(self, address: str) -> hci.Address:
+        """The typed address (public or random) of the advertiser `AA:BB:...` (bound by caller)."""
         wanted = address.upper()
         found: asyncio.Future[hci.Address] = asyncio.get_running_loop().create_future()
 
@@ -274,10 +275,7 @@ class BumbleHost:
 
         token = await self.start_scan(listener)
         try:
-            async with asyncio.timeout(timeout):
-                return await found
-        except TimeoutError:
-            return None
+            return await found
         finally:
             await self.stop_scan(token)
 
@@ -291,7 +289,10 @@ class BumbleHost:
             try:
                 return await device.connect(address, PhysicalTransport.LE, timeout=None)
             except asyncio.CancelledError:
-                await self._cancel_connect(device)
+                self._claimed = None  # from now on a completing link is nobody's
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():  # else: Bumble flushed (link lost)
+                    await self._cancel_connect(device)
                 raise
             finally:
                 self._claimed = None
@@ -307,7 +308,7 @@ class BumbleHost:
         unclaimed = connection.role == hci.Role.CENTRAL and connection.peer_address != self._claimed
         if connection.transport != PhysicalTransport.LE or not unclaimed:
             return
-        _log.info("bumble_unclaimed_link_dropped", peer=str(connection.peer_address))
+        log.info("bumble_unclaimed_link_dropped", peer=str(connection.peer_address))
         task = asyncio.get_running_loop().create_task(self._drop(connection))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -316,49 +317,3 @@ class BumbleHost:
         with contextlib.suppress(TimeoutError, BaseBumbleError):
             async with asyncio.timeout(CLOSE_DISCONNECT_TIMEOUT):
                 await connection.disconnect()
-
-
-# -- the per-event-loop registry -------------------------------------------------------------------
-
-_hosts: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, BumbleHost] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-async def configure_bumble(hci_transport: str | BumbleHost) -> BumbleHost:
-    """Open `hci_transport` (a Bumble transport name or a host) as this event loop's radio."""
-    loop = asyncio.get_running_loop()
-    if loop in _hosts:
-        raise BleakError(f"a Bumble host is already configured for this loop: {_hosts[loop]!r}")
-    host = hci_transport if isinstance(hci_transport, BumbleHost) else BumbleHost(hci_transport)
-    await host.open()
-    _hosts[loop] = host
-    return host
-
-
-async def release_bumble() -> None:
-    """Close and forget this event loop's host (a no-op when there is none)."""
-    host = _hosts.pop(asyncio.get_running_loop(), None)
-    if host is not None:
-        await host.close()
-
-
-def current_bumble_host() -> BumbleHost:
-    """This event loop's host, as set by `configure_bumble` (BleakError when there is none)."""
-    try:
-        return _hosts[asyncio.get_running_loop()]
-    except KeyError:
-        raise BleakError(
-            "no Bumble host for this event loop: call gatewayd.transport.bumble_host."
-            "configure_bumble(...) first (or use bumble_backend(host))"
-        ) from None
-
-
-@contextlib.asynccontextmanager
-async def bumble_session(hci_transport: str | BumbleHost) -> AsyncIterator[BumbleHost]:
-    """`configure_bumble` on entry, `release_bumble` on exit."""
-    host = await configure_bumble(hci_transport)
-    try:
-        yield host
-    finally:
-        await release_bumble()

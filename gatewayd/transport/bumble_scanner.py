@@ -23,7 +23,8 @@ from bleak.backends.scanner import AdvertisementData, AdvertisementDataCallback,
 from bumble.core import AdvertisingData
 from bumble.device import Advertisement
 
-from gatewayd.transport.bumble_host import BumbleHost, current_bumble_host
+from gatewayd.transport.bumble_host import BumbleHost
+from gatewayd.transport.bumble_registry import current_bumble_host
 
 if TYPE_CHECKING:
     from bumble import hci

@@ -1,0 +1,309 @@
+"""Home Assistant: device-based MQTT discovery of every configured device.
+
+One retained config per device on `<prefix>/device/gatewayd_<hub>_<device>/config` announces:
+
+- `glucose`: `device_class: blood_glucose_concentration`, `state_class: measurement`, in the
+  configured unit, from the device's retained `state` (an out-of-range reading shows as 39/401
+  mg/dL or 2.2/22.3 mmol/L, Nightscout's LOW/HIGH, with `out_of_range` as an attribute, so
+  that an automation on "below 70" still fires on a LOW);
+- `trend` (per minute, same unit) and `direction` (Nightscout's arrow names, an enum);
+- `reading_time` (diagnostic timestamp of the newest reading: how stale the data is);
+- `link` (diagnostic enum of the device's link state, with the reason as an attribute);
+- `alert`: a `problem` binary sensor, ON while the device's retained `alerts` payload lists an
+  active alert (announced only when alerts are configured).
+
+The reading entities carry `expire_after` and are available while the hub says `online` AND
+the device is neither `parked` nor `stopped` (`availability_mode: all`). A device that connects
+between readings (most CGMs) stays available; staleness is what `expire_after` is for. `link`
+needs the hub only, so a parked device shows why.
+
+Configs are queued in the store's durable message outbox, again whenever `<prefix>/status` says
+`online`. Announced devices are remembered in the store; at start a device no longer configured
+(or every device, with `enabled = false`) gets an empty retained config, which removes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from gatewayd import __version__
+from gatewayd.config import Config
+from gatewayd.errors import ConfigError
+from gatewayd.models import MGDL_PER_MMOLL, Direction, Reading
+from gatewayd.services import ServiceContext, ServiceSpec
+from gatewayd.status import LinkState
+
+_PREFIX = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*\Z")
+#: Leaf of the retained list of active alerts (published by the alerts service).
+ALERTS_LEAF = "alerts"
+#: The active alerts: the `active` list of the alerts payload (or the payload, if a bare list).
+_ACTIVE = "{% set active = value_json.active if value_json is mapping else value_json %}"
+#: What an out-of-range reading shows as (Nightscout's LOW and HIGH codes), per unit.
+_OUT_OF_RANGE = {"mg/dL": ("39", "401"), "mmol/L": ("2.2", "22.3")}
+_DDL = """
+CREATE TABLE IF NOT EXISTS homeassistant_announced (
+    device TEXT PRIMARY KEY,
+    topic TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class HomeAssistantOptions:
+    """`[homeassistant]`."""
+
+    enabled: bool = True
+    discovery_prefix: str = "homeassistant"
+    unit: str = "mg/dL"
+    #: Seconds without a new reading before the reading entities become unavailable (0: never).
+    expire_after: int = 900
+
+
+def parse(config: Config) -> HomeAssistantOptions | None:
+    """Validate `[homeassistant]`; None when the table is absent."""
+    r = config.section("homeassistant")
+    if r is None:
+        return None
+    prefix = r.string("discovery_prefix", "homeassistant")
+    if not _PREFIX.match(prefix):
+        raise r.error(
+            "discovery_prefix",
+            f"must be topic levels of A-Z a-z 0-9 _ - joined by '/', got {prefix!r}",
+        )
+    options = HomeAssistantOptions(
+        enabled=r.boolean("enabled", True),
+        discovery_prefix=prefix,
+        unit=r.choice("unit", ("mg/dL", "mmol/L"), "mg/dL"),
+        expire_after=r.integer("expire_after", 900, minimum=0, maximum=7 * 86400),
+    )
+    r.finish()
+    nodes: dict[str, str] = {}
+    for device in config.devices:
+        node = node_id(config.hub.id, device.id)
+        if node in nodes:
+            raise ConfigError(
+                config.file,
+                f"{device.key}.id",
+                f"{device.id!r} and {nodes[node]!r} map to one Home Assistant discovery topic "
+                f"({node}); rename one ('.' becomes '_')",
+            )
+        nodes[node] = device.id
+    return options
+
+
+def node_id(hub: str, device: str) -> str:
+    """The discovery node of a device (HA allows only A-Z a-z 0-9 _ - there)."""
+    return f"gatewayd_{hub}_{device}".replace(".", "_")
+
+
+def config_topic(prefix: str, hub: str, device: str) -> str:
+    """The device-based discovery topic of a device."""
+    return f"{prefix}/device/{node_id(hub, device)}/config"
+
+
+def discovery_payload(
+    context: ServiceContext, options: HomeAssistantOptions, device: str, driver: str
+) -> dict[str, Any]:
+    """The device-based discovery config of one device."""
+    topics = context.topics
+    uid = f"gatewayd_{context.topics.hub}_{device}"
+    hub_online = {"topic": topics.hub_status, "payload_available": "online"}
+    device_running = {
+        "topic": topics.status(device),
+        "value_template": (
+            "{{ 'offline' if value_json.state in ('parked', 'stopped') else 'online' }}"
+        ),
+    }
+    expiry = {"expire_after": options.expire_after} if options.expire_after else {}
+    components: dict[str, dict[str, Any]] = {
+        "glucose": {
+            "p": "sensor",
+            "name": "Glucose",
+            "unique_id": f"{uid}_glucose",
+            "device_class": "blood_glucose_concentration",
+            "unit_of_measurement": options.unit,
+            "state_class": "measurement",
+            "suggested_display_precision": 0 if options.unit == "mg/dL" else 1,
+            "value_template": _glucose_template(options.unit),
+            "json_attributes_topic": topics.state(device),
+            "json_attributes_template": (
+                "{{ {'time': value_json.time, 'out_of_range': value_json.out_of_range, "
+                "'backfilled': value_json.backfilled} | tojson }}"
+            ),
+            **expiry,
+        },
+        "trend": {
+            "p": "sensor",
+            "name": "Trend",
+            "unique_id": f"{uid}_trend",
+            "unit_of_measurement": f"{options.unit}/min",
+            "state_class": "measurement",
+            "suggested_display_precision": 1 if options.unit == "mg/dL" else 2,
+            "icon": "mdi:chart-line-variant",
+            "value_template": _trend_template(options.unit),
+            **expiry,
+        },
+        "direction": {
+            "p": "sensor",
+            "name": "Direction",
+            "unique_id": f"{uid}_direction",
+            "device_class": "enum",
+            "options": [str(d) for d in Direction],
+            "icon": "mdi:arrow-top-right",
+            "value_template": "{{ value_json.direction }}",
+            **expiry,
+        },
+        "reading_time": {
+            "p": "sensor",
+            "name": "Last reading",
+            "unique_id": f"{uid}_reading_time",
+            "device_class": "timestamp",
+            "entity_category": "diagnostic",
+            "value_template": "{{ value_json.time }}",
+        },
+        "link": {
+            "p": "sensor",
+            "name": "Link",
+            "unique_id": f"{uid}_link",
+            "device_class": "enum",
+            "options": [str(s) for s in LinkState],
+            "entity_category": "diagnostic",
+            "state_topic": topics.status(device),
+            "value_template": "{{ value_json.state }}",
+            "json_attributes_topic": topics.status(device),
+            "json_attributes_template": "{{ {'reason': value_json.reason} | tojson }}",
+            "availability": [hub_online],
+        },
+    }
+    if _alerts_configured(context.config):
+        components["alert"] = {
+            "p": "binary_sensor",
+            "name": "Alert",
+            "unique_id": f"{uid}_alert",
+            "device_class": "problem",
+            "state_topic": topics.device(device, ALERTS_LEAF),
+            "value_template": _ACTIVE + "{{ 'ON' if active | length > 0 else 'OFF' }}",
+            "json_attributes_topic": topics.device(device, ALERTS_LEAF),
+            "json_attributes_template": _ACTIVE + "{{ {'alerts': active} | tojson }}",
+        }
+    return {
+        "dev": {"ids": [uid], "name": device, "mf": "gatewayd", "mdl": driver},
+        "o": {"name": "gatewayd", "sw": __version__},
+        "cmps": components,
+        "state_topic": topics.state(device),
+        "availability": [hub_online, device_running],
+        "availability_mode": "all",
+        "qos": 1,
+    }
+
+
+def _glucose_template(unit: str) -> str:
+    field = "glucose_mgdl" if unit == "mg/dL" else "glucose_mmoll"
+    low, high = _OUT_OF_RANGE[unit]
+    return (
+        f"{{% if value_json.{field} is not none %}}{{{{ value_json.{field} }}}}"
+        f"{{% elif value_json.out_of_range == 'low' %}}{low}"
+        f"{{% elif value_json.out_of_range == 'high' %}}{high}"
+        "{% else %}None{% endif %}"
+    )
+
+
+def _trend_template(unit: str) -> str:
+    if unit == "mg/dL":
+        return "{{ value_json.trend_mgdl_min }}"
+    return (
+        "{% if value_json.trend_mgdl_min is not none %}"
+        f"{{{{ (value_json.trend_mgdl_min / {MGDL_PER_MMOLL}) | round(2) }}}}"
+        "{% else %}None{% endif %}"
+    )
+
+
+def _alerts_configured(config: Config) -> bool:
+    return "alerts" in config.sections or any("alerts" in d.services for d in config.devices)
+
+
+def _json(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+class HomeAssistant:
+    """Announces (and retracts) the hub's devices to Home Assistant."""
+
+    def __init__(self, options: HomeAssistantOptions, context: ServiceContext) -> None:
+        self.options = options
+        self.context = context
+        self.log = structlog.get_logger().bind(component="homeassistant")
+        drivers = {d.id: d.driver for d in context.config.devices}
+        self.devices = (
+            {device: drivers.get(device, "unknown") for device in context.devices}
+            if options.enabled
+            else {}
+        )
+        #: Set once the configs (and removals) of this start are queued.
+        self.synced = asyncio.Event()
+        context.store.ensure_schema(_DDL)
+        if options.enabled:
+            context.publisher.subscribe(f"{options.discovery_prefix}/status", self._on_ha_status)
+
+    async def run(self) -> None:
+        """Retract what is no longer configured, announce the rest, and return."""
+        retracted = self.sync()
+        self.synced.set()
+        self.log.info("homeassistant_announced", devices=len(self.devices), removed=retracted)
+
+    def on_reading(self, reading: Reading) -> None:
+        """Nothing to do: entities read the retained `state` topic."""
+
+    def sync(self) -> list[str]:
+        """Queue the configs of configured devices and empty ones for the rest; the removed."""
+        prefix = self.options.discovery_prefix
+        hub = self.context.topics.hub
+        known = dict(self.context.store.query("SELECT device, topic FROM homeassistant_announced"))
+        removed = sorted(set(known) - set(self.devices))
+        with self.context.store.transaction() as db:
+            for device in removed:
+                self.context.store.add_message(known[device], b"", retain=True, db=db)
+                db.execute("DELETE FROM homeassistant_announced WHERE device = ?", (device,))
+            for device in self.devices:
+                topic = config_topic(prefix, hub, device)
+                if known.get(device, topic) != topic:  # the prefix changed: clear the old one
+                    self.context.store.add_message(known[device], b"", retain=True, db=db)
+                self._queue(db, device, topic)
+                db.execute(
+                    "INSERT OR REPLACE INTO homeassistant_announced (device, topic) VALUES (?, ?)",
+                    (device, topic),
+                )
+        self.context.publisher.notify()
+        return removed
+
+    def announce(self) -> None:
+        """Queue every configured device's config again (Home Assistant came online)."""
+        prefix, hub = self.options.discovery_prefix, self.context.topics.hub
+        with self.context.store.transaction() as db:
+            for device in self.devices:
+                self._queue(db, device, config_topic(prefix, hub, device))
+        self.context.publisher.notify()
+
+    def _queue(self, db: sqlite3.Connection, device: str, topic: str) -> None:
+        payload = discovery_payload(self.context, self.options, device, self.devices[device])
+        self.context.store.add_message(topic, _json(payload), retain=True, db=db)
+
+    def _on_ha_status(self, topic: str, payload: bytes) -> None:
+        if payload.strip() == b"online":
+            self.log.info("homeassistant_online", devices=len(self.devices))
+            self.announce()
+
+
+def create(options: HomeAssistantOptions, context: ServiceContext) -> HomeAssistant:
+    """Build the service (subscribes to Home Assistant's status before the publisher runs)."""
+    return HomeAssistant(options, context)
+
+
+SPEC: ServiceSpec[HomeAssistantOptions] = ServiceSpec("homeassistant", parse, create)

@@ -1,0 +1,200 @@
+"""The hub's BLE stack choice (`[ble]`) and what drivers hand to bleak for it.
+
+```toml
+[ble]
+stack = "bluez"        # default: the system's bluetoothd over D-Bus
+adapter = "hci0"       # optional, BlueZ only: which adapter (default: BlueZ's default one)
+
+# or: Bumble's host stack in-process on a dedicated controller
+[ble]
+stack = "bumble"
+hci = "usb:0"          # required: a Bumble HCI transport (usb:0, serial:/dev/ttyUSB0,1000000,
+                       # tcp-client:127.0.0.1:9001 for an emulator, ...)
+```
+
+Drivers stay stack-agnostic, written against bleak's public API only:
+
+    device = await BleakScanner.find_device_by_filter(match, **scanner_kwargs(cfg))
+    client = await establish(device, cfg, disconnected_callback=on_lost)
+
+and the daemon runs them inside `async with ble_session(cfg):`, which opens (and finally closes)
+the Bumble host of the loop when `stack = "bumble"` and does nothing for BlueZ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from bleak import BleakClient
+from bleak.backends.device import BLEDevice
+from bleak.exc import BleakDeviceNotFoundError, BleakError
+
+from gatewayd.errors import DeviceError, DeviceNotFound
+from gatewayd.options import OptionReader
+
+__all__ = [
+    "BleConfig",
+    "ble_session",
+    "client_kwargs",
+    "establish",
+    "parse_ble_config",
+    "scanner_kwargs",
+]
+
+Stack = Literal["bluez", "bumble"]
+STACKS: tuple[Stack, ...] = ("bluez", "bumble")
+#: Bumble transport schemes that make sense for a hub's radio (see bumble.transport).
+HCI_SCHEMES = frozenset(
+    {
+        "usb", "pyusb", "serial", "tcp-client", "tcp-server", "udp", "ws-client", "ws-server",
+        "unix", "unix-client", "hci-socket", "vhci", "android-netsim", "android-emulator",
+    }
+)  # fmt: skip
+_ADAPTER = re.compile(r"hci[0-9]{1,3}")
+#: Connect + MTU + discovery, per attempt on Bumble (a real link needs ~1-3 s).
+CONNECT_TIMEOUT = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class BleConfig:
+    """Which BLE host stack the hub uses."""
+
+    stack: Stack = "bluez"
+    #: Bumble only: the HCI transport of the controller (`usb:0`, `tcp-client:HOST:PORT`...).
+    hci: str | None = None
+    #: BlueZ only: the adapter name (`hci0`); None: BlueZ's default adapter.
+    adapter: str | None = None
+
+
+def parse_ble_config(reader: OptionReader) -> BleConfig:
+    """Read the `[ble]` table (all of it: an unknown key is an error)."""
+    stack: Stack = "bumble" if reader.choice("stack", STACKS, "bluez") == "bumble" else "bluez"
+    hci = reader.optional_string("hci")
+    adapter = reader.optional_string("adapter")
+    reader.finish()
+    if stack == "bumble":
+        if hci is None:
+            raise reader.error(
+                "hci", 'is required with stack = "bumble" (e.g. "usb:0", "tcp-client:HOST:PORT")'
+            )
+        _check_hci(reader, hci)
+        if adapter is not None:
+            raise reader.error("adapter", 'is a BlueZ option; with stack = "bumble" set hci')
+    else:
+        if hci is not None:
+            raise reader.error("hci", 'is only used with stack = "bumble"')
+        if adapter is not None and not _ADAPTER.fullmatch(adapter):
+            raise reader.error(
+                "adapter", f'must be a BlueZ adapter name like "hci0", got {adapter!r}'
+            )
+    return BleConfig(stack=stack, hci=hci, adapter=adapter)
+
+
+def _check_hci(reader: OptionReader, hci: str) -> None:
+    scheme, _, spec = hci.partition(":")
+    if scheme not in HCI_SCHEMES:
+        raise reader.error(
+            "hci", f"must be a Bumble HCI transport ({', '.join(sorted(HCI_SCHEMES))}), got {hci!r}"
+        )
+    if scheme in ("tcp-client", "tcp-server", "udp"):
+        host, _, port = spec.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise reader.error("hci", f"must be {scheme}:HOST:PORT, got {hci!r}")
+
+
+def scanner_kwargs(cfg: BleConfig) -> dict[str, Any]:
+    """Keyword arguments for `BleakScanner(...)` / `BleakScanner.find_device_by_filter(...)`."""
+    if cfg.stack == "bumble":
+        from gatewayd.transport.bumble_scanner import BumbleScanner
+
+        return {"backend": BumbleScanner}
+    return {"bluez": {"adapter": cfg.adapter}} if cfg.adapter else {}
+
+
+def client_kwargs(cfg: BleConfig) -> dict[str, Any]:
+    """Keyword arguments for `BleakClient(device, ...)`."""
+    if cfg.stack == "bumble":
+        from gatewayd.transport.bumble_client import BumbleClient
+
+        return {"backend": BumbleClient}
+    return {"bluez": {"adapter": cfg.adapter}} if cfg.adapter else {}
+
+
+@contextlib.asynccontextmanager
+async def ble_session(cfg: BleConfig) -> AsyncIterator[None]:
+    """Bring the configured stack up for this event loop (Bumble: open the host; BlueZ: nothing)."""
+    if cfg.stack != "bumble":
+        yield
+        return
+    from gatewayd.transport.bumble_registry import bumble_session
+
+    assert cfg.hci is not None  # noqa: S101 - parse_ble_config guarantees it
+    async with bumble_session(cfg.hci):
+        yield
+
+
+async def establish(
+    device: BLEDevice,
+    cfg: BleConfig,
+    *,
+    name: str | None = None,
+    disconnected_callback: Callable[[BleakClient], None] | None = None,
+    pair: bool = False,
+    timeout: float = CONNECT_TIMEOUT,  # noqa: ASYNC109 - per attempt, as bleak's own timeout=
+    max_attempts: int = 3,
+) -> BleakClient:
+    """A connected `BleakClient` (services discovered), or `DeviceNotFound` / `DeviceError`.
+
+    BlueZ: bleak-retry-connector's `establish_connection` (up to `max_attempts`, with its own
+    backoff, per-attempt timeout and BlueZ's stale-connection workarounds; `timeout` is not
+    used). Bumble: one connect (+ MTU + discovery) bounded by `timeout`; there is no BlueZ state
+    to work around, and the caller (the supervisor) owns retries and backoff.
+    """
+    label = name or device.name or device.address
+    try:
+        if cfg.stack == "bluez":
+            from bleak_retry_connector import establish_connection
+
+            return await establish_connection(
+                BleakClient,
+                device,
+                label,
+                disconnected_callback=disconnected_callback,
+                max_attempts=max_attempts,
+                pair=pair,
+                **client_kwargs(cfg),
+            )
+        client = BleakClient(
+            device,
+            disconnected_callback=disconnected_callback,
+            timeout=timeout,
+            pair=pair,
+            **client_kwargs(cfg),
+        )
+        try:
+            async with asyncio.timeout(timeout):
+                await client.connect()
+        except BaseException:
+            await client.disconnect()
+            raise
+    except TimeoutError as exc:
+        raise DeviceNotFound(
+            f"{label}: no connection within {timeout} s", device=device.address
+        ) from exc
+    except BleakError as exc:
+        error = DeviceNotFound if _not_found(exc) else DeviceError
+        raise error(f"{label}: cannot connect: {exc}", device=device.address) from exc
+    return client
+
+
+def _not_found(exc: BleakError) -> bool:
+    if isinstance(exc, BleakDeviceNotFoundError):
+        return True
+    from bleak_retry_connector import BleakNotFoundError
+
+    return isinstance(exc, BleakNotFoundError)

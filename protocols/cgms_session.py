@@ -1,0 +1,564 @@
+"""Sans-I/O CGMS collector session (CGMP, protocols.md §1.10): bytes in, events out, no clock.
+
+The driver owns the BLE link; this object owns the procedure. Usage (the shape of h11)::
+
+    session = CgmsCollector(backfill_from=last_stored + 1, session_start=stored_start)
+    # after connect + bonding: enable notify on CGM_MEASUREMENT and indications on
+    # RECORD_ACCESS_CONTROL_POINT and CGM_SPECIFIC_OPS_CONTROL_POINT (§1.10 step 4), then loop:
+    while (request := session.next_request()) is not None:   # also after every receive()
+        if request.kind is RequestKind.READ:
+            events = session.receive(request.characteristic, await read(...), now=utc_now())
+        else:
+            await write(request.characteristic, request.data)  # ATT write with response
+            # if request.awaits_response, its indication arrives through receive(), like
+            # every notification: session.receive(uuid, data, now=utc_now()) -> events
+    # no response in time (2 s for control points, a few s of silence during a backfill):
+    events = session.timeout()
+
+`next_request()` hands out one request at a time and returns None while a response is awaited
+or when there is nothing to do. `receive(characteristic, data, now=None)` takes every read value,
+notification and indication (characteristic as bleak's 128-bit string, a 16-bit form or int) and
+returns a list of events; pass `now` (aware) so the session start can be derived from the CGM
+Status (`start = now - time_offset`, as xDrip does; the Session Start Time is used instead when
+it agrees within 2 minutes, and alone when `now` is not given) - the session reads no clock.
+Malformed measurement records become `RecordRejected` events; a malformed read value or control
+point indication becomes `ProcedureFailed` (the step is skipped, the session goes on). Only a
+characteristic that is not part of CGMS raises (`ProtocolError`); no loop is driven by input.
+
+Procedure: read CGM Feature (E2E-CRC on/off), Session Start Time, CGM Status, Session Run Time ->
+SOCP "start session" if the status says stopped and `start_session` -> write the current time to
+Session Start Time if `sync_session_start_time` and it is unknown or > 2 min off -> SOCP "get
+communication interval" if `interval_min` is None -> `Ready` -> RACP backfill (`01 03 01 <from>`,
+or `01 01`) -> `BackfillComplete` -> live. Each step is tried once; a failure or timeout skips it.
+Live records whose offset jumps more than the interval give `GapDetected` and a RACP "within
+range" backfill of the gap (">=" if the device does not support ranges). An offset going back
+re-reads the status; a different session (start moved > `session_tolerance`, or offsets behind
+what is held) gives `SessionChanged` and a backfill of all records.
+
+Events (frozen dataclasses deriving from `protocols.gatt.SessionEvent`; the last three are
+shared with the Glucose session and re-exported here):
+`Ready(feature, status, session_start, run_time_h, interval_min)`;
+`Measurement(record, time, session_start, backfill)` (`time` = session start + offset, None
+when the start is unknown; `backfill` = arrived while a RACP report was running);
+`BackfillComplete(count, first_offset, last_offset)` (the range asked; count = records received);
+`GapDetected(expected_offset, got_offset)`; `RecordRejected(reason, data)` with reason
+"crc_mismatch", "missing_crc" (Feature says E2E but the record has none) or "malformed";
+`SessionChanged(session_start, previous)`; `SessionStopped(time_offset)`;
+`SocpResponse(packet)` (every SOCP indication); `ProcedureFailed(request, reason, code, data)`
+("timeout", "error_response" + code, "crc_mismatch", "malformed", "unexpected_response");
+`UnexpectedData(characteristic, data)` (e.g. a response after its timeout).
+Requests: `protocols.gatt.Request`. Extra commands: `request_backfill(first, last)`,
+`send_socp(packet)` (E2E-CRC added per Feature), `abort_backfill()`. State: `feature`,
+`status`, `session_start`, `run_time_h`, `interval_min`, `ready`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+from protocols.cgms import (
+    CGM_FEATURE,
+    CGM_MEASUREMENT,
+    CGM_SESSION_RUN_TIME,
+    CGM_SESSION_START_TIME,
+    CGM_SPECIFIC_OPS_CONTROL_POINT,
+    CGM_STATUS,
+    RECORD_ACCESS_CONTROL_POINT,
+    CgmFeature,
+    CgmMeasurement,
+    CgmStatus,
+    SensorStatus,
+    SessionRunTime,
+    SessionStartTime,
+    SocpOpCode,
+    SocpPacket,
+    SocpResult,
+    StatusOctetOrder,
+    decode_records,
+)
+from protocols.errors import CrcError, ProtocolError
+from protocols.gatt import (
+    ProcedureFailed,
+    RecordRejected,
+    Request,
+    RequestKind,
+    SessionEvent,
+    UnexpectedData,
+    add_minutes,
+    normalize_uuid,
+)
+from protocols.racp import (
+    RacpOperator,
+    RacpResponse,
+    RacpResponseCode,
+    abort,
+    parse_racp,
+    report_records,
+)
+
+__all__ = [
+    "SESSION_TOLERANCE",
+    "BackfillComplete",
+    "CgmsCollector",
+    "CgmsEvent",
+    "GapDetected",
+    "Measurement",
+    "ProcedureFailed",
+    "Ready",
+    "RecordRejected",
+    "SessionChanged",
+    "SessionStopped",
+    "SocpResponse",
+    "UnexpectedData",
+]
+
+#: How far a derived session start may move before it counts as another session. The status
+#: offset has minute resolution and the hub's clock may have been corrected between connects.
+SESSION_TOLERANCE: Final = timedelta(minutes=5)
+#: xDrip rewrites Session Start Time when it is more than this off (§1.7).
+SST_SYNC_THRESHOLD: Final = timedelta(seconds=120)
+
+
+CgmsEvent = SessionEvent  # what `receive()` / `timeout()` return
+
+
+@dataclass(frozen=True, slots=True)
+class Ready(CgmsEvent):
+    """Setup is done (each field None when its read failed); the backfill comes next."""
+
+    feature: CgmFeature | None
+    status: CgmStatus | None
+    session_start: datetime | None
+    run_time_h: int | None
+    interval_min: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement(CgmsEvent):
+    """One accepted CGM Measurement record."""
+
+    record: CgmMeasurement
+    time: datetime | None
+    session_start: datetime | None
+    backfill: bool
+
+    @property
+    def time_offset(self) -> int:
+        """Minutes since session start (the record's key within its session)."""
+        return self.record.time_offset
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillComplete(CgmsEvent):
+    """A RACP report ended with success or "no records found"."""
+
+    count: int
+    first_offset: int | None
+    last_offset: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class GapDetected(CgmsEvent):
+    """A live record came later than one interval after the last one; a backfill is queued."""
+
+    expected_offset: int
+    got_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionChanged(CgmsEvent):
+    """The sensor runs another session than the one `backfill_from` referred to."""
+
+    session_start: datetime | None
+    previous: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStopped(CgmsEvent):
+    """Status or a record says "session stopped"."""
+
+    time_offset: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SocpResponse(CgmsEvent):
+    """A SOCP indication (interval, alert level, calibration value or response code)."""
+
+    packet: SocpPacket
+
+
+_READS: Final = {  # in this order: the status is judged against the start time just read
+    CGM_FEATURE: "read_feature",
+    CGM_SESSION_START_TIME: "read_session_start_time",
+    CGM_STATUS: "read_status",
+    CGM_SESSION_RUN_TIME: "read_session_run_time",
+}
+
+
+def _reason(exc: ProtocolError) -> str:
+    return "crc_mismatch" if isinstance(exc, CrcError) else "malformed"
+
+
+class CgmsCollector:
+    """The collector side of one CGMS connection (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        backfill_from: int | None = None,
+        session_start: datetime | None = None,
+        interval_min: int | None = None,
+        start_session: bool = False,
+        sync_session_start_time: bool = False,
+        order: StatusOctetOrder = StatusOctetOrder.SIG,
+        session_tolerance: timedelta = SESSION_TOLERANCE,
+    ) -> None:
+        """Set up the procedure.
+
+        `backfill_from`: first time offset wanted (last stored + 1; None = all records);
+        `session_start`: the aware start of the session that offset belongs to, if known;
+        `interval_min`: the communication interval (None = ask the sensor, else learn it from
+        the backfill); `start_session`: send SOCP "start the session" when the status says
+        stopped; `sync_session_start_time`: write the current time to Session Start Time when
+        it is unknown or off; `order`: the device's status-octet quirk.
+        """
+        if backfill_from is not None and not 0 <= backfill_from <= 0xFFFF:
+            raise ValueError(f"backfill_from {backfill_from} is not a uint16 time offset")
+        if session_start is not None and session_start.tzinfo is None:
+            raise ValueError("session_start must be timezone-aware")
+        self.order = order
+        self.feature: CgmFeature | None = None
+        self.status: CgmStatus | None = None
+        self.session_start = session_start.astimezone(UTC) if session_start else None
+        self.run_time_h: int | None = None
+        self.interval_min = interval_min if interval_min and interval_min > 0 else None
+        self._tolerance = session_tolerance
+        self._start_session = start_session
+        self._sync_sst = sync_session_start_time
+        self._done: set[str] = set()  # setup steps attempted (failed ones too)
+        self._sst: SessionStartTime | None = None
+        self._status_now: datetime | None = None
+        self._ready = False
+        self._held = None if backfill_from is None else backfill_from - 1  # highest offset held
+        self._backfill_from = backfill_from
+        self._backfills: deque[tuple[int | None, int | None]] = deque()
+        self._range_unsupported = False
+        self._socp_queue: deque[SocpPacket] = deque()
+        self._abort = False
+        self._awaiting: Request | None = None
+        self._racp: tuple[int | None, int | None] | None = None  # range of the running report
+        self._count = 0
+        self._previous: int | None = None  # last offset of the running report
+        self._learnt: int | None = None  # smallest step between backfilled offsets
+        self._stopped_reported = False
+
+    @property
+    def ready(self) -> bool:
+        """Whether setup is done (`Ready` was emitted)."""
+        return self._ready
+
+    # -- commands -------------------------------------------------------------------------------
+
+    def request_backfill(self, first: int | None = None, last: int | None = None) -> None:
+        """Queue a RACP report of offsets first..last (None: open end / all records)."""
+        self._backfills.append((first, last))
+
+    def send_socp(self, packet: SocpPacket) -> None:
+        """Queue a SOCP command (sent after setup); its E2E-CRC follows the Feature."""
+        self._socp_queue.append(packet)
+
+    def abort_backfill(self) -> None:
+        """Queue a RACP "abort operation" and drop queued backfills."""
+        self._backfills.clear()
+        self._abort = True
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def next_request(self) -> Request | None:
+        """The next GATT operation to perform, or None (waiting for a response / idle)."""
+        if self._awaiting is not None:
+            return None
+        label = self._next_setup()
+        request = self._setup_request(label) if label else self._work_request()
+        if request is not None and request.awaits_response:
+            self._awaiting = request
+        return request
+
+    def _stopped(self) -> bool:
+        return self.status is not None and bool(self.status.status & SensorStatus.SESSION_STOPPED)
+
+    def _next_setup(self) -> str | None:
+        """Label of the next setup step still to try, or None."""
+        for label in _READS.values():
+            if label not in self._done:
+                return label
+        steps = (
+            ("socp_start", self._start_session and self._stopped()),
+            ("write_sst", self._sync_sst and self._sst_needs_sync()),
+            ("socp_interval", self.interval_min is None),
+        )
+        return next((label for label, due in steps if due and label not in self._done), None)
+
+    def _setup_request(self, label: str) -> Request:
+        self._done.add(label)
+        if label == "socp_start":
+            return self._socp_request(SocpPacket(SocpOpCode.START_SESSION), label)
+        if label == "socp_interval":
+            return self._socp_request(SocpPacket(SocpOpCode.GET_COMMUNICATION_INTERVAL), label)
+        if label == "write_sst" and self._status_now is not None:  # _sst_needs_sync checked it
+            sst = SessionStartTime.from_datetime(self._status_now, e2e_crc=self._e2e)
+            return Request(RequestKind.WRITE, CGM_SESSION_START_TIME, sst.build(), False, label)
+        uuid = next(u for u, read_label in _READS.items() if read_label == label)
+        return Request(RequestKind.READ, uuid, label=label)
+
+    def _work_request(self) -> Request | None:
+        if not self._ready:
+            return None
+        if self._abort:
+            self._abort = False
+            data = abort().build()
+            return Request(RequestKind.WRITE, RECORD_ACCESS_CONTROL_POINT, data, True, "racp_abort")
+        if self._backfills:
+            return self._racp_request(*self._backfills.popleft())
+        if self._socp_queue:
+            return self._socp_request(self._socp_queue.popleft(), "socp")
+        return None
+
+    def _racp_request(self, first: int | None, last: int | None) -> Request:
+        if first is None:
+            command = report_records()
+        elif last is None or self._range_unsupported:
+            command = report_records(RacpOperator.GREATER_THAN_OR_EQUAL, first)
+        else:
+            command = report_records(RacpOperator.WITHIN_RANGE, first, last)
+        self._racp, self._count, self._previous = (first, last), 0, None
+        data = command.build()
+        return Request(RequestKind.WRITE, RECORD_ACCESS_CONTROL_POINT, data, True, "racp_report")
+
+    def _socp_request(self, packet: SocpPacket, label: str) -> Request:
+        data = replace(packet, e2e_crc=self._e2e).build()
+        return Request(RequestKind.WRITE, CGM_SPECIFIC_OPS_CONTROL_POINT, data, True, label)
+
+    @property
+    def _e2e(self) -> bool:
+        return self.feature is not None and self.feature.e2e_crc
+
+    def _sst_needs_sync(self) -> bool:
+        if self._status_now is None or self.session_start is None:
+            return False
+        start = self._sst.to_utc() if self._sst is not None else None
+        return start is None or abs(start - self.session_start) > SST_SYNC_THRESHOLD
+
+    # -- input ----------------------------------------------------------------------------------
+
+    def receive(
+        self, characteristic: str | int, data: bytes, *, now: datetime | None = None
+    ) -> list[CgmsEvent]:
+        """Feed a read value, notification or indication; returns what it meant."""
+        if now is not None and now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        uuid = normalize_uuid(characteristic)
+        data = bytes(data)
+        if uuid == CGM_MEASUREMENT:
+            return self._measurements(data)
+        events: list[CgmsEvent] = []
+        if uuid in _READS:
+            label = _READS[uuid]
+            request = self._take(label) or Request(RequestKind.READ, uuid, label=label)
+            try:
+                self._read_value(uuid, data, now, events)
+            except ProtocolError as exc:
+                events.append(ProcedureFailed(request, _reason(exc), None, data))
+        elif uuid == RECORD_ACCESS_CONTROL_POINT:
+            self._racp_indication(data, events)
+        elif uuid == CGM_SPECIFIC_OPS_CONTROL_POINT:
+            self._socp_indication(data, events)
+        else:
+            raise ProtocolError(f"not a CGMS characteristic: {uuid}", data)
+        self._check_ready(events)
+        return events
+
+    def timeout(self) -> list[CgmsEvent]:
+        """The awaited response did not come: fail that request and go on."""
+        request, self._awaiting = self._awaiting, None
+        if request is None:
+            return []
+        if request.label == "racp_report":
+            self._racp = None
+            self._abort = True  # stop a device that may still be sending
+        events: list[CgmsEvent] = [ProcedureFailed(request, "timeout")]
+        self._check_ready(events)
+        return events
+
+    def _take(self, label: str) -> Request | None:
+        request = self._awaiting
+        if request is None or request.label != label:
+            return None
+        self._awaiting = None
+        return request
+
+    def _expect_crc(self, has_crc: bool, what: str, data: bytes) -> None:
+        if self._e2e and not has_crc:
+            raise ProtocolError(f"{what}: E2E-CRC missing although the Feature announces it", data)
+
+    def _read_value(
+        self, uuid: str, data: bytes, now: datetime | None, events: list[CgmsEvent]
+    ) -> None:
+        if uuid == CGM_FEATURE:
+            self.feature = CgmFeature.parse(data)
+        elif uuid == CGM_SESSION_RUN_TIME:
+            run_time = SessionRunTime.parse(data)
+            self._expect_crc(run_time.e2e_crc, "session run time", data)
+            self.run_time_h = run_time.hours
+        elif uuid == CGM_SESSION_START_TIME:
+            sst = SessionStartTime.parse(data)
+            self._expect_crc(sst.e2e_crc, "session start time", data)
+            self._sst = sst
+        else:
+            status = CgmStatus.parse(data)
+            self._expect_crc(status.e2e_crc, "CGM status", data)
+            self.status = status
+            self._status_now = now.astimezone(UTC).replace(microsecond=0) if now else None
+            self._adopt_start(self._device_start(status.time_offset), status.time_offset, events)
+            if status.status & SensorStatus.SESSION_STOPPED:
+                self._report_stopped(status.time_offset, events)
+
+    def _device_start(self, offset: int) -> datetime | None:
+        """The sensor's session start: its Session Start Time when that agrees (within 2 min)
+        with now - status offset, else the latter (xDrip's rule); without `now` the SST alone.
+        """
+        sst = self._sst.to_utc() if self._sst is not None else None
+        if self._status_now is None:
+            return sst
+        derived = self._status_now - timedelta(minutes=offset)
+        if sst is not None and abs(sst - derived) <= SST_SYNC_THRESHOLD:
+            return sst
+        return derived
+
+    def _adopt_start(self, start: datetime | None, offset: int, events: list[CgmsEvent]) -> None:
+        """Compare the device's session with the one held; keep the held start if the same."""
+        previous = self.session_start
+        moved = (
+            start is not None and previous is not None and abs(start - previous) > self._tolerance
+        )
+        if moved or (self._held is not None and offset < self._held):
+            events.append(SessionChanged(start, previous))
+            self._held = self._backfill_from = None
+            self._stopped_reported = False
+            self.session_start = start
+            if self._ready:  # else the backfill queued by Ready covers it
+                self._backfills = deque([(None, None)])
+        elif previous is None:
+            self.session_start = start
+
+    def _report_stopped(self, offset: int | None, events: list[CgmsEvent]) -> None:
+        if not self._stopped_reported:
+            self._stopped_reported = True
+            events.append(SessionStopped(offset))
+
+    def _check_ready(self, events: list[CgmsEvent]) -> None:
+        if self._ready or self._awaiting is not None or self._next_setup() is not None:
+            return
+        self._ready = True
+        start, status = self.session_start, self.status
+        events.append(Ready(self.feature, status, start, self.run_time_h, self.interval_min))
+        self._backfills.appendleft((self._backfill_from, None))
+
+    def _racp_indication(self, data: bytes, events: list[CgmsEvent]) -> None:
+        request = self._awaiting
+        if request is None or request.characteristic != RECORD_ACCESS_CONTROL_POINT:
+            events.append(UnexpectedData(RECORD_ACCESS_CONTROL_POINT, data))
+            return
+        self._awaiting = None
+        span, self._racp = self._racp, None
+        try:
+            message = parse_racp(data)
+        except ProtocolError as exc:
+            events.append(ProcedureFailed(request, _reason(exc), None, data))
+            return
+        if not isinstance(message, RacpResponse):  # e.g. a number of records nobody asked for
+            events.append(ProcedureFailed(request, "unexpected_response", None, data))
+            return
+        code = message.code
+        if span is None:  # the abort
+            if code != RacpResponseCode.SUCCESS:
+                events.append(ProcedureFailed(request, "error_response", code, data))
+            return
+        if self.interval_min is None and self._learnt is not None:
+            self.interval_min = self._learnt
+        if code in (RacpResponseCode.SUCCESS, RacpResponseCode.NO_RECORDS_FOUND):
+            events.append(BackfillComplete(self._count, *span))
+        elif span[1] is not None and not self._range_unsupported and code in _RANGE_REFUSED:
+            self._range_unsupported = True  # retry the gap as ">= first"
+            self._backfills.appendleft(span)
+        else:
+            events.append(ProcedureFailed(request, "error_response", code, data))
+
+    def _socp_indication(self, data: bytes, events: list[CgmsEvent]) -> None:
+        request = self._awaiting
+        if request is None or request.characteristic != CGM_SPECIFIC_OPS_CONTROL_POINT:
+            events.append(UnexpectedData(CGM_SPECIFIC_OPS_CONTROL_POINT, data))
+            return
+        self._awaiting = None
+        try:
+            packet = SocpPacket.parse(data)
+            self._expect_crc(packet.e2e_crc, "SOCP indication", data)
+        except ProtocolError as exc:
+            events.append(ProcedureFailed(request, _reason(exc), None, data))
+            return
+        events.append(SocpResponse(packet))
+        operand = packet.operand
+        if packet.opcode == SocpOpCode.COMMUNICATION_INTERVAL_RESPONSE:
+            if isinstance(operand, int) and 0 < operand < 0xFF:  # 0: off, 0xFF: "fastest"
+                self.interval_min = operand
+        elif isinstance(operand, SocpResult) and not operand.success:
+            events.append(ProcedureFailed(request, "error_response", int(operand.code), data))
+        elif isinstance(operand, SocpResult) and operand.request_opcode == SocpOpCode.START_SESSION:
+            # a new session: read start time and status again (SessionChanged follows)
+            self._done -= {"read_session_start_time", "read_status"}
+            self._stopped_reported = False
+
+    def _measurements(self, data: bytes) -> list[CgmsEvent]:
+        events: list[CgmsEvent] = []
+        for record, result in decode_records(data, self.order):
+            if isinstance(result, ProtocolError):
+                events.append(RecordRejected(_reason(result), record))
+            else:
+                self._measurement(record, result, events)
+        return events
+
+    def _measurement(self, record: bytes, m: CgmMeasurement, events: list[CgmsEvent]) -> None:
+        if self._e2e and not m.e2e_crc:
+            events.append(RecordRejected("missing_crc", record))
+            return
+        start = self.session_start
+        time = add_minutes(start, m.time_offset)
+        backfill = self._racp is not None
+        events.append(Measurement(m, time, start, backfill))
+        offset, held = m.time_offset, self._held
+        if backfill:
+            self._count += 1
+            if self._previous is not None and offset > self._previous:
+                step = offset - self._previous
+                self._learnt = step if self._learnt is None else min(self._learnt, step)
+            self._previous = offset
+        elif held is not None and self._ready and self._gap_watch():
+            if self.interval_min is not None and offset > held + self.interval_min:
+                events.append(GapDetected(held + self.interval_min, offset))
+                self._backfills.append((held + 1, offset - 1))
+            elif offset < held:  # went back: did the session restart?
+                self._done -= {"read_session_start_time", "read_status"}
+        if held is None or offset > held:
+            self._held = offset
+        if m.status & SensorStatus.SESSION_STOPPED:
+            self._report_stopped(offset, events)
+
+    def _gap_watch(self) -> bool:
+        """No open-ended backfill is queued (it would cover any gap anyway)."""
+        return all(last is not None for _, last in self._backfills)
+
+
+_RANGE_REFUSED: Final = (RacpResponseCode.OPERATOR_NOT_SUPPORTED, RacpResponseCode.INVALID_OPERATOR)

@@ -1,0 +1,304 @@
+"""Home Assistant discovery on a real broker: payloads against HA's documented keys, templates
+rendered with Jinja2 against the real retained topics, re-announce on `online`, and removal."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import jsonschema
+import pytest
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from gatewayd import homeassistant
+from gatewayd.errors import ConfigError
+from gatewayd.publisher import Publisher
+from gatewayd.records import reading_payload, to_record
+from gatewayd.services import ServiceContext
+from gatewayd.status import DeviceStatus, LinkState
+from gatewayd.store import Store
+from gatewayd.testing.subscriber import Received, Subscriber
+
+pytestmark = pytest.mark.timeout(30)
+
+SCHEMA = json.loads((Path(__file__).parent / "ha_device_discovery.schema.json").read_text())
+JINJA = ImmutableSandboxedEnvironment()
+
+
+def render(template: str, payload: Any) -> str:
+    """What Home Assistant renders for a template on a JSON payload (`value_json`)."""
+    text = json.dumps(payload)
+    return JINJA.from_string(template).render(value=text, value_json=json.loads(text)).strip()
+
+
+def schema_errors(payload: Any) -> list[str]:
+    validator = jsonschema.Draft202012Validator(SCHEMA)
+    return [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(payload)]
+
+
+async def fence(rig: Any, sub: Subscriber, prefix: str) -> None:
+    """Publish a marker and wait for it: everything the broker had sent before has arrived."""
+    marker = uuid.uuid4().hex.encode()
+    async with aiomqtt.Client(
+        "127.0.0.1", rig.broker.port, username=rig.broker.username, password=rig.broker.password
+    ) as client:
+        await client.publish(f"{prefix}/fence", marker, qos=1)
+    await sub.wait_for(lambda m: any(x.payload == marker for x in m))
+
+
+async def publish(rig: Any, topic: str, *payloads: bytes) -> None:
+    async with aiomqtt.Client(
+        "127.0.0.1", rig.broker.port, username=rig.broker.username, password=rig.broker.password
+    ) as client:
+        for payload in payloads:
+            await client.publish(topic, payload, qos=1)
+
+
+async def drained(rig: Any, daemon: Any) -> None:
+    """This start's discovery messages are queued, and the broker acknowledged them all."""
+    await rig.wait_until(
+        lambda: (
+            daemon.services[0].synced.is_set()
+            and daemon.store.query("SELECT count(*) FROM messages") == [(0,)]
+        ),
+        what="discovery outbox drained",
+    )
+
+
+def configs(messages: list[Received]) -> list[Received]:
+    return [m for m in messages if m.topic.endswith("/config")]
+
+
+async def test_discovery_is_valid_and_its_templates_read_the_real_topics(rig: Any) -> None:
+    prefix = f"ha-{uuid.uuid4().hex[:8]}"
+    config = rig.config(
+        ("cgm-a", "cgm-b"),
+        homeassistant={"discovery_prefix": prefix, "unit": "mmol/L", "expire_after": 600},
+        alerts={},
+    )
+    root = f"gatewayd/{rig.hub}"
+    topic_a = f"{prefix}/device/gatewayd_{rig.hub}_cgm-a/config"
+    async with (
+        Subscriber(rig.broker, [f"{prefix}/#", f"{root}/#"]) as sub,
+        rig.running(rig.daemon(config, homeassistant.SPEC)),
+    ):
+        rig.feed("cgm-a", rig.reading("cgm-a", 1, 99.0, trend=-2.5))
+        await sub.wait_for(
+            lambda m: (
+                len(configs(m)) == 2
+                and any(x.topic == f"{root}/cgm-a/state" for x in m)
+                and any(x.topic == f"{root}/cgm-a/status" and b"connected" in x.payload for x in m)
+            )
+        )
+        async with Subscriber(rig.broker, [f"{prefix}/#"]) as late:
+            await fence(rig, late, prefix)
+            retained = {m.topic: m for m in configs(late.messages)}
+        # What the broker holds for the device while it runs.
+        state = [m for m in sub.messages if m.topic == f"{root}/cgm-a/state"][-1].json()
+        status = [m for m in sub.messages if m.topic == f"{root}/cgm-a/status"][-1].json()
+    assert set(retained) == {topic_a, topic_a.replace("cgm-a", "cgm-b")}
+    assert all(m.retain for m in retained.values())
+    payload = retained[topic_a].json()
+    assert schema_errors(payload) == []
+    assert set(payload["cmps"]) == {
+        "glucose",
+        "trend",
+        "direction",
+        "reading_time",
+        "link",
+        "alert",
+    }
+    glucose = payload["cmps"]["glucose"]
+    assert glucose["device_class"] == "blood_glucose_concentration"
+    assert glucose["unit_of_measurement"] == "mmol/L"
+    assert glucose["state_class"] == "measurement"
+    assert glucose["expire_after"] == 600
+    assert payload["state_topic"] == f"{root}/cgm-a/state"
+    assert payload["availability_mode"] == "all"
+    assert [a["topic"] for a in payload["availability"]] == [
+        f"{root}/status",
+        f"{root}/cgm-a/status",
+    ]
+    assert payload["cmps"]["alert"]["state_topic"] == f"{root}/cgm-a/alerts"
+    unique_ids = [c["unique_id"] for p in retained.values() for c in p.json()["cmps"].values()]
+    assert len(set(unique_ids)) == len(unique_ids) == 12
+
+    # The templates, on the real payloads.
+    cmps = payload["cmps"]
+    assert render(glucose["value_template"], state) == "5.5"
+    assert json.loads(render(glucose["json_attributes_template"], state))["out_of_range"] is None
+    assert render(cmps["trend"]["value_template"], state) == "-0.14"
+    assert render(cmps["direction"]["value_template"], state) == "SingleDown"
+    assert render(cmps["direction"]["value_template"], state) in cmps["direction"]["options"]
+    assert render(cmps["reading_time"]["value_template"], state) == state["time"]
+    assert render(cmps["link"]["value_template"], status) == "connected"
+    hub_online, device_running = payload["availability"]
+    assert hub_online["payload_available"] == "online"
+    assert render(device_running["value_template"], status) == "online"
+
+
+async def test_out_of_range_alerts_and_availability_templates(rig: Any) -> None:
+    config = rig.config(("cgm-a",), homeassistant={}, alerts={})
+    options = homeassistant.parse(config)
+    assert options is not None
+    assert options.unit == "mg/dL"
+    assert options.expire_after == 900
+    store = Store(rig.folder / "unused.db")
+    publisher = Publisher(config.mqtt, rig.hub, store)
+    context = ServiceContext(config, store, publisher, publisher.topics, ("cgm-a",))
+    payload = homeassistant.discovery_payload(context, options, "cgm-a", "fed")
+    store.close()
+    assert schema_errors(payload) == []
+    cmps = payload["cmps"]
+    # The schema is not vacuous: each of these mistakes fails it.
+    for mistake in [
+        {"unit_of_measurement": "mg/dl"},
+        {"expire": 60},
+        {"state_class": "measurement", "device_class": "timestamp"},
+        {"p": "switch"},
+    ]:
+        broken = json.loads(json.dumps(payload))
+        broken["cmps"]["glucose"].update(mistake)
+        assert schema_errors(broken), mistake
+    assert schema_errors({**payload, "cmps": {"x": {"p": "sensor", "name": "No unique id"}}})
+    assert schema_errors({**payload, "availability_mode": "every"})
+
+    def state(glucose: float | None, side: str | None = None) -> dict[str, Any]:
+        r = rig.reading("cgm-a", 1, glucose, out_of_range=side, trend=None)
+        return reading_payload(to_record(r), rig.hub)
+
+    glucose = cmps["glucose"]["value_template"]
+    assert render(glucose, state(99.0)) == "99.0"
+    assert render(glucose, state(None, "low")) == "39"
+    assert render(glucose, state(None, "high")) == "401"
+    low_attrs = json.loads(render(cmps["glucose"]["json_attributes_template"], state(None, "low")))
+    assert low_attrs["out_of_range"] == "low"
+    assert render(cmps["trend"]["value_template"], state(99.0)) == "None"  # HA: unknown
+
+    alert = cmps["alert"]["value_template"]
+    active = {"schema": "gatewayd/alerts/1", "active": [{"kind": "low", "severity": "warning"}]}
+    assert render(alert, {"schema": "gatewayd/alerts/1", "active": []}) == "OFF"
+    assert render(alert, active) == "ON"
+    assert render(alert, []) == "OFF"
+    assert render(alert, [{"kind": "low"}]) == "ON"
+    attrs = json.loads(render(cmps["alert"]["json_attributes_template"], active))
+    assert attrs == {"alerts": active["active"]}
+
+    running = payload["availability"][1]["value_template"]
+    since = datetime.now(UTC)
+    for link, expected in [
+        (LinkState.CONNECTED, "online"),
+        (LinkState.CONNECTING, "online"),
+        (LinkState.BACKOFF, "online"),
+        (LinkState.PARKED, "offline"),
+        (LinkState.STOPPED, "offline"),
+    ]:
+        status = DeviceStatus("cgm-a", "fed", link, since, reason="why").payload(rig.hub)
+        assert render(running, status) == expected, link
+        assert render(cmps["link"]["value_template"], status) == str(link)
+    # `link` stays available while parked (to show why): it follows the hub only.
+    assert [a["topic"] for a in cmps["link"]["availability"]] == [
+        payload["availability"][0]["topic"]
+    ]
+
+
+async def test_reannounces_when_home_assistant_comes_online(rig: Any) -> None:
+    prefix = f"ha-{uuid.uuid4().hex[:8]}"
+    config = rig.config(("cgm-a",), homeassistant={"discovery_prefix": prefix})
+    async with (
+        Subscriber(rig.broker, [f"{prefix}/#"]) as sub,
+        rig.running(rig.daemon(config, homeassistant.SPEC)) as daemon,
+    ):
+        await sub.wait_for(lambda m: len(configs(m)) == 1)
+        await publish(rig, f"{prefix}/status", b"offline", b"online")
+        await sub.wait_for(lambda m: len(configs(m)) >= 2)
+        await drained(rig, daemon)
+        await fence(rig, sub, prefix)
+        first, again = configs(sub.messages)  # `offline` announced nothing
+        assert again.payload == first.payload
+        assert again.topic == first.topic
+
+
+async def test_a_device_removed_from_config_is_removed_from_home_assistant(rig: Any) -> None:
+    prefix = f"ha-{uuid.uuid4().hex[:8]}"
+    topic_a = f"{prefix}/device/gatewayd_{rig.hub}_cgm-a/config"
+    topic_b = f"{prefix}/device/gatewayd_{rig.hub}_cgm-b/config"
+    store = rig.folder / "gatewayd.db"
+
+    def announced() -> list[str]:
+        db = sqlite3.connect(store)
+        try:
+            return [d for (d,) in db.execute("SELECT device FROM homeassistant_announced")]
+        finally:
+            db.close()
+
+    async def run(devices: tuple[str, ...], **options: Any) -> list[Received]:
+        config = rig.config(devices, homeassistant={"discovery_prefix": prefix, **options})
+        async with (
+            Subscriber(rig.broker, [f"{prefix}/#"]) as sub,
+            rig.running(rig.daemon(config, homeassistant.SPEC)) as daemon,
+        ):
+            await drained(rig, daemon)
+            await fence(rig, sub, prefix)
+            return [m for m in configs(sub.messages) if not m.retain]  # what this run sent
+
+    async def retained() -> dict[str, bytes]:
+        async with Subscriber(rig.broker, [f"{prefix}/#"]) as sub:
+            await fence(rig, sub, prefix)
+            return {m.topic: m.payload for m in configs(sub.messages)}
+
+    await run(("cgm-a", "cgm-b"))
+    assert set(await retained()) == {topic_a, topic_b}
+    assert sorted(announced()) == ["cgm-a", "cgm-b"]
+
+    seen = await run(("cgm-a",))
+    assert [m.payload for m in seen if m.topic == topic_b] == [b""]
+    assert set(await retained()) == {topic_a}
+    assert announced() == ["cgm-a"]
+
+    seen = await run(("cgm-a",), enabled=False)
+    assert [m.payload for m in seen] == [b""]
+    assert await retained() == {}
+    assert announced() == []
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "fragment"),
+    [
+        ({"unit": "mg/dl"}, "homeassistant.unit", "mg/dL, mmol/L"),
+        ({"discovery_prefix": "home/#"}, "homeassistant.discovery_prefix", "topic levels"),
+        ({"expire_after": -1}, "homeassistant.expire_after", ">= 0"),
+        ({"expire": 60}, "homeassistant.expire", "unknown key"),
+    ],
+)
+def test_bad_config_fails_at_start(
+    rig: Any, table: dict[str, Any], key: str, fragment: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        homeassistant.parse(rig.config(homeassistant=table))
+    assert info.value.key == key
+    assert fragment in info.value.reason
+
+
+def test_ids_that_collide_in_a_discovery_topic_fail_at_start(rig: Any) -> None:
+    assert homeassistant.parse(rig.config()) is None
+    with pytest.raises(ConfigError) as info:
+        homeassistant.parse(rig.config(("cgm.a", "cgm_a"), homeassistant={}))
+    assert info.value.key == "devices[1].id"
+
+
+async def test_a_new_discovery_prefix_clears_the_old_configs(rig: Any) -> None:
+    old, new = (f"ha-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    node = f"gatewayd_{rig.hub}_cgm-a"
+    for prefix in (old, new):
+        config = rig.config(homeassistant={"discovery_prefix": prefix})
+        async with rig.running(rig.daemon(config, homeassistant.SPEC)) as daemon:
+            await drained(rig, daemon)
+    async with Subscriber(rig.broker, [f"{old}/#", f"{new}/#"]) as sub:
+        await fence(rig, sub, new)
+        assert [m.topic for m in configs(sub.messages)] == [f"{new}/device/{node}/config"]
