@@ -8,6 +8,7 @@ still holds and to say `offline`; whatever it could not deliver stays in the sto
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +38,19 @@ class Plan:
     config: Config
     devices: tuple[tuple[str, DriverPlugin[Any], Any], ...]
     services: tuple[tuple[ServiceSpec[Any], Any], ...] = ()
+    #: The `[ble]` table (a BleConfig) when the file has one or a BLE driver is configured.
+    ble: Any = None
+
+
+def _ble_config(config: Config, plugins: dict[str, DriverPlugin[Any]]) -> Any:
+    """Parse `[ble]` (imports bleak) only when it is set or some configured driver uses BLE."""
+    reader = config.section("ble")
+    if reader is None and all(p.transport != "ble" for p in plugins.values()):
+        return None
+    from gatewayd.options import OptionReader
+    from gatewayd.transport.ble import parse_ble_config
+
+    return parse_ble_config(reader or OptionReader({}, config.file, "ble"))
 
 
 def plan(config: Config) -> Plan:
@@ -56,7 +70,7 @@ def plan(config: Config) -> Plan:
         options = plugin.parse_options(reader)
         reader.finish()
         devices.append((device.id, plugin, options))
-    return Plan(config, tuple(devices), tuple(parse_all(config)))
+    return Plan(config, tuple(devices), tuple(parse_all(config)), _ble_config(config, plugins))
 
 
 class Daemon:
@@ -76,7 +90,10 @@ class Daemon:
         devices = [
             Device(device_id, plugin, options) for device_id, plugin, options in plan.devices
         ]
-        self.supervisor = Supervisor(devices, self.store, self.publisher, cfg.supervisor)
+        self.supervisor = Supervisor(
+            devices, self.store, self.publisher, cfg.supervisor, ble=plan.ble
+        )
+        self.ble = plan.ble
         context = ServiceContext(
             cfg,
             self.store,
@@ -106,7 +123,7 @@ class Daemon:
             outbox=self.store.outbox_depth(),
         )
         try:
-            async with asyncio.TaskGroup() as tasks:
+            async with self._radio(), asyncio.TaskGroup() as tasks:
                 publishing = tasks.create_task(self.publisher.run(), name="publisher")
                 supervising = tasks.create_task(self.supervisor.run(), name="supervisor")
                 pruning = tasks.create_task(self._prune_forever(), name="prune")
@@ -132,6 +149,14 @@ class Daemon:
             depth = self.store.outbox_depth()
             self.store.close()
             self.log.info("gateway_stopped", outbox=depth, delivered=self.publisher.delivered)
+
+    def _radio(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """The BLE stack for this loop (Bumble: opens the HCI transport), when BLE is used."""
+        if self.ble is None:
+            return contextlib.nullcontext()
+        from gatewayd.transport.ble import ble_session
+
+        return ble_session(self.ble)
 
     async def _prune_forever(self) -> None:
         while True:

@@ -20,12 +20,15 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Generic, Literal, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, Self, TypeVar
 
 import structlog
 
 from gatewayd.models import DeviceIdentity, Reading
 from gatewayd.options import OptionReader
+
+if TYPE_CHECKING:  # the BLE transport imports bleak: only BLE drivers pay for it at run time
+    from gatewayd.transport.ble import BleConfig
 
 Transport = Literal["ble", "serial", "virtual"]
 OptionsT = TypeVar("OptionsT")
@@ -64,6 +67,8 @@ class DeviceContext(Generic[OptionsT]):
     log: structlog.typing.FilteringBoundLogger
     dropped: Counter[str] = field(default_factory=Counter)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    #: The hub's `[ble]` table (stack, HCI transport); None means the defaults (BlueZ).
+    ble: BleConfig | None = None
 
     def now(self) -> datetime:
         """The hub's wall clock, aware UTC."""

@@ -53,12 +53,15 @@ class Supervisor:
         config: SupervisorConfig,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        ble: Any = None,
     ) -> None:
         self.devices = devices
         self.store = store
         self.publisher = publisher
         self.config = config
         self.clock = clock
+        #: The hub's BleConfig, handed to every driver session (None: BlueZ defaults).
+        self.ble = ble
         #: Called with every newly stored reading (alerts, summaries, sinks); must not block.
         self.listeners: list[Callable[[Reading], None]] = []
 
@@ -120,6 +123,7 @@ class Supervisor:
             log=log,
             dropped=device.dropped,
             clock=self.clock,
+            ble=self.ble,
         )
         async with device.plugin.open(ctx) as session:
             identity = session.identity

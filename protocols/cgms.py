@@ -16,6 +16,11 @@ it is true. Every `parse` raises only `ProtocolError` (or a subclass) on bad byt
   (flag b1) | E2E-CRC. A notification holds 1..n records: `parse_measurements(data)`,
   `decode_records(data)` (per-record results), `CgmMeasurement.parse(record)`,
   `build_measurements(records)`. The CRC presence is derived per record from Size vs flags.
+  Fields: `glucose`, `time_offset`, `status` (`SensorStatus`), `trend`, `quality` (SFLOAT
+  values or None), `octets` (which annunciation octets travel; None = the non-zero ones),
+  `e2e_crc`; helpers `glucose_mgdl` (None for specials) and `out_of_range` ("low"/"high").
+  `RECORD` is the construct of the layout (used to build); parsing runs construct-compiled
+  fixed layouts per flag combination (bench/cgms_decode.py measures it against `struct`).
 * `StatusOctetOrder` — the per-device quirk of §1.3 / §8.1: `SIG` (default; flag b7 = Status
   octet, b6 = Cal/Temp, b5 = Warning) or `NORDIC` (b5 = Status, b7 = Warning, as Nordic's
   Android library and Bluetopia read it). Octets are always on the wire Status, Cal/Temp,

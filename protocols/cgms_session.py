@@ -21,6 +21,8 @@ notification and indication (characteristic as bleak's 128-bit string, a 16-bit 
 returns a list of events; pass `now` (aware) so the session start can be derived from the CGM
 Status (`start = now - time_offset`, as xDrip does; the Session Start Time is used instead when
 it agrees within 2 minutes, and alone when `now` is not given) - the session reads no clock.
+Pass `now` only from a synchronised clock: a Raspberry Pi has no RTC, and a wrong `now` moves
+the derived start, which reads as another session (`SessionChanged`, full backfill).
 Malformed measurement records become `RecordRejected` events; a malformed read value or control
 point indication becomes `ProcedureFailed` (the step is skipped, the session goes on). Only a
 characteristic that is not part of CGMS raises (`ProtocolError`); no loop is driven by input.
@@ -32,14 +34,17 @@ communication interval" if `interval_min` is None -> `Ready` -> RACP backfill (`
 or `01 01`) -> `BackfillComplete` -> live. Each step is tried once; a failure or timeout skips it.
 Live records whose offset jumps more than the interval give `GapDetected` and a RACP "within
 range" backfill of the gap (">=" if the device does not support ranges). An offset going back
-re-reads the status; a different session (start moved > `session_tolerance`, or offsets behind
-what is held) gives `SessionChanged` and a backfill of all records.
+re-reads start time and status; a different session (start moved > `session_tolerance`,
+offsets behind what is held, or a successful SOCP start) gives `SessionChanged` and a backfill
+of all records.
 
-Events (frozen dataclasses deriving from `protocols.gatt.SessionEvent`; the last three are
-shared with the Glucose session and re-exported here):
+Events (frozen dataclasses deriving from `protocols.gatt.SessionEvent`; `RecordRejected`,
+`ProcedureFailed` and `UnexpectedData` are shared with the Glucose session, re-exported here):
 `Ready(feature, status, session_start, run_time_h, interval_min)`;
 `Measurement(record, time, session_start, backfill)` (`time` = session start + offset, None
-when the start is unknown; `backfill` = arrived while a RACP report was running);
+when the start is unknown; `backfill` = arrived while a RACP report was running; a live record
+older than the newest one held has `session_start` None until the re-read settles the session,
+and comes again in the backfill if it belongs to a new one);
 `BackfillComplete(count, first_offset, last_offset)` (the range asked; count = records received);
 `GapDetected(expected_offset, got_offset)`; `RecordRejected(reason, data)` with reason
 "crc_mismatch", "missing_crc" (Feature says E2E but the record has none) or "malformed";
@@ -198,6 +203,9 @@ _READS: Final = {  # in this order: the status is judged against the start time 
 }
 
 
+_READ_UUIDS: Final = {label: uuid for uuid, label in _READS.items()}
+
+
 def _reason(exc: ProtocolError) -> str:
     return "crc_mismatch" if isinstance(exc, CrcError) else "malformed"
 
@@ -254,6 +262,8 @@ class CgmsCollector:
         self._previous: int | None = None  # last offset of the running report
         self._learnt: int | None = None  # smallest step between backfilled offsets
         self._stopped_reported = False
+        self._suspect = False  # a live offset went back: the session is in doubt until re-read
+        self._force_change = False  # SOCP "start the session" succeeded
 
     @property
     def ready(self) -> bool:
@@ -308,11 +318,13 @@ class CgmsCollector:
             return self._socp_request(SocpPacket(SocpOpCode.START_SESSION), label)
         if label == "socp_interval":
             return self._socp_request(SocpPacket(SocpOpCode.GET_COMMUNICATION_INTERVAL), label)
-        if label == "write_sst" and self._status_now is not None:  # _sst_needs_sync checked it
+        if label == "write_sst":
+            if self._status_now is None:  # pragma: no cover - _sst_needs_sync() requires it
+                raise RuntimeError("write_sst without a status time")
+            # the CURRENT time: the sensor derives its start from it (§1.7)
             sst = SessionStartTime.from_datetime(self._status_now, e2e_crc=self._e2e)
             return Request(RequestKind.WRITE, CGM_SESSION_START_TIME, sst.build(), False, label)
-        uuid = next(u for u, read_label in _READS.items() if read_label == label)
-        return Request(RequestKind.READ, uuid, label=label)
+        return Request(RequestKind.READ, _READ_UUIDS[label], label=label)
 
     def _work_request(self) -> Request | None:
         if not self._ready:
@@ -347,10 +359,12 @@ class CgmsCollector:
         return self.feature is not None and self.feature.e2e_crc
 
     def _sst_needs_sync(self) -> bool:
-        if self._status_now is None or self.session_start is None:
+        """Session Start Time is unknown or > 2 min off now - status offset (xDrip's rule)."""
+        if self._status_now is None or self.status is None:
             return False
+        derived = self._status_now - timedelta(minutes=self.status.time_offset)
         start = self._sst.to_utc() if self._sst is not None else None
-        return start is None or abs(start - self.session_start) > SST_SYNC_THRESHOLD
+        return start is None or abs(start - derived) > SST_SYNC_THRESHOLD
 
     # -- input ----------------------------------------------------------------------------------
 
@@ -444,7 +458,10 @@ class CgmsCollector:
         moved = (
             start is not None and previous is not None and abs(start - previous) > self._tolerance
         )
-        if moved or (self._held is not None and offset < self._held):
+        behind = self._held is not None and offset < self._held
+        changed = moved or behind or self._force_change
+        self._force_change = self._suspect = False  # settled by this status
+        if changed:
             events.append(SessionChanged(start, previous))
             self._held = self._backfill_from = None
             self._stopped_reported = False
@@ -518,8 +535,9 @@ class CgmsCollector:
             events.append(ProcedureFailed(request, "error_response", int(operand.code), data))
         elif isinstance(operand, SocpResult) and operand.request_opcode == SocpOpCode.START_SESSION:
             # a new session: read start time and status again (SessionChanged follows)
-            self._done -= {"read_session_start_time", "read_status"}
+            self._done -= {"read_session_start_time", "read_status", "write_sst"}
             self._stopped_reported = False
+            self._force_change = True
 
     def _measurements(self, data: bytes) -> list[CgmsEvent]:
         events: list[CgmsEvent] = []
@@ -534,11 +552,13 @@ class CgmsCollector:
         if self._e2e and not m.e2e_crc:
             events.append(RecordRejected("missing_crc", record))
             return
-        start = self.session_start
-        time = add_minutes(start, m.time_offset)
-        backfill = self._racp is not None
-        events.append(Measurement(m, time, start, backfill))
         offset, held = m.time_offset, self._held
+        backfill = self._racp is not None
+        behind = held is not None and offset < held
+        if behind and not backfill and self._ready:
+            self._suspect = True  # went back: did the session restart? (re-read below)
+        start = None if self._suspect and behind else self.session_start
+        events.append(Measurement(m, add_minutes(start, offset), start, backfill))
         if backfill:
             self._count += 1
             if self._previous is not None and offset > self._previous:
@@ -549,7 +569,7 @@ class CgmsCollector:
             if self.interval_min is not None and offset > held + self.interval_min:
                 events.append(GapDetected(held + self.interval_min, offset))
                 self._backfills.append((held + 1, offset - 1))
-            elif offset < held:  # went back: did the session restart?
+            elif offset < held and {"read_session_start_time", "read_status"} <= self._done:
                 self._done -= {"read_session_start_time", "read_status"}
         if held is None or offset > held:
             self._held = offset

@@ -92,8 +92,9 @@ class SFloat:
 
         The exponent is the one of `value`'s shortest decimal representation (`repr`), raised
         only as far as the mantissa needs to fit 12 bits: 120 → 120e0, 12.34 → 1234e-2,
-        120000 → 1200e2. If no exact form exists the value is rounded half-even to the finest
-        exponent that fits, unless `exact` is set (then `ProtocolError`). Out-of-range or
+        120000 → 1200e2. If no exact form exists the result is the nearest representable value
+        (ties: the finer exponent; 12345 → 1234e1, 2046 → 2045e0), unless `exact` is set
+        (then `ProtocolError`). Out-of-range or
         non-finite values raise `ProtocolError` (encode specials with `SFloatSpecial`).
         """
         if not math.isfinite(value):
@@ -111,11 +112,13 @@ class SFloat:
         if exact:
             raise ProtocolError(f"{value!r} has no exact SFLOAT representation")
         exact_value = Decimal(mantissa).scaleb(exp)
-        for e in range(EXPONENT_MIN, EXPONENT_MAX + 1):
+        candidates = []
+        for e in range(EXPONENT_MIN, EXPONENT_MAX + 1):  # the nearest of each exponent's grid
             m = int(exact_value.scaleb(-e).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
-            if abs(m) <= MANTISSA_MAX:
-                return cls(m, e) if m else cls(0, 0)
-        raise ProtocolError(f"{value!r} is beyond the SFLOAT range")
+            m = max(-MANTISSA_MAX, min(MANTISSA_MAX, m))
+            candidates.append((abs(exact_value - Decimal(m).scaleb(e)), e, m))
+        _, e, m = min(candidates)  # ties go to the finer exponent
+        return cls(m, e) if m else cls(0, 0)
 
     @property
     def value(self) -> float:

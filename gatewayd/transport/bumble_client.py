@@ -4,7 +4,8 @@
 exchange, full discovery of services, characteristics and descriptors into a
 `BleakGATTServiceCollection`), read/write of characteristics and descriptors, write with and
 without response, notifications (preferred) or indications, pairing, and `disconnected_callback`
-on every disconnection, whoever caused it (services are cleared first, as in the BlueZ backend).
+on every disconnection after `connect()` returned, whoever caused it (services are cleared first,
+as in the BlueZ backend; a `connect()` that fails raises instead).
 ATT error responses raise `BleakGATTProtocolError` with the ATT code; a request cut short by a
 disconnection raises `BleakError`; an unanswered request raises `TimeoutError`.
 
@@ -73,8 +74,8 @@ class BumbleClient(BaseBleakClient):
             self._peer = details.address if isinstance(details, BumbleDetails) else None
             self._name = address_or_ble_device.name
         elif address_or_ble_device.upper().endswith("/P"):
-            self._peer = hci.Address(address_or_ble_device, hci.Address.PUBLIC_DEVICE_ADDRESS)
             self.address = address_or_ble_device[:-2]
+            self._peer = hci.Address(self.address, hci.Address.PUBLIC_DEVICE_ADDRESS)
         self._requested_services = services
         self._host: BumbleHost | None = None
         self._connection: Connection | None = None

@@ -161,7 +161,9 @@ async def serve_sibling_link(
     peripheral_address: str = PERIPHERAL_ADDRESS,
 ) -> AsyncIterator[SiblingLink]:
     """Serve the gateway's controller as HCI on `bind:port` (0: a free port, see `.port`)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY only on sockets that say they are TCP; without
+    # it every ATT round trip waits ~40 ms for Nagle and delayed ACKs (measured: 44 ms vs 0.3).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((bind, port))

@@ -335,6 +335,7 @@ def test_session_restart_while_connected() -> None:
     device.records = {0: device.record(0)}
     events = session.receive(CGM_MEASUREMENT, device.record(0).build(), now=device.now)
     assert [type(e) for e in events] == [Measurement]
+    assert (events[0].session_start, events[0].time) == (None, None)  # in doubt until re-read
     events = pump(session, device)
     (changed,) = of(SessionChanged, events)
     assert changed.previous == START
@@ -494,7 +495,7 @@ def drive(session: CgmsCollector, steps: list[object]) -> None:
     raise AssertionError("requests never ran out")
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(STEP, max_size=30), st.integers(0, 0xFFFF) | st.none())
 def test_fuzz_arbitrary_input_never_raises(steps: list[object], backfill_from: int | None) -> None:
     drive(CgmsCollector(backfill_from=backfill_from, start_session=True), steps)
@@ -519,7 +520,7 @@ def transcript() -> list[tuple[str, bytes]]:
 TRANSCRIPT = transcript()
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_fuzz_mutated_conversation_never_raises(data: st.DataObject) -> None:
     said = list(TRANSCRIPT)
@@ -556,3 +557,13 @@ def test_session_start_at_the_end_of_time_gives_no_time() -> None:
     (measurement,) = of(Measurement, events)
     assert measurement.session_start == datetime(9999, 12, 31, 23, 0, tzinfo=UTC)
     assert measurement.time is None
+
+
+def test_a_started_session_is_a_new_session_even_if_the_start_barely_moved() -> None:
+    device = FakeCgm(stopped=True, offset=2)
+    session = CgmsCollector(start_session=True, interval_min=5)
+    events = pump(session, device)
+    (changed,) = of(SessionChanged, events)
+    assert changed.session_start == device.start
+    assert changed.previous == START
+    assert racp_writes(device) == ["01 01"]

@@ -137,14 +137,14 @@ def test_valid_vectors_parse(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(PARSERS))
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(data=st.binary(max_size=40))
 def test_fuzz_arbitrary_bytes(name: str, data: bytes) -> None:
     check(name, data)
 
 
 @pytest.mark.parametrize("name", sorted(PARSERS))
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(draw=st.data())
 def test_fuzz_mutated_vectors(name: str, draw: st.DataObject) -> None:
     vectors = PARSERS[name][2]

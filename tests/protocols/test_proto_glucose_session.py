@@ -236,7 +236,7 @@ def drive(session: GlucoseCollector, steps: list[object]) -> None:
     raise AssertionError("requests never ran out")
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(
         st.one_of(
@@ -264,7 +264,7 @@ def transcript() -> list[tuple[str, bytes]]:
 TRANSCRIPT = transcript()
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_fuzz_mutated_transfer_never_raises(data: st.DataObject) -> None:
     said = list(TRANSCRIPT)
