@@ -1,4 +1,5 @@
-"""The `gatewayd` command: `run`, `drivers`, `demo`, `report`, `export`, `--version`.
+"""The `gatewayd` command: `run`, `drivers`, `demo`, `report`, `export`, `doctor`, `status`,
+`simulate`, `--version`.
 
 Errors a person can fix (a bad config, a missing driver) print one line on stderr and exit 2,
 never a traceback.
@@ -32,6 +33,28 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("drivers", help="list installed driver plugins with their help")
 
+    doctor = commands.add_parser(
+        "doctor", help="check config, store, broker, radio, serial, clock, disk: one line each"
+    )
+    doctor.add_argument("--config", "-c", type=Path, required=True, help="the TOML config file")
+    doctor.add_argument("--format", choices=("text", "json"), default="text")
+    doctor.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds per network step (default 5)"
+    )
+    doctor.add_argument(
+        "--user", help="check file permissions for this user (default: gatewayd when run as root)"
+    )
+
+    status = commands.add_parser(
+        "status", help="per device: last reading and its age, last 24 h, outbox (from the store)"
+    )
+    status.add_argument("--config", "-c", type=Path, required=True, help="the TOML config file")
+    status.add_argument("--format", choices=("text", "json"), default="text")
+    status.add_argument(
+        "--broker", action="store_true", help="also the daemon's retained statuses from the broker"
+    )
+    status.add_argument("--timeout", type=float, default=5.0, help="broker timeout, seconds")
+
     demo = commands.add_parser(
         "demo", help="simulated CGMs -> the gateway -> an embedded local broker, shown live"
     )
@@ -50,6 +73,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--duration", type=float, default=None, help="stop after SECONDS (default: until Ctrl-C)"
+    )
+
+    simulate = commands.add_parser(
+        "simulate", help="run an emulated device (gatewayd.simulate lists them) for a gateway"
+    )
+    simulate.add_argument("--device", required=True, help="e.g. dexcom-receiver, cgms, glucose")
+    simulate.add_argument("--hci", help="BLE emulators: tcp-server:HOST:PORT to serve HCI on")
+    simulate.add_argument(
+        "--pty-link", "--link", type=Path, help="serial emulators: the symlink to the pty"
+    )
+    simulate.add_argument("--duration", type=float, help="stop after SECONDS (default: Ctrl-C)")
+    simulate.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a device option"
     )
 
     report = commands.add_parser("report", help="a device's glucose summary, from the store")
@@ -72,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one exit per outcome
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911, PLR0912 - one exit per outcome
     """Entry point of the `gatewayd` command; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
@@ -80,6 +116,16 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one exit 
             return _run(args.config)
         if args.command == "drivers":
             return _drivers()
+        if args.command == "doctor":
+            from gatewayd.doctor.command import run_doctor
+
+            return run_doctor(args.config, fmt=args.format, timeout=args.timeout, user=args.user)
+        if args.command == "status":
+            from gatewayd.statuscmd import run_status
+
+            return run_status(
+                args.config, fmt=args.format, broker=args.broker, timeout=args.timeout
+            )
         if args.command == "report":
             from gatewayd.summaries.report import run_report
 
@@ -109,6 +155,16 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one exit 
                     duration=args.duration,
                 )
             )
+        if args.command == "simulate":
+            from gatewayd.simulate import run_simulate
+
+            return run_simulate(
+                args.device,
+                hci=args.hci,
+                pty_link=args.pty_link,
+                duration=args.duration,
+                settings=args.set,
+            )
     except ConfigError as exc:
         print(f"gatewayd: config error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -127,12 +183,16 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one exit 
 
 
 def _run(config_path: Path) -> int:
-    from gatewayd import config, logs
+    from gatewayd import config, logs, privacy
     from gatewayd.daemon import Daemon, plan
 
     cfg = config.load(config_path)
-    logs.configure(cfg.log.level, cfg.log.format)
+    logs.configure(
+        cfg.log.level, cfg.log.format, privacy=cfg.log.privacy, secrets=[cfg.mqtt.password]
+    )
     validated = plan(cfg)
+    for _, options in validated.services:  # e.g. Nightscout's API secret: never in a log line
+        privacy.register_secrets_of(options)
 
     async def main() -> None:
         await Daemon(validated).run()

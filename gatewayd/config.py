@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from gatewayd import credentials
 from gatewayd.driver import options_table
 from gatewayd.errors import ConfigError
 from gatewayd.options import OptionReader
+from gatewayd.privacy import PRIVACY_LEVELS
 
 #: Ids appear in MQTT topics: keep them to characters every broker and shell treat literally.
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
@@ -70,10 +72,12 @@ class MqttConfig:
 
 @dataclass(frozen=True, slots=True)
 class LogConfig:
-    """`[log]`: level and format (auto = JSON when stdout is not a terminal)."""
+    """`[log]`: level and format (auto = JSON when stdout is not a terminal), and privacy:
+    "strict" also redacts serials, glucose values and raw device bytes (gatewayd.privacy)."""
 
     level: str = "info"
     format: str = "auto"
+    privacy: str = "normal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +151,12 @@ def load(path: Path | str) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, "", f"not valid TOML: {exc}") from None
-    return parse(data, path)
+    config = parse(data, path)
+    if config.mqtt.password is not None and "password" in data["mqtt"]:  # a secret inline
+        credentials.refuse_if_world_readable(
+            path.stat().st_mode, path, "mqtt.password", path, "the broker password"
+        )
+    return config
 
 
 def parse(data: Mapping[str, Any], file: Path | None = None) -> Config:
@@ -202,11 +211,18 @@ def _mqtt(r: OptionReader, base: Path, hub_id: str) -> MqttConfig:
     password_file = r.optional_path("password_file", base=base)
     if password is not None and password_file is not None:
         raise r.error("password_file", "set either password or password_file, not both")
+    credential = r.optional_string("password_credential")  # systemd LoadCredential=
+    if credential is not None and (password is not None or password_file is not None):
+        raise r.error(
+            "password_credential", "set one of password, password_file, password_credential"
+        )
+    username = r.optional_string("username")
+    if any(v is not None for v in (password, password_file, credential)) and username is None:
+        raise r.error("username", "is required when a password is set")
     if password_file is not None:
         password = _read_secret(r, "password_file", password_file)
-    username = r.optional_string("username")
-    if password is not None and username is None:
-        raise r.error("username", "is required when a password is set")
+    if credential is not None:
+        password = credentials.read_credential(r, "password_credential", credential)
     ca_file = _existing(r, "ca_file", base)
     cert_file = _existing(r, "cert_file", base)
     key_file = _existing(r, "key_file", base)
@@ -214,6 +230,8 @@ def _mqtt(r: OptionReader, base: Path, hub_id: str) -> MqttConfig:
         raise r.error("key_file", "needs cert_file (the client certificate) as well")
     if (ca_file or cert_file) and not tls:
         raise r.error("url", "ca_file/cert_file are set but the url is not mqtts://")
+    if key_file is not None:
+        credentials.check_private_file(r, "key_file", key_file, what="a private key")
     root = r.string("topic_root", "gatewayd")
     if not _TOPIC_ROOT.match(root):
         raise r.error(
@@ -268,19 +286,15 @@ def _existing(r: OptionReader, name: str, base: Path) -> Path | None:
 
 
 def _read_secret(r: OptionReader, name: str, path: Path) -> str:
-    try:
-        secret = path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise r.error(name, f"cannot read {path}: {exc.strerror}") from None
-    if not secret:
-        raise r.error(name, f"{path} is empty")
-    return secret
+    """A secret file's text; refused when missing, empty or readable by every user."""
+    return credentials.read_secret(r, name, path, what="the broker password")
 
 
 def _log(r: OptionReader) -> LogConfig:
     log = LogConfig(
         level=r.choice("level", ("debug", "info", "warning", "error"), "info"),
         format=r.choice("format", ("auto", "json", "console"), "auto"),
+        privacy=r.choice("privacy", PRIVACY_LEVELS, "normal"),
     )
     r.finish()
     return log

@@ -21,6 +21,7 @@ from gatewayd.backoff import Backoff
 from gatewayd.config import Config
 from gatewayd.driver import DriverPlugin
 from gatewayd.errors import PluginError
+from gatewayd.health.watchdog import Watchdog, WatchdogOptions
 from gatewayd.publisher import Publisher
 from gatewayd.registry import load
 from gatewayd.services import ServiceContext, ServiceSpec, parse_all
@@ -76,7 +77,9 @@ def plan(config: Config) -> Plan:
 class Daemon:
     """The running gateway."""
 
-    def __init__(self, plan: Plan, *, flush_timeout: float = 5.0) -> None:
+    def __init__(
+        self, plan: Plan, *, flush_timeout: float = 5.0, watchdog: WatchdogOptions | None = None
+    ) -> None:
         cfg = plan.config
         self.log = structlog.get_logger().bind(component="daemon", hub=cfg.hub.id)
         self.store = Store(
@@ -105,6 +108,8 @@ class Daemon:
         self.services = [spec.create(options, context) for spec, options in plan.services]
         self.supervisor.listeners.extend(service.on_reading for service in self.services)
         self.flush_timeout = flush_timeout
+        #: READY/WATCHDOG/STATUS/STOPPING to systemd (a no-op without $NOTIFY_SOCKET).
+        self.watchdog = Watchdog(devices, self.publisher, watchdog)
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -127,6 +132,7 @@ class Daemon:
                 publishing = tasks.create_task(self.publisher.run(), name="publisher")
                 supervising = tasks.create_task(self.supervisor.run(), name="supervisor")
                 pruning = tasks.create_task(self._prune_forever(), name="prune")
+                watching = tasks.create_task(self.watchdog.run(), name="watchdog")
                 background = [
                     tasks.create_task(service.run(), name=f"service:{type(service).__name__}")
                     for service in self.services
@@ -135,9 +141,10 @@ class Daemon:
                     on_ready()
                 await self._stop.wait()
                 self.log.info("gateway_stopping")
-                for task in (supervising, pruning, *background):
+                self.watchdog.stopping()
+                for task in (supervising, pruning, watching, *background):
                     task.cancel()
-                await asyncio.wait([supervising, pruning, *background])
+                await asyncio.wait([supervising, pruning, watching, *background])
                 self.supervisor.mark_stopped()
                 self.publisher.stop()
                 done, _ = await asyncio.wait([publishing], timeout=self.flush_timeout)

@@ -111,7 +111,9 @@ class DriverPlugin(Generic[OptionsT]):
 
     `parse_options` reads the driver's own keys of a ``[[devices]]`` table through an
     `OptionReader` (which fails with file, key and reason); unknown keys are refused after it
-    returns. `open` creates a session for one connection attempt.
+    returns. `open` creates a session for one connection attempt. Optional:
+    `expected_interval(options)` gives the seconds between a connected device's readings (None:
+    the health check uses the options' `interval`, else 5 min; see gatewayd.health).
     """
 
     name: str
@@ -120,6 +122,7 @@ class DriverPlugin(Generic[OptionsT]):
     parse_options: Callable[[OptionReader], OptionsT]
     open: Callable[[DeviceContext[OptionsT]], DriverSession]
     match: DeviceMatch = DeviceMatch()
+    expected_interval: Callable[[OptionsT], float | None] | None = None
 
     @property
     def summary(self) -> str:

@@ -1,18 +1,21 @@
 """structlog set-up: JSON lines under systemd (stdout not a TTY), a readable console on a TTY.
 
 Events are snake_case names with bound context (`driver=`, `device=`). A redaction processor
-removes anything that looks like a secret, whatever the caller passed.
+(`gatewayd.privacy.Redactor`) removes anything that looks like a secret, whatever the caller
+passed, and with `[log] privacy = "strict"` serials, glucose values and raw device bytes too.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 from datetime import datetime
 from typing import Any, TextIO
 
 import structlog
+
+from gatewayd.privacy import SECRET_MARKERS, Privacy, Redactor
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -21,17 +24,7 @@ _LEVELS = {
     "error": logging.ERROR,
 }
 #: A key containing any of these (case-insensitive) has its value replaced before rendering.
-_SECRET_MARKERS = (
-    "password",
-    "passwd",
-    "secret",
-    "token",
-    "api_key",
-    "apikey",
-    "credential",
-    "key_material",
-    "private_key",
-)
+_SECRET_MARKERS = SECRET_MARKERS
 
 
 def _json_default(value: object) -> str:
@@ -52,8 +45,19 @@ def redact_secrets(
     return event
 
 
-def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
-    """Configure structlog for the process (idempotent; call again to change)."""
+def configure(
+    level: str = "info",
+    fmt: str = "auto",
+    stream: TextIO | None = None,
+    *,
+    privacy: Privacy | str = "normal",
+    secrets: Iterable[str | None] = (),
+) -> None:
+    """Configure structlog for the process (idempotent; call again to change).
+
+    `secrets` (e.g. the broker password) are cut out of every string of every event; `privacy`
+    "strict" also redacts serials, glucose values and raw device bytes (see gatewayd.privacy).
+    """
     out = stream if stream is not None else sys.stdout
     console = fmt == "console" or (fmt == "auto" and out.isatty())
     renderer: structlog.typing.Processor = (
@@ -66,8 +70,9 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact_secrets,
+            # Tracebacks become text first, so the redactor sees them too.
             structlog.processors.format_exc_info,
+            Redactor(privacy, secrets),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),

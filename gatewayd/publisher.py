@@ -49,6 +49,18 @@ def _json(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
+def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
+    """The TLS context of the broker link (None for mqtt://): the system's or `ca_file`'s CAs,
+    hostname and certificate verification always on, the client certificate when configured.
+    `gatewayd doctor` connects with this same context."""
+    if not cfg.tls:
+        return None
+    tls = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
+    if cfg.cert_file is not None:
+        tls.load_cert_chain(cfg.cert_file, cfg.key_file)
+    return tls
+
+
 class BrokerRefused(aiomqtt.MqttError):
     """The broker acknowledged a publish with a failure reason code (MQTT 5, e.g. an ACL)."""
 
@@ -185,11 +197,7 @@ class Publisher:
 
     def _client(self) -> _Client:
         cfg = self.config
-        tls: ssl.SSLContext | None = None
-        if cfg.tls:
-            tls = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
-            if cfg.cert_file is not None:
-                tls.load_cert_chain(cfg.cert_file, cfg.key_file)
+        tls = tls_context(cfg)
         return _Client(
             cfg.host,
             cfg.port,

@@ -79,7 +79,7 @@ class Store:
         self.path = path
         self.retention = timedelta(days=retention_days)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             if not path.exists():
                 # Health data: the store is readable by the daemon's user only.
                 os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))

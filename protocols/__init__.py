@@ -14,4 +14,10 @@ Modules (each module docstring documents its public API and the spec facts behin
 * `glucose` - Glucose Service (0x1808): measurement, feature, context (`glucose_context`).
 * `cgms_session` / `glucose_session` - the collector procedures as sans-I/O state machines
   (`receive()` -> events, `next_request()` -> `Request`, `timeout()`), h11 style.
+* `dexcom_g6` - Dexcom G5/G6 transmitter BLE protocol; import from it (its docstring is the API
+  reference). It re-exports `dexcom_g6_codec` (UUIDs, opcodes, CRC-16/XMODEM framing),
+  `dexcom_g6_glucose` (time, glucose records, calibration states), `dexcom_g6_auth`
+  (authentication messages, the AES transmitter-id hash), `dexcom_g6_backfill` (request, frame
+  stream, summary) and `dexcom_g6_session` (`G6Session`, the sans-I/O hub side: auth, bond,
+  time, glucose, backfill). Used by `drivers.dexcom_g6` (driver and Bumble emulator).
 """

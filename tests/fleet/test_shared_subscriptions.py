@@ -276,7 +276,9 @@ async def test_a_member_leaving_mid_stream_loses_nothing_published_after(fleet: 
             fleet.add_round()
             if len(fleet.rounds) >= 2:
                 previous = set(fleet.rounds[-2])
-                await fleet.tally.wait_for(lambda: union(audit) >= previous, "audit keeps up")
+                await fleet.tally.wait_for(
+                    lambda previous=previous: union(audit) >= previous, "audit keeps up"
+                )
             else:
                 await asyncio.sleep(0)  # yield to the publishers once; not a synchronisation
 

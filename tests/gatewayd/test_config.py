@@ -30,6 +30,7 @@ HUB = '[hub]\nid = "hub1"\n'
 def write(directory: Path, text: str, name: str = "gatewayd.toml") -> Path:
     path = directory / name
     path.write_text(textwrap.dedent(text), encoding="utf-8")
+    path.chmod(0o600)  # a config holding a secret must not be world-readable
     return path
 
 
@@ -121,6 +122,8 @@ def full_config(tmp_path: Path) -> Path:
     (tmp_path / "tls").mkdir()
     for name in ("ca.pem", "client.pem", "client.key"):
         (tmp_path / "tls" / name).write_text("-----BEGIN-----\n", encoding="utf-8")
+    (tmp_path / "secrets" / "mqtt.pass").chmod(0o600)
+    (tmp_path / "tls" / "client.key").chmod(0o600)
     return write(tmp_path, FULL)
 
 
@@ -364,6 +367,7 @@ def test_password_and_password_file_both_set(tmp_path: Path) -> None:
 
 def test_password_file_read_and_stripped(tmp_path: Path) -> None:
     (tmp_path / "pw").write_text("\n\t secret value \r\n\n", encoding="utf-8")
+    (tmp_path / "pw").chmod(0o600)
     cfg = config.load(write(tmp_path, HUB + '[mqtt]\nusername = "u"\npassword_file = "pw"\n'))
     assert cfg.mqtt.password == "secret value"
 
@@ -372,6 +376,7 @@ def test_password_file_absolute(tmp_path: Path) -> None:
     secret = tmp_path / "elsewhere" / "pw"
     secret.parent.mkdir()
     secret.write_text("abc", encoding="utf-8")
+    secret.chmod(0o600)
     sub = tmp_path / "etc"
     sub.mkdir()
     cfg = config.load(write(sub, HUB + f'[mqtt]\nusername = "u"\npassword_file = "{secret}"\n'))

@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,10 +48,13 @@ def write_config(
     broker: Mosquitto,
     devices: dict[str, str],
     *,
-    hub: str = "hub-e2e",
+    hub: str | None = None,
     extra: str = "",
 ) -> Path:
     """A config file for `broker` with one `[[devices]]` table per entry (id -> extra TOML)."""
+    # A hub id of its own by default: tests share one broker, and retained topics of another
+    # test's hub (its `offline`, its states) must never be mistaken for this one's.
+    hub = hub or f"hub-{uuid.uuid4().hex[:8]}"
     folder.mkdir(parents=True, exist_ok=True)
     secret = folder / "mqtt-password"
     secret.write_text(broker.password + "\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +24,7 @@ FAST = (
     "interval = 60\nspeed = 600\nhistory = 86400\n"
     "missed_rate = 0.05\ndropout_rate = 0.03\ndropout_readings = 2\n"
 )
-HUB = "hub-e2e"
+HUB = f"hub-e2e-{uuid.uuid4().hex[:8]}"  # own retained topics on the shared broker
 
 
 def _validator(name: str) -> jsonschema.Draft202012Validator:

@@ -1,0 +1,195 @@
+"""The CGMS driver's `DriverKit`s (`gatewayd.testing.driverkit`): its emulator, two topologies.
+
+* `CgmsKit` - the emulator on an in-process virtual link (hooks called directly);
+* `SiblingCgmsKit` - the emulator as ``gatewayd simulate --device cgms`` in its own process,
+  reached over HCI on TCP (hooks are signals: SIGUSR1 drop, SIGUSR2 corrupt).
+
+Both default to a fast sensor: one record a minute, two hours of memory, then a day replayed at
+600x (a record every 0.1 s); a forced drop keeps it out of range for 0.5 s (records to
+backfill). `sibling_emulator(settings)` starts the process alone (for end-to-end tests): it
+yields the process and the ``tcp-client:...`` transport a gateway opens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from drivers.cgms.convert import parse_session_key
+from drivers.cgms.emulator.peripheral import CgmsPeripheral
+from drivers.cgms.emulator.sensor import SensorConfig
+from drivers.cgms.emulator.serve import emulated_cgms
+from gatewayd.driver import DriverPlugin
+from gatewayd.models import Reading
+from gatewayd.testing.driverkit import DriverKit, Target
+from gatewayd.transport.ble import BleConfig
+from gatewayd.transport.bumble_host import BumbleHost
+from gatewayd.transport.bumble_link import InProcessLink
+from gatewayd.transport.bumble_registry import bumble_session
+
+__all__ = ["FAST", "FAST_SETTINGS", "CgmsKit", "SiblingCgmsKit", "sibling_emulator"]
+
+#: A sensor for tests: 1-minute records, two hours stored, then a day replayed at 600x.
+FAST = SensorConfig(interval=1, age=1560.0, replay=1440.0, speed=600.0, pack=4)
+#: The same as `gatewayd simulate` settings (a SIGUSR1 drop keeps it away 0.5 s).
+FAST_SETTINGS = ("interval=1", "age=1560", "replay=1440", "speed=600", "pack=4", "away=0.5")
+#: Seconds a forced drop keeps the sensor away: about five records to backfill.
+AWAY = 0.5
+#: Seconds the emulator process may take to serve.
+START_TIMEOUT = 20.0
+
+
+def _plugin() -> DriverPlugin[Any]:
+    from drivers.cgms import plugin
+
+    return plugin
+
+
+def _expected(readings: Sequence[Reading], held: Mapping[str, range]) -> list[tuple[str, int]]:
+    """The offsets the sensor held between the oldest and newest stored one, per session."""
+    keys = []
+    for session in {r.session for r in readings}:
+        seqs = [r.seq for r in readings if r.session == session]
+        offsets = held.get(session, range(0))
+        keys += [(session, o) for o in offsets if min(seqs) <= o <= max(seqs)]
+    return keys
+
+
+def _central(link: InProcessLink) -> BumbleHost:
+    """The link's gateway host, or a new one on its controller once a gateway closed it."""
+    return (
+        link.central if link.central.is_open else BumbleHost.on_controller(link.central_controller)
+    )
+
+
+class CgmsKit(DriverKit):
+    """The CGMS driver against its emulator on an in-process virtual link."""
+
+    live = True  # a CGM streams: each event comes once the backfill is done and records flow
+
+    def __init__(
+        self, config: SensorConfig = FAST, *, options: Mapping[str, Any] | None = None
+    ) -> None:
+        self.config = config
+        self.options = dict(options or {})
+        self.peripheral: CgmsPeripheral | None = None
+
+    def make_plugin(self) -> DriverPlugin[Any]:
+        return _plugin()
+
+    @contextlib.asynccontextmanager
+    async def start_emulator(self) -> AsyncIterator[Target]:
+        async with emulated_cgms(self.config) as (link, peripheral):
+            self.peripheral = peripheral
+            yield Target(
+                options=self.options,
+                ble=BleConfig(stack="bumble", hci="in-process"),
+                radio=lambda: bumble_session(_central(link)),
+                idle=peripheral.wait_idle,
+            )
+
+    def emulator(self) -> CgmsPeripheral:
+        """The running emulator."""
+        if self.peripheral is None:
+            raise RuntimeError("the emulator is not running")
+        return self.peripheral
+
+    async def force_link_drop(self) -> None:
+        await self.emulator().drop_link(AWAY)
+
+    async def corrupt_next(self) -> None:
+        self.emulator().corrupt_next()
+
+    def expected_sequence(self, readings: Sequence[Reading]) -> list[tuple[str, int]]:
+        from drivers.cgms.convert import session_key
+
+        sensor = self.emulator().sensor
+        held = {session_key(start): offsets for start, offsets in sensor.past.items()}
+        held[session_key(sensor.start)] = sensor.offsets()
+        return _expected(readings, held)
+
+
+@contextlib.asynccontextmanager
+async def sibling_emulator(
+    settings: Sequence[str] = FAST_SETTINGS,
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """``gatewayd simulate --device cgms`` on a free port; yields (process, hci for a gateway)."""
+    args = [f"--set={s}" for s in settings]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gatewayd", "simulate", "--device", "cgms",
+        "--hci", "tcp-server:127.0.0.1:0", *args,
+        stdout=asyncio.subprocess.PIPE,
+        # tracing every allocation makes the emulator's start-up take ~10 s instead of ~0.3 s
+        env={k: v for k, v in os.environ.items() if k != "PYTHONTRACEMALLOC"},
+    )  # fmt: skip
+    assert process.stdout is not None  # noqa: S101 - stdout=PIPE
+    try:
+        async with asyncio.timeout(START_TIMEOUT):
+            while not (line := (await process.stdout.readline()).decode()).startswith("HCI "):
+                if not line:
+                    raise RuntimeError("the CGMS emulator exited before serving")
+        yield process, line.split()[1]
+    finally:
+        if process.returncode is None:
+            process.terminate()  # a clean stop
+            try:
+                async with asyncio.timeout(5):
+                    await process.wait()
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+class SiblingCgmsKit(DriverKit):
+    """The CGMS driver against ``gatewayd simulate --device cgms`` in its own process."""
+
+    timeout = 45.0
+    live = True
+
+    def __init__(
+        self, settings: Sequence[str] = FAST_SETTINGS, *, config: SensorConfig = FAST
+    ) -> None:
+        self.settings = tuple(settings)
+        self.config = config  # what the settings say: the record grid of the expectations
+        self.process: asyncio.subprocess.Process | None = None
+
+    def make_plugin(self) -> DriverPlugin[Any]:
+        return _plugin()
+
+    @contextlib.asynccontextmanager
+    async def start_emulator(self) -> AsyncIterator[Target]:
+        async with sibling_emulator(self.settings) as (process, hci):
+            self.process = process
+            yield Target(ble=BleConfig(stack="bumble", hci=hci))
+
+    def _signal(self, signum: signal.Signals) -> None:
+        if self.process is None or self.process.returncode is not None:
+            raise RuntimeError("the emulator process is not running")
+        self.process.send_signal(signum)
+
+    async def force_link_drop(self) -> None:
+        self._signal(signal.SIGUSR1)
+
+    async def corrupt_next(self) -> None:
+        self._signal(signal.SIGUSR2)
+
+    def expected_sequence(self, readings: Sequence[Reading]) -> list[tuple[str, int]]:
+        # the emulator's records lie on the interval grid from offset 0, all of them kept
+        step = self.config.interval
+        held = {}
+        for session in {r.session for r in readings}:
+            if parse_session_key(session) is not None:
+                newest = max(r.seq for r in readings if r.session == session)
+                held[session] = range(0, newest + 1, step)
+        return _expected(readings, held)
+
+
+def with_options(config: SensorConfig, **changes: Any) -> SensorConfig:
+    """`config` with fields changed (a readable alias of `dataclasses.replace`)."""
+    return replace(config, **changes)

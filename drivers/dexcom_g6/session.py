@@ -1,0 +1,473 @@
+"""The Dexcom G5/G6 driver session: one wake-up of the transmitter, one connection.
+
+A session scans for ``Dexcom<last two of the id>`` (`scan_timeout`: a transmitter advertises for
+a few seconds every 5 minutes), connects, enables Authentication indications, then runs
+`protocols.dexcom_g6.G6Session`: authenticate (a token hash that does not match the configured
+id is `DeviceRefused`: the supervisor parks the device), keep-alive + bond request and OS pairing
+when the transmitter is not bonded to us (then Control indications and Backfill notifications),
+time (places readings on the wall clock: activation = now - transmitter time), glucose, and a
+backfill from the newest stored record + 1 up to the transmitter's now. The session then ends
+(our disconnect lets the transmitter sleep); the supervisor scans again for the next wake-up.
+
+Never a gap: the live value is yielded only after the backfill that covers the time before it
+succeeded (length and CRC checked), because the store resumes from its newest reading. A backfill
+that fails is asked once more on the same connection; if it fails again, or the link drops first,
+nothing newer than the stored data is yielded and the next wake-up asks again. A backfill that
+fills all 255 frames (573 records) may have been cut: the rest is asked for from the newest
+record + 1. Malformed notifications are counted and dropped (`DeviceContext.drop_packet`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Final, Self, TypeVar
+
+from bleak import BleakClient, BleakScanner
+from bleak.backends.characteristic import BleakGATTCharacteristic
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData
+from bleak.exc import BleakError, BleakGATTProtocolError
+
+from drivers.dexcom_g6.cancellation import honour_cancellation
+from drivers.dexcom_g6.convert import Skip, parse_session, to_reading
+from drivers.dexcom_g6.options import G6Options
+from gatewayd.driver import DeviceContext
+from gatewayd.errors import DeviceError, DeviceNotFound, DeviceRefused, LinkLost
+from gatewayd.models import DeviceIdentity, Reading
+from gatewayd.transport.ble import BleConfig, establish, scanner_kwargs
+from protocols.dexcom_g6 import (
+    AUTHENTICATION,
+    BACKFILL,
+    CGM_SERVICE,
+    CONTROL,
+    Authenticated,
+    AuthenticationFailed,
+    BackfillRecords,
+    BondRequested,
+    Completed,
+    G6Event,
+    G6Session,
+    Glucose,
+    ProcedureFailed,
+    RecordRejected,
+    Request,
+    RequestKind,
+    TimeRead,
+    TransmitterTimeRx,
+    UnexpectedData,
+    advertised_name,
+)
+from protocols.errors import ProtocolError
+
+T = TypeVar("T")
+
+#: Seconds one GATT operation or an awaited indication may take (CGMBLEKit allows 2 s per
+#: command; BlueZ on a busy hub needs more, and a silent transmitter costs only this once).
+RESPONSE_TIMEOUT: Final = 10.0
+#: Seconds for OS pairing after the bond request (CGMBLEKit waits 15 s, protocols.md §2.4).
+BOND_TIMEOUT: Final = 15.0
+#: Seconds for our own disconnect when the session closes.
+CLOSE_TIMEOUT: Final = 5.0
+#: ATT errors that mean "bond first": insufficient authentication / encryption / key size.
+SECURITY_ERRORS: Final = frozenset({0x05, 0x0F, 0x0C})
+#: The most records one backfill can carry: 255 frames (1-byte index) x 18 payload bytes,
+#: minus the 4-byte header, in 8-byte records (§2.6).
+MAX_BACKFILL_RECORDS: Final = (255 * 18 - 4) // 8
+#: Backfill attempts per connection (a CRC mismatch is asked once more).
+BACKFILL_ATTEMPTS: Final = 2
+_LOST: Final = object()  # queue item: the link dropped
+
+
+@dataclass(slots=True)
+class _Run:
+    """Progress of one connection's procedure."""
+
+    #: Start of the backfill asked last (None: none asked yet).
+    backfill_from: int | None
+    #: Session start of the resume point, when it is this transmitter's.
+    resume_session: int | None
+    time: TransmitterTimeRx | None = None
+    #: The live value, held back until the backfill before it succeeded.
+    live: Glucose | None = None
+    backfill_failures: int = 0
+    #: Work was queued while handling this batch of events: a `Completed` in it is stale.
+    more: bool = False
+    completed: bool = False
+    yielded: set[int] = field(default_factory=set)
+
+
+class DexcomG6Session:
+    """One connection to one G5/G6 transmitter (see the module docstring)."""
+
+    def __init__(self, ctx: DeviceContext[G6Options]) -> None:
+        self.identity: DeviceIdentity | None = None
+        self._ctx = ctx
+        self._options = ctx.options
+        self._log = ctx.log.bind(transmitter=ctx.options.transmitter_id)
+        self._name = advertised_name(ctx.options.transmitter_id)
+        self._client: BleakClient | None = None
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._paired = False
+        self._control_ready = False
+
+    # -- connection --------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        cfg = self._ctx.ble or BleConfig()
+        device = await self._find(cfg)
+        honour_cancellation()
+        self._log.info("transmitter_found", address=device.address, name=device.name)
+        self._client = await establish(
+            device, cfg, name=self._name, disconnected_callback=self._on_disconnect
+        )
+        try:
+            honour_cancellation()
+            self._check_service(self._client, device)
+            await self._subscribe(AUTHENTICATION)
+        except BaseException:
+            await self._close()
+            raise
+        self.identity = DeviceIdentity(
+            manufacturer="Dexcom",
+            model="G5/G6 transmitter",
+            serial=self._options.transmitter_id,
+        )
+        return self
+
+    def _check_service(self, client: BleakClient, device: BLEDevice) -> None:
+        if client.services.get_service(CGM_SERVICE) is None:
+            raise DeviceRefused(
+                f"{self._name} ({device.address}) has no Dexcom G5/G6 CGM service "
+                f"({CGM_SERVICE}): not a G5/G6 transmitter (G7 / ONE+ are not supported)",
+                device=self._ctx.device_id,
+            )
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._close()
+
+    async def _close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None and client.is_connected:
+            with contextlib.suppress(BleakError, TimeoutError):
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await client.disconnect()
+            honour_cancellation()
+
+    def _on_disconnect(self, _client: BleakClient) -> None:
+        self._queue.put_nowait(_LOST)
+
+    def _on_value(self, characteristic: BleakGATTCharacteristic, data: bytearray) -> None:
+        self._queue.put_nowait((characteristic.uuid, bytes(data)))
+
+    def _matches(self, device: BLEDevice, adv: AdvertisementData) -> bool:
+        address = self._options.address
+        if address is not None and device.address.upper() != address:
+            return False
+        return (adv.local_name or device.name) == self._name
+
+    async def _find(self, cfg: BleConfig) -> BLEDevice:
+        timeout = self._options.scan_timeout
+        try:
+            device = await BleakScanner.find_device_by_filter(
+                self._matches, timeout=timeout, **scanner_kwargs(cfg)
+            )
+        except BleakError as exc:
+            raise DeviceError(f"scanning failed: {exc}", device=self._ctx.device_id) from exc
+        if device is None:
+            raise DeviceNotFound(
+                f"{self._name} did not advertise within {timeout:g} s",
+                device=self._ctx.device_id,
+            )
+        return device
+
+    def _require(self) -> BleakClient:
+        if self._client is None:
+            raise RuntimeError("readings() outside `async with`")
+        return self._client
+
+    async def _gatt(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
+        """One GATT operation; pairs and tries once more when the transmitter asks for it."""
+        device = self._ctx.device_id
+        while True:
+            try:
+                async with asyncio.timeout(RESPONSE_TIMEOUT):
+                    return await operation()
+            except BleakGATTProtocolError as exc:
+                code = int(exc.code)
+                if code not in SECURITY_ERRORS or self._paired:
+                    raise DeviceError(f"{what}: {exc}", device=device) from exc
+                if not self._options.bond:
+                    raise DeviceRefused(
+                        f"{what}: the transmitter requires bonding (ATT 0x{code:02x}) and "
+                        "bond = false",
+                        device=device,
+                    ) from exc
+                await self._pair(f"ATT 0x{code:02x} on {what}")
+            except (BleakError, TimeoutError) as exc:
+                client = self._client
+                if client is None or not client.is_connected:
+                    raise LinkLost(f"{what}: the link dropped", device=device) from exc
+                raise DeviceError(f"{what}: {exc or 'no answer'}", device=device) from exc
+
+    async def _pair(self, reason: str) -> None:
+        client = self._require()
+        if self._paired:
+            return
+        self._log.info("transmitter_bonding", reason=reason)
+        try:
+            async with asyncio.timeout(BOND_TIMEOUT):
+                await client.pair()
+        except (BleakError, TimeoutError, NotImplementedError) as exc:
+            if not client.is_connected:
+                raise LinkLost(
+                    "the link dropped while bonding", device=self._ctx.device_id
+                ) from exc
+            raise DeviceError(
+                f"bonding failed: {exc or 'timeout'}", device=self._ctx.device_id
+            ) from exc
+        self._paired = True
+
+    async def _subscribe(self, uuid: str) -> None:
+        client = self._require()
+        await self._gatt(
+            f"subscribe {uuid[4:8]}", lambda: client.start_notify(uuid, self._on_value)
+        )
+
+    async def _prepare_control(self) -> None:
+        """Control indications and Backfill notifications, once authenticated (and bonded)."""
+        if not self._control_ready:
+            await self._subscribe(CONTROL)
+            await self._subscribe(BACKFILL)
+            self._control_ready = True
+
+    # -- the procedure -----------------------------------------------------------------------
+
+    def _refused(self, exc: AuthenticationFailed) -> DeviceRefused:
+        opts = self._options
+        return DeviceRefused(
+            f"transmitter {opts.transmitter_id}: authentication failed ({exc.reason}): the "
+            f"transmitter advertising as {self._name} does not share the configured "
+            f"transmitter_id; check transmitter_id (or set address when two transmitters "
+            f"ending in {opts.transmitter_id[-2:]} are in range)",
+            device=self._ctx.device_id,
+        )
+
+    def _receive(self, g6: G6Session, uuid: str, data: bytes) -> list[G6Event]:
+        try:
+            return g6.receive(uuid, data, now=self._ctx.now())
+        except AuthenticationFailed as exc:
+            raise self._refused(exc) from exc
+        except ProtocolError:  # a characteristic outside the service: not one we listen to
+            self._ctx.drop_packet(data, "unexpected_characteristic")
+            return []
+
+    async def _perform(self, g6: G6Session, request: Request) -> list[G6Event]:
+        client = self._require()
+        what = request.label or str(request.kind)
+        uuid = request.characteristic
+        if request.kind is RequestKind.READ:
+            value = await self._gatt(what, lambda: client.read_gatt_char(uuid))
+            return self._receive(g6, uuid, bytes(value))
+        if uuid == CONTROL:
+            await self._prepare_control()
+        await self._gatt(what, lambda: client.write_gatt_char(uuid, request.data, response=True))
+        if request.label == "bond_request":
+            await self._pair("bond request")
+        return []
+
+    async def _wait(self, g6: G6Session) -> list[G6Event]:
+        """The next indication or notification, fed to the session (or its timeout)."""
+        try:
+            async with asyncio.timeout(RESPONSE_TIMEOUT):
+                item = await self._queue.get()
+        except TimeoutError:
+            events = g6.timeout()
+            if not events:
+                raise DeviceError(
+                    "the transmitter went silent", device=self._ctx.device_id
+                ) from None
+            return events
+        if item is _LOST:
+            raise LinkLost(
+                "the transmitter dropped the link before the readings were complete",
+                device=self._ctx.device_id,
+            )
+        assert isinstance(item, tuple)  # noqa: S101 - what _on_value queues
+        uuid, data = item
+        if uuid == AUTHENTICATION:  # answers are read, as CGMBLEKit and xDrip do
+            self._log.debug("authentication_indication_ignored", hex=data.hex())
+            return []
+        return self._receive(g6, uuid, data)
+
+    def _resume(self) -> tuple[int | None, int | None]:
+        """(first transmitter time to backfill, session start of the resume point)."""
+        resume = self._ctx.resume
+        if resume is None:
+            return None, None
+        start = parse_session(resume.session)
+        if resume.serial != self._options.transmitter_id or start is None:
+            self._log.info("resume_other_transmitter", serial=resume.serial)
+            return None, None
+        return resume.seq + 1, start
+
+    async def readings(self) -> AsyncIterator[Reading]:
+        """Backfilled records after the newest stored one, then the live value; ends after
+        one wake-up's work (the supervisor scans again for the next one)."""
+        self._require()
+        opts = self._options
+        backfill_from, resume_session = self._resume()
+        g6 = G6Session(
+            opts.transmitter_id,
+            alternate=opts.alternate,
+            bond=opts.bond,
+            g6_glucose=opts.g6_glucose,
+            backfill_from=backfill_from,
+        )
+        run = _Run(backfill_from, resume_session)
+        while not run.completed:
+            request = g6.next_request()
+            if request is not None:
+                events = await self._perform(g6, request)
+            elif g6.failed:
+                raise DeviceError(
+                    "authentication did not complete; trying again at the next wake-up",
+                    device=self._ctx.device_id,
+                )
+            else:
+                events = await self._wait(g6)
+            honour_cancellation()
+            run.more = False
+            for reading in self._handle(g6, run, events):
+                yield reading
+        self._log.info("transmitter_done", backfilled_from=run.backfill_from)
+
+    # -- events ------------------------------------------------------------------------------
+
+    def _handle(self, g6: G6Session, run: _Run, events: list[G6Event]) -> Iterator[Reading]:
+        log = self._log
+        for event in events:
+            if isinstance(event, Glucose):
+                run.live = event
+            elif isinstance(event, BackfillRecords):
+                yield from self._backfilled(g6, run, event)
+            elif isinstance(event, TimeRead):
+                self._time_read(g6, run, event)
+            elif isinstance(event, Completed):
+                if run.more:
+                    continue  # a backfill was queued after it
+                if run.live is not None:
+                    yield from self._yield(run, [run.live])
+                    run.live = None
+                run.completed = True
+            elif isinstance(event, ProcedureFailed):
+                self._failed(g6, run, event)
+            elif isinstance(event, RecordRejected):
+                self._ctx.drop_packet(event.data, event.reason)
+            elif isinstance(event, Authenticated):
+                log.info("transmitter_authenticated", bonded=event.bonded)
+            elif isinstance(event, BondRequested):
+                log.info("transmitter_bond_requested")
+            elif isinstance(event, UnexpectedData):
+                log.info("transmitter_unexpected_data", characteristic=event.characteristic)
+
+    def _time_read(self, g6: G6Session, run: _Run, event: TimeRead) -> None:
+        message = g6.time
+        run.time = message
+        if message is None:
+            return
+        current = message.current_time
+        session = message.session_start_time if message.has_session else None
+        self._log.info(
+            "transmitter_time",
+            transmitter_time=current,
+            session_start=session,
+            activation=None if event.activation is None else event.activation.isoformat(),
+            status=event.status,
+        )
+        if session is None:
+            self._log.warning("transmitter_no_session")
+        if run.backfill_from is not None and run.backfill_from > current + 1:
+            self._log.warning(
+                "transmitter_clock_behind_store", transmitter_time=current, stored=run.backfill_from
+            )
+        if run.backfill_from is None and session is not None and self._options.history > 0:
+            start = max(session, current - int(self._options.history), 0)
+            run.backfill_from = start
+            run.more = True
+            g6.request_backfill(start)
+
+    def _backfilled(self, g6: G6Session, run: _Run, event: BackfillRecords) -> Iterator[Reading]:
+        records = list(event.records)
+        self._log.info("backfill_received", count=len(records), start=event.start, end=event.end)
+        if len(records) >= MAX_BACKFILL_RECORDS:  # full: the transmitter may have cut it
+            start = max(r.transmitter_time for r in records) + 1
+            self._log.info("backfill_continue", start=start)
+            run.backfill_from, run.more = start, True
+            g6.request_backfill(start)
+        elif run.live is not None:  # the time before the live value is covered: release it
+            records = [r for r in records if r.transmitter_time != run.live.transmitter_time]
+            records.append(run.live)
+            run.live = None
+        yield from self._yield(run, records)
+
+    def _failed(self, g6: G6Session, run: _Run, event: ProcedureFailed) -> None:
+        label = event.request.label
+        self._log.warning("transmitter_procedure_failed", what=label, reason=event.reason)
+        if event.data:
+            self._ctx.drop_packet(event.data, event.reason)
+        device = self._ctx.device_id
+        if label == "time":
+            raise DeviceError(
+                f"transmitter time: {event.reason}; readings cannot be placed on the clock",
+                device=device,
+            )
+        if label != "backfill":
+            return  # glucose: the backfill covers it; auth steps: `g6.failed` ends the run
+        run.backfill_failures += 1
+        if run.backfill_failures >= BACKFILL_ATTEMPTS or run.backfill_from is None:
+            if run.live is not None:
+                self._log.info("live_withheld", transmitter_time=run.live.transmitter_time)
+            raise DeviceError(
+                f"backfill failed {run.backfill_failures} times ({event.reason}); asking again "
+                "at the next wake-up",
+                device=device,
+            )
+        run.more = True
+        g6.request_backfill(run.backfill_from)
+
+    def _session_of(self, run: _Run, ts: int) -> int | None:
+        message = run.time
+        if message is not None and message.has_session and ts >= message.session_start_time:
+            return message.session_start_time
+        if run.resume_session is not None and ts >= run.resume_session:
+            return run.resume_session
+        return None
+
+    def _yield(self, run: _Run, events: Iterable[Glucose]) -> Iterator[Reading]:
+        """Readings of `events`, oldest first, each transmitter time once per connection."""
+        serial = self._options.transmitter_id
+        for event in sorted(events, key=lambda e: e.transmitter_time):
+            ts = event.transmitter_time
+            if ts in run.yielded:
+                continue
+            run.yielded.add(ts)
+            result = to_reading(
+                event,
+                device=self._ctx.device_id,
+                serial=serial,
+                session=self._session_of(run, ts),
+                received=self._ctx.now(),
+            )
+            if isinstance(result, Skip):
+                self._log.info("record_skipped", reason=result.reason, transmitter_time=ts)
+                continue
+            yield result

@@ -1,0 +1,81 @@
+"""The receiver's commands as typed calls (zigpy-znp's "api" layer) over a `ReceiverLink`.
+
+Every answer is checked against its request (an EGV page must be the page asked for), so a late
+answer to an earlier request is never taken for the current one: it fails to parse and the
+link sends the request again.
+"""
+
+from __future__ import annotations
+
+from drivers.dexcom_receiver.link import ReceiverLink
+from protocols import dexcom_receiver as dx
+from protocols.errors import ProtocolError
+
+
+class ReceiverApi:
+    """PING, firmware header, manufacturing data, system time, page range, EGV pages."""
+
+    def __init__(self, link: ReceiverLink) -> None:
+        self.link = link
+
+    async def ping(self) -> None:
+        """PING: an empty ACK."""
+
+        def parse(packet: dx.Packet) -> None:
+            dx.expect_ack(packet, "ping")
+
+        await self.link.request(dx.ping(), "ping", parse)
+
+    async def firmware_header(self) -> dict[str, str]:
+        """READ_FIRMWARE_HEADER: ProductName, FirmwareVersion, ProductId, ... attributes."""
+
+        def parse(packet: dx.Packet) -> dict[str, str]:
+            tag, attributes = dx.parse_xml_attributes(dx.expect_ack(packet, "firmware header"))
+            if tag != "FirmwareHeader":
+                raise ProtocolError(f"firmware header answer is <{tag}>")
+            return attributes
+
+        return await self.link.request(dx.read_firmware_header(), "firmware header", parse)
+
+    async def system_time(self) -> int:
+        """READ_SYSTEM_TIME: receiver seconds since 2009-01-01 (UTC)."""
+
+        def parse(packet: dx.Packet) -> int:
+            return dx.parse_system_time(dx.expect_ack(packet, "system time"))
+
+        return await self.link.request(dx.read_system_time(), "system time", parse)
+
+    async def page_range(self, record_type: dx.RecordType) -> tuple[int, int] | None:
+        """READ_DATABASE_PAGE_RANGE: (first, last) page, inclusive; None when empty."""
+        what = f"page range {record_type.name}"
+
+        def parse(packet: dx.Packet) -> tuple[int, int] | None:
+            return dx.parse_page_range(dx.expect_ack(packet, what))
+
+        return await self.link.request(dx.read_page_range(record_type), what, parse)
+
+    async def manufacturing_data(self) -> dx.XmlRecord:
+        """The MANUFACTURING_DATA record (`SerialNumber`, `HardwarePartNumber`, ...)."""
+        pages = await self.page_range(dx.RecordType.MANUFACTURING_DATA)
+        if pages is None:
+            raise ProtocolError("the receiver has no manufacturing data")
+        what = "manufacturing data"
+
+        def parse(packet: dx.Packet) -> dx.XmlRecord:
+            payload = dx.expect_ack(packet, what)
+            return dx.parse_xml_page(payload, dx.RecordType.MANUFACTURING_DATA)
+
+        request = dx.read_pages(dx.RecordType.MANUFACTURING_DATA, pages[0])
+        return await self.link.request(request, what, parse)
+
+    async def egv_page(self, number: int) -> dx.EgvPage:
+        """READ_DATABASE_PAGES of one EGV page (records that fail their CRC are in `.bad`)."""
+        what = f"EGV page {number}"
+
+        def parse(packet: dx.Packet) -> dx.EgvPage:
+            page = dx.parse_egv_page(dx.expect_ack(packet, what))
+            if page.header.page != number:
+                raise ProtocolError(f"{what}: the answer is page {page.header.page}")
+            return page
+
+        return await self.link.request(dx.read_pages(dx.RecordType.EGV_DATA, number), what, parse)

@@ -1,0 +1,540 @@
+"""An emulated Bluetooth Glucose Service meter: a Bumble GATT server built from `protocols`.
+
+The meter has a record memory (`MeterRecord`: sequence number, base time + offset in the
+meter's local clock, some with a Measurement Context, some out of range), the Glucose Service
+(0x1808: Measurement 0x2A18 notify, Context 0x2A34 notify, Feature 0x2A51 read, RACP 0x2A52
+write/indicate; a RACP write without indications enabled is refused with ATT 0xFD, one while
+a procedure runs with 0xFE) and Device Information (0x180A: manufacturer, model, serial,
+firmware). RACP answers "report / delete / report number of stored records" with the operators
+all, <=, >=, range, first and last on sequence numbers (filter 0x01; user facing time is
+answered "operand not supported", as many meters do), and "abort operation". Like a real meter
+it closes the link once a report has been answered and no new request came for
+`close_after_transfer` seconds (0: at once, later requests unanswered; None: never), and
+advertises again.
+
+Test hooks: `add_measurement(...)` (a new fingerstick result; with `notify_new` it is also
+notified at once to a connected collector, as some meters do), `notify_live(record)`,
+`drop_link()` (now), `drop_after(n)` (after n more records: mid-transfer), `corrupt(seq, times)`
+(the next `times` notifications of that record are sent one byte short), `corrupt_next(times)`
+(the next notifications of any record), `wait_idle()` (no link up). A report of "all" or
+">= n" includes the results taken while it runs. `require_bonding` makes the Feature and RACP
+answer "insufficient authentication" on an unencrypted link.
+
+In this process::
+
+    async with in_process_link() as link:
+        meter = GlucoseMeterEmulator(link.peripheral, records=sample_records(20))
+        await meter.start()
+
+As a process of its own (`gatewayd simulate --device glucose`): see `drivers.glucose.serve`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any, Literal
+
+from bumble import att
+from bumble.core import AdvertisingData
+from bumble.device import Connection, Device
+from bumble.gatt import Characteristic, CharacteristicValue, Service
+
+from protocols.errors import ControlPointError, ProtocolError
+from protocols.gatt import (
+    FIRMWARE_REVISION,
+    MANUFACTURER_NAME,
+    MODEL_NUMBER,
+    SERIAL_NUMBER,
+    DateTime,
+    SampleLocation,
+    SampleType,
+)
+from protocols.glucose import (
+    GLUCOSE_FEATURE,
+    GLUCOSE_MEASUREMENT,
+    GLUCOSE_MEASUREMENT_CONTEXT,
+    GLUCOSE_SERVICE,
+    MGDL_PER_MMOLL,
+    RECORD_ACCESS_CONTROL_POINT,
+    GlucoseContext,
+    GlucoseFeature,
+    GlucoseMeasurement,
+    GlucoseStatus,
+    GlucoseUnit,
+    Health,
+    Meal,
+    Tester,
+    build_feature,
+)
+from protocols.racp import (
+    RacpCommand,
+    RacpFilter,
+    RacpNumberOfRecords,
+    RacpOpCode,
+    RacpOperator,
+    RacpResponse,
+    RacpResponseCode,
+    parse_racp,
+)
+from protocols.sfloat import SFloat
+
+__all__ = [
+    "GlucoseMeterEmulator",
+    "MeterRecord",
+    "make_record",
+    "sample_records",
+]
+
+DEVICE_INFORMATION = "0000180a-0000-1000-8000-00805f9b34fb"
+#: What the meter says it can detect.
+FEATURES = (
+    GlucoseFeature.LOW_BATTERY_DETECTION
+    | GlucoseFeature.SENSOR_STRIP_INSERTION_ERROR_DETECTION
+    | GlucoseFeature.SENSOR_RESULT_HIGH_LOW_DETECTION
+    | GlucoseFeature.TIME_FAULT
+)
+#: What an out-of-range result carries beside its status bit (the meter's limits, mg/dL).
+HIGH_LIMIT_MGDL = 600
+LOW_LIMIT_MGDL = 20
+#: ATT "procedure already in progress" (GLS: a RACP write while a procedure runs).
+PROCEDURE_ALREADY_IN_PROGRESS = 0xFE
+#: ATT "CCCD improperly configured" (a RACP write without indications enabled).
+CCCD_IMPROPERLY_CONFIGURED = 0xFD
+P = Characteristic.Properties
+NO_STATUS = GlucoseStatus(0)
+#: The emulated meter's default serial number.
+SERIAL = "GLS-EMU-0001"
+
+
+@dataclass(frozen=True, slots=True)
+class MeterRecord:
+    """One stored result: the measurement and, when the meter has one, its context."""
+
+    measurement: GlucoseMeasurement
+    context: GlucoseContext | None = None
+
+    @property
+    def seq(self) -> int:
+        """The record's sequence number."""
+        return self.measurement.sequence_number
+
+
+def _concentration(mgdl: float, unit: GlucoseUnit) -> SFloat:
+    if unit == GlucoseUnit.KG_PER_L:
+        return SFloat(round(mgdl), -5)  # mg/dL x 1e-5 = kg/L
+    return SFloat(round(mgdl / MGDL_PER_MMOLL * 10), -4)  # mmol/L x 1e-3 = mol/L
+
+
+def make_record(
+    seq: int,
+    when: datetime,
+    mgdl: float | None = None,
+    *,
+    out_of_range: Literal["low", "high"] | None = None,
+    offset: int = 0,
+    context: GlucoseContext | None = None,
+    status: GlucoseStatus = NO_STATUS,
+    unit: GlucoseUnit = GlucoseUnit.KG_PER_L,
+    sample_type: SampleType = SampleType.CAPILLARY_WHOLE_BLOOD,
+    sample_location: SampleLocation = SampleLocation.FINGER,
+) -> MeterRecord:
+    """A record measured at `when` as the meter's clock reads it (its tzinfo is dropped):
+    base time = `when` - `offset` minutes, time offset = `offset`. Out of range: the meter's
+    limit as the concentration plus the status bit (the driver must not publish the number)."""
+    if (mgdl is None) == (out_of_range is None):
+        raise ValueError("a record has either mgdl or out_of_range")
+    if out_of_range == "high":
+        mgdl, status = HIGH_LIMIT_MGDL, status | GlucoseStatus.RESULT_ABOVE_DEVICE_RANGE
+    elif out_of_range == "low":
+        mgdl, status = LOW_LIMIT_MGDL, status | GlucoseStatus.RESULT_BELOW_DEVICE_RANGE
+    assert mgdl is not None  # noqa: S101 - one of the branches above, or given
+    measurement = GlucoseMeasurement(
+        sequence_number=seq,
+        base_time=DateTime.from_datetime(when - timedelta(minutes=offset)),
+        time_offset=offset,
+        concentration=_concentration(mgdl, unit),
+        unit=unit,
+        sample_type=sample_type,
+        sample_location=sample_location,
+        status=status if status else None,
+        context_follows=context is not None,
+    )
+    if context is not None and context.sequence_number != seq:
+        context = replace(context, sequence_number=seq)
+    return MeterRecord(measurement, context)
+
+
+def sample_records(
+    count: int,
+    *,
+    end: datetime | None = None,
+    tz: tzinfo = UTC,
+    first_seq: int = 1,
+    spacing: timedelta = timedelta(hours=4),
+) -> list[MeterRecord]:
+    """`count` plausible records ending at `end` (default: now) on a meter clock in `tz`:
+    every third has a context (meal, tester, health), seq 4 (counting from 1) is HI and seq 9
+    LO, every fifth has a time offset, values move between 70 and 250 mg/dL."""
+    end = (end or datetime.now(UTC)).astimezone(tz)
+    records = []
+    for i in range(count):
+        seq = first_seq + i
+        when = end - spacing * (count - 1 - i)
+        context = None
+        if i % 3 == 0:
+            context = GlucoseContext(
+                seq,
+                meal=(Meal.PREPRANDIAL, Meal.POSTPRANDIAL, Meal.FASTING)[i // 3 % 3],
+                tester=Tester.SELF,
+                health=Health.NO_HEALTH_ISSUES if i % 2 == 0 else Health.UNDER_STRESS,
+            )
+        side: Literal["low", "high"] | None = "high" if i == 3 else "low" if i == 8 else None
+        records.append(
+            make_record(
+                seq,
+                when,
+                None if side else 70 + (i * 37) % 181,
+                out_of_range=side,
+                offset=15 if i % 5 == 4 else 0,
+                context=context,
+            )
+        )
+    return records
+
+
+class GlucoseMeterEmulator:
+    """A Glucose Service meter on a Bumble `Device` (see the module docstring)."""
+
+    def __init__(
+        self,
+        device: Device,
+        *,
+        records: Iterable[MeterRecord] = (),
+        serial: str = SERIAL,
+        name: str = "meter+EMU0001",
+        manufacturer: str = "gatewayd",
+        model: str = "Emulated Glucose Meter",
+        firmware: str = "emu-1.0",
+        tz: tzinfo = UTC,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        unit: GlucoseUnit = GlucoseUnit.KG_PER_L,
+        close_after_transfer: float | None = 0.5,
+        notify_new: bool = False,
+        require_bonding: bool = False,
+        serial_characteristic: bool = True,
+    ) -> None:
+        self.device = device
+        self.records: list[MeterRecord] = sorted(records, key=lambda r: r.seq)
+        self.serial = serial
+        self.name = name
+        self.tz = tz
+        self.clock = clock
+        self.unit = unit
+        self.close_after_transfer = close_after_transfer
+        self.notify_new = notify_new
+        self.require_bonding = require_bonding
+        #: Every RACP request written to the meter, in order.
+        self.requests: list[bytes] = []
+        #: How many records were notified (measurements, corrupted ones included).
+        self.sent = 0
+        #: Connections seen so far.
+        self.connections = 0
+        self._drop_after: int | None = None
+        self._corrupt: dict[int, int] = {}
+        self._corrupt_next = 0
+        self._reported: set[int] = set()  # what the last report sent
+        self._synced: set[Connection] = set()  # links that had a report: new results go live
+        self._open = 0  # links up
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._procedure: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
+        self._closing = False  # answered, closing at once: later requests are ignored
+        self.measurement: Characteristic[bytes] = Characteristic(
+            GLUCOSE_MEASUREMENT, P.NOTIFY, "READABLE", b""
+        )
+        self.context: Characteristic[bytes] = Characteristic(
+            GLUCOSE_MEASUREMENT_CONTEXT, P.NOTIFY, "READABLE", b""
+        )
+        self.racp: Characteristic[bytes] = Characteristic(
+            RECORD_ACCESS_CONTROL_POINT,
+            P.WRITE | P.INDICATE,
+            "WRITEABLE",
+            CharacteristicValue(write=self._on_racp),
+        )
+        feature: Characteristic[bytes] = Characteristic(
+            GLUCOSE_FEATURE, P.READ, "READABLE", CharacteristicValue(read=self._read_feature)
+        )
+        info = [
+            (MANUFACTURER_NAME, manufacturer),
+            (MODEL_NUMBER, model),
+            (FIRMWARE_REVISION, firmware),
+        ]
+        if serial_characteristic:
+            info.insert(2, (SERIAL_NUMBER, serial))
+        device.add_service(
+            Service(
+                DEVICE_INFORMATION,
+                [Characteristic(u, P.READ, "READABLE", v.encode()) for u, v in info],
+            )
+        )
+        device.add_service(
+            Service(GLUCOSE_SERVICE, [self.measurement, self.context, feature, self.racp])
+        )
+        device.on(device.EVENT_CONNECTION, self._on_connection)
+
+    # -- hooks -------------------------------------------------------------------------------
+
+    def add_measurement(
+        self,
+        mgdl: float | None = None,
+        *,
+        out_of_range: Literal["low", "high"] | None = None,
+        when: datetime | None = None,
+        context: GlucoseContext | None = None,
+        status: GlucoseStatus = NO_STATUS,
+    ) -> MeterRecord:
+        """A new result (`when`: default the meter clock's now), stored with the next seq."""
+        seq = (self.records[-1].seq + 1) & 0xFFFF if self.records else 1
+        moment = (when or self.clock()).astimezone(self.tz)
+        record = make_record(
+            seq,
+            moment,
+            mgdl,
+            out_of_range=out_of_range,
+            context=context,
+            status=status,
+            unit=self.unit,
+        )
+        self.records.append(record)
+        if self.notify_new:
+            self._spawn(self.notify_live(record))
+        return record
+
+    async def notify_live(self, record: MeterRecord) -> None:
+        """Notify `record` now to every subscribed link that had a report, outside any report
+        (what some meters do with a result taken while connected; a running report includes
+        it anyway)."""
+        procedure = self._procedure
+        if procedure is not None and not procedure.done():
+            await asyncio.wait([procedure])  # a report includes what was stored meanwhile
+            if record.seq in self._reported:
+                return
+        for connection in list(self.device.connections.values()):
+            if connection in self._synced and self._subscribed(connection, self.measurement) & 1:
+                await self._send(connection, record)
+
+    async def drop_link(self) -> None:
+        """Disconnect every connection now (the meter advertises again)."""
+        for connection in list(self.device.connections.values()):
+            with contextlib.suppress(Exception):
+                await connection.disconnect()
+
+    def drop_after(self, records: int) -> None:
+        """Drop the link after `records` more records were notified (mid-transfer)."""
+        self._drop_after = self.sent + records
+
+    def corrupt(self, seq: int, times: int = 1) -> None:
+        """Send the next `times` notifications of record `seq` one byte short."""
+        self._corrupt[seq] = times
+
+    def corrupt_next(self, times: int = 1) -> None:
+        """Send the next `times` record notifications (any record, live or reported) one byte
+        short."""
+        self._corrupt_next = times
+
+    async def wait_idle(self) -> None:
+        """Return once no link is up."""
+        await self._idle.wait()
+
+    async def start(self) -> None:
+        """Advertise (connectable, 20 ms, again after every disconnection)."""
+        ad = AdvertisingData
+        data = ad(
+            [
+                (ad.FLAGS, bytes([0x06])),
+                (ad.COMPLETE_LIST_OF_16_BIT_SERVICE_CLASS_UUIDS, bytes.fromhex("0818")),
+                (ad.COMPLETE_LOCAL_NAME, self.name.encode()),
+            ]
+        )
+        await self.device.start_advertising(
+            advertising_data=bytes(data),
+            auto_restart=True,
+            advertising_interval_min=20,
+            advertising_interval_max=20,
+        )
+
+    async def stop(self) -> None:
+        """Stop every procedure of the meter (the link goes with the device)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- GATT --------------------------------------------------------------------------------
+
+    def _on_connection(self, connection: Connection) -> None:
+        self.connections += 1
+        self._open += 1
+        self._closing = False
+        self._idle.clear()
+
+        def on_disconnection(_reason: int) -> None:
+            self._abort()
+            self._synced.discard(connection)
+            self._open -= 1
+            if not self._open:
+                self._idle.set()
+
+        connection.on(connection.EVENT_DISCONNECTION, on_disconnection)
+
+    def _abort(self) -> None:
+        if self._procedure is not None:
+            self._procedure.cancel()
+            self._procedure = None
+
+    def _check_security(self, connection: Connection | None) -> None:
+        if self.require_bonding and (connection is None or not connection.is_encrypted):
+            raise att.ATT_Error(att.ErrorCode.INSUFFICIENT_AUTHENTICATION)
+
+    def _read_feature(self, connection: Connection | None) -> bytes:
+        self._check_security(connection)
+        return build_feature(FEATURES)
+
+    def _subscribed(self, connection: Connection, characteristic: Characteristic[bytes]) -> int:
+        cccd = self.device.gatt_server.subscribers.get(connection, {}).get(characteristic.handle)
+        return cccd[0] if cccd else 0
+
+    def _on_racp(self, connection: Connection | None, value: bytes) -> None:
+        self._check_security(connection)
+        assert connection is not None  # noqa: S101 - Bumble passes the writer's connection
+        if not self._subscribed(connection, self.racp) & 2:
+            raise att.ATT_Error(CCCD_IMPROPERLY_CONFIGURED)
+        data = bytes(value)
+        self.requests.append(data)
+        if self._closing:
+            return  # the link is going: accepted, never answered
+        if self._closer is not None:
+            self._closer.cancel()
+        if self._procedure is not None and not self._procedure.done():
+            if data[:1] != bytes([RacpOpCode.ABORT_OPERATION]):
+                raise att.ATT_Error(PROCEDURE_ALREADY_IN_PROGRESS)
+            self._abort()
+        self._procedure = self._spawn(self._run(connection, data))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _respond(self, connection: Connection, response: bytes) -> None:
+        await self.device.indicate_subscriber(connection, self.racp, response)
+
+    async def _run(self, connection: Connection, data: bytes) -> None:
+        opcode = data[0] if data else 0
+        try:
+            message = parse_racp(data)
+            selected = self._select(message)
+        except ControlPointError as exc:
+            await self._respond(connection, RacpResponse(opcode, exc.response_code).build())
+            return
+        except ProtocolError:
+            code = RacpResponseCode.INVALID_OPERAND
+            await self._respond(connection, RacpResponse(opcode, code).build())
+            return
+        assert isinstance(message, RacpCommand)  # noqa: S101 - _select refused the others
+        op = message.opcode
+        if op == RacpOpCode.REPORT_NUMBER_OF_STORED_RECORDS:
+            await self._respond(connection, RacpNumberOfRecords(len(selected)).build())
+        elif op == RacpOpCode.ABORT_OPERATION:
+            await self._respond(connection, RacpResponse(op, RacpResponseCode.SUCCESS).build())
+        elif op == RacpOpCode.DELETE_STORED_RECORDS:
+            gone = {r.seq for r in selected}
+            self.records = [r for r in self.records if r.seq not in gone]
+            code = RacpResponseCode.SUCCESS if gone else RacpResponseCode.NO_RECORDS_FOUND
+            await self._respond(connection, RacpResponse(op, code).build())
+        else:
+            open_ended = message.operator in (
+                RacpOperator.ALL_RECORDS,
+                RacpOperator.GREATER_THAN_OR_EQUAL,
+            )
+            await self._report(connection, selected, open_ended)
+
+    def _select(self, command: object) -> list[MeterRecord]:
+        """The records a request names (none for abort); ControlPointError if it cannot."""
+        if not isinstance(command, RacpCommand):  # a response written to the meter
+            raise ControlPointError(
+                "not a request", b"", response_code=RacpResponseCode.OP_CODE_NOT_SUPPORTED
+            )
+        if command.filter_type == RacpFilter.USER_FACING_TIME:
+            raise ControlPointError(
+                "user facing time", b"", response_code=RacpResponseCode.OPERAND_NOT_SUPPORTED
+            )
+        records, values = self.records, [int(v) for v in command.values if isinstance(v, int)]
+        low, high = (values + values)[:2] if values else (0, 0xFFFF)
+        operator = command.operator
+        if command.opcode == RacpOpCode.ABORT_OPERATION:
+            chosen: list[MeterRecord] = []
+        elif operator in (RacpOperator.FIRST_RECORD, RacpOperator.LAST_RECORD):
+            chosen = records[:1] if operator == RacpOperator.FIRST_RECORD else records[-1:]
+        elif operator == RacpOperator.ALL_RECORDS:
+            chosen = list(records)
+        else:
+            if operator == RacpOperator.GREATER_THAN_OR_EQUAL:
+                high = 0xFFFF
+            elif operator == RacpOperator.LESS_THAN_OR_EQUAL:
+                high, low = low, 0
+            chosen = [r for r in records if low <= r.seq <= high]
+        return chosen
+
+    async def _send(self, connection: Connection, record: MeterRecord) -> bool:
+        """Notify one record (damaged when a hook says so); False when the link was dropped."""
+        data = record.measurement.build()
+        if self._corrupt.get(record.seq, 0) > 0 or self._corrupt_next > 0:
+            if self._corrupt.get(record.seq, 0) > 0:
+                self._corrupt[record.seq] -= 1
+            else:
+                self._corrupt_next -= 1
+            data = data[:-1]
+        await self.device.notify_subscriber(connection, self.measurement, data)
+        if record.context is not None:
+            await self.device.notify_subscriber(connection, self.context, record.context.build())
+        self.sent += 1
+        if self._drop_after is not None and self.sent >= self._drop_after:
+            self._drop_after = None
+            await connection.disconnect()
+            return False
+        return True
+
+    async def _report(
+        self, connection: Connection, records: list[MeterRecord], open_ended: bool
+    ) -> None:
+        op = RacpOpCode.REPORT_STORED_RECORDS
+        sent = 0
+        self._reported = set()
+        while records:
+            for record in records:
+                self._reported.add(record.seq)
+                if not await self._send(connection, record):
+                    return
+            sent += len(records)
+            # a result taken while the report runs is part of it ("records >= n", "all")
+            last = records[-1].seq
+            records = [r for r in self.records if r.seq > last] if open_ended else []
+        code = RacpResponseCode.SUCCESS if sent else RacpResponseCode.NO_RECORDS_FOUND
+        delay = self.close_after_transfer
+        self._closing = delay == 0
+        self._synced.add(connection)
+        await self._respond(connection, RacpResponse(op, code).build())
+        if delay is not None:
+            self._closer = self._spawn(self._close_later(connection, delay))
+
+    async def _close_later(self, connection: Connection, delay: float) -> None:
+        await asyncio.sleep(delay)
+        with contextlib.suppress(Exception):
+            await connection.disconnect()

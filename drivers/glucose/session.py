@@ -1,0 +1,482 @@
+"""The glucose meter driver's session: scan, connect, backfill by sequence number, end.
+
+One session is one connection: find the meter while it advertises (`scan_timeout`), connect
+(bonding per `bond`), read Device Information (the serial is the reading ids' key), subscribe to
+Glucose Measurement, Measurement Context and RACP, then run `protocols.glucose_session`'s
+`GlucoseCollector`: read the Glucose Feature and ask RACP for the records with sequence number
+>= the newest stored one + 1 (all of them when nothing of this meter is stored). Readings are
+yielded as they arrive, each at most once (a result the meter notifies by itself before the
+first report has ended is left to the report, which brings it in order). Once the report has
+ended the session waits `linger` seconds for the meter to close the link (meters do, a few
+seconds after a transfer) or to notify a new result, then ends; the supervisor reconnects with
+its backoff.
+
+Failures: a link lost before the report ended raises `LinkLost` (what was yielded is stored; the
+next connection asks from there). A record that cannot be decoded is counted and dropped
+(`DeviceContext.drop_packet`); the rest of that report is not yielded (never a reading after a
+hole) and the records after the last one yielded are asked for again on the same connection (a
+record that fails again is then passed over); a damaged result notified outside a report ends
+the session, so that the next connection asks from the newest stored one. A meter that refuses
+"records >= n" is asked for all of them (those before n are skipped); a meter that needs bonding
+while `bond = "never"` is `DeviceRefused`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Final, Self, TypeVar
+
+from bleak import BleakClient, BleakScanner
+from bleak.backends.characteristic import BleakGATTCharacteristic
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData
+from bleak.exc import BleakError, BleakGATTProtocolError
+
+from drivers.glucose.convert import SESSION, Skip, to_reading
+from drivers.glucose.options import GlucoseOptions
+from gatewayd.driver import DeviceContext
+from gatewayd.errors import DeviceError, DeviceNotFound, DeviceRefused, LinkLost
+from gatewayd.models import DeviceIdentity, Reading
+from gatewayd.transport.ble import BleConfig, establish, scanner_kwargs
+from protocols.gatt import (
+    FIRMWARE_REVISION,
+    MANUFACTURER_NAME,
+    MODEL_NUMBER,
+    SERIAL_NUMBER,
+    ProcedureFailed,
+    RecordRejected,
+    Request,
+    RequestKind,
+    SessionEvent,
+    UnexpectedData,
+)
+from protocols.glucose import (
+    GLUCOSE_MEASUREMENT,
+    GLUCOSE_MEASUREMENT_CONTEXT,
+    GLUCOSE_SERVICE,
+    RECORD_ACCESS_CONTROL_POINT,
+)
+from protocols.glucose_session import (
+    GlucoseCollector,
+    GlucoseReading,
+    Ready,
+    RecordCount,
+    TransferComplete,
+    UnmatchedContext,
+)
+from protocols.racp import RacpResponseCode
+
+T = TypeVar("T")
+
+#: Seconds one GATT operation, or the silence within a RACP report, may take.
+RESPONSE_TIMEOUT: Final = 30.0
+#: Seconds for our own disconnect when the session closes.
+CLOSE_TIMEOUT: Final = 5.0
+#: ATT errors that mean "bond first": insufficient authentication / encryption / key size.
+SECURITY_ERRORS: Final = frozenset({0x05, 0x0F, 0x0C})
+#: RACP answers to "records >= n" after which all records are asked for instead.
+FILTER_REFUSED: Final = frozenset(
+    {
+        RacpResponseCode.INVALID_OPERATOR,
+        RacpResponseCode.OPERATOR_NOT_SUPPORTED,
+        RacpResponseCode.INVALID_OPERAND,
+        RacpResponseCode.OPERAND_NOT_SUPPORTED,
+    }
+)
+_LOST: Final = object()  # queue item: the link dropped
+#: Times one session asks for records again after rejected ones.
+MAX_ASKS: Final = 4
+
+
+class AttError(DeviceError):
+    """The meter answered a GATT request with an ATT error other than "bond first"."""
+
+    def __init__(self, message: str, code: int, *, device: str | None = None) -> None:
+        super().__init__(message, device=device)
+        self.code = code
+
+
+def rejected_seq(data: bytes) -> int | None:
+    """The sequence number a rejected measurement packet seems to carry (bytes 1-2), if any."""
+    return int.from_bytes(data[1:3], "little") if len(data) >= 3 else None
+
+
+def _text(value: bytes | bytearray) -> str:
+    return bytes(value).decode("utf-8", "replace").strip("\x00 \r\n")
+
+
+class GlucoseSession:
+    """One connection to one glucose meter (see the module docstring)."""
+
+    def __init__(self, ctx: DeviceContext[GlucoseOptions]) -> None:
+        self.identity: DeviceIdentity | None = None
+        self._asked: set[int] = set()  # where records were asked for again
+        self._seen: set[int] = set()  # sequence numbers yielded (or not wanted)
+        self._ctx = ctx
+        self._options = ctx.options
+        self._log = ctx.log
+        self._client: BleakClient | None = None
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._paired = False
+        self._address = ""
+        self._tz = ctx.options.zone()
+
+    # -- connection --------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        cfg = self._ctx.ble or BleConfig()
+        device = await self._find(cfg)
+        self._address = device.address
+        # ble_address: redacted under `[log] privacy = "strict"`; the name may carry the serial
+        self._log.info("meter_found", ble_address=device.address)
+        always = self._options.bond == "always"
+        self._client = await establish(
+            device, cfg, disconnected_callback=self._on_disconnect, pair=always
+        )
+        self._paired = always
+        try:
+            await self._prepare(self._client)
+        except BaseException:
+            await self._close()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._close()
+
+    async def _close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None and client.is_connected:
+            with contextlib.suppress(BleakError, TimeoutError):
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await client.disconnect()
+
+    def _on_disconnect(self, _client: BleakClient) -> None:
+        self._queue.put_nowait(_LOST)
+
+    def _matches(self, device: BLEDevice, adv: AdvertisementData) -> bool:
+        opts = self._options
+        if opts.address is not None and device.address.upper() != opts.address:
+            return False
+        if opts.name is not None:
+            return (adv.local_name or device.name or "").startswith(opts.name)
+        return opts.address is not None or GLUCOSE_SERVICE in adv.service_uuids
+
+    async def _find(self, cfg: BleConfig) -> BLEDevice:
+        opts = self._options
+        kwargs = scanner_kwargs(cfg)
+        if opts.address is None and opts.name is None:
+            kwargs["service_uuids"] = [GLUCOSE_SERVICE]
+        try:
+            device = await BleakScanner.find_device_by_filter(
+                self._matches, timeout=opts.scan_timeout, **kwargs
+            )
+        except BleakError as exc:
+            raise DeviceError(f"scanning failed: {exc}", device=self._ctx.device_id) from exc
+        if device is None:
+            wanted = opts.address or opts.name or "a Glucose Service meter"
+            raise DeviceNotFound(
+                f"{wanted} did not advertise within {opts.scan_timeout:g} s",
+                device=self._ctx.device_id,
+            )
+        return device
+
+    async def _prepare(self, client: BleakClient) -> None:
+        # Not DeviceRefused: BlueZ may discover a service list partly (a stale cache); the next
+        # connection tries again, and a device that really is no meter only costs a scan.
+        if client.services.get_service(GLUCOSE_SERVICE) is None:
+            raise DeviceError(
+                f"{self._address} has no Glucose Service (0x1808)", device=self._ctx.device_id
+            )
+        self.identity = await self._read_identity(client)
+        self._log.info(
+            "meter_identified",
+            serial=self.identity.serial,
+            model=self.identity.model,
+            manufacturer=self.identity.manufacturer,
+        )
+        for uuid in (GLUCOSE_MEASUREMENT, GLUCOSE_MEASUREMENT_CONTEXT, RECORD_ACCESS_CONTROL_POINT):
+            if client.services.get_characteristic(uuid) is None:
+                if uuid == GLUCOSE_MEASUREMENT_CONTEXT:
+                    continue  # optional in GLS
+                raise DeviceError(f"{self._address} has no {uuid[4:8]}", device=self._ctx.device_id)
+            await self._subscribe(client, uuid)
+
+    async def _subscribe(self, client: BleakClient, uuid: str) -> None:
+        await self._gatt(
+            f"subscribe {uuid[4:8]}", lambda: client.start_notify(uuid, self._on_value)
+        )
+
+    def _on_value(self, characteristic: BleakGATTCharacteristic, data: bytearray) -> None:
+        self._queue.put_nowait((characteristic.uuid, bytes(data)))
+
+    async def _read_identity(self, client: BleakClient) -> DeviceIdentity:
+        async def read(uuid: str, *, required: bool = False) -> str | None:
+            if client.services.get_characteristic(uuid) is None:
+                return None
+            try:
+                value = await self._gatt(f"read {uuid[4:8]}", lambda: client.read_gatt_char(uuid))
+            except AttError:
+                if required:
+                    raise
+                return None
+            return _text(value) or None
+
+        serial = await read(SERIAL_NUMBER, required=True)
+        if serial is None:
+            self._log.info("meter_serial_from_address", ble_address=self._address)
+            serial = self._address.upper()
+        return DeviceIdentity(
+            manufacturer=await read(MANUFACTURER_NAME) or "unknown",
+            model=await read(MODEL_NUMBER) or "Glucose meter",
+            serial=serial,
+            firmware=await read(FIRMWARE_REVISION),
+        )
+
+    async def _gatt(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run one GATT operation; bond and try once more when the meter asks for it."""
+        device = self._ctx.device_id
+        while True:
+            try:
+                async with asyncio.timeout(RESPONSE_TIMEOUT):
+                    return await operation()
+            except BleakGATTProtocolError as exc:
+                code = int(exc.code)
+                if code not in SECURITY_ERRORS or self._paired:
+                    raise AttError(f"{what}: {exc}", code, device=device) from exc
+                await self._pair(what, code)
+            except (BleakError, TimeoutError) as exc:
+                client = self._client
+                if client is None or not client.is_connected:
+                    raise LinkLost(f"{what}: the link dropped", device=device) from exc
+                raise DeviceError(f"{what}: {exc or 'no answer'}", device=device) from exc
+
+    async def _pair(self, what: str, code: int) -> None:
+        device = self._ctx.device_id
+        if self._options.bond == "never":
+            raise DeviceRefused(
+                f'{what}: the meter requires bonding (ATT 0x{code:02x}) and bond = "never"',
+                device=device,
+            )
+        client = self._client
+        if client is None:
+            raise LinkLost(f"{what}: not connected", device=device)
+        self._log.info("meter_bonding", reason=f"ATT 0x{code:02x}", during=what)
+        self._paired = True
+        try:
+            async with asyncio.timeout(RESPONSE_TIMEOUT):
+                await client.pair()
+        except (BleakError, TimeoutError, NotImplementedError) as exc:
+            raise DeviceError(f"bonding failed: {exc or 'timeout'}", device=device) from exc
+
+    # -- readings ----------------------------------------------------------------------------
+
+    def _backfill_from(self, serial: str) -> int | None:
+        resume = self._ctx.resume
+        if resume is None:
+            return None
+        if resume.serial != serial or resume.session != SESSION:
+            self._log.info("resume_other_meter", serial=resume.serial, session=resume.session)
+            return None
+        return (resume.seq + 1) & 0xFFFF
+
+    async def _perform(self, collector: GlucoseCollector, request: Request) -> list[SessionEvent]:
+        client = self._client
+        if client is None:
+            raise RuntimeError("readings() outside `async with`")
+        what = request.label or request.kind.value
+        if request.kind == RequestKind.READ:
+            try:
+                value = await self._gatt(
+                    what, lambda: client.read_gatt_char(request.characteristic)
+                )
+            except AttError as exc:
+                self._log.warning("meter_read_failed", what=what, code=exc.code)
+                return collector.timeout()  # skip the step, as the collector does for no answer
+            return collector.receive(request.characteristic, bytes(value))
+        await self._gatt(
+            what,
+            lambda: client.write_gatt_char(request.characteristic, request.data, response=True),
+        )
+        return []
+
+    async def readings(self) -> AsyncIterator[Reading]:
+        """The records after the newest stored one, then live ones until the link closes."""
+        if self._client is None or self.identity is None:
+            raise RuntimeError("readings() outside `async with`")
+        serial = self.identity.serial
+        start = self._backfill_from(serial)
+        collector = GlucoseCollector(backfill_from=start, tz=self._tz)
+        state = _State(floor=start or 0)
+        self._log.info("backfill_start", first_seq=start)
+        while not state.end:
+            request = collector.next_request()
+            if request is not None:
+                events = await self._request(collector, request, state)
+            else:
+                events = await self._wait(collector, state)
+            for reading in self._handle(collector, state, events, serial):
+                yield reading
+
+    async def _request(
+        self, collector: GlucoseCollector, request: Request, state: _State
+    ) -> list[SessionEvent]:
+        """Perform `request` (the session ends if the meter closed the link after its report)."""
+        try:
+            events = await self._perform(collector, request)
+        except LinkLost:
+            if not state.complete:
+                raise
+            self._log.info("meter_closed_link")
+            state.end = True
+            return []
+        state.awaiting = request.kind == RequestKind.WRITE and request.awaits_response
+        return events
+
+    async def _wait(self, collector: GlucoseCollector, state: _State) -> list[SessionEvent]:
+        """What the meter sends next (the session ends on silence after the report, or when the
+        meter closes the link after it)."""
+        idle = not state.awaiting  # nothing is due: the meter may send a new result, or leave
+        try:
+            async with asyncio.timeout(self._options.linger if idle else RESPONSE_TIMEOUT):
+                item = await self._queue.get()
+        except TimeoutError:
+            if idle:
+                self._log.info("meter_idle", linger=self._options.linger)
+                state.end = True
+                return []
+            return collector.timeout()
+        if item is _LOST:
+            if not state.complete:
+                raise LinkLost(
+                    "the meter dropped the link during the transfer", device=self._ctx.device_id
+                )
+            self._log.info("meter_closed_link")
+            state.end = True
+            return []
+        assert isinstance(item, tuple)  # noqa: S101 - what _on_value queues
+        uuid, data = item
+        return collector.receive(uuid, data)
+
+    def _handle(
+        self,
+        collector: GlucoseCollector,
+        state: _State,
+        events: list[SessionEvent],
+        serial: str,
+    ) -> Iterator[Reading]:
+        log = self._log
+        for event in events:
+            if isinstance(event, GlucoseReading):
+                seq = event.sequence_number
+                early = not event.backfill and not state.complete  # the report brings it too
+                if state.skipping or early or seq in self._seen or seq < state.floor:
+                    log.debug("record_passed", seq=seq, hole=state.skipping, early=early)
+                    continue
+                self._seen.add(seq)
+                state.last = seq if state.last is None else max(state.last, seq)
+                result = to_reading(
+                    event, device=self._ctx.device_id, serial=serial, received=self._ctx.now()
+                )
+                if isinstance(result, Skip):
+                    log.info("record_skipped", reason=result.reason, seq=seq)
+                    continue
+                yield result
+            elif isinstance(event, RecordRejected):
+                self._rejected(state, event)
+            elif isinstance(event, TransferComplete):
+                state.awaiting = False
+                self._transfer_complete(collector, state, event)
+            elif isinstance(event, ProcedureFailed):
+                state.awaiting = False
+                self._procedure_failed(collector, state, event)
+            elif isinstance(event, Ready):
+                features = None if event.features is None else int(event.features)
+                log.info("meter_ready", features=features)
+            elif isinstance(event, UnmatchedContext):
+                log.warning("context_unmatched", seq=event.context.sequence_number)
+            elif isinstance(event, UnexpectedData):
+                log.info("meter_unexpected_data", characteristic=event.characteristic)
+            elif isinstance(event, RecordCount):
+                state.awaiting = False
+
+    def _rejected(self, state: _State, event: RecordRejected) -> None:
+        self._ctx.drop_packet(event.data, event.reason)
+        state.rejected = rejected_seq(event.data)
+        if state.done and not state.awaiting:
+            # A live result: later live ones would come before it is asked for again.
+            self._log.info("meter_reconnect", reason="damaged live result", after_seq=state.last)
+            state.end = True
+        else:
+            state.skipping = True  # nothing more from this report: never a reading after a hole
+
+    def _transfer_complete(
+        self, collector: GlucoseCollector, state: _State, event: TransferComplete
+    ) -> None:
+        self._log.info("backfill_done", count=event.count, first_seq=event.first_sequence)
+        state.complete = True
+        if state.skipping:
+            state.skipping = False
+            first = self._ask_from(state)
+            if first is not None:
+                self._asked.add(first)
+                self._log.info("backfill_retry", first_seq=first)
+                collector.request_records(first)
+                return
+            self._log.warning("backfill_retry_exhausted", after_seq=state.last)
+        state.done = True
+
+    def _ask_from(self, state: _State) -> int | None:
+        """Where to ask again after a hole: after the last record yielded; when that was asked
+        for already, past the damaged record (it failed twice); None after `MAX_ASKS`."""
+        first = state.floor if state.last is None else state.last + 1
+        if first in self._asked:
+            damaged = state.rejected
+            first = damaged + 1 if damaged is not None and damaged >= first else first + 1
+        if first in self._asked or first > 0xFFFF or len(self._asked) >= MAX_ASKS:
+            return None
+        return first
+
+    def _procedure_failed(
+        self, collector: GlucoseCollector, state: _State, event: ProcedureFailed
+    ) -> None:
+        label = event.request.label
+        self._log.warning(
+            "meter_procedure_failed", what=label, reason=event.reason, code=event.code
+        )
+        if label != "racp_report":
+            return  # the Feature: optional, the transfer goes on
+        if event.code in FILTER_REFUSED and not state.fell_back:
+            state.fell_back = True
+            state.skipping = False
+            collector.request_records(None)  # all: those before `floor` are skipped
+            return
+        raise DeviceError(
+            f"record transfer failed: {event.reason}"
+            + ("" if event.code is None else f" (RACP 0x{event.code:02x})"),
+            device=self._ctx.device_id,
+        )
+
+
+@dataclass(slots=True)
+class _State:
+    """Progress of one session."""
+
+    floor: int = 0  # the first sequence number wanted
+    last: int | None = None  # the highest sequence number yielded (or not wanted)
+    awaiting: bool = False  # a RACP answer is due
+    complete: bool = False  # the first report ended
+    done: bool = False  # every report ended
+    skipping: bool = False  # a record of this report was rejected: the rest is asked again
+    rejected: int | None = None  # the sequence number the last rejected packet carried
+    fell_back: bool = False  # asked for all records after "records >= n" was refused
+    end: bool = False  # the session is over

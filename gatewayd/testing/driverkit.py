@@ -1,0 +1,421 @@
+"""The driver test kit: a driver package proves the driver contract against its own emulator.
+
+The checks run the real `Supervisor` + `Store` (+ `Publisher`, which only publishes when given a
+broker) in the test's event loop, with the driver loaded as the daemon loads it (its plugin,
+its options parsed from a ``[[devices]]``-like table) and the emulator standing in for the
+device. What every driver must show (DESIGN.md §3):
+
+* `check_readings_arrive` - readings reach the store, well formed, none missing, none twice;
+* `check_backfill_after_link_drop` - after forced link drops the driver reconnects and backfills
+  the gap from the device's memory: no sequence missing, no (session, seq) stored twice;
+* `check_corrupt_packet_survived` - a damaged packet is counted (`DeviceContext.drop_packet`),
+  the session goes on, and the record it hid is recovered;
+* `check_clean_shutdown` - stopping the gateway closes every session and the device's link.
+
+A driver's test provides a `DriverKit` (subclass it; one instance per check) and parametrises::
+
+    from gatewayd.testing import driverkit
+
+    class MyKit(driverkit.DriverKit):
+        def make_plugin(self):
+            return mydriver.plugin
+
+        @contextlib.asynccontextmanager
+        async def start_emulator(self):
+            async with my_emulator() as (host, emulator):
+                self.emulator = emulator
+                yield driverkit.Target(
+                    options={"address": emulator.address},    # the [[devices]] keys
+                    ble=BleConfig(stack="bumble", hci="in-process"),  # DeviceContext.ble
+                    radio=lambda: bumble_session(host),      # the hub's radio in this loop
+                    idle=emulator.wait_idle,                  # awaits "no link up"
+                )
+
+        async def force_link_drop(self):
+            await self.emulator.drop_link()
+
+        async def corrupt_next(self):
+            self.emulator.corrupt_next()
+
+        def expected_sequence(self, readings):
+            return self.emulator.keys_between(readings)       # what the device held
+
+    @pytest.mark.parametrize("check", driverkit.CHECKS, ids=driverkit.check_name)
+    async def test_my_driver_honours_the_contract(check):
+        await check(MyKit())
+
+`expected_sequence(readings)` returns every (session, seq) the device held from the oldest to
+the newest of `readings` within each session (the keys that must be stored). A serial driver's
+`Target` has no `ble` and no `radio` (its options name the emulator's port). `make_readings(n)`
+may make the device produce readings on demand (a meter's new measurement); the default does
+nothing (a CGM produces them by itself). `run_gateway(plugin, target)` gives the harness to
+tests of the driver's own (`KitGateway`: `stored`, `yielded`, `wait_for()`, the supervisor's
+`device` with its `dropped` counter).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import tempfile
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from gatewayd.config import MqttConfig, SupervisorConfig
+from gatewayd.driver import DeviceContext, DriverPlugin, DriverSession
+from gatewayd.models import Reading, reading_id
+from gatewayd.options import OptionReader
+from gatewayd.publisher import Publisher
+from gatewayd.status import DeviceStatus, LinkState
+from gatewayd.store import Store
+from gatewayd.supervisor import Device, Supervisor
+
+__all__ = [
+    "CHECKS",
+    "DriverKit",
+    "KitGateway",
+    "Target",
+    "assert_contract",
+    "check_backfill_after_link_drop",
+    "check_clean_shutdown",
+    "check_corrupt_packet_survived",
+    "check_name",
+    "check_readings_arrive",
+    "run_gateway",
+]
+
+Key = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Target:
+    """How the gateway reaches a running emulator."""
+
+    #: The driver's keys of the device's ``[[devices]]`` table.
+    options: Mapping[str, Any] = field(default_factory=dict)
+    #: Handed to the driver as `DeviceContext.ble` (a `BleConfig`); None for other transports.
+    ble: Any = None
+    #: Brings the hub's radio up in this loop around the gateway (default: `ble_session(ble)`
+    #: when `ble` is set, else nothing).
+    radio: Callable[[], contextlib.AbstractAsyncContextManager[Any]] | None = None
+    #: Awaits the moment the emulator has no link up (checked after shutdown when given).
+    idle: Callable[[], Awaitable[None]] | None = None
+
+
+class DriverKit(abc.ABC):
+    """What a driver's tests provide to the checks (see the module docstring)."""
+
+    #: Stored readings to wait for before each forced event, and new ones after it.
+    readings_before: int = 5
+    readings_after: int = 5
+    #: Count only live (not backfilled) readings there: a device that streams shows its
+    #: backfill finished and live readings flowing before each event.
+    live: bool = False
+    #: Link drops forced by `check_backfill_after_link_drop`.
+    drops: int = 2
+    #: Seconds one check may take.
+    timeout: float = 30.0
+    #: Whether the driver may yield a reading twice (the store absorbs it); else that fails.
+    redelivers: bool = False
+    #: Whether a reconnect must bring backfilled readings (the device made some meanwhile).
+    backfills_after_drop: bool = True
+    device_id: str = "kit-device"
+
+    @abc.abstractmethod
+    def make_plugin(self) -> DriverPlugin[Any]:
+        """The driver's plugin, as the daemon would load it."""
+
+    @abc.abstractmethod
+    def start_emulator(self) -> contextlib.AbstractAsyncContextManager[Target]:
+        """Start the emulated device; yields how to reach it; stops it on exit."""
+
+    @abc.abstractmethod
+    async def force_link_drop(self) -> None:
+        """Make the running emulator drop the link now."""
+
+    @abc.abstractmethod
+    async def corrupt_next(self) -> None:
+        """Make the running emulator damage the next packet it sends."""
+
+    @abc.abstractmethod
+    def expected_sequence(self, readings: Sequence[Reading]) -> Sequence[Key]:
+        """Every (session, seq) the device held from the oldest to the newest of `readings`."""
+
+    async def make_readings(self, count: int) -> None:  # noqa: B027 - optional hook
+        """Have the device produce `count` new readings (default: it does by itself)."""
+
+
+class _Recording:
+    """A session wrapper that records what the driver yields and whether it was closed."""
+
+    def __init__(self, inner: DriverSession, gateway: KitGateway) -> None:
+        self._inner, self._gateway = inner, gateway
+        self.identity = inner.identity
+
+    async def __aenter__(self) -> Self:
+        await self._inner.__aenter__()
+        self.identity = self._inner.identity
+        self._gateway.changed(opened=1)
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        try:
+            return await self._inner.__aexit__(kind, exc, tb)
+        finally:
+            self._gateway.changed(closed=1)
+
+    async def readings(self) -> AsyncIterator[Reading]:
+        async for reading in self._inner.readings():
+            self._gateway.yielded.append(reading)
+            yield reading
+
+
+class KitGateway:
+    """The running gateway of a check: what was yielded and stored, and ways to wait for it."""
+
+    def __init__(self, device: Device, supervisor: Supervisor, store: Store) -> None:
+        self.device, self.supervisor, self.store = device, supervisor, store
+        self.stored: list[Reading] = []
+        self.yielded: list[Reading] = []
+        self.opened = self.closed = 0
+        self._changed = asyncio.Event()
+
+    def changed(self, *, opened: int = 0, closed: int = 0) -> None:
+        """Count sessions and wake the waiter (called by the session wrapper)."""
+        self.opened += opened
+        self.closed += closed
+        self._changed.set()
+
+    def on_stored(self, reading: Reading) -> None:
+        """The supervisor's listener: a reading newly stored."""
+        self.stored.append(reading)
+        self._changed.set()
+
+    async def wait_until(self, condition: Callable[[], bool], what: str, timeout: float) -> None:  # noqa: ASYNC109
+        """Wait (woken by every stored reading, session and status change) until `condition()`
+        holds."""
+        try:
+            async with asyncio.timeout(timeout):
+                while not condition():
+                    self._changed.clear()
+                    if not condition():
+                        await self._changed.wait()
+        except TimeoutError:
+            state = self.device.status.state if self.device.status else None
+            dropped = dict(self.device.dropped)
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {what}: {len(self.stored)} stored, "
+                f"{self.opened} sessions opened, device {state}, dropped {dropped}"
+            ) from None
+
+    async def wait_for(
+        self,
+        count: int,
+        timeout: float = 20.0,  # noqa: ASYNC109
+        *,
+        live: bool = False,
+    ) -> None:
+        """Wait until at least `count` readings (live ones only: `live`) are stored."""
+        what = f"{count} {'live ' if live else ''}readings"
+        await self.wait_until(lambda: self.count(live=live) >= count, what, timeout)
+
+    def count(self, *, live: bool = False) -> int:
+        """Readings stored (live ones only: `live`)."""
+        return sum(not r.backfilled for r in self.stored) if live else len(self.stored)
+
+    async def wait_for_session(self, after: int, timeout: float = 20.0) -> None:  # noqa: ASYNC109
+        """Wait until more than `after` sessions were opened (a reconnect)."""
+        await self.wait_until(lambda: self.opened > after, f"session {after + 1}", timeout)
+
+    def keys(self) -> list[Key]:
+        """(session, seq) of the stored readings, in storing order."""
+        return [(r.session, r.seq) for r in self.stored]
+
+
+@contextlib.asynccontextmanager
+async def run_gateway(
+    plugin: DriverPlugin[Any],
+    target: Target,
+    *,
+    device_id: str = "kit-device",
+    store_path: Path | None = None,
+    mqtt: MqttConfig | None = None,
+    backoff: tuple[float, float] = (0.05, 0.5),
+) -> AsyncIterator[KitGateway]:
+    """Supervisor + Store (+ Publisher when `mqtt` is given) running `plugin` against `target`."""
+    reader = OptionReader(dict(target.options), "driverkit", "devices[0]")
+    options = plugin.parse_options(reader)
+    reader.finish()
+    with contextlib.ExitStack() as stack:
+        if store_path is None:
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="driverkit-"))
+            store_path = Path(folder) / "gatewayd.db"
+        store = Store(store_path, synchronous="normal")
+        stack.callback(store.close)
+        holder: list[KitGateway] = []
+        publisher = _Publisher(mqtt or MqttConfig(), "driverkit-hub", store, holder)
+        recording = replace(plugin, open=lambda ctx: _Recording(_open(plugin, ctx), holder[0]))
+        device = Device(device_id, recording, options)
+        config = SupervisorConfig(backoff_min=backoff[0], backoff_max=backoff[1])
+        supervisor = Supervisor([device], store, publisher, config, ble=target.ble)
+        gateway = KitGateway(device, supervisor, store)
+        holder.append(gateway)
+        supervisor.listeners.append(gateway.on_stored)
+        async with _radio(target):
+            tasks = [asyncio.create_task(supervisor.run(), name="driverkit-supervisor")]
+            if mqtt is not None:
+                tasks.append(asyncio.create_task(publisher.run(), name="driverkit-publisher"))
+            try:
+                yield gateway
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                supervisor.mark_stopped()
+
+
+class _Publisher(Publisher):
+    """Wakes the checks on every device status change (connecting, backoff, parked...)."""
+
+    def __init__(
+        self, config: MqttConfig, hub: str, store: Store, gateway: list[KitGateway]
+    ) -> None:
+        super().__init__(config, hub, store)
+        self._gateway = gateway
+
+    def set_status(self, status: DeviceStatus) -> None:
+        super().set_status(status)
+        if self._gateway:
+            self._gateway[0].changed()
+
+
+def _open(plugin: DriverPlugin[Any], ctx: DeviceContext[Any]) -> DriverSession:
+    return plugin.open(ctx)
+
+
+def _radio(target: Target) -> contextlib.AbstractAsyncContextManager[Any]:
+    if target.radio is not None:
+        return target.radio()
+    if target.ble is not None:
+        from gatewayd.transport.ble import ble_session
+
+        return ble_session(target.ble)
+    return contextlib.nullcontext()
+
+
+# -- checks ----------------------------------------------------------------------------------------
+
+
+def _expect(condition: bool, message: str) -> None:
+    """`assert` that survives `python -O` (the kit is library code)."""
+    if not condition:
+        raise AssertionError(message)
+
+
+def assert_contract(kit: DriverKit, gateway: KitGateway, plugin: DriverPlugin[Any]) -> None:
+    """What must hold of everything stored: well formed, complete, no duplicates, in order."""
+    stored = gateway.stored
+    _expect(bool(stored), "nothing was stored")
+    for r in stored:
+        _expect(r.device == gateway.device.id, f"reading for {r.device!r}")
+        _expect(r.driver == plugin.name, f"reading of driver {r.driver!r}")
+        _expect(r.id == reading_id(r.driver, r.serial, r.session, r.seq), f"id of {r}")
+        _expect(r.time <= r.received, f"dated after it was received: {r}")
+    keys = gateway.keys()
+    twice = [key for key, n in Counter(keys).items() if n > 1]
+    _expect(not twice, f"(session, seq) stored under two ids: {twice[:10]}")
+    missing = sorted(set(kit.expected_sequence(stored)) - set(keys))
+    _expect(not missing, f"{len(missing)} sequences missing, first {missing[:10]}")
+    for session in {s for s, _ in keys}:
+        seqs = [seq for s, seq in keys if s == session]
+        _expect(seqs == sorted(seqs), f"session {session} stored out of order")
+    if not kit.redelivers:
+        again = [rid for rid, n in Counter(r.id for r in gateway.yielded).items() if n > 1]
+        _expect(not again, f"{len(again)} readings yielded twice")
+
+
+async def check_readings_arrive(kit: DriverKit) -> None:
+    """Readings flow into the store, complete and well formed."""
+    plugin = kit.make_plugin()
+    async with asyncio.timeout(kit.timeout), kit.start_emulator() as target:
+        async with run_gateway(plugin, target, device_id=kit.device_id) as gateway:
+            await kit.make_readings(kit.readings_before)
+            await gateway.wait_for(kit.readings_before, kit.timeout, live=kit.live)
+            state = gateway.device.status.state if gateway.device.status else None
+            _expect(state == LinkState.CONNECTED, f"device {state}, not connected")
+        assert_contract(kit, gateway, plugin)
+
+
+async def check_backfill_after_link_drop(kit: DriverKit) -> None:
+    """Forced link drops: the driver reconnects and the gap is backfilled."""
+    plugin = kit.make_plugin()
+    async with asyncio.timeout(kit.timeout), kit.start_emulator() as target:
+        async with run_gateway(plugin, target, device_id=kit.device_id) as gateway:
+            await kit.make_readings(kit.readings_before)
+            await gateway.wait_for(kit.readings_before, kit.timeout, live=kit.live)
+            first_drop = len(gateway.stored)
+            for _ in range(kit.drops):
+                opened = gateway.opened
+                await kit.force_link_drop()
+                await gateway.wait_for_session(opened, kit.timeout)
+                await kit.make_readings(kit.readings_after)
+                after = gateway.count(live=kit.live) + kit.readings_after
+                await gateway.wait_for(after, kit.timeout, live=kit.live)
+        assert_contract(kit, gateway, plugin)
+        if kit.backfills_after_drop:
+            _expect(any(r.backfilled for r in gateway.stored[first_drop:]), "nothing backfilled")
+
+
+async def check_corrupt_packet_survived(kit: DriverKit) -> None:
+    """A damaged packet is dropped and counted; the session goes on; nothing is missing."""
+    plugin = kit.make_plugin()
+    async with asyncio.timeout(kit.timeout), kit.start_emulator() as target:
+        async with run_gateway(plugin, target, device_id=kit.device_id) as gateway:
+            await kit.make_readings(kit.readings_before)
+            await gateway.wait_for(kit.readings_before, kit.timeout, live=kit.live)
+            dropped = gateway.device.dropped
+            before = sum(dropped.values())
+            await kit.corrupt_next()
+            await kit.make_readings(kit.readings_after)
+            await gateway.wait_until(
+                lambda: sum(dropped.values()) > before, "the damaged packet", kit.timeout
+            )
+            after = gateway.count(live=kit.live) + kit.readings_after
+            await gateway.wait_for(after, kit.timeout, live=kit.live)
+        assert_contract(kit, gateway, plugin)
+
+
+async def check_clean_shutdown(kit: DriverKit) -> None:
+    """Stopping the gateway closes every session and the device's link."""
+    plugin = kit.make_plugin()
+    async with asyncio.timeout(kit.timeout), kit.start_emulator() as target:
+        async with run_gateway(plugin, target, device_id=kit.device_id) as gateway:
+            await kit.make_readings(kit.readings_before)
+            await gateway.wait_for(kit.readings_before, kit.timeout, live=kit.live)
+        _expect(gateway.opened >= 1, "no session was opened")
+        _expect(gateway.closed == gateway.opened, "a session was not closed")
+        state = gateway.device.status.state if gateway.device.status else None
+        _expect(state == LinkState.STOPPED, f"device {state}, not stopped")
+        if target.idle is not None:
+            await target.idle()
+        assert_contract(kit, gateway, plugin)
+
+
+CHECKS: tuple[Callable[[DriverKit], Awaitable[None]], ...] = (
+    check_readings_arrive,
+    check_backfill_after_link_drop,
+    check_corrupt_packet_survived,
+    check_clean_shutdown,
+)
+
+
+def check_name(check: Callable[[DriverKit], Awaitable[None]]) -> str:
+    """A check's name without the `check_` prefix (pytest ids)."""
+    return check.__name__.removeprefix("check_")

@@ -1,0 +1,217 @@
+"""The driver session (unmodified bleak code) against the emulated transmitter over Bumble.
+
+Each `g6.connect()` is one wake-up: scan, connect, authenticate, (bond,) time, glucose, backfill,
+disconnect - real ATT/GATT on an in-process virtual link. The test moves the transmitter's clock
+between wake-ups (`wakeup()`, `skip(n)` = wake-ups the hub misses); the driver shares the clock,
+so every time is exact. Gaps are checked against what the transmitter held (`g6.held`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime
+
+import pytest
+
+from drivers.dexcom_g6.convert import session_id
+from drivers.dexcom_g6.kit import TXID, Rig, rig
+from gatewayd.errors import DeviceError, DeviceRefused, LinkLost
+from gatewayd.models import Direction
+from protocols.dexcom_g6 import STATUS_LOW_BATTERY, CalibrationState, GlucoseTx
+
+pytestmark = pytest.mark.timeout(20)
+
+START = datetime(2025, 3, 1, 6, 0, tzinfo=UTC)
+
+
+def assert_complete(g6: Rig, *, once: bool = True) -> None:
+    """Stored = everything the transmitter held between the oldest and newest stored reading,
+    each once; and (`once`) nothing yielded twice."""
+    stored = list(g6.stored.values())
+    assert g6.keys() == g6.held(stored)
+    if once:
+        assert all(n == 1 for n in Counter(r.id for r in g6.yielded).values())
+
+
+async def test_first_wakeup_authenticates_bonds_reads_time_and_glucose(g6: Rig) -> None:
+    tx, emulator = g6.transmitter, g6.emulator
+    latest = tx.latest()
+    assert latest is not None
+    _, record = latest
+
+    (reading,) = await g6.connect()
+
+    assert (reading.serial, reading.driver, reading.device) == (TXID, "dexcom_g6", "g6")
+    assert reading.session == session_id(tx.sessions[-1])
+    assert reading.seq == record.timestamp
+    assert reading.time == tx.wall(record.timestamp)  # activation = now - transmitter time
+    assert reading.glucose_mgdl == record.glucose
+    assert reading.trend_mgdl_min == record.trend_mgdl_min
+    assert reading.direction == Direction.from_rate(record.trend_mgdl_min)
+    assert (reading.status, reading.backfilled, reading.out_of_range) == ((), False, None)
+    assert [a.end_byte for a in emulator.auth_requests] == [0x02]  # the standard slot
+    assert (emulator.keep_alives, emulator.bond_requests) == ([25], 1)
+    assert emulator.commands == ["time", "glucose"]  # nothing stored, history 0: no backfill
+
+    # Bonded: the next wake-up re-encrypts at once, no second bond request; it backfills.
+    g6.wakeup()
+    (second,) = await g6.connect()
+    assert (emulator.connections, emulator.bond_requests) == (2, 1)
+    assert emulator.commands[2:] == ["time", "glucose", "backfill"]
+    assert second.seq == tx.measurement_time(tx.index_at(tx.now()))
+    assert_complete(g6)
+
+
+async def test_alternate_slot_and_g6_glucose_opcode(g6: Rig) -> None:
+    (reading,) = await g6.connect(alternate=True, g6_glucose=True)
+    assert [a.end_byte for a in g6.emulator.auth_requests] == [0x01]  # xDrip endByteAlt
+    assert [m for m in g6.emulator.requests if isinstance(m, GlucoseTx)] == [GlucoseTx(g6=True)]
+    assert reading.glucose_mgdl is not None
+
+
+async def test_wrong_transmitter_id_fails_authentication_for_good() -> None:
+    # Same last two characters: the hub finds "Dexcom34" and connects, but the ids differ.
+    async with rig(START, transmitter_id="8G9934") as g6:
+        with pytest.raises(DeviceRefused) as refused:
+            await g6.connect()
+        assert refused.value.retryable is False
+        assert "token_hash_mismatch" in str(refused.value)
+        assert "check transmitter_id" in str(refused.value)
+        assert g6.emulator.connections == 1
+        assert g6.emulator.commands == []  # never got past authentication
+        assert g6.yielded == []
+
+
+async def test_rejected_challenge_answer_is_refused(g6: Rig) -> None:
+    g6.emulator.reject_auth = True
+    with pytest.raises(DeviceRefused, match="challenge_rejected"):
+        await g6.connect()
+
+
+async def test_bonding_refused_by_option_parks(g6: Rig) -> None:
+    with pytest.raises(DeviceRefused, match="bond = false"):
+        await g6.connect(bond=False)
+    assert g6.emulator.bond_requests == 0
+
+
+async def test_missed_wakeups_are_backfilled_without_gaps_or_duplicates(g6: Rig) -> None:
+    (first,) = await g6.connect()
+    g6.skip(6)  # the hub misses six wake-ups; the transmitter measures on
+    g6.wakeup()
+    readings = await g6.connect()
+    assert [r.backfilled for r in readings] == [True] * 6 + [False]  # oldest first, live last
+    assert [r.seq for r in readings] == sorted(r.seq for r in readings)
+    assert readings[0].seq > first.seq
+    assert all(r.time == g6.transmitter.wall(r.seq) for r in readings)
+    start, end, count = g6.emulator.backfills[-1]
+    assert (start, count) == (first.seq + 1, 7)
+    assert end == g6.transmitter.now()
+    assert_complete(g6)
+
+
+async def test_live_and_backfilled_copies_of_a_measurement_share_the_id(g6: Rig) -> None:
+    await g6.connect()
+    g6.wakeup()
+    (live,) = await g6.connect()
+    del g6.stored[live.id]  # say the store lost it: the next wake-up asks for it again
+    g6.wakeup()
+    again, newest = await g6.connect()
+    assert (again.seq, again.backfilled, live.backfilled) == (live.seq, True, False)
+    assert again.id == live.id
+    assert not newest.backfilled
+    assert_complete(g6, once=False)  # asked again on purpose
+
+
+async def test_first_contact_fetches_history(g6: Rig) -> None:
+    readings = await g6.connect(history=1800)
+    assert len(readings) in (6, 7)  # 30 minutes of 5-minute records, live last
+    assert [r.backfilled for r in readings][-1] is False
+    assert all(r.backfilled for r in readings[:-1])
+    assert_complete(g6)
+
+
+async def test_a_link_drop_before_the_backfill_ends_withholds_the_live_value(g6: Rig) -> None:
+    await g6.connect()
+    g6.skip(3)
+    g6.wakeup()
+    g6.emulator.fail_next = {"backfill"}  # the transmitter drops the link instead
+    with pytest.raises(LinkLost):
+        await g6.connect()
+    assert len(g6.yielded) == 1  # not the live value: the store would resume after the gap
+    g6.wakeup()
+    readings = await g6.connect()
+    assert [r.backfilled for r in readings] == [True] * 4 + [False]
+    assert_complete(g6)
+
+
+async def test_a_corrupt_backfill_is_dropped_counted_and_asked_again(g6: Rig) -> None:
+    await g6.connect()
+    g6.skip(2)
+    g6.wakeup()
+    g6.emulator.corrupt_backfills = 1
+    readings = await g6.connect()
+    assert g6.dropped == ["crc_mismatch"]
+    assert len(g6.emulator.backfills) == 2  # this wake-up asked twice (the first: none)
+    assert [r.backfilled for r in readings] == [True] * 2 + [False]
+    assert_complete(g6)
+
+
+async def test_a_backfill_failing_twice_ends_the_session_and_withholds_the_live_value(
+    g6: Rig,
+) -> None:
+    await g6.connect()
+    g6.wakeup()
+    g6.emulator.corrupt_backfills = 2
+    with pytest.raises(DeviceError, match="backfill failed 2 times") as failed:
+        await g6.connect()
+    assert failed.value.retryable
+    assert len(g6.yielded) == 1
+    g6.wakeup()
+    assert len(await g6.connect()) == 2
+    assert_complete(g6)
+
+
+async def test_calibration_states_display_only_and_out_of_range(g6: Rig) -> None:
+    await g6.connect()
+    tx = g6.transmitter
+    now = tx.index_at(tx.now())
+    t = [tx.measurement_time(now + k) for k in range(1, 7)]
+    tx.override(t[0], state=CalibrationState.NEED_CALIBRATION)
+    tx.override(t[1], display_only=True)
+    tx.override(t[2], state=CalibrationState.WARMUP, glucose=0)
+    tx.override(t[3], state=CalibrationState.SENSOR_FAILURE_11)
+    tx.override(t[4], glucose=39)
+    tx.override(t[5], glucose=401)
+    tx.status = STATUS_LOW_BATTERY
+    g6.skip(6)
+    by_seq = {r.seq: r for r in await g6.connect()}
+    assert set(by_seq) == {t[0], t[1], t[4], t[5]}  # warm-up and sensor failure: no value
+    assert by_seq[t[0]].status == ("needs_calibration", "battery_low")
+    assert by_seq[t[0]].glucose_mgdl is not None
+    assert by_seq[t[1]].status == ("battery_low", "display_only")
+    low, high = by_seq[t[4]], by_seq[t[5]]
+    assert (low.glucose_mgdl, low.out_of_range) == (None, "low")
+    assert (high.glucose_mgdl, high.out_of_range) == (None, "high")
+    assert_complete(g6)
+
+
+async def test_a_new_sensor_session_keeps_both_session_ids(g6: Rig) -> None:
+    (before,) = await g6.connect()
+    tx = g6.transmitter
+    g6.skip(2)
+    g6.clock.advance(60)
+    new_start = tx.start_session()  # a new sensor: two hours of warm-up follow
+    g6.skip(tx.warmup // tx.interval + 3)
+    readings = await g6.connect()
+    old = [r for r in readings if r.session == before.session]
+    new = [r for r in readings if r.session == session_id(new_start)]
+    assert len(old) == 2  # measured before the sensor change, backfilled under the old id
+    assert 2 <= len(new) <= 3  # after the warm-up (its records carry no value)
+    assert len(old) + len(new) == len(readings)
+    assert_complete(g6)
+
+
+async def test_a_transmitter_without_session_gives_nothing() -> None:
+    async with rig(START, session_age=None) as g6:
+        assert await g6.connect(history=3600) == []
+        assert g6.emulator.commands == ["time", "glucose"]

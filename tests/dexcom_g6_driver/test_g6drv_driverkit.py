@@ -1,0 +1,23 @@
+"""The G5/G6 driver honours the driver contract (`gatewayd.testing.driverkit`) on its emulator.
+
+The transmitter wakes on a stepping clock (each wake-up as soon as the gateway finished the last
+one); forced link drops also make the gateway miss wake-ups, so every reconnect backfills.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from drivers.dexcom_g6.kit import G6Kit
+from gatewayd.testing import driverkit
+
+pytestmark = pytest.mark.timeout(40)
+
+
+@pytest.mark.parametrize("check", driverkit.CHECKS, ids=driverkit.check_name)
+async def test_g6_driver_honours_the_contract(
+    check: Callable[[driverkit.DriverKit], Awaitable[None]],
+) -> None:
+    await check(G6Kit())
