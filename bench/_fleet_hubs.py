@@ -1,8 +1,8 @@
 """A hub worker of `bench/fleet.py`: many simulated hubs on one asyncio loop in one process.
 
 `--mode gatewayd`: each hub is a real gatewayd `Publisher` with its own `Store` (an SQLite file
-in the shared folder, the daemon's default `synchronous=FULL`), its own MQTT connection, client
-id (`gatewayd-<hub>`) and LWT, the production backoff and in-flight window. A reading is what a
+in the shared folder, `--synchronous` as given), its own MQTT connection, client id
+(`gatewayd-<hub>`) and LWT, the production backoff and in-flight window. A reading is what a
 driver hands the daemon: `store.add()` then `publisher.notify()`.
 
 `--mode bare` (the baseline): each hub is one bare aiomqtt client with the same client options
@@ -361,6 +361,8 @@ def main() -> int:
     args = parser.parse_args()
     # gatewayd logs every connect and (during the outage phase) every retry: keep stderr useful.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    # ... and aiomqtt logs each connection the outage phase breaks ("Connection reset by peer").
+    logging.getLogger("gatewayd.aiomqtt").setLevel(logging.CRITICAL)
     try:
         asyncio.run(serve(args))
     except Exception as exc:

@@ -113,7 +113,8 @@ class DriverPlugin(Generic[OptionsT]):
     `OptionReader` (which fails with file, key and reason); unknown keys are refused after it
     returns. `open` creates a session for one connection attempt. Optional:
     `expected_interval(options)` gives the seconds between a connected device's readings (None:
-    the health check uses the options' `interval`, else 5 min; see gatewayd.health).
+    the health check uses the options' `interval`, else 5 min; `math.inf`: a connected device
+    may be silent indefinitely, e.g. a receiver relaying a sensor; see gatewayd.health).
     """
 
     name: str

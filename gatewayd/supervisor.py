@@ -42,6 +42,18 @@ class Device:
     status: DeviceStatus | None = None
 
 
+def _stop_if_cancelled() -> None:
+    """Honour a cancellation that a library swallowed on its way out of the session.
+
+    CPython 3.11's `asyncio.wait_for` can drop a cancel that lands as its awaitable completes
+    (gh-86296, fixed in 3.12); Bumble's HCI/ATT requests use it. Without this check a stopping
+    daemon would go round the reconnect loop instead of ending it.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class Supervisor:
     """Runs every device loop; the store gets each reading before anything else sees it."""
 
@@ -108,6 +120,7 @@ class Supervisor:
             except Exception as exc:
                 reason = f"driver error: {type(exc).__name__}: {exc}"
                 log.exception("driver_failed")
+            _stop_if_cancelled()
             if device.stored > before:
                 backoff.reset()
             delay = backoff.next()

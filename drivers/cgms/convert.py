@@ -29,20 +29,22 @@ DRIVER = "cgms"
 _S = SensorStatus
 _LOW = _S.RESULT_BELOW_DEVICE_RANGE | _S.RESULT_BELOW_HYPO | _S.RESULT_BELOW_PATIENT_LOW
 _HIGH = _S.RESULT_ABOVE_DEVICE_RANGE | _S.RESULT_ABOVE_HYPER | _S.RESULT_ABOVE_PATIENT_HIGH
-_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 def session_key(start: datetime) -> str:
     """The `session` of a sensor session's readings: its start, UTC, whole seconds."""
-    return start.astimezone(UTC).strftime(_FORMAT)
+    return start.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
 def parse_session_key(session: str) -> datetime | None:
     """The start a `session_key` names (None for any other string)."""
+    if not session.endswith("Z"):
+        return None
     try:
-        return datetime.strptime(session, _FORMAT).replace(tzinfo=UTC)
+        start = datetime.fromisoformat(session[:-1]).replace(tzinfo=UTC)
     except ValueError:
         return None
+    return start if session_key(start) == session else None
 
 
 def glucose_of(record: CgmMeasurement) -> tuple[float | None, OutOfRange | None] | None:

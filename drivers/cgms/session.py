@@ -70,8 +70,11 @@ __all__ = ["CgmsSession"]
 
 T = TypeVar("T")
 
-#: Seconds of silence while a control point response (or the rest of a RACP report) is due.
+#: Seconds one GATT operation, or the silence while a control point response (or the rest of
+#: a RACP report) is due, may take.
 RESPONSE_TIMEOUT: Final = 10.0
+#: Seconds a bonding may take (the sensor may show a prompt).
+PAIRING_TIMEOUT: Final = 30.0
 #: Seconds for our own disconnect when the session closes.
 CLOSE_TIMEOUT: Final = 5.0
 #: ATT errors that mean "bond first": insufficient authentication / encryption / key size.
@@ -168,7 +171,7 @@ class CgmsSession:
     async def _gatt(self, operation: Callable[[], Awaitable[T]], what: str) -> T:
         """Run one GATT operation; bond and retry once when the sensor asks for it."""
         try:
-            return await operation()
+            return await self._bounded(operation, what)
         except BleakGATTProtocolError as exc:
             if exc.code not in SECURITY_ERRORS:
                 raise
@@ -183,15 +186,29 @@ class CgmsSession:
                     device=self._ctx.device_id,
                 ) from exc
             await self._pair()
-            return await operation()
+            return await self._bounded(operation, what)
         except BleakError as exc:
             raise self._lost(what, exc) from exc
+
+    async def _bounded(self, operation: Callable[[], Awaitable[T]], what: str) -> T:
+        try:
+            async with asyncio.timeout(RESPONSE_TIMEOUT):
+                return await operation()
+        except TimeoutError as exc:
+            raise LinkLost(
+                f"{what}: no answer within {RESPONSE_TIMEOUT:g} s", device=self._ctx.device_id
+            ) from exc
 
     async def _pair(self) -> None:
         client = self._require()
         self._log.info("cgms_bonding", address=self._address)
         try:
-            await client.pair()
+            async with asyncio.timeout(PAIRING_TIMEOUT):
+                await client.pair()
+        except TimeoutError as exc:
+            raise LinkLost(
+                f"bonding: no answer within {PAIRING_TIMEOUT:g} s", device=self._ctx.device_id
+            ) from exc
         except BleakError as exc:
             if not client.is_connected:
                 raise self._lost("bonding", exc) from exc

@@ -18,11 +18,11 @@ memory). A transmitter that fails authentication (wrong transmitter_id) is parke
 Readings: id = (transmitter id, sensor session start in transmitter seconds, the record's
 transmitter timestamp): a value read live and again from the backfill is one reading. mg/dL as
 the transmitter gives them; values only in calibration states OK / needs calibration (CGMBLEKit);
-below 40 / above 400 they are out_of_range "low" / "high"; warm-up, stopped and failed states
-carry no value and are skipped. Status flags: "needs_calibration", "calibration_error",
-"sensor_failed", "session_stopped", "sensor_expired", "question_marks", "battery_low", and
-"display_only" for values the transmitter marks display-only. Trend: the transmitter's rate
-(mg/dL/min) with the Nightscout arrow.
+below 40 / above 400 they are out_of_range "low" / "high". Records in any other state
+(warm-up, stopped, calibration error, sensor failed, "???", expired) carry no value: they are
+not published, and logged as record_skipped with the state. Status flags: "needs_calibration",
+"battery_low", and "display_only" for values the transmitter marks display-only. Trend: the
+transmitter's rate (mg/dL/min) with the Nightscout arrow.
 
 Options:
 

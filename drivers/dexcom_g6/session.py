@@ -79,6 +79,9 @@ SECURITY_ERRORS: Final = frozenset({0x05, 0x0F, 0x0C})
 MAX_BACKFILL_RECORDS: Final = (255 * 18 - 4) // 8
 #: Backfill attempts per connection (a CRC mismatch is asked once more).
 BACKFILL_ATTEMPTS: Final = 2
+#: A backfill whose first record comes later than this after the start asked for (1.5
+#: measurement intervals) did not reach back that far: the transmitter's memory ended.
+BACKFILL_SLACK_S: Final = 450
 _LOST: Final = object()  # queue item: the link dropped
 
 
@@ -408,6 +411,10 @@ class DexcomG6Session:
     def _backfilled(self, g6: G6Session, run: _Run, event: BackfillRecords) -> Iterator[Reading]:
         records = list(event.records)
         self._log.info("backfill_received", count=len(records), start=event.start, end=event.end)
+        if records and run.resume_session is not None:
+            oldest = min(r.transmitter_time for r in records)
+            if oldest - event.start > BACKFILL_SLACK_S:  # e.g. the hub was away for days
+                self._log.warning("backfill_gap", lost_from=event.start, lost_until=oldest)
         if len(records) >= MAX_BACKFILL_RECORDS:  # full: the transmitter may have cut it
             start = max(r.transmitter_time for r in records) + 1
             self._log.info("backfill_continue", start=start)

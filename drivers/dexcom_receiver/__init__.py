@@ -42,6 +42,8 @@ pseudo-terminal and prints the `path` to configure (docs/dexcom-receiver.md).
 
 from __future__ import annotations
 
+import math
+
 from drivers.dexcom_receiver.link import USB_PID, USB_VID
 from drivers.dexcom_receiver.options import ReceiverOptions, parse_options
 from drivers.dexcom_receiver.session import DRIVER, SESSION, ReceiverSession
@@ -56,4 +58,7 @@ plugin: DriverPlugin[ReceiverOptions] = DriverPlugin(
     parse_options=parse_options,
     open=ReceiverSession,
     match=DeviceMatch(usb_vid_pid=((USB_VID, USB_PID),)),
+    # A receiver left at home while its wearer is out has nothing new for hours: silence is
+    # normal. A dead cable or a hung receiver already fails its request timeouts (LinkLost).
+    expected_interval=lambda _options: math.inf,
 )

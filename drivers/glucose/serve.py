@@ -5,7 +5,8 @@
 The meter (`drivers.glucose.emulator`) owns a virtual radio link and serves the gateway's side
 as HCI on the ``--hci`` socket (port 0: a free one). It prints ``HCI tcp-client:HOST:PORT``
 first: the ``[ble] hci`` of the gateway that reads it (``stack = "bumble"``), with a
-``[[devices]]`` table ``driver = "glucose"`` and ``tz`` = the meter's `tz`.
+``[[devices]]`` table ``driver = "glucose"`` and ``tz`` = the meter's `tz`; then a line with that
+config and the hooks.
 
 Options (``--set KEY=VALUE``):
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import signal
 import sys
@@ -172,6 +174,11 @@ async def simulate(context: SimulateContext) -> None:
         )
         await meter.start()
         context.announce(f"HCI {link.hci}")
+        context.announce(
+            f'gateway config: [ble] stack = "bumble", hci = "{link.hci}"; '
+            f'[[devices]] driver = "glucose", tz = "{settings.tz}"; hooks: kill -USR1 '
+            f"{os.getpid()} takes a new result, kill -USR2 {os.getpid()} drops the link"
+        )
         tasks = []
         if settings.interval > 0:
             tasks.append(asyncio.create_task(_take_results(meter, settings.interval, rng)))

@@ -9,7 +9,8 @@ Per device (one `DeviceSample` per tick):
 
 - `connected`: healthy while a reading arrived (duplicates count: the link delivers) within
   `max(grace * expected_interval, min_silence)` of the later of the connection and the previous
-  reading. Beyond that the device is **wedged**: connected, yet silent.
+  reading. Beyond that the device is **wedged**: connected, yet silent. An infinite expected
+  interval opts a device out (a relay whose source may legitimately go quiet).
 - `connecting`, `backoff`, `parked`, `stopped`, or not reported yet: healthy. The device is
   honestly not connected (out of range, unplugged, refused) and says so on its status topic;
   the supervisor's own backoff is the remedy, a restart is not.

@@ -78,6 +78,7 @@ from gatewayd.supervisor import Device, Supervisor
 __all__ = [
     "CHECKS",
     "DriverKit",
+    "Key",
     "KitGateway",
     "Target",
     "assert_contract",

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Awaitable, Callable
 
 import pytest
 
-from drivers.cgms.emulator.kit import CgmsKit, SiblingCgmsKit
+from drivers.cgms import plugin
+from drivers.cgms.emulator.kit import FAST_SETTINGS, CgmsKit, SiblingCgmsKit
 from gatewayd.testing import driverkit
+from gatewayd.testing.driverkit import run_gateway
 
 Check = Callable[[driverkit.DriverKit], Awaitable[None]]
 
@@ -28,3 +31,24 @@ async def test_cgms_driver_honours_the_contract_with_the_emulator_in_its_own_pro
     check: Check,
 ) -> None:
     await check(SiblingCgmsKit())
+
+
+@pytest.mark.timeout(60)
+async def test_sibling_process_without_crc_through_a_session_restart_and_a_drop() -> None:
+    settings = (*FAST_SETTINGS, "e2e_crc=false", "restart_age=30", "restart_replay=30")
+    kit = SiblingCgmsKit(settings)
+    async with kit.start_emulator() as target, run_gateway(plugin, target) as gw:
+        await gw.wait_for(3, live=True)
+        old = gw.stored[-1].session
+        assert kit.process is not None
+        kit.process.send_signal(signal.SIGHUP)  # a new sensor session
+        await gw.wait_until(
+            lambda: sum(r.session != old for r in gw.stored) >= 10, "the new session", 20
+        )
+        await kit.force_link_drop()
+        await gw.wait_for_session(1)
+        await gw.wait_for(gw.count(live=True) + 3, live=True)
+    new = {r.session for r in gw.stored} - {old}
+    assert len(new) == 1
+    assert min(r.seq for r in gw.stored if r.session in new) == 0
+    driverkit.assert_contract(kit, gw, plugin)

@@ -8,16 +8,22 @@ so every time is exact. Gaps are checked against what the transmitter held (`g6.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
+from bleak import BleakClient, BleakScanner
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData
 
 from drivers.dexcom_g6.convert import session_id
+from drivers.dexcom_g6.emulator import BACKFILL_CAPACITY
 from drivers.dexcom_g6.kit import TXID, Rig, rig
 from gatewayd.errors import DeviceError, DeviceRefused, LinkLost
 from gatewayd.models import Direction
-from protocols.dexcom_g6 import STATUS_LOW_BATTERY, CalibrationState, GlucoseTx
+from gatewayd.transport.bumble_backend import BumbleClient, BumbleScanner
+from protocols.dexcom_g6 import ADVERTISED_SERVICE, STATUS_LOW_BATTERY, CalibrationState, GlucoseTx
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -215,3 +221,42 @@ async def test_a_transmitter_without_session_gives_nothing() -> None:
     async with rig(START, session_age=None) as g6:
         assert await g6.connect(history=3600) == []
         assert g6.emulator.commands == ["time", "glucose"]
+
+
+async def test_a_wakeup_advertises_and_its_window_ends_with_the_transmitter_dropping_the_link() -> (
+    None
+):
+    async with rig(START, window=1.0) as g6:
+        wake = asyncio.create_task(g6.emulator.wake())
+        seen: list[AdvertisementData] = []
+
+        def is_transmitter(_device: BLEDevice, adv: AdvertisementData) -> bool:
+            seen.append(adv)
+            return adv.local_name == "Dexcom34"
+
+        device = await BleakScanner.find_device_by_filter(
+            is_transmitter, timeout=5, backend=BumbleScanner
+        )
+        assert device is not None
+        assert ADVERTISED_SERVICE in seen[-1].service_uuids
+        lost = asyncio.Event()
+        client = BleakClient(device, lambda _c: lost.set(), backend=BumbleClient)
+        await client.connect()  # and then does nothing: the window runs out
+        assert await wake
+        async with asyncio.timeout(2):
+            await lost.wait()
+        assert not client.is_connected
+        assert not g6.emulator.device.is_advertising  # asleep until the next wake-up
+
+
+async def test_a_full_backfill_is_continued_from_its_newest_record() -> None:
+    # One record a minute: 40 000 s of history are ~666 records, more than one backfill holds.
+    async with rig(START, interval=60) as g6:
+        readings = await g6.connect(history=40_000)
+        counts = [count for _, _, count in g6.emulator.backfills]
+        assert counts[0] == BACKFILL_CAPACITY == 573
+        assert len(counts) == 2
+        assert g6.emulator.backfills[1][0] == readings[572].seq + 1
+        assert len(readings) == sum(counts)
+        assert not readings[-1].backfilled
+        assert_complete(g6)

@@ -68,7 +68,7 @@ async def running(daemon: Daemon) -> AsyncIterator[asyncio.Task[None]]:
             await task
 
 
-async def until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+async def until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
     """Poll `condition` against a deadline (state owned by other tasks, no event to wait on)."""
     deadline = time.monotonic() + timeout
     while not condition():
@@ -139,7 +139,7 @@ async def test_a_wrong_transmitter_id_parks_the_device_with_its_reason(
     async with serve_sibling_link(peripheral_name="Dexcom34") as link:
         # The transmitter in range is 8G9934 ("Dexcom34" too); the config says 8G1234.
         tx = Transmitter("8G9934", clock=clock, seed=11)
-        emulator = G6Emulator(link.peripheral, tx, window=0.3)
+        emulator = G6Emulator(link.peripheral, tx, window=10.0)
         cfg = config(tmp_path, broker, hub, link.hci, history=0, scan_timeout=20)
         daemon = Daemon(plan(cfg), flush_timeout=5.0)
         device = daemon.supervisor.devices[0]
@@ -151,6 +151,7 @@ async def test_a_wrong_transmitter_id_parks_the_device_with_its_reason(
             )
             # Not hammered: three more wake-ups (advertising 0.3 s each, a scan finds one in
             # ~20 ms) see no connection attempt.
+            emulator.window = 0.3
             for _ in range(3):
                 assert not await emulator.wake()
             await sub.wait_for(lambda m: any(x.json()["state"] == "parked" for x in m))

@@ -93,6 +93,10 @@ class Member:
         await self._client.subscribe(self.topic_filter, qos=1)
         self._task = asyncio.create_task(self._collect())
 
+    async def unsubscribe(self) -> None:
+        """Leave the group (returns once the UNSUBACK is in); the connection stays up."""
+        await self._client.unsubscribe(self.topic_filter)
+
     async def stop(self) -> None:
         """Disconnect cleanly (returns once the DISCONNECT is written and the socket closed)."""
         if self._task is None:
@@ -263,46 +267,61 @@ async def test_each_reading_reaches_exactly_one_member_of_every_group(fleet: Fle
     assert all(m.retained == 0 for m in fleet.backend)  # `reading` is never retained
 
 
-async def test_a_member_leaving_mid_stream_loses_nothing_published_after(fleet: Fleet) -> None:
-    backend, audit = fleet.backend, fleet.audit
-    leaver, stayers = backend[0], backend[1:]
-    stop_feeding = asyncio.Event()
-    boundary: list[int] = []  # the number of rounds added before the leaver had gone
+class Stream:
+    """A continuous stream of rounds: a new one as soon as the audit group has the one before
+    last (at most two rounds in flight), so that members leave while messages are moving."""
 
-    async def feed() -> None:
-        """A continuous stream: a new round as soon as the audit group has the one before last
-        (at most two rounds in flight), so the leaver goes while messages are moving."""
-        while not stop_feeding.is_set():
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Stream:
+        self._task = asyncio.create_task(self._feed())
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self._stop.set()
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _feed(self) -> None:
+        fleet = self.fleet
+        while not self._stop.is_set():
             fleet.add_round()
             if len(fleet.rounds) >= 2:
                 previous = set(fleet.rounds[-2])
                 await fleet.tally.wait_for(
-                    lambda previous=previous: union(audit) >= previous, "audit keeps up"
+                    lambda previous=previous: union(fleet.audit) >= previous, "audit keeps up"
                 )
             else:
                 await asyncio.sleep(0)  # yield to the publishers once; not a synchronisation
 
-    feeder = asyncio.create_task(feed())
-    try:
+    async def rounds_after(self, start: int, count: int) -> None:
+        """Until `count` rounds were added after round `start`, then stop feeding."""
+        assert self._task is not None
+        assert not self._task.done(), self._task
+        await self.fleet.tally.wait_for(
+            lambda: len(self.fleet.rounds) >= start + count, f"{count} more rounds"
+        )
+        self._stop.set()
+        await asyncio.wait_for(self._task, WAIT_S)
+
+
+async def test_a_member_leaving_mid_stream_loses_nothing_published_after(fleet: Fleet) -> None:
+    backend, audit = fleet.backend, fleet.audit
+    leaver, stayers = backend[0], backend[1:]
+    async with Stream(fleet) as stream:
         # Mid-stream: once the group has consumed a good part of the stream, one member leaves.
         await fleet.tally.wait_for(lambda: received(backend) >= 20 * HUBS * DEVICES, "stream")
-        assert not feeder.done()
         await leaver.stop()
         # Every round added from here on was stored after the leaver's DISCONNECT was on the
         # wire; the broker reads it before any PUBLISH those readings cause.
-        boundary.append(len(fleet.rounds))
-        after = boundary[0]
-        await fleet.tally.wait_for(
-            lambda: len(fleet.rounds) >= after + 15, "fifteen more rounds after the leaver"
-        )
-        stop_feeding.set()
-        await asyncio.wait_for(feeder, WAIT_S)
-    finally:
-        stop_feeding.set()
-        feeder.cancel()
-        await asyncio.gather(feeder, return_exceptions=True)
+        boundary = len(fleet.rounds)
+        await stream.rounds_after(boundary, 15)
 
-    published_after = fleet.ids(boundary[0])
+    published_after = fleet.ids(boundary)
     assert len(published_after) >= 15 * HUBS * DEVICES
     await fleet.tally.wait_for(
         lambda: union(stayers) >= published_after and union(audit) >= fleet.ids(),
@@ -317,7 +336,33 @@ async def test_a_member_leaving_mid_stream_loses_nothing_published_after(fleet: 
     assert union(audit) == fleet.ids()
     assert_no_duplicates(fleet, audit)
     # Before the boundary the group (leaver included) may miss only what mosquitto had
-    # already sent to the leaver when it went: at most its in-flight window of 20 (mosquitto's
-    # `max_inflight_messages`) plus what was queued for it behind that, never a whole round.
+    # already sent or queued to the leaver when it went (a few readings), never many rounds.
     missing_before = fleet.ids() - published_after - union(backend)
     assert len(missing_before) < HUBS * DEVICES * 3, len(missing_before)
+
+
+async def test_a_member_that_unsubscribes_before_leaving_loses_nothing(fleet: Fleet) -> None:
+    """The graceful way out (docs/fleet.md): UNSUBSCRIBE, take in what was already on its way,
+    then DISCONNECT. Nothing is lost for the group, even mid-stream."""
+    backend, audit = fleet.backend, fleet.audit
+    leaver, stayers = backend[0], backend[1:]
+    async with Stream(fleet) as stream:
+        await fleet.tally.wait_for(lambda: received(backend) >= 20 * HUBS * DEVICES, "stream")
+        await leaver.unsubscribe()
+        # The UNSUBACK is in: the broker routes nothing more to the leaver. What it had already
+        # sent or queued for the leaver still arrives; wait for every earlier round to be in.
+        boundary = len(fleet.rounds)
+        earlier = fleet.ids(0) - fleet.ids(boundary)
+        await fleet.tally.wait_for(lambda: union(backend) >= earlier, "the leaver's last share")
+        await leaver.stop()
+        await stream.rounds_after(boundary, 15)
+
+    await fleet.tally.wait_for(
+        lambda: union(backend) >= fleet.ids() and union(audit) >= fleet.ids(),
+        "every reading to both groups",
+    )
+    assert union(backend) == fleet.ids()  # nothing lost, before or after the leaver went
+    assert not fleet.ids(boundary) & set(leaver.ids)
+    assert all(fleet.ids(boundary) & set(m.ids) for m in stayers)
+    assert_no_duplicates(fleet, backend)
+    assert union(audit) == fleet.ids()

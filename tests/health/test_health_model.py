@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -78,6 +79,13 @@ def test_the_silence_limit_is_grace_times_interval_but_at_least_min_silence() ->
     assert not model.observe(61.0, [fast], IDLE).healthy
     assert POLICY.silence_limit(60.0) == 180.0
     assert POLICY.silence_limit(1.0) == 60.0
+
+
+def test_an_infinite_expected_interval_opts_out_of_the_silence_check() -> None:
+    model = HealthModel(POLICY)
+    relay = dev(interval=math.inf)  # e.g. a receiver whose transmitter is out of its range
+    model.observe(0.0, [relay], IDLE)
+    assert model.observe(30 * 86400.0, [relay], IDLE).healthy
 
 
 def test_one_wedged_device_among_healthy_ones_is_enough() -> None:

@@ -36,7 +36,7 @@ from gatewayd.testing.mosquitto import Mosquitto, free_port
 if TYPE_CHECKING:  # the fixture's type (tests/health/conftest.py is not importable by name)
     from conftest import NotifySocket
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = pytest.mark.timeout(60)
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 #: Seconds between health checks (and pings while healthy) in these tests.

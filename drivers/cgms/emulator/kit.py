@@ -18,7 +18,6 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 from drivers.cgms.convert import parse_session_key
@@ -188,8 +187,3 @@ class SiblingCgmsKit(DriverKit):
                 newest = max(r.seq for r in readings if r.session == session)
                 held[session] = range(0, newest + 1, step)
         return _expected(readings, held)
-
-
-def with_options(config: SensorConfig, **changes: Any) -> SensorConfig:
-    """`config` with fields changed (a readable alias of `dataclasses.replace`)."""
-    return replace(config, **changes)
