@@ -58,7 +58,7 @@ def make_reading(hub: str, seq: int, phase: str, now: datetime) -> Reading:
     )
 
 
-def payload_field(payload: bytes, name: bytes) -> str:
+def payload_field(payload: bytes | bytearray, name: bytes) -> str:
     """A string field of a reading payload, without parsing the JSON (consumers are hot)."""
     key = b'"' + name + b'":"'
     start = payload.index(key) + len(key)

@@ -69,7 +69,8 @@ class Member:
         self.malformed = 0
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=paho.MQTTv5)
         client.username_pw_set(os.environ[USER_ENV], os.environ[PASS_ENV])
-        client.reconnect_delay_set(0.1, 0.5)  # a backend service comes back fast
+        # A backend service comes back fast (paho takes float seconds; its stub says int).
+        client.reconnect_delay_set(0.1, 0.5)  # type: ignore[arg-type]
         self.subscribed_at = 0.0
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
@@ -82,7 +83,7 @@ class Member:
     def start(self) -> None:
         properties = None
         if self.session_expiry:  # a session the broker keeps (and queues for) across a blip
-            properties = Properties(PacketTypes.CONNECT)
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = self.session_expiry
         self.client.connect(
             "127.0.0.1",
@@ -183,7 +184,7 @@ class Member:
                 if cmd["cmd"] == "quit":
                     # Leaving for good: end the session now (MQTT 5), or the broker would keep
                     # routing this member's share of the group to it until the session expires.
-                    properties = Properties(PacketTypes.DISCONNECT)
+                    properties = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
                     properties.SessionExpiryInterval = 0
                     self.client.disconnect(properties=properties)
                     self.client.loop_stop()

@@ -294,18 +294,21 @@ class Fleet:
     async def close(self) -> None:
         """Hubs stop (gatewayd: flush, `offline`), consumers end their sessions, broker stops."""
         t = time.monotonic()
-        await asyncio.gather(
-            *(
-                w.close({"cmd": "close"} if w.process.returncode is None else None, timeout=60)
-                for w in self.workers
-            ),
-            return_exceptions=True,
-        )
-        self.setup["close_s"] = round(time.monotonic() - t, 2)
-        await asyncio.gather(
-            *(m.close({"cmd": "quit"}, timeout=10) for m in self.members), return_exceptions=True
-        )
-        self.broker.stop()
+        try:
+            await asyncio.gather(
+                *(
+                    w.close({"cmd": "close"} if w.process.returncode is None else None, timeout=60)
+                    for w in self.workers
+                ),
+                return_exceptions=True,
+            )
+            self.setup["close_s"] = round(time.monotonic() - t, 2)
+            await asyncio.gather(
+                *(m.close({"cmd": "quit"}, timeout=10) for m in self.members),
+                return_exceptions=True,
+            )
+        finally:
+            self.broker.stop()
 
     async def _all(self, cmd: dict[str, Any], timeout: float) -> list[dict[str, Any]]:  # noqa: ASYNC109
         return list(await asyncio.gather(*(w.request(cmd, timeout) for w in self.workers)))
@@ -452,7 +455,7 @@ class Fleet:
             f"broker down {restarted - killed:.1f} s ({phase.recovery['signal']}); "
             f"{len(up)} hubs back within {back - restarted:.1f} s of the restart (p50 "
             f"{phase.recovery['hubs_back_after_restart_s']['p50']} s); the consumer group "
-            f"re-subscribed after {resubscribed:.2f} s, {early} hubs were back before that"
+            f"re-subscribed after {resubscribed:.2f} s; hubs back before that: {early}"
         )
 
 
@@ -578,11 +581,11 @@ def summarize(
     fsync = by.get(("gatewayd-fsync", max(plan.sizes)))
     normal = by.get(("gatewayd", max(plan.sizes)))
     if fsync and normal and fsync.phases and normal.phases:
-        f, g = fsync.phases[0], normal.phases[0]
+        full, norm = fsync.phases[0], normal.phases[0]
         comparison["fsync_over_normal_at_largest_n"] = {
-            "ratio_latency_p50": _ratio(f.latency_ms.get("p50"), g.latency_ms.get("p50")),
-            "ratio_latency_p99": _ratio(f.latency_ms.get("p99"), g.latency_ms.get("p99")),
-            "ratio_hubs_cpu_per_msg": _ratio(f.hubs_cpu_us_per_msg, g.hubs_cpu_us_per_msg),
+            "ratio_latency_p50": _ratio(full.latency_ms.get("p50"), norm.latency_ms.get("p50")),
+            "ratio_latency_p99": _ratio(full.latency_ms.get("p99"), norm.latency_ms.get("p99")),
+            "ratio_hubs_cpu_per_msg": _ratio(full.hubs_cpu_us_per_msg, norm.hubs_cpu_us_per_msg),
         }
 
     def held(mode: str) -> int:

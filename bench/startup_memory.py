@@ -232,6 +232,7 @@ class Bench:
         folder.mkdir()
         password_file = folder / "mqtt.password"
         password_file.write_text(self.broker.password + "\n")
+        password_file.chmod(0o600)  # the daemon refuses a secret every user can read
         lines = [
             "[hub]",
             f'id = "{hub}"',

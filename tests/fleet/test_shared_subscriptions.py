@@ -12,8 +12,10 @@ messages for a member that falls behind) and `set_tcp_nodelay true`.
 What a member that leaves loses: mosquitto 2.0 does not hand the QoS 1 messages it had already
 sent to a departing member (unacknowledged or queued) to the rest of the group (the MQTT 5 spec
 says SHOULD, mosquitto does not: eclipse-mosquitto/mosquitto#2662). So the guarantee asserted
-here is the one the brokers give: everything published after a member has gone reaches the
-remaining members. docs/fleet.md tells integrators how to live with that.
+for a member that just disconnects is the one the brokers give: everything published after it
+has gone reaches the remaining members. A member that leaves the documented way (UNSUBSCRIBE,
+take in what was already on its way, then DISCONNECT) loses nothing for the group at all.
+docs/fleet.md tells integrators about both.
 """
 
 from __future__ import annotations
@@ -116,6 +118,11 @@ class Member:
 
 def union(members: list[Member]) -> set[str]:
     return {i for m in members for i in m.ids}
+
+
+def covers(members: list[Member], ids: set[str]) -> Callable[[], bool]:
+    """A condition: the members together have received every one of `ids`."""
+    return lambda: union(members) >= ids
 
 
 def received(members: list[Member]) -> int:
@@ -291,9 +298,8 @@ class Stream:
         while not self._stop.is_set():
             fleet.add_round()
             if len(fleet.rounds) >= 2:
-                previous = set(fleet.rounds[-2])
                 await fleet.tally.wait_for(
-                    lambda previous=previous: union(fleet.audit) >= previous, "audit keeps up"
+                    covers(fleet.audit, set(fleet.rounds[-2])), "audit keeps up"
                 )
             else:
                 await asyncio.sleep(0)  # yield to the publishers once; not a synchronisation
