@@ -23,9 +23,6 @@ Run: `.venv/bin/python bench/cgms_decode.py` (or `scripts/bench cgms_decode`).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import random
 import statistics
 import struct
@@ -33,11 +30,10 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from _common import result_header, write_result
 from protocols.cgms import (
     CgmMeasurement,
     SensorStatus,
@@ -50,7 +46,6 @@ from protocols.errors import CrcError, ProtocolError
 from protocols.sfloat import SFloat, SFloatSpecial, decode_sfloat
 
 NAME = "cgms_decode"
-RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_RATIO = 0.5
 #: ATT_MTU 185 (a common negotiated value) minus the 3-byte notification header.
 NOTIFICATION_BYTES = 182
@@ -236,13 +231,7 @@ def summarize(
     ratio = rates["gatewayd"] / rates["struct"]
     sizes = [len(n) for n in notifications]
     return {
-        "bench": NAME,
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "construct": version("construct"),
-        },
+        **result_header(NAME, "construct"),
         "setup": {
             "records": args.records,
             "notifications": len(notifications),
@@ -324,9 +313,7 @@ def main() -> int:
                 flush=True,
             )
     result = summarize(runs, args, notifications)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{NAME}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = write_result(NAME, result)
     print_block(result, path)
     return 0
 

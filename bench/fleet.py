@@ -55,8 +55,6 @@ import argparse
 import asyncio
 import json
 import math
-import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -64,11 +62,10 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from _common import result_header, write_result
 from _fleet_common import (
     BROKER_CONFIG,
     PASS_ENV,
@@ -87,7 +84,6 @@ from gatewayd.testing.mosquitto import Mosquitto
 
 NAME = "fleet"
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
 
 
 @dataclass(frozen=True)
@@ -597,16 +593,13 @@ def summarize(
         return max(ok, default=0)
 
     return {
-        "bench": NAME,
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "aiomqtt": version("aiomqtt"),
-            "paho_mqtt": version("paho-mqtt"),
-            "mosquitto": mosquitto_version(shutil.which("mosquitto") or "/usr/sbin/mosquitto"),
-            "nofile_limit": limits,
-        },
+        **result_header(
+            NAME,
+            "aiomqtt",
+            "paho-mqtt",
+            mosquitto=mosquitto_version(shutil.which("mosquitto") or "/usr/sbin/mosquitto"),
+            nofile_limit=limits,
+        ),
         "setup": {
             "mode": "quick" if args.quick else "full",
             **asdict(plan),
@@ -754,9 +747,7 @@ def main() -> int:
     note(f"[{NAME}] done in {time.monotonic() - t:.0f} s")
     result = summarize(runs, plan, args, limits)
     result["seconds"] = round(time.monotonic() - t, 1)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{NAME}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = write_result(NAME, result)
     print_block(result, path)
     failed = [r for r in runs if r.error is not None]
     return 1 if failed and len(failed) == len(runs) else 0

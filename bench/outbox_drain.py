@@ -29,7 +29,6 @@ import asyncio
 import json
 import logging
 import os
-import platform
 import random
 import shutil
 import statistics
@@ -40,7 +39,6 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +49,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from _common import result_header, write_result
 from gatewayd.config import MqttConfig
 from gatewayd.models import Direction, Reading
 from gatewayd.publisher import Publisher
@@ -60,7 +59,6 @@ from gatewayd.testing.mosquitto import Mosquitto
 from gatewayd.topics import Topics
 
 NAME = "outbox_drain"
-RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_RATIO = 0.8
 HUB = "bench-hub"
 ROOT = "gatewayd"
@@ -525,14 +523,7 @@ def summarize(runs: list[Run], args: argparse.Namespace, sizes: list[int]) -> di
         v: statistics.median([r.cpu_us_per_msg for r in runs if r.variant == v]) for v in medians
     }
     result: dict[str, Any] = {
-        "bench": NAME,
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "aiomqtt": version("aiomqtt"),
-            "paho_mqtt": version("paho-mqtt"),
-        },
+        **result_header(NAME, "aiomqtt", "paho-mqtt"),
         "setup": {
             "messages": args.messages,
             "devices": args.devices,
@@ -662,9 +653,7 @@ def main() -> int:
     # gatewayd logs `broker_connected` etc. at info: keep the result block readable.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     result = asyncio.run(main_async(args))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{NAME}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = write_result(NAME, result)
     print_block(result, path)
     return 0
 

@@ -23,9 +23,7 @@ Run: `.venv/bin/python bench/startup_memory.py` (or `scripts/bench`).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -35,8 +33,6 @@ import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +41,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from _common import result_header, write_result
 from gatewayd.testing.mosquitto import Mosquitto
 
 NAME = "startup_memory"
-RESULTS = Path(__file__).resolve().parent / "results"
 TARGET_STARTUP_S = 1.5
 TARGET_RSS_MB = 50.0
 ROOT = "gatewayd"
@@ -335,14 +331,7 @@ def summarize(runs: list[Run], args: argparse.Namespace) -> dict[str, Any]:
     rss10 = memory["gatewayd_10_devices_mib"]["vm_rss"]
     rss_base = memory["baseline_mib"]["vm_rss"]
     return {
-        "bench": NAME,
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "aiomqtt": version("aiomqtt"),
-            "gatewayd": version("gatewayd"),
-        },
+        **result_header(NAME, "aiomqtt", "gatewayd"),
         "setup": {
             "startup_runs": args.runs,
             "memory_runs": args.memory_runs,
@@ -449,9 +438,7 @@ def main() -> int:
         finally:
             bench.close()
     result = summarize(runs, args)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{NAME}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
+    path = write_result(NAME, result)
     print_block(result, path)
     return 0
 

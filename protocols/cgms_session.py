@@ -64,6 +64,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from protocols._session_base import CollectorBase
 from protocols.cgms import (
     CGM_FEATURE,
     CGM_MEASUREMENT,
@@ -210,7 +211,7 @@ def _reason(exc: ProtocolError) -> str:
     return "crc_mismatch" if isinstance(exc, CrcError) else "malformed"
 
 
-class CgmsCollector:
+class CgmsCollector(CollectorBase):
     """The collector side of one CGMS connection (see the module docstring)."""
 
     def __init__(
@@ -237,6 +238,7 @@ class CgmsCollector:
             raise ValueError(f"backfill_from {backfill_from} is not a uint16 time offset")
         if session_start is not None and session_start.tzinfo is None:
             raise ValueError("session_start must be timezone-aware")
+        super().__init__()
         self.order = order
         self.feature: CgmFeature | None = None
         self.status: CgmStatus | None = None
@@ -249,14 +251,12 @@ class CgmsCollector:
         self._done: set[str] = set()  # setup steps attempted (failed ones too)
         self._sst: SessionStartTime | None = None
         self._status_now: datetime | None = None
-        self._ready = False
         self._held = None if backfill_from is None else backfill_from - 1  # highest offset held
         self._backfill_from = backfill_from
         self._backfills: deque[tuple[int | None, int | None]] = deque()
         self._range_unsupported = False
         self._socp_queue: deque[SocpPacket] = deque()
         self._abort = False
-        self._awaiting: Request | None = None
         self._racp: tuple[int | None, int | None] | None = None  # range of the running report
         self._count = 0
         self._previous: int | None = None  # last offset of the running report
@@ -264,11 +264,6 @@ class CgmsCollector:
         self._stopped_reported = False
         self._suspect = False  # a live offset went back: the session is in doubt until re-read
         self._force_change = False  # SOCP "start the session" succeeded
-
-    @property
-    def ready(self) -> bool:
-        """Whether setup is done (`Ready` was emitted)."""
-        return self._ready
 
     # -- commands -------------------------------------------------------------------------------
 
@@ -397,7 +392,7 @@ class CgmsCollector:
 
     def timeout(self) -> list[CgmsEvent]:
         """The awaited response did not come: fail that request and go on."""
-        request, self._awaiting = self._awaiting, None
+        request = self._take_timed_out()
         if request is None:
             return []
         if request.label == "racp_report":
@@ -406,13 +401,6 @@ class CgmsCollector:
         events: list[CgmsEvent] = [ProcedureFailed(request, "timeout")]
         self._check_ready(events)
         return events
-
-    def _take(self, label: str) -> Request | None:
-        request = self._awaiting
-        if request is None or request.label != label:
-            return None
-        self._awaiting = None
-        return request
 
     def _expect_crc(self, has_crc: bool, what: str, data: bytes) -> None:
         if self._e2e and not has_crc:
@@ -485,11 +473,9 @@ class CgmsCollector:
         self._backfills.appendleft((self._backfill_from, None))
 
     def _racp_indication(self, data: bytes, events: list[CgmsEvent]) -> None:
-        request = self._awaiting
-        if request is None or request.characteristic != RECORD_ACCESS_CONTROL_POINT:
-            events.append(UnexpectedData(RECORD_ACCESS_CONTROL_POINT, data))
+        request = self._take_indication(RECORD_ACCESS_CONTROL_POINT, data, events)
+        if request is None:
             return
-        self._awaiting = None
         span, self._racp = self._racp, None
         try:
             message = parse_racp(data)
@@ -515,11 +501,9 @@ class CgmsCollector:
             events.append(ProcedureFailed(request, "error_response", code, data))
 
     def _socp_indication(self, data: bytes, events: list[CgmsEvent]) -> None:
-        request = self._awaiting
-        if request is None or request.characteristic != CGM_SPECIFIC_OPS_CONTROL_POINT:
-            events.append(UnexpectedData(CGM_SPECIFIC_OPS_CONTROL_POINT, data))
+        request = self._take_indication(CGM_SPECIFIC_OPS_CONTROL_POINT, data, events)
+        if request is None:
             return
-        self._awaiting = None
         try:
             packet = SocpPacket.parse(data)
             self._expect_crc(packet.e2e_crc, "SOCP indication", data)

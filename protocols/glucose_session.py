@@ -33,6 +33,7 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
+from protocols._session_base import CollectorBase
 from protocols.errors import ProtocolError
 from protocols.gatt import (
     ProcedureFailed,
@@ -121,7 +122,7 @@ class UnmatchedContext(SessionEvent):
     context: GlucoseContext
 
 
-class GlucoseCollector:
+class GlucoseCollector(CollectorBase):
     """The collector side of one Glucose Service connection (see the module docstring)."""
 
     def __init__(
@@ -132,25 +133,19 @@ class GlucoseCollector:
         """
         if backfill_from is not None and not 0 <= backfill_from <= 0xFFFF:
             raise ValueError(f"backfill_from {backfill_from} is not a uint16 sequence number")
+        super().__init__()
         self.tz = tz
         self.features: GlucoseFeature | None = None
         self.last_sequence: int | None = None
         self._feature_read = False
-        self._ready = False
         self._queue: deque[tuple[str, int | None]] = deque()
         if transfer:
             self._queue.append(("racp_report", backfill_from))
-        self._awaiting: Request | None = None
         self._transferring = False  # a RACP report is running
         self._first: int | None = None  # its first sequence number
         self._count = 0
         self._held: GlucoseMeasurement | None = None
         self._held_backfill = False
-
-    @property
-    def ready(self) -> bool:
-        """Whether the Feature step is done (`Ready` was emitted)."""
-        return self._ready
 
     def request_records(self, first_sequence: int | None = None) -> None:
         """Queue a RACP report of records with sequence >= `first_sequence` (None = all)."""
@@ -206,7 +201,7 @@ class GlucoseCollector:
 
     def timeout(self) -> list[SessionEvent]:
         """The awaited response did not come: fail that request and go on."""
-        request, self._awaiting = self._awaiting, None
+        request = self._take_timed_out()
         if request is None:
             return []
         events: list[SessionEvent] = []
@@ -216,13 +211,6 @@ class GlucoseCollector:
         events.append(ProcedureFailed(request, "timeout"))
         self._check_ready(events)
         return events
-
-    def _take(self, label: str) -> Request | None:
-        request = self._awaiting
-        if request is None or request.label != label:
-            return None
-        self._awaiting = None
-        return request
 
     def _check_ready(self, events: list[SessionEvent]) -> None:
         if not self._ready and self._feature_read and self._awaiting is None:
@@ -264,11 +252,9 @@ class GlucoseCollector:
             events.append(UnmatchedContext(context))
 
     def _racp(self, data: bytes, events: list[SessionEvent]) -> None:
-        request = self._awaiting
-        if request is None or request.characteristic != RECORD_ACCESS_CONTROL_POINT:
-            events.append(UnexpectedData(RECORD_ACCESS_CONTROL_POINT, data))
+        request = self._take_indication(RECORD_ACCESS_CONTROL_POINT, data, events)
+        if request is None:
             return
-        self._awaiting = None
         self._transferring = False
         self._release(events)
         try:

@@ -21,24 +21,29 @@ counted and logged with their hex (`ctx.drop_packet`) and fetched again from the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
-from types import TracebackType
 from typing import Final, Self, TypeVar
 
-from bleak import BleakClient, BleakScanner
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakError, BleakGATTProtocolError
 
+from drivers._ble_common import (
+    LOST,
+    SECURITY_ERRORS,
+    BleSessionBase,
+    disconnect,
+    find_device,
+    gatt_text,
+)
 from drivers.cgms.convert import parse_session_key, to_reading
 from drivers.cgms.flow import RecordFlow
 from drivers.cgms.options import DEFAULT_INTERVAL, CgmsOptions
 from gatewayd.driver import DeviceContext
-from gatewayd.errors import DeviceNotFound, DeviceRefused, LinkLost
+from gatewayd.errors import DeviceRefused, LinkLost
 from gatewayd.models import DeviceIdentity, Reading
-from gatewayd.transport.ble import BleConfig, establish, scanner_kwargs
+from gatewayd.transport.ble import BleConfig, establish
 from protocols.cgms import (
     CGM_MEASUREMENT,
     CGM_SPECIFIC_OPS_CONTROL_POINT,
@@ -75,28 +80,18 @@ T = TypeVar("T")
 RESPONSE_TIMEOUT: Final = 10.0
 #: Seconds a bonding may take (the sensor may show a prompt).
 PAIRING_TIMEOUT: Final = 30.0
-#: Seconds for our own disconnect when the session closes.
-CLOSE_TIMEOUT: Final = 5.0
-#: ATT errors that mean "bond first": insufficient authentication / encryption / key size.
-SECURITY_ERRORS: Final = frozenset({0x05, 0x0F, 0x0C})
 _SUBSCRIBED: Final = (CGM_MEASUREMENT, RECORD_ACCESS_CONTROL_POINT, CGM_SPECIFIC_OPS_CONTROL_POINT)
-_LOST: Final = object()  # queue item: the link dropped
 
 
-def _text(value: bytes | bytearray) -> str:
-    return bytes(value).decode("utf-8", "replace").strip("\x00 \r\n")
-
-
-class CgmsSession:
+class CgmsSession(BleSessionBase):
     """One connection to one CGMS sensor (see the module docstring)."""
 
     def __init__(self, ctx: DeviceContext[CgmsOptions]) -> None:
+        super().__init__()
         self.identity: DeviceIdentity | None = None
         self._ctx = ctx
         self._options = ctx.options
         self._log = ctx.log
-        self._client: BleakClient | None = None
-        self._queue: asyncio.Queue[object] = asyncio.Queue()
         self._paired = False
         self._address = ""
 
@@ -110,14 +105,14 @@ class CgmsSession:
             device,
             cfg,
             name=device.name,
-            disconnected_callback=lambda _client: self._queue.put_nowait(_LOST),
+            disconnected_callback=self._on_disconnect,
             pair=self._options.bond == "always",
         )
         self._paired = self._options.bond == "always"
         try:
             self.identity = await self._identity(device)
         except BaseException:
-            await self._disconnect()
+            await self._close()
             raise
         self._log.info(
             "cgms_connected",
@@ -127,20 +122,10 @@ class CgmsSession:
         )
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._disconnect()
-
-    async def _disconnect(self) -> None:
+    async def _close(self) -> None:
         client, self._client = self._client, None
-        if client is not None:
-            with contextlib.suppress(BleakError, TimeoutError):
-                async with asyncio.timeout(CLOSE_TIMEOUT):
-                    await client.disconnect()
+        if client is not None:  # also when the link already reports itself gone
+            await disconnect(client)
 
     def _matches(self, device: BLEDevice, adv: AdvertisementData) -> bool:
         opts = self._options
@@ -152,21 +137,13 @@ class CgmsSession:
 
     async def _find(self, cfg: BleConfig) -> BLEDevice:
         opts = self._options
-        device = await BleakScanner.find_device_by_filter(
-            self._matches, timeout=opts.scan_timeout, **scanner_kwargs(cfg)
+        return await find_device(
+            self._matches,
+            cfg,
+            timeout=opts.scan_timeout,
+            wanted=opts.address or opts.name or "a CGMS (0x181F) sensor",
+            device_id=self._ctx.device_id,
         )
-        if device is None:
-            wanted = opts.address or opts.name or "a CGMS (0x181F) sensor"
-            raise DeviceNotFound(
-                f"{wanted} did not advertise within {opts.scan_timeout:g} s",
-                device=self._ctx.device_id,
-            )
-        return device
-
-    def _require(self) -> BleakClient:
-        if self._client is None:
-            raise RuntimeError("readings() outside `async with`")
-        return self._client
 
     async def _gatt(self, operation: Callable[[], Awaitable[T]], what: str) -> T:
         """Run one GATT operation; bond and retry once when the sensor asks for it."""
@@ -228,7 +205,7 @@ class CgmsSession:
                 value = await self._gatt(partial(client.read_gatt_char, uuid), "device info")
             except BleakGATTProtocolError:
                 continue  # optional: a sensor may refuse one
-            if text := _text(value):
+            if text := gatt_text(value):
                 found[uuid] = text
         return DeviceIdentity(
             manufacturer=found.get(MANUFACTURER_NAME, "unknown"),
@@ -347,7 +324,7 @@ class CgmsSession:
                 item = await self._queue.get()
         except TimeoutError:
             return None
-        if item is _LOST:
+        if item is LOST:
             raise LinkLost("the sensor dropped the link", device=self._ctx.device_id)
         assert isinstance(item, tuple)  # noqa: S101 - only _forward puts tuples
         return item

@@ -20,25 +20,30 @@ record + 1. Malformed notifications are counted and dropped (`DeviceContext.drop
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Final, Self, TypeVar
 
-from bleak import BleakClient, BleakScanner
-from bleak.backends.characteristic import BleakGATTCharacteristic
+from bleak import BleakClient
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakError, BleakGATTProtocolError
 
+from drivers._ble_common import (
+    LOST,
+    SECURITY_ERRORS,
+    BleSessionBase,
+    disconnect,
+    find_device,
+    link_failure,
+)
 from drivers.dexcom_g6.cancellation import honour_cancellation
 from drivers.dexcom_g6.convert import Skip, parse_session, to_reading
 from drivers.dexcom_g6.options import G6Options
 from gatewayd.driver import DeviceContext
-from gatewayd.errors import DeviceError, DeviceNotFound, DeviceRefused, LinkLost
+from gatewayd.errors import DeviceError, DeviceRefused, LinkLost
 from gatewayd.models import DeviceIdentity, Reading
-from gatewayd.transport.ble import BleConfig, establish, scanner_kwargs
+from gatewayd.transport.ble import BleConfig, establish
 from protocols.dexcom_g6 import (
     AUTHENTICATION,
     BACKFILL,
@@ -70,10 +75,6 @@ T = TypeVar("T")
 RESPONSE_TIMEOUT: Final = 10.0
 #: Seconds for OS pairing after the bond request (CGMBLEKit waits 15 s, protocols.md §2.4).
 BOND_TIMEOUT: Final = 15.0
-#: Seconds for our own disconnect when the session closes.
-CLOSE_TIMEOUT: Final = 5.0
-#: ATT errors that mean "bond first": insufficient authentication / encryption / key size.
-SECURITY_ERRORS: Final = frozenset({0x05, 0x0F, 0x0C})
 #: The most records one backfill can carry: 255 frames (1-byte index) x 18 payload bytes,
 #: minus the 4-byte header, in 8-byte records (§2.6).
 MAX_BACKFILL_RECORDS: Final = (255 * 18 - 4) // 8
@@ -82,7 +83,6 @@ BACKFILL_ATTEMPTS: Final = 2
 #: A backfill whose first record comes later than this after the start asked for (1.5
 #: measurement intervals) did not reach back that far: the transmitter's memory ended.
 BACKFILL_SLACK_S: Final = 450
-_LOST: Final = object()  # queue item: the link dropped
 
 
 @dataclass(slots=True)
@@ -103,17 +103,16 @@ class _Run:
     yielded: set[int] = field(default_factory=set)
 
 
-class DexcomG6Session:
+class DexcomG6Session(BleSessionBase):
     """One connection to one G5/G6 transmitter (see the module docstring)."""
 
     def __init__(self, ctx: DeviceContext[G6Options]) -> None:
+        super().__init__()
         self.identity: DeviceIdentity | None = None
         self._ctx = ctx
         self._options = ctx.options
         self._log = ctx.log.bind(transmitter=ctx.options.transmitter_id)
         self._name = advertised_name(ctx.options.transmitter_id)
-        self._client: BleakClient | None = None
-        self._queue: asyncio.Queue[object] = asyncio.Queue()
         self._paired = False
         self._control_ready = False
 
@@ -149,27 +148,11 @@ class DexcomG6Session:
                 device=self._ctx.device_id,
             )
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._close()
-
     async def _close(self) -> None:
         client, self._client = self._client, None
         if client is not None and client.is_connected:
-            with contextlib.suppress(BleakError, TimeoutError):
-                async with asyncio.timeout(CLOSE_TIMEOUT):
-                    await client.disconnect()
+            await disconnect(client)
             honour_cancellation()
-
-    def _on_disconnect(self, _client: BleakClient) -> None:
-        self._queue.put_nowait(_LOST)
-
-    def _on_value(self, characteristic: BleakGATTCharacteristic, data: bytearray) -> None:
-        self._queue.put_nowait((characteristic.uuid, bytes(data)))
 
     def _matches(self, device: BLEDevice, adv: AdvertisementData) -> bool:
         address = self._options.address
@@ -178,24 +161,16 @@ class DexcomG6Session:
         return (adv.local_name or device.name) == self._name
 
     async def _find(self, cfg: BleConfig) -> BLEDevice:
-        timeout = self._options.scan_timeout
         try:
-            device = await BleakScanner.find_device_by_filter(
-                self._matches, timeout=timeout, **scanner_kwargs(cfg)
+            return await find_device(
+                self._matches,
+                cfg,
+                timeout=self._options.scan_timeout,
+                wanted=self._name,
+                device_id=self._ctx.device_id,
             )
         except BleakError as exc:
             raise DeviceError(f"scanning failed: {exc}", device=self._ctx.device_id) from exc
-        if device is None:
-            raise DeviceNotFound(
-                f"{self._name} did not advertise within {timeout:g} s",
-                device=self._ctx.device_id,
-            )
-        return device
-
-    def _require(self) -> BleakClient:
-        if self._client is None:
-            raise RuntimeError("readings() outside `async with`")
-        return self._client
 
     async def _gatt(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
         """One GATT operation; pairs and tries once more when the transmitter asks for it."""
@@ -216,10 +191,7 @@ class DexcomG6Session:
                     ) from exc
                 await self._pair(f"ATT 0x{code:02x} on {what}")
             except (BleakError, TimeoutError) as exc:
-                client = self._client
-                if client is None or not client.is_connected:
-                    raise LinkLost(f"{what}: the link dropped", device=device) from exc
-                raise DeviceError(f"{what}: {exc or 'no answer'}", device=device) from exc
+                raise link_failure(self._client, what, exc, device=device) from exc
 
     async def _pair(self, reason: str) -> None:
         client = self._require()
@@ -299,7 +271,7 @@ class DexcomG6Session:
                     "the transmitter went silent", device=self._ctx.device_id
                 ) from None
             return events
-        if item is _LOST:
+        if item is LOST:
             raise LinkLost(
                 "the transmitter dropped the link before the readings were complete",
                 device=self._ctx.device_id,

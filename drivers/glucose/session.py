@@ -24,24 +24,29 @@ while `bond = "never"` is `DeviceRefused`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Final, Self, TypeVar
 
-from bleak import BleakClient, BleakScanner
-from bleak.backends.characteristic import BleakGATTCharacteristic
+from bleak import BleakClient
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 from bleak.exc import BleakError, BleakGATTProtocolError
 
+from drivers._ble_common import (
+    LOST,
+    SECURITY_ERRORS,
+    BleSessionBase,
+    find_device,
+    gatt_text,
+    link_failure,
+)
 from drivers.glucose.convert import SESSION, Skip, to_reading
 from drivers.glucose.options import GlucoseOptions
 from gatewayd.driver import DeviceContext
-from gatewayd.errors import DeviceError, DeviceNotFound, DeviceRefused, LinkLost
+from gatewayd.errors import DeviceError, DeviceRefused, LinkLost
 from gatewayd.models import DeviceIdentity, Reading
-from gatewayd.transport.ble import BleConfig, establish, scanner_kwargs
+from gatewayd.transport.ble import BleConfig, establish
 from protocols.gatt import (
     FIRMWARE_REVISION,
     MANUFACTURER_NAME,
@@ -74,10 +79,6 @@ T = TypeVar("T")
 
 #: Seconds one GATT operation, or the silence within a RACP report, may take.
 RESPONSE_TIMEOUT: Final = 30.0
-#: Seconds for our own disconnect when the session closes.
-CLOSE_TIMEOUT: Final = 5.0
-#: ATT errors that mean "bond first": insufficient authentication / encryption / key size.
-SECURITY_ERRORS: Final = frozenset({0x05, 0x0F, 0x0C})
 #: RACP answers to "records >= n" after which all records are asked for instead.
 FILTER_REFUSED: Final = frozenset(
     {
@@ -87,7 +88,6 @@ FILTER_REFUSED: Final = frozenset(
         RacpResponseCode.OPERAND_NOT_SUPPORTED,
     }
 )
-_LOST: Final = object()  # queue item: the link dropped
 #: Times one session asks for records again after rejected ones.
 MAX_ASKS: Final = 4
 
@@ -105,22 +105,17 @@ def rejected_seq(data: bytes) -> int | None:
     return int.from_bytes(data[1:3], "little") if len(data) >= 3 else None
 
 
-def _text(value: bytes | bytearray) -> str:
-    return bytes(value).decode("utf-8", "replace").strip("\x00 \r\n")
-
-
-class GlucoseSession:
+class GlucoseSession(BleSessionBase):
     """One connection to one glucose meter (see the module docstring)."""
 
     def __init__(self, ctx: DeviceContext[GlucoseOptions]) -> None:
+        super().__init__()
         self.identity: DeviceIdentity | None = None
         self._asked: set[int] = set()  # where records were asked for again
         self._seen: set[int] = set()  # sequence numbers yielded (or not wanted)
         self._ctx = ctx
         self._options = ctx.options
         self._log = ctx.log
-        self._client: BleakClient | None = None
-        self._queue: asyncio.Queue[object] = asyncio.Queue()
         self._paired = False
         self._address = ""
         self._tz = ctx.options.zone()
@@ -145,24 +140,6 @@ class GlucoseSession:
             raise
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._close()
-
-    async def _close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None and client.is_connected:
-            with contextlib.suppress(BleakError, TimeoutError):
-                async with asyncio.timeout(CLOSE_TIMEOUT):
-                    await client.disconnect()
-
-    def _on_disconnect(self, _client: BleakClient) -> None:
-        self._queue.put_nowait(_LOST)
-
     def _matches(self, device: BLEDevice, adv: AdvertisementData) -> bool:
         opts = self._options
         if opts.address is not None and device.address.upper() != opts.address:
@@ -173,22 +150,18 @@ class GlucoseSession:
 
     async def _find(self, cfg: BleConfig) -> BLEDevice:
         opts = self._options
-        kwargs = scanner_kwargs(cfg)
-        if opts.address is None and opts.name is None:
-            kwargs["service_uuids"] = [GLUCOSE_SERVICE]
+        any_meter = opts.address is None and opts.name is None
         try:
-            device = await BleakScanner.find_device_by_filter(
-                self._matches, timeout=opts.scan_timeout, **kwargs
+            return await find_device(
+                self._matches,
+                cfg,
+                timeout=opts.scan_timeout,
+                wanted=opts.address or opts.name or "a Glucose Service meter",
+                device_id=self._ctx.device_id,
+                **({"service_uuids": [GLUCOSE_SERVICE]} if any_meter else {}),
             )
         except BleakError as exc:
             raise DeviceError(f"scanning failed: {exc}", device=self._ctx.device_id) from exc
-        if device is None:
-            wanted = opts.address or opts.name or "a Glucose Service meter"
-            raise DeviceNotFound(
-                f"{wanted} did not advertise within {opts.scan_timeout:g} s",
-                device=self._ctx.device_id,
-            )
-        return device
 
     async def _prepare(self, client: BleakClient) -> None:
         # Not DeviceRefused: BlueZ may discover a service list partly (a stale cache); the next
@@ -216,9 +189,6 @@ class GlucoseSession:
             f"subscribe {uuid[4:8]}", lambda: client.start_notify(uuid, self._on_value)
         )
 
-    def _on_value(self, characteristic: BleakGATTCharacteristic, data: bytearray) -> None:
-        self._queue.put_nowait((characteristic.uuid, bytes(data)))
-
     async def _read_identity(self, client: BleakClient) -> DeviceIdentity:
         async def read(uuid: str, *, required: bool = False) -> str | None:
             if client.services.get_characteristic(uuid) is None:
@@ -229,7 +199,7 @@ class GlucoseSession:
                 if required:
                     raise
                 return None
-            return _text(value) or None
+            return gatt_text(value) or None
 
         serial = await read(SERIAL_NUMBER, required=True)
         if serial is None:
@@ -255,10 +225,7 @@ class GlucoseSession:
                     raise AttError(f"{what}: {exc}", code, device=device) from exc
                 await self._pair(what, code)
             except (BleakError, TimeoutError) as exc:
-                client = self._client
-                if client is None or not client.is_connected:
-                    raise LinkLost(f"{what}: the link dropped", device=device) from exc
-                raise DeviceError(f"{what}: {exc or 'no answer'}", device=device) from exc
+                raise link_failure(self._client, what, exc, device=device) from exc
 
     async def _pair(self, what: str, code: int) -> None:
         device = self._ctx.device_id
@@ -355,7 +322,7 @@ class GlucoseSession:
                 state.end = True
                 return []
             return collector.timeout()
-        if item is _LOST:
+        if item is LOST:
             if not state.complete:
                 raise LinkLost(
                     "the meter dropped the link during the transfer", device=self._ctx.device_id
