@@ -12,7 +12,6 @@ import contextlib
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -23,10 +22,12 @@ from gatewayd.driver import DriverPlugin
 from gatewayd.errors import PluginError
 from gatewayd.health.watchdog import Watchdog, WatchdogOptions
 from gatewayd.publisher import Publisher
+from gatewayd.recovery import FullDiskOptions
 from gatewayd.registry import load
-from gatewayd.services import ServiceContext, ServiceSpec, parse_all
-from gatewayd.store import Store
+from gatewayd.services import Service, ServiceContext, ServiceSpec, parse_all
+from gatewayd.store import Store, StoreFull
 from gatewayd.supervisor import Device, Supervisor
+from gatewayd.timesync import Timekeeper, TimeSyncOptions
 
 #: How often old history is pruned.
 _PRUNE_EVERY_S = 3600.0
@@ -78,7 +79,13 @@ class Daemon:
     """The running gateway."""
 
     def __init__(
-        self, plan: Plan, *, flush_timeout: float = 5.0, watchdog: WatchdogOptions | None = None
+        self,
+        plan: Plan,
+        *,
+        flush_timeout: float = 5.0,
+        watchdog: WatchdogOptions | None = None,
+        timesync: TimeSyncOptions | None = None,
+        full_disk: FullDiskOptions | None = None,
     ) -> None:
         cfg = plan.config
         self.log = structlog.get_logger().bind(component="daemon", hub=cfg.hub.id)
@@ -86,7 +93,10 @@ class Daemon:
             cfg.store.path,
             retention_days=cfg.store.retention_days,
             synchronous=cfg.store.synchronous,
+            recover_corrupt=True,  # a corrupt store is moved aside: never a restart loop
         )
+        #: Whether the hub's clock is trusted; holds and re-dates readings until it is.
+        self.timekeeper = Timekeeper(self.store, timesync)
         self.publisher = Publisher(
             cfg.mqtt, cfg.hub.id, self.store, backoff=Backoff(cfg.supervisor.backoff_min, 60.0)
         )
@@ -94,7 +104,14 @@ class Daemon:
             Device(device_id, plugin, options) for device_id, plugin, options in plan.devices
         ]
         self.supervisor = Supervisor(
-            devices, self.store, self.publisher, cfg.supervisor, ble=plan.ble
+            devices,
+            self.store,
+            self.publisher,
+            cfg.supervisor,
+            clock=self.timekeeper.wall,
+            ble=plan.ble,
+            timekeeper=self.timekeeper,
+            full_disk=full_disk,
         )
         self.ble = plan.ble
         context = ServiceContext(
@@ -126,6 +143,7 @@ class Daemon:
             devices=len(self.supervisor.devices),
             broker=self.publisher.config.url,
             outbox=self.store.outbox_depth(),
+            held_for_clock=self.store.held_depth(),
         )
         try:
             async with self._radio(), asyncio.TaskGroup() as tasks:
@@ -134,7 +152,9 @@ class Daemon:
                 pruning = tasks.create_task(self._prune_forever(), name="prune")
                 watching = tasks.create_task(self.watchdog.run(), name="watchdog")
                 background = [
-                    tasks.create_task(service.run(), name=f"service:{type(service).__name__}")
+                    tasks.create_task(
+                        self._run_service(service), name=f"service:{type(service).__name__}"
+                    )
                     for service in self.services
                 ]
                 if on_ready is not None:
@@ -145,6 +165,7 @@ class Daemon:
                 for task in (supervising, pruning, watching, *background):
                     task.cancel()
                 await asyncio.wait([supervising, pruning, watching, *background])
+                self.supervisor.intake.close()
                 self.supervisor.mark_stopped()
                 self.publisher.stop()
                 done, _ = await asyncio.wait([publishing], timeout=self.flush_timeout)
@@ -167,9 +188,34 @@ class Daemon:
 
     async def _prune_forever(self) -> None:
         while True:
-            deleted, undelivered = self.store.prune(datetime.now(UTC))
-            if deleted:
-                self.log.info("store_pruned", deleted=deleted)
-            if undelivered:
-                self.log.warning("store_pruned_undelivered", count=undelivered)
+            self._prune()
             await asyncio.sleep(_PRUNE_EVERY_S)
+
+    def _prune(self) -> None:
+        """Prune by the wall clock, only while it is trusted: a clock years ahead would
+        otherwise delete the whole history (gatewayd.timesync)."""
+        if not self.timekeeper.trusted:
+            return
+        try:
+            deleted, undelivered = self.store.prune(self.timekeeper.wall())
+        except StoreFull:
+            self.log.warning("store_prune_deferred", reason="store full")
+            return
+        if deleted:
+            self.log.info("store_pruned", deleted=deleted)
+        if undelivered:
+            self.log.warning("store_pruned_undelivered", count=undelivered)
+
+    async def _run_service(self, service: Service) -> None:
+        """A service's `run()`, restarted after a full disk stopped it (instead of the daemon:
+        a restart would lose the readings waiting in memory, gatewayd.recovery)."""
+        while True:
+            try:
+                await service.run()
+            except StoreFull as exc:
+                self.log.error(  # noqa: TRY400 - expected on a full disk: no traceback needed
+                    "service_store_full", service=type(service).__name__, error=str(exc)
+                )
+                await asyncio.sleep(self.supervisor.intake.options.retry_s)
+            else:
+                return

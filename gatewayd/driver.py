@@ -31,6 +31,8 @@ if TYPE_CHECKING:  # the BLE transport imports bleak: only BLE drivers pay for i
     from gatewayd.transport.ble import BleConfig
 
 Transport = Literal["ble", "serial", "virtual"]
+#: Where a driver's reading times come from (`DriverPlugin.time_base`).
+TimeBase = Literal["hub", "device"]
 OptionsT = TypeVar("OptionsT")
 
 #: How many bytes of a dropped packet are logged as hex (a whole notification fits).
@@ -124,6 +126,12 @@ class DriverPlugin(Generic[OptionsT]):
     open: Callable[[DeviceContext[OptionsT]], DriverSession]
     match: DeviceMatch = DeviceMatch()
     expected_interval: Callable[[OptionsT], float | None] | None = None
+    #: Optional: where a reading's `time` comes from. "hub": the hub's clock (`ctx.now()`)
+    #: minus the age the device reports (CGM sensors: offsets from a session start). "device":
+    #: the device's own calendar clock (a receiver's or a meter's RTC). Readings received
+    #: before the hub's clock is synchronised get `received` re-dated once it is, and `time`
+    #: too only for "hub" (gatewayd.timesync).
+    time_base: TimeBase = "hub"
 
     @property
     def summary(self) -> str:

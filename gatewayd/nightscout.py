@@ -274,7 +274,11 @@ class Nightscout:
         self._cursor, self._floor = self._load_cursor()
         #: Unconfirmed readings of the uploaded devices (only "?" placeholders are formatted in).
         marks = ",".join("?" * len(options.devices))
-        self._where = f"FROM readings WHERE rowid > ? AND time_ms >= ? AND device IN ({marks})"
+        # Readings held for an unsynchronised clock (and all after them) wait until re-dated.
+        self._where = (
+            f"FROM readings WHERE rowid > ? AND time_ms >= ? AND device IN ({marks}) "  # noqa: S608
+            "AND rowid < (SELECT coalesce(min(rowid), 9223372036854775807) FROM clock_hold)"
+        )
 
     def on_reading(self, reading: Reading) -> None:
         """A new reading is stored: upload it soon."""

@@ -29,7 +29,7 @@ from gatewayd.backoff import Backoff
 from gatewayd.config import MqttConfig
 from gatewayd.records import reading_payload, reading_payload_json, to_record
 from gatewayd.status import DeviceStatus
-from gatewayd.store import PendingRow, Store
+from gatewayd.store import PendingRow, Store, StoreFull
 from gatewayd.topics import Topics
 
 #: Rows read from the store per query while draining (bounded memory during a long replay).
@@ -120,6 +120,9 @@ class Publisher:
         self._state_sent: dict[str, str] = {}  # device -> id of the reading last sent as state
         self._dirty_state: set[str] = set()
         self._subscriptions: dict[str, Callable[[str, bytes], None]] = {}
+        #: Messages acknowledged by the broker that a full disk kept us from deleting.
+        self._sent_messages: set[int] = set()
+        self._acks_held = False
 
     # -- inputs from the rest of the daemon ------------------------------------------------
 
@@ -270,13 +273,33 @@ class Publisher:
                         self.log.exception("subscription_handler_failed", topic=str(message.topic))
 
     async def _publish_messages(self, client: _Client) -> None:
-        """Queued alerts, summaries and discovery configs, oldest first, each until PUBACK."""
-        while messages := self.store.pending_messages(_BATCH):
+        """Queued alerts, summaries and discovery configs, oldest first, each until PUBACK.
+
+        A message the broker acknowledged but a full disk keeps in the store is not sent again;
+        it is deleted once the disk has room (gatewayd.recovery).
+        """
+        self._forget_sent_messages()
+        while messages := [
+            m
+            for m in self.store.pending_messages(_BATCH + len(self._sent_messages))
+            if m.rowid not in self._sent_messages
+        ]:
             for message in messages:
                 await client.publish(message.topic, message.payload, qos=1, retain=message.retain)
                 if client.refused:
                     raise BrokerRefused(f"broker refused a publish: {client.refused[0]}")
-                self.store.delete_message(message.rowid)
+                try:
+                    self.store.delete_message(message.rowid)
+                except StoreFull:
+                    self._sent_messages.add(message.rowid)
+
+    def _forget_sent_messages(self) -> None:
+        for rowid in sorted(self._sent_messages):
+            try:
+                self.store.delete_message(rowid)
+            except StoreFull:
+                return
+            self._sent_messages.discard(rowid)
 
     async def _idle(self, window: asyncio.Semaphore) -> None:
         """Wait for the in-flight window to empty, then persist the acknowledgements."""
@@ -306,7 +329,19 @@ class Publisher:
     def _flush_acks(self) -> None:
         if self._acked:
             acked, self._acked = self._acked, []
-            self.store.mark_delivered(acked)
+            try:
+                self.store.mark_delivered(acked)
+            except StoreFull:
+                # A full disk: the rows stay in the outbox and the acknowledgements in memory
+                # until it has room (a crash meanwhile only sends them again, same ids).
+                self._acked = acked + self._acked
+                if not self._acks_held:
+                    self._acks_held = True
+                    self.log.warning("acks_held_store_full", count=len(self._acked))
+                return
+            if self._acks_held:
+                self._acks_held = False
+                self.log.info("acks_written", count=len(acked))
 
     async def _publish_statuses(self, client: aiomqtt.Client) -> None:
         """Retained device statuses that changed since they were last sent."""
@@ -319,7 +354,7 @@ class Publisher:
         """Retained `state` (newest reading) of devices whose newest reading changed."""
         while self._dirty_state:
             device = self._dirty_state.pop()
-            latest = self.store.latest(device)
+            latest = self.store.latest(device, publishable=True)  # not one held for the clock
             if latest is None or self._state_sent.get(device) == latest.id:
                 continue
             payload = reading_payload(

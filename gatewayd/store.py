@@ -54,11 +54,17 @@ CREATE TABLE IF NOT EXISTS clock_hold (
     received_mono REAL NOT NULL
 );
 """
-#: Outbox rows at or after the oldest held reading wait: publishing stays in order.
-_BARRIER = "(SELECT coalesce(min(rowid), 9223372036854775807) FROM clock_hold)"
+
+_LATEST = "SELECT record FROM readings WHERE device = ? ORDER BY time_ms DESC, rowid DESC LIMIT 1"
+_LATEST_PUBLISHABLE = (
+    "SELECT record FROM readings WHERE device = ? AND rowid NOT IN (SELECT rowid FROM clock_hold) "
+    "ORDER BY time_ms DESC, rowid DESC LIMIT 1"
+)
+#: `_held_from()` when no reading is held for the clock.
+_NO_HOLD = 2**63 - 1
 
 
-class StoreFull(StoreError):
+class StoreFull(StoreError):  # noqa: N818 - reads as the condition it reports
     """The disk (or the filesystem's quota) is full: SQLITE_FULL; see gatewayd.recovery."""
 
 
@@ -103,31 +109,54 @@ class Store:
     """The SQLite store of one hub."""
 
     def __init__(
-        self, path: Path, *, retention_days: float = 90.0, synchronous: str = "full"
+        self,
+        path: Path,
+        *,
+        retention_days: float = 90.0,
+        synchronous: str = "full",
+        recover_corrupt: bool = False,
     ) -> None:
+        """Open (or create) the store. With `recover_corrupt` (the daemon does), the file is
+        checked with `PRAGMA quick_check` and a corrupt one is moved aside for a fresh store
+        (gatewayd.storefile); other commands never move the daemon's file."""
         self.path = path
         self.retention = timedelta(days=retention_days)
+        self._synchronous = synchronous.upper()
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if not path.exists():
-                # Health data: the store is readable by the daemon's user only.
-                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._synchronous = synchronous.upper()
-            self._db.execute(f"PRAGMA synchronous={self._synchronous}")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(_DDL)
-            self._db.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(_SCHEMA_VERSION),)
-            )
+            self._db = self._connect(check=recover_corrupt)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open store {path}: {exc}") from exc
 
-    def close(self) -> None:
-        """Checkpoint and close."""
+    def _connect(self, *, check: bool) -> sqlite3.Connection:
+        if not self.path.exists():
+            # Health data: the store is readable by the daemon's user only.
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            if check:
+                quick_check(db)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={self._synchronous}")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(_DDL)
+            db.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(_SCHEMA_VERSION),)
+            )
+        except BaseException as exc:
+            if check and is_corrupt(exc):
+                move_aside(self.path, exc)  # before closing, which would delete the -wal
+                db.close()
+                return self._connect(check=False)
+            db.close()
+            raise
+        return db
+
+    def close(self) -> None:
+        """Checkpoint and close (a checkpoint a full disk refuses is left to the next open)."""
+        try:
+            with contextlib.suppress(sqlite3.OperationalError):
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             self._db.close()
 
@@ -143,14 +172,27 @@ class Store:
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
-            raise StoreError(f"store {self.path}: {exc}") from exc
+            # A COMMIT refused with SQLITE_FULL can leave the transaction open, and every
+            # later BEGIN would fail: roll it back. SQLITE_FULL raises `StoreFull`.
+            self._rollback()
+            raise _error(self.path, exc) from exc
 
-    def add(self, reading: Reading) -> bool:
-        """Store a reading and queue it for publishing; False if its id was already stored."""
+    def _rollback(self) -> None:
+        with contextlib.suppress(sqlite3.Error):  # ProgrammingError too: a closed store
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+
+    def add(self, reading: Reading, *, hold: Hold | None = None) -> bool:
+        """Store a reading and queue it for publishing; False if its id was already stored.
+
+        With `hold` (the hub's clock is not trustworthy yet) the row also enters `clock_hold`:
+        the publisher does not see it, nor anything after it, until gatewayd.timesync corrects
+        its time and releases it.
+        """
         with self.transaction() as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO readings (id, device, time_ms, record) VALUES (?, ?, ?, ?)",
@@ -159,6 +201,11 @@ class Store:
             if cur.rowcount != 1:
                 return False
             db.execute("INSERT INTO outbox (rowid) VALUES (?)", (cur.lastrowid,))
+            if hold is not None:
+                db.execute(
+                    "INSERT INTO clock_hold (rowid, boot_id, received_mono) VALUES (?, ?, ?)",
+                    (cur.lastrowid, hold.boot_id, hold.received_mono),
+                )
             return True
 
     def ensure_schema(self, ddl: str) -> None:
@@ -211,11 +258,11 @@ class Store:
             db.execute("DELETE FROM messages WHERE rowid = ?", (rowid,))
 
     def pending(self, limit: int, after: int = 0) -> list[PendingRow]:
-        """Undelivered rows after rowid `after`, oldest first."""
+        """Undelivered rows after rowid `after`, oldest first, up to the oldest held one."""
         rows = self._db.execute(
             "SELECT o.rowid, r.device, r.record FROM outbox o JOIN readings r USING (rowid) "
-            "WHERE o.rowid > ? ORDER BY o.rowid LIMIT ?",
-            (after, limit),
+            "WHERE o.rowid > ? AND o.rowid < ? ORDER BY o.rowid LIMIT ?",
+            (after, self._held_from(), limit),
         ).fetchall()
         return [PendingRow(rowid, device, record) for rowid, device, record in rows]
 
@@ -237,15 +284,32 @@ class Store:
                 self._db.execute(f"PRAGMA synchronous={self._synchronous}")
 
     def outbox_depth(self) -> int:
-        """How many readings wait for the broker."""
-        (count,) = self._db.execute("SELECT count(*) FROM outbox").fetchone()
+        """How many readings wait for the broker (not those held for the clock: `held_depth`)."""
+        barrier = self._held_from()
+        if barrier == _NO_HOLD:  # the common case: count(*) of the whole table is O(1)-ish
+            (count,) = self._db.execute("SELECT count(*) FROM outbox").fetchone()
+        else:
+            (count,) = self._db.execute(
+                "SELECT count(*) FROM outbox WHERE rowid < ?", (barrier,)
+            ).fetchone()
         return int(count)
 
-    def latest(self, device: str) -> Reading | None:
-        """The newest stored reading of a device, by measured time."""
+    def _held_from(self) -> int:
+        """The rowid of the oldest reading held for the clock: the outbox is published up to
+        it, so publishing stays in order (`_NO_HOLD` when none is held)."""
+        (rowid,) = self._db.execute("SELECT min(rowid) FROM clock_hold").fetchone()
+        return _NO_HOLD if rowid is None else int(rowid)
+
+    def held_depth(self) -> int:
+        """How many readings wait for the hub's clock to be corrected (gatewayd.timesync)."""
+        (count,) = self._db.execute("SELECT count(*) FROM clock_hold").fetchone()
+        return int(count)
+
+    def latest(self, device: str, *, publishable: bool = False) -> Reading | None:
+        """The newest stored reading of a device, by measured time (with `publishable`, not
+        one held for the clock, whose time is not yet trustworthy)."""
         row = self._db.execute(
-            "SELECT record FROM readings WHERE device = ? ORDER BY time_ms DESC, rowid DESC "
-            "LIMIT 1",
+            _LATEST_PUBLISHABLE if publishable else _LATEST,
             (device,),
         ).fetchone()
         return decode_record(row[0]) if row else None
@@ -277,18 +341,24 @@ class Store:
         """Delete readings older than the retention period; returns (deleted, of them undelivered).
 
         Undelivered rows that old are deleted too: the store must never grow without bound,
-        and the caller logs how many never reached the broker.
+        and the caller logs how many never reached the broker. Readings held for the clock are
+        kept: their time is not known yet.
         """
         cutoff = _ms(now - self.retention)
         with self.transaction() as db:
             (undelivered,) = db.execute(
-                "SELECT count(*) FROM outbox WHERE rowid IN "
-                "(SELECT rowid FROM readings WHERE time_ms < ?)",
+                "SELECT count(*) FROM outbox WHERE rowid IN (SELECT rowid FROM readings "
+                "WHERE time_ms < ? AND rowid NOT IN (SELECT rowid FROM clock_hold))",
                 (cutoff,),
             ).fetchone()
             db.execute(
-                "DELETE FROM outbox WHERE rowid IN (SELECT rowid FROM readings WHERE time_ms < ?)",
+                "DELETE FROM outbox WHERE rowid IN (SELECT rowid FROM readings "
+                "WHERE time_ms < ? AND rowid NOT IN (SELECT rowid FROM clock_hold))",
                 (cutoff,),
             )
-            deleted = db.execute("DELETE FROM readings WHERE time_ms < ?", (cutoff,)).rowcount
+            deleted = db.execute(
+                "DELETE FROM readings WHERE time_ms < ? "
+                "AND rowid NOT IN (SELECT rowid FROM clock_hold)",
+                (cutoff,),
+            ).rowcount
         return deleted, int(undelivered)

@@ -1,4 +1,4 @@
-"""The store's files on disk: the integrity check at open, moving a corrupt store aside, the reserve.
+"""The store's files on disk: the check at open, moving a corrupt store aside, the reserve.
 
 - `quick_check(db)`: SQLite's `PRAGMA quick_check` (page structure, record formats, NOT NULL and
   UNIQUE; not the index-to-table cross-check, which is what makes `integrity_check` slow).

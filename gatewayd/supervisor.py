@@ -25,8 +25,10 @@ from gatewayd.driver import DeviceContext, DriverPlugin
 from gatewayd.errors import DeviceError, StoreError
 from gatewayd.models import Reading
 from gatewayd.publisher import Publisher
+from gatewayd.recovery import FULL_REASON, FullDiskOptions, Intake, Outcome
 from gatewayd.status import DeviceStatus, LinkState
-from gatewayd.store import Store
+from gatewayd.store import Hold, Store, StoreFull
+from gatewayd.timesync import Timekeeper
 
 
 @dataclass(slots=True)
@@ -66,6 +68,8 @@ class Supervisor:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         ble: Any = None,
+        timekeeper: Timekeeper | None = None,
+        full_disk: FullDiskOptions | None = None,
     ) -> None:
         self.devices = devices
         self.store = store
@@ -75,13 +79,31 @@ class Supervisor:
         #: The hub's BleConfig, handed to every driver session (None: BlueZ defaults).
         self.ble = ble
         #: Called with every newly stored reading (alerts, summaries, sinks); must not block.
+        #: Readings held for the hub's clock reach them once re-dated (gatewayd.timesync).
         self.listeners: list[Callable[[Reading], None]] = []
+        #: The clock policy of the accept step (None: the wall clock is taken as it is).
+        self.timekeeper = timekeeper
+        if timekeeper is not None:
+            timekeeper.device_clock.update(
+                d.plugin.name for d in devices if getattr(d.plugin, "time_base", "hub") == "device"
+            )
+        #: Stores every reading; holds them in memory while the disk is full.
+        self.intake = Intake(
+            store, full_disk, on_stored=self._stored, on_full=self._store_full_changed
+        )
+        self._by_id = {device.id: device for device in devices}
+        self.log = structlog.get_logger().bind(component="supervisor")
 
     async def run(self) -> None:
-        """Run every device loop until cancelled."""
+        """Run every device loop until cancelled (the clock is judged once before any)."""
+        if self.timekeeper is not None:
+            self._released(self.timekeeper.poll())
         async with asyncio.TaskGroup() as tasks:
             for device in self.devices:
                 tasks.create_task(self._loop(device), name=f"device:{device.id}")
+            tasks.create_task(self.intake.run(), name="store-intake")
+            if self.timekeeper is not None:
+                tasks.create_task(self.timekeeper.run(self._released), name="timekeeper")
 
     def mark_stopped(self) -> None:
         """Report every device as cleanly stopped (after `run()` was cancelled)."""
@@ -95,6 +117,8 @@ class Supervisor:
         reason: str | None = None,
         retry_in: float | None = None,
     ) -> None:
+        if state is LinkState.CONNECTED and reason is None and self.intake.full:
+            reason = FULL_REASON
         device.status = DeviceStatus(
             device.id, device.plugin.name, state, self.clock(), reason, retry_in
         )
@@ -157,16 +181,58 @@ class Supervisor:
         device.received += 1
         if reading.device != device.id:
             raise DeviceError(f"driver produced a reading for {reading.device!r}", device=device.id)
-        if self.store.add(reading):
-            device.stored += 1
-            self.publisher.notify()
-            log.debug("reading_stored", seq=reading.seq, backfilled=reading.backfilled)
-            for listener in self.listeners:
-                try:
-                    listener(reading)
-                except StoreError:
-                    raise
-                except Exception:
-                    log.exception("reading_listener_failed", listener=repr(listener))
-        else:
+        hold = None
+        if self.timekeeper is not None:
+            reading, hold = self.timekeeper.place(reading)
+        outcome = self.intake.put(reading, hold)
+        if outcome is Outcome.DUPLICATE:
             log.debug("reading_duplicate", seq=reading.seq)
+        elif outcome is Outcome.QUEUED:
+            log.debug("reading_queued", seq=reading.seq, queued=self.intake.queued())
+
+    def _stored(self, reading: Reading, hold: Hold | None) -> None:
+        """A reading landed in the store (now, or later after a full disk)."""
+        device = self._by_id.get(reading.device)
+        if device is not None:
+            device.stored += 1
+        self.publisher.notify()
+        self.log.debug(
+            "reading_stored",
+            device=reading.device,
+            seq=reading.seq,
+            backfilled=reading.backfilled,
+            held=hold is not None,
+        )
+        if hold is None:
+            self._tell_listeners(reading)
+
+    def _released(self, readings: list[Reading]) -> None:
+        """Readings held for the clock were re-dated: publish them, then tell the services."""
+        if not readings:
+            return
+        self.publisher.notify()
+        for reading in readings:
+            self._tell_listeners(reading)
+
+    def _tell_listeners(self, reading: Reading) -> None:
+        for listener in self.listeners:
+            try:
+                listener(reading)
+            except StoreFull:
+                # The reading is stored; a service that cannot write now must not stop the
+                # daemon (a restart would lose what waits in memory).
+                self.log.warning(
+                    "reading_listener_store_full", listener=repr(listener), device=reading.device
+                )
+            except StoreError:
+                raise
+            except Exception:
+                self.log.exception(
+                    "reading_listener_failed", listener=repr(listener), device=reading.device
+                )
+
+    def _store_full_changed(self, full: bool) -> None:
+        """Say on every connected device's status that the store refuses writes (or no more)."""
+        for device in self.devices:
+            if device.status is not None and device.status.state is LinkState.CONNECTED:
+                self._report(device, LinkState.CONNECTED, FULL_REASON if full else None)

@@ -66,4 +66,5 @@ plugin: DriverPlugin[GlucoseOptions] = DriverPlugin(
     parse_options=parse_options,
     open=GlucoseSession,
     match=DeviceMatch(ble_service_uuids=(GLUCOSE_SERVICE,)),
+    time_base="device",  # times come from the device's own clock, not the hub's
 )
