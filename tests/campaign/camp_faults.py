@@ -29,11 +29,13 @@ import random
 import sqlite3
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,8 @@ from integration_support import (
 SESSION_DAYS = 0.00025
 #: How often the store is polled to time recoveries (s).
 POLL = 0.01
+#: Recoveries slower than this (s) are listed with the kill's wall time, to read the daemon log.
+SLOW = 2.0
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -206,6 +210,10 @@ class KillReport:
     #: restart -> first reading stored, for restarts that lived long enough
     first_reading_max_s: float | None = None
     first_reading_p50_s: float | None = None
+    #: recoveries over SLOW s: kill number, its wall time, broker state (read the daemon log)
+    slow_recoveries: list[dict[str, Any]] = field(default_factory=list)
+    #: the campaign's own worst lateness against its schedule (a stalled machine shows here)
+    campaign_lag_s: float = 0.0
     terminate_rc: int | None = None
     outbox_after_stop: int | None = None
     wire: WireCheck = field(default_factory=WireCheck)
@@ -233,11 +241,14 @@ class _Recoveries:
     """Times kills and restarts against the store's newest rowid."""
 
     store: Path
-    pending: list[tuple[float, int]] = field(default_factory=list)  # (kill time, top rowid)
+    #: (kill time, top rowid, what to say about it when slow)
+    pending: list[tuple[float, int, dict[str, Any]]] = field(default_factory=list)
     start: tuple[float, int] | None = None  # (restart time, top rowid) not yet served
     recovery: list[float] = field(default_factory=list)
     first_reading: list[float] = field(default_factory=list)
     unserved: int = 0
+    slow: list[dict[str, Any]] = field(default_factory=list)  # recoveries over SLOW seconds
+    lag: float = 0.0  # the campaign's own worst lateness (a stalled machine shows here)
 
     def poll(self) -> None:
         if not self.pending and self.start is None:
@@ -247,21 +258,24 @@ class _Recoveries:
             return
         now = time.monotonic()
         still = []
-        for killed, before in self.pending:
+        for killed, before, about in self.pending:
             if top > before:
                 self.recovery.append(now - killed)
+                if now - killed > SLOW:
+                    self.slow.append(about | {"recovery_s": round(now - killed, 3)})
             else:
-                still.append((killed, before))
+                still.append((killed, before, about))
         self.pending = still
         if self.start is not None and top > self.start[1]:
             self.first_reading.append(now - self.start[0])
             self.start = None
 
-    def killed(self, top: int) -> None:
+    def killed(self, top: int, **about: Any) -> None:
         if self.start is not None:
             self.unserved += 1
             self.start = None
-        self.pending.append((time.monotonic(), top))
+        about["wall"] = datetime.now(UTC).isoformat(timespec="milliseconds")
+        self.pending.append((time.monotonic(), top, about))
 
     def restarted(self, top: int) -> None:
         self.start = (time.monotonic(), top)
@@ -272,6 +286,7 @@ class _Recoveries:
             self.poll()
             await asyncio.sleep(min(POLL, left))
         self.poll()
+        self.lag = max(self.lag, time.monotonic() - deadline)
 
 
 def kill_devices(intervals: tuple[float, ...], *, seed: int) -> dict[str, str]:
@@ -332,7 +347,7 @@ async def kill_campaign(
             await times.sleep(rng.uniform(min_gap, max_gap))
             daemon.kill()
             top = _max_rowid(daemon.store_path) or 0
-            times.killed(top)
+            times.killed(top, kill=report.kills + 1, broker_up=down_until is None)
             daemon.start()
             report.kills += 1
             report.starts += 1
@@ -374,6 +389,8 @@ async def kill_campaign(
     report.duration_s = round(time.monotonic() - began, 1)
     report.outage_s = round(report.outage_s, 1)
     report.killed_before_first_reading = times.unserved
+    report.slow_recoveries = times.slow
+    report.campaign_lag_s = round(times.lag, 3)
     report.recovery_max_s = round(max(times.recovery), 3) if times.recovery else None
     report.recovery_p50_s = _quantile(times.recovery, 0.5)
     report.recovery_p95_s = _quantile(times.recovery, 0.95)
@@ -438,11 +455,14 @@ def _stored_times(daemon: DaemonProcess) -> dict[str, list[float]]:
     """Per device, the measured times (epoch s) of its stored readings, oldest first."""
     if not daemon.store_path.exists():
         return {}
-    db = sqlite3.connect(f"file:{daemon.store_path}?mode=ro", uri=True, timeout=10)
     try:
-        rows = db.execute("SELECT device, time_ms FROM readings ORDER BY rowid").fetchall()
-    finally:
-        db.close()
+        db = sqlite3.connect(f"file:{daemon.store_path}?mode=ro", uri=True, timeout=10)
+        try:
+            rows = db.execute("SELECT device, time_ms FROM readings ORDER BY rowid").fetchall()
+        finally:
+            db.close()
+    except sqlite3.OperationalError:  # the daemon has not created its tables yet
+        return {}
     out: dict[str, list[float]] = defaultdict(list)
     for device, ms in rows:
         out[device].append(ms / 1000)
@@ -485,8 +505,10 @@ async def hour_outage(
         await link.connect()
         daemon.start()
         await wait_until(
-            lambda: all(len(t) >= 3 for t in _stored_times(daemon).values())
-            and len(_stored_times(daemon)) == devices,
+            lambda: (
+                all(len(t) >= 3 for t in _stored_times(daemon).values())
+                and len(_stored_times(daemon)) == devices
+            ),
             30,
             "readings before the outage",
         )
@@ -538,13 +560,9 @@ def _print(title: str, summary: dict[str, Any]) -> None:
         print(f"  {key:30} {value}", flush=True)
 
 
-async def _soak(args: argparse.Namespace) -> int:
-    import tempfile
-
+async def _soak(args: argparse.Namespace, root: Path) -> tuple[int, dict[str, Any]]:
     failures = 0
     results: dict[str, Any] = {}
-    root = Path(args.folder) if args.folder else Path(tempfile.mkdtemp(prefix="gatewayd-soak-"))
-    root.mkdir(parents=True, exist_ok=True)
     print(f"soak folder: {root} (stores, daemon and broker logs)", flush=True)
     if args.kills:
         kills = await kill_campaign(
@@ -570,10 +588,8 @@ async def _soak(args: argparse.Namespace) -> int:
         results[f"outage-{i}"] = outage.summary()
         _print(f"broker down for {args.hours} simulated hour(s)", results[f"outage-{i}"])
         failures += bool(outage.problems())
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     print("RESULT:", "FAIL" if failures else "PASS", flush=True)
-    return 1 if failures else 0
+    return failures, results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -589,7 +605,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, help="random seed (default: random, printed)")
     parser.add_argument("--folder", help="keep the stores and logs here (default: a temp dir)")
     parser.add_argument("--json", help="also write the figures to this file")
-    return asyncio.run(_soak(parser.parse_args(argv)))
+    args = parser.parse_args(argv)
+    root = Path(args.folder) if args.folder else Path(tempfile.mkdtemp(prefix="gatewayd-soak-"))
+    root.mkdir(parents=True, exist_ok=True)
+    failures, results = asyncio.run(_soak(args, root))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

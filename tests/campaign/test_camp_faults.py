@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from camp_faults import hour_outage, kill_campaign
 
 #: Override for a bigger run in the suite, e.g. GATEWAYD_CAMP_KILLS=300 (the soak does 1000).
