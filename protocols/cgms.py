@@ -225,7 +225,7 @@ class CgmMeasurement:
     def parse(cls, record: bytes, order: StatusOctetOrder = StatusOctetOrder.SIG) -> CgmMeasurement:
         """Decode one record (exactly Size bytes) and check its CRC if it has one."""
         record = bytes(record)
-        if not record or record[0] != len(record):
+        if len(record) < 6 or record[0] != len(record):  # Size, Flags, SFLOAT, offset at least
             raise ProtocolError("CGM measurement: Size byte does not match the record", record)
         return _decode(record, 0, io.BytesIO(record), _LAYOUT[order])
 
