@@ -156,6 +156,7 @@ def demo_config(devices: int, speed: float, port: int, store: Path) -> dict[str,
                 "interval": INTERVAL_S,
                 "speed": speed,
                 "history": HISTORY_S,
+                "warmup": 0,  # a demo always shows readings (sensor changes still happen)
                 "seed": n,
             }
             for n in range(1, devices + 1)

@@ -33,7 +33,7 @@ def config_file(folder: Path, broker: Mosquitto, privacy: str) -> Path:
         f'[log]\nformat = "json"\nlevel = "debug"\nprivacy = "{privacy}"\n'
         "[supervisor]\nbackoff_min = 0.2\nbackoff_max = 1.0\n"
         '[[devices]]\ndriver = "simulator"\nid = "sim-p"\ninterval = 60\nhistory = 3600\n'
-        "speed = 1200\ndropout_rate = 0.05\ndropout_readings = 1\n"
+        "speed = 1200\ndropout_rate = 0.05\ndropout_readings = 1\nwarmup = 0\n"
     )
     return path
 
