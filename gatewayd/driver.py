@@ -16,7 +16,7 @@ breaks every third-party driver.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -37,6 +37,10 @@ OptionsT = TypeVar("OptionsT")
 
 #: How many bytes of a dropped packet are logged as hex (a whole notification fits).
 _HEX_LIMIT = 512
+#: How many times a record that arrives damaged is asked for again before it is passed over
+#: (`DeviceContext.record_damaged`). A damage that survives two fresh reads is in the device's
+#: memory, not on the link; more tries only hold good readings back.
+DAMAGED_RETRIES = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +62,32 @@ class DeviceMatch:
     usb_vid_pid: tuple[tuple[int, int], ...] = ()
 
 
+def _nothing() -> None:
+    return None
+
+
+@dataclass(slots=True)
+class DeviceFindings:
+    """What the sessions of one device found about it, kept across its connections.
+
+    The supervisor owns one per device and hands it to every `DeviceContext`; its counters are
+    published in the device `status` payload (`records_unreadable`, `clock_offset_s`), shown by
+    `gatewayd status` and exported as metrics.
+    """
+
+    #: Records passed over because they stayed damaged after `DAMAGED_RETRIES`.
+    unreadable: int = 0
+    #: The device clock minus the hub's clock, in seconds, as last measured (None: unknown,
+    #: or the device has no clock the hub can read).
+    clock_offset_s: float | None = None
+    #: Damaged arrivals per record key not yet passed over.
+    attempts: dict[Hashable, int] = field(default_factory=dict)
+    #: Keys of the records passed over (so each is counted and logged once).
+    passed_over: set[Hashable] = field(default_factory=set)
+    #: Called after a counter changed (the supervisor republishes the device status).
+    changed: Callable[[], None] = _nothing
+
+
 @dataclass(slots=True)
 class DeviceContext(Generic[OptionsT]):
     """Everything a driver session is given for one connection attempt."""
@@ -71,6 +101,8 @@ class DeviceContext(Generic[OptionsT]):
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     #: The hub's `[ble]` table (stack, HCI transport); None means the defaults (BlueZ).
     ble: BleConfig | None = None
+    #: Damaged records and the device clock's offset, kept across connections of the device.
+    findings: DeviceFindings = field(default_factory=DeviceFindings)
 
     def now(self) -> datetime:
         """The hub's wall clock, aware UTC."""
@@ -86,6 +118,59 @@ class DeviceContext(Generic[OptionsT]):
             length=len(data),
             dropped_total=sum(self.dropped.values()),
         )
+
+    def record_damaged(self, key: Hashable, data: bytes, *, position: str, reason: str) -> bool:
+        """One damaged arrival of the record at `key`: True while it should be asked for again,
+        False once it is passed over.
+
+        Every damaged arrival is a dropped packet (`drop_packet`). After `DAMAGED_RETRIES`
+        renewed requests that still bring it damaged, the record is passed over: counted once in
+        `records_unreadable`, logged once (`record_unreadable`, with its hex, `position` and
+        `reason`), and the driver lets everything before and after it flow. `key` names the
+        record the same way on every connection (e.g. a sensor session and the offset after the
+        last good record; a receiver page number), so a record passed over stays passed over.
+        """
+        self.drop_packet(data, reason)
+        found = self.findings
+        if key in found.passed_over:
+            return False
+        tries = found.attempts.get(key, 0) + 1
+        if tries <= DAMAGED_RETRIES:
+            found.attempts[key] = tries
+            self.log.info("record_damaged_retry", position=position, reason=reason, attempt=tries)
+            return True
+        found.attempts.pop(key, None)
+        found.passed_over.add(key)
+        found.unreadable += 1
+        self.log.error(
+            "record_unreadable",
+            position=position,
+            reason=reason,
+            hex=data[:_HEX_LIMIT].hex(),
+            length=len(data),
+            attempts=tries,
+            unreadable_total=found.unreadable,
+        )
+        found.changed()
+        return False
+
+    def record_recovered(self, key: Hashable) -> None:
+        """A record at `key` that had arrived damaged arrived intact: forget its attempts."""
+        self.findings.attempts.pop(key, None)
+
+    def set_clock_offset(self, seconds: float | None) -> None:
+        """The device clock's offset from the hub's clock (device minus hub, seconds) as just
+        measured; reported in the device `status` as `clock_offset_s` (rounded to 0.1 s: a
+        change smaller than 1 s is not republished).
+        """
+        found = self.findings
+        old = found.clock_offset_s
+        found.clock_offset_s = None if seconds is None else round(seconds, 1)
+        if (old is None) != (seconds is None) or (
+            old is not None and seconds is not None and abs(old - seconds) >= 1.0
+        ):
+            self.log.info("device_clock_offset", clock_offset_s=found.clock_offset_s)
+            found.changed()
 
 
 class DriverSession(Protocol):

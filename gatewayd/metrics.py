@@ -8,6 +8,8 @@ streams serves it: no thread, so the store is only ever touched from the event l
     gatewayd_readings_stored_total{device}           of them new (not duplicates)
     gatewayd_readings_published_total{device}        acknowledged by the broker (PUBACK)
     gatewayd_readings_dropped_total{device,reason}   packets the driver discarded, by reason
+    gatewayd_records_unreadable_total{device}        records passed over: damaged in the device
+    gatewayd_device_clock_offset_seconds{device}     device clock minus hub clock (when known)
     gatewayd_outbox_depth                            readings waiting for the broker
     gatewayd_outbox_messages                         other messages waiting (alerts, discovery)
     gatewayd_mqtt_connected                          1 while the broker link is up
@@ -103,6 +105,16 @@ class _Collector:
             "Packets the driver discarded, by reason.",
             labels=["device", "reason"],
         )
+        unreadable = CounterMetricFamily(
+            "gatewayd_records_unreadable",
+            "Records passed over because they stayed damaged in the device's memory.",
+            labels=labels,
+        )
+        offset = GaugeMetricFamily(
+            "gatewayd_device_clock_offset_seconds",
+            "The device clock minus the hub's clock, as last measured.",
+            labels=labels,
+        )
         state = GaugeMetricFamily(
             "gatewayd_device_state",
             "1 for the device's current link state.",
@@ -113,12 +125,15 @@ class _Collector:
             stored.add_metric([device.id], device.stored)
             for reason, count in sorted(device.dropped.items()):
                 dropped.add_metric([device.id, reason], count)
+            unreadable.add_metric([device.id], device.findings.unreadable)
+            if device.findings.clock_offset_s is not None:
+                offset.add_metric([device.id], device.findings.clock_offset_s)
             current = device.status.state if device.status is not None else None
             for link in LinkState:
                 state.add_metric([device.id, str(link)], 1.0 if link == current else 0.0)
         for device_id in ctx.devices:
             published.add_metric([device_id], ctx.publisher.published[device_id])
-        yield from (received, stored, published, dropped, state)
+        yield from (received, stored, published, dropped, unreadable, offset, state)
         yield from self._freshness()
         yield from self._broker()
 

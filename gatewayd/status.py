@@ -31,6 +31,10 @@ class DeviceStatus:
     since: datetime
     reason: str | None = None
     retry_in_s: float | None = None
+    #: Records passed over because they stayed damaged in the device's memory.
+    records_unreadable: int = 0
+    #: The device clock minus the hub's clock (s), as last measured; None when unknown.
+    clock_offset_s: float | None = None
 
     def payload(self, hub: str) -> dict[str, Any]:
         """The JSON payload of the `status` topic."""
@@ -43,4 +47,6 @@ class DeviceStatus:
             "reason": self.reason,
             "since": isoformat_utc(self.since),
             "retry_in_s": None if self.retry_in_s is None else round(self.retry_in_s, 3),
+            "records_unreadable": self.records_unreadable,
+            "clock_offset_s": self.clock_offset_s,
         }

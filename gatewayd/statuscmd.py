@@ -275,6 +275,12 @@ def _link(data: dict[str, Any] | None) -> str:
         text += f": {data['reason']}"
     if data.get("retry_in_s") is not None:
         text += f" (retry in {data['retry_in_s']} s)"
+    offset = data.get("clock_offset_s")
+    if isinstance(offset, int | float):
+        text += f"; device clock {offset:+g} s"
+    unreadable = data.get("records_unreadable")
+    if isinstance(unreadable, int) and unreadable:
+        text += f"; {unreadable} record{'s' if unreadable != 1 else ''} unreadable"
     return text
 
 

@@ -13,15 +13,16 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import structlog
 
 from gatewayd.backoff import Backoff
 from gatewayd.config import SupervisorConfig
-from gatewayd.driver import DeviceContext, DriverPlugin
+from gatewayd.driver import DeviceContext, DeviceFindings, DriverPlugin
 from gatewayd.errors import DeviceError, StoreError
 from gatewayd.models import Reading
 from gatewayd.publisher import Publisher
@@ -39,6 +40,8 @@ class Device:
     plugin: DriverPlugin[Any]
     options: Any
     dropped: Counter[str] = field(default_factory=Counter)
+    #: Damaged records passed over and the device clock's offset, across connections.
+    findings: DeviceFindings = field(default_factory=DeviceFindings)
     received: int = 0
     stored: int = 0
     status: DeviceStatus | None = None
@@ -92,6 +95,8 @@ class Supervisor:
             store, full_disk, on_stored=self._stored, on_full=self._store_full_changed
         )
         self._by_id = {device.id: device for device in devices}
+        for device in devices:
+            device.findings.changed = partial(self._refresh, device)
         self.log = structlog.get_logger().bind(component="supervisor")
 
     async def run(self) -> None:
@@ -120,7 +125,26 @@ class Supervisor:
         if state is LinkState.CONNECTED and reason is None and self.intake.full:
             reason = FULL_REASON
         device.status = DeviceStatus(
-            device.id, device.plugin.name, state, self.clock(), reason, retry_in
+            device.id,
+            device.plugin.name,
+            state,
+            self.clock(),
+            reason,
+            retry_in,
+            device.findings.unreadable,
+            device.findings.clock_offset_s,
+        )
+        self.publisher.set_status(device.status)
+
+    def _refresh(self, device: Device) -> None:
+        """Republish a device's status after its findings changed (same state, same since)."""
+        status = device.status
+        if status is None:
+            return
+        device.status = replace(
+            status,
+            records_unreadable=device.findings.unreadable,
+            clock_offset_s=device.findings.clock_offset_s,
         )
         self.publisher.set_status(device.status)
 
@@ -161,6 +185,7 @@ class Supervisor:
             dropped=device.dropped,
             clock=self.clock,
             ble=self.ble,
+            findings=device.findings,
         )
         async with device.plugin.open(ctx) as session:
             identity = session.identity

@@ -422,6 +422,33 @@ async def test_drop_packet_counts_and_logs_hex(store: Store, publisher: Publishe
     assert state_of(dev) is LinkState.CONNECTED  # a bad packet does not end the session
 
 
+async def test_findings_are_republished_on_the_device_status(
+    store: Store, publisher: Publisher
+) -> None:
+    dev = device("cgm-1")
+    supervisor = Supervisor([dev], store, publisher, SupervisorConfig(0.05, 0.2))
+    async with supervising(supervisor):
+        await wait_until(lambda: state_of(dev) is LinkState.CONNECTED, what="connected")
+        connected = dev.status
+        ctx = script_of(dev).contexts[-1]
+        ctx.set_clock_offset(-18_144_000.0)  # seven months slow
+        while ctx.record_damaged(3, b"\xde\xad", position="record 3", reason="bad crc"):
+            pass
+        assert dev.status is not None
+        assert dev.status.state is LinkState.CONNECTED
+        assert connected is not None
+        assert dev.status.since == connected.since  # same state: not a new "since"
+        payload = dev.status.payload("hub")
+        assert payload["records_unreadable"] == 1
+        assert payload["clock_offset_s"] == -18_144_000.0
+        # the counts survive a reconnect (they are the device's, not the connection's)
+        script_of(dev).feed.put_nowait(END)
+        await wait_until(lambda: len(script_of(dev).contexts) == 2, what="reconnected")
+        await wait_until(lambda: state_of(dev) is LinkState.CONNECTED, what="connected again")
+        assert dev.status.payload("hub")["records_unreadable"] == 1
+        assert script_of(dev).contexts[-1].findings is dev.findings
+
+
 async def test_backoff_resets_after_a_session_that_stored_something(
     store: Store, publisher: Publisher
 ) -> None:

@@ -102,6 +102,8 @@ async def test_scraped_counters_follow_the_data_path(rig: Any) -> None:
     assert one(found, "gatewayd_readings_dropped_total", device="cgm-a", reason="crc_mismatch") == 2
     assert one(found, "gatewayd_readings_dropped_total", device="cgm-a", reason="short_packet") == 1
     assert not [k for k in found if k[0] == "gatewayd_readings_dropped_total" and "cgm-b" in str(k)]
+    assert one(found, "gatewayd_records_unreadable_total", device="cgm-a") == 0
+    assert not [k for k in found if k[0] == "gatewayd_device_clock_offset_seconds"]
     assert one(found, "gatewayd_outbox_depth") == 0
     assert one(found, "gatewayd_mqtt_connected") == 1
     assert one(found, "gatewayd_mqtt_reconnects_total") == 0

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from gatewayd import statuscmd
 from gatewayd.models import Reading
 from gatewayd.statuscmd import age_text, run_status
 from gatewayd.store import Store
@@ -220,6 +221,8 @@ async def test_real_daemon_running_then_stopped(
     first = document["devices"][0]
     assert first["device"] == "sim-a"
     assert first["link"]["state"] == "connected"
+    assert first["link"]["records_unreadable"] == 0
+    assert first["link"]["clock_offset_s"] is None  # the simulator's clock is the hub's
     assert first["readings_24h"] >= 5
     text = _cli(daemon.config, "--broker").stdout
     assert text.splitlines()[2] == f"broker {broker.url()}: hub online"
@@ -245,6 +248,14 @@ def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=30,
         check=False,
     )
+
+
+def test_link_column_shows_the_device_clock_and_unreadable_records() -> None:
+    link = {"state": "connected", "reason": None, "clock_offset_s": -3600.0}
+    assert statuscmd._link(link) == "connected; device clock -3600 s"
+    link |= {"records_unreadable": 2}
+    assert statuscmd._link(link) == "connected; device clock -3600 s; 2 records unreadable"
+    assert statuscmd._link({"state": "connected", "records_unreadable": 0}) == "connected"
 
 
 def test_age_text() -> None:
