@@ -77,7 +77,16 @@ def resolve(name: str) -> Runner:
         known = ", ".join(sorted(SIMULATORS))
         raise UsageError("--device", f"no emulator called {name!r} (known: {known})")
     module, _, function = target.partition(":")
-    runner: Runner = getattr(importlib.import_module(module), function)
+    try:
+        runner: Runner = getattr(importlib.import_module(module), function)
+    except ImportError as exc:
+        if exc.name is None or exc.name.partition(".")[0] != "bumble":
+            raise
+        raise UsageError(
+            "--device",
+            f"the {name} emulator runs on the optional Bumble stack, which is not installed "
+            "(pip install 'gatewayd[bumble]')",
+        ) from exc
     return runner
 
 

@@ -157,8 +157,30 @@ trap 'rm -rf "$tmp"' EXIT
 
 # -- the venv -------------------------------------------------------------------------------------
 
-if ! "$venv/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+# The helpers shared with ./scripts/demo and ./scripts/test: gatewayd_pip_install takes prebuilt
+# wheels where every package has one and compiles (installing the compilers once) otherwise.
+# shellcheck source=../scripts/_venv.sh disable=SC1091
+source "$checkout/scripts/_venv.sh"
+
+# A venv is usable when its Python is new enough AND it has pip: an earlier run without
+# python3-venv leaves one without pip (ensurepip failed), which every later pip call trips on.
+if ! "$venv/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null ||
+  ! "$venv/bin/python" -m pip --version >/dev/null 2>&1; then
   python=$(find_python)
+  if ! "$python" -c 'import ensurepip, venv' 2>/dev/null; then
+    pkg="python$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')-venv"
+    if [ -n "$root" ] || ! command -v apt-get >/dev/null 2>&1; then
+      echo "install.sh: $python has no venv/ensurepip; install $pkg, then run this again" >&2
+      exit 1
+    fi
+    echo "  $python has no venv/ensurepip: installing $pkg with apt" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null
+    note "installed $pkg"
+  fi
+  if [ -e "$venv" ]; then
+    note "removed the unusable venv ${venv#"$root"} (no pip in it)"
+  fi
   rm -rf "$venv"
   mkdir -p "$(dirname "$venv")"
   "$python" -m venv "$venv"
@@ -180,8 +202,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
     tar -C "$spec" --exclude=__pycache__ --exclude='*.pyc' --exclude='*.egg-info' -cf - \
       "${parts[@]}" | tar -C "$source_spec" -xf -
   fi
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade \
-    ${pip_args[@]+"${pip_args[@]}"} "$source_spec"
+  gatewayd_pip_install "$venv/bin/python" --upgrade ${pip_args[@]+"${pip_args[@]}"} "$source_spec"
   if [ -n "$root" ]; then
     # The venv will run at $prefix, not under $root: fix the absolute paths pip wrote.
     { grep -lrF "$venv" "$venv/bin" || true; } | while IFS= read -r file; do

@@ -38,8 +38,10 @@ from gatewayd.errors import DeviceError, DeviceNotFound
 from gatewayd.options import OptionReader
 
 __all__ = [
+    "BUMBLE_MISSING",
     "BleConfig",
     "ble_session",
+    "bumble_installed",
     "client_kwargs",
     "establish",
     "parse_ble_config",
@@ -78,6 +80,8 @@ def parse_ble_config(reader: OptionReader) -> BleConfig:
     adapter = reader.optional_string("adapter")
     reader.finish()
     if stack == "bumble":
+        if not bumble_installed():
+            raise reader.error("stack", BUMBLE_MISSING)
         if hci is None:
             raise reader.error(
                 "hci", 'is required with stack = "bumble" (e.g. "usb:0", "tcp-client:HOST:PORT")'
@@ -93,6 +97,23 @@ def parse_ble_config(reader: OptionReader) -> BleConfig:
                 "adapter", f'must be a BlueZ adapter name like "hci0", got {adapter!r}'
             )
     return BleConfig(stack=stack, hci=hci, adapter=adapter)
+
+
+#: Why `stack = "bumble"` cannot run on this install (Bumble is an optional extra: one of its
+#: pinned dependencies has no build for 32-bit ARM, and the default BlueZ path needs none of it).
+BUMBLE_MISSING = (
+    '"bumble" needs the optional Bumble stack, which is not installed '
+    "(pip install 'gatewayd[bumble]'; not available on 32-bit ARM)"
+)
+
+
+def bumble_installed() -> bool:
+    """Whether the optional Bumble host stack can be imported here."""
+    try:
+        import bumble  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _check_hci(reader: OptionReader, hci: str) -> None:

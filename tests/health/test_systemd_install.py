@@ -229,11 +229,20 @@ def test_prefix_is_honoured(tmp_path: Path, wheel: Path) -> None:
     assert (root / "srv/gwd/venv/bin/gatewayd").read_text().startswith("#!/srv/gwd/venv/bin/")
 
 
-def test_install_sh_is_shellcheck_clean() -> None:
+def test_shell_scripts_are_shellcheck_clean() -> None:
     shellcheck = shutil.which("shellcheck")
     if shellcheck is None:
         pytest.skip("shellcheck is missing (apt-get install shellcheck)")
-    result = subprocess.run([shellcheck, str(INSTALL)], capture_output=True, text=True, check=False)
+    project = INSTALL.parent.parent
+    scripts = [INSTALL, project / ".ci/run"]
+    scripts += [p for p in (project / "scripts").iterdir() if p.suffix in ("", ".sh")]
+    result = subprocess.run(
+        [shellcheck, "-x", *map(str, scripts)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=project,
+    )
     assert result.returncode == 0, result.stdout
 
 
