@@ -85,3 +85,16 @@ gatewayd_have_build_tools() {
   [ -n "$(find /usr/include -path '*python3*' -name Python.h -print -quit 2>/dev/null)" ] || return 1
   [ -n "$(find /usr/include -name ffi.h -print -quit 2>/dev/null)" ]
 }
+
+gatewayd_need_mosquitto() {
+  if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then
+    return 0
+  fi
+  echo "The tests need a real mosquitto broker; installing it with apt" >&2
+  if ! { _gatewayd_as_root apt-get update -qq &&
+         _gatewayd_as_root apt-get install -y -qq mosquitto mosquitto-clients; }; then
+    echo "gatewayd: run 'sudo apt-get install -y mosquitto mosquitto-clients' once, then this script again" >&2
+    return 1
+  fi
+  # Debian starts the packaged broker on port 1883; the tests start their own on free ports.
+}
