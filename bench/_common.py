@@ -40,3 +40,77 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     return path
+
+
+def toml_value(value: Any) -> str:
+    """A Python scalar as a TOML value (strings quoted, booleans lower-case)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return str(value)
+
+
+def daemon_config(
+    folder: Path,
+    hub: str,
+    broker: Any,
+    devices: dict[str, dict[str, Any]],
+    *,
+    store: dict[str, Any] | None = None,
+) -> Path:
+    """Write `folder/gatewayd.toml` for a real `gatewayd run` against the test `broker` (a
+    `gatewayd.testing.mosquitto.Mosquitto`): the hub, its store in `folder`, the broker's
+    credentials (password in a 0600 file: the daemon refuses one every user can read), JSON logs
+    at info, and `devices` (id -> the `[[devices]]` keys, `driver` included). Its path.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    password_file = folder / "mqtt.password"
+    password_file.write_text(broker.password + "\n")
+    password_file.chmod(0o600)
+    lines = ["[hub]", f'id = "{hub}"', "[store]", f'path = "{folder / "gatewayd.db"}"']
+    lines += [f"{key} = {toml_value(value)}" for key, value in (store or {}).items()]
+    lines += [
+        "[mqtt]",
+        f'url = "mqtt://127.0.0.1:{broker.port}"',
+        f'username = "{broker.username}"',
+        f'password_file = "{password_file}"',
+        "[log]",
+        'level = "info"',
+        'format = "json"',
+    ]
+    for device_id, options in devices.items():
+        lines += ["[[devices]]", f'id = "{device_id}"']
+        lines += [f"{key} = {toml_value(value)}" for key, value in options.items()]
+    config = folder / "gatewayd.toml"
+    config.write_text("\n".join(lines) + "\n")
+    return config
+
+
+def paired(pairs: list[tuple[float, float]]) -> dict[str, Any]:
+    """Per-round ratios a/b of paired measurements: their median, min and max, and the rounds.
+
+    The figure every benchmark quotes: pairs are measured back to back in one run, so a machine
+    whose speed drifts between rounds moves both sides of a pair alike.
+    """
+    ratios = sorted(a / b for a, b in pairs if b)
+    if not ratios:
+        return {"median": None, "min": None, "max": None, "rounds": 0}
+    middle = len(ratios) // 2
+    median = ratios[middle] if len(ratios) % 2 else (ratios[middle - 1] + ratios[middle]) / 2
+    return {
+        "median": round(median, 3),
+        "min": round(ratios[0], 3),
+        "max": round(ratios[-1], 3),
+        "rounds": len(ratios),
+    }
+
+
+def ratio_text(figure: dict[str, Any]) -> str:
+    """`0.85 (0.80-0.91, 5 rounds)` for a `paired()` figure."""
+    if figure["median"] is None:
+        return "n/a"
+    return (
+        f"{figure['median']:.2f} ({figure['min']:.2f}-{figure['max']:.2f}, "
+        f"{figure['rounds']} rounds)"
+    )

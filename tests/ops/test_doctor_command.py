@@ -33,6 +33,10 @@ NOBODY = Identity("nobody", 65534, frozenset({65534}))
 CHECKS = ["config", "store", "disk", "broker", "bluetooth", "serial", "clock", "security"]
 SERIAL = "SIMCAFE1234"
 
+NEEDS_ROOT = pytest.mark.skipif(
+    os.geteuid() != 0, reason="gives a file to another user (os.chown): needs root"
+)
+
 
 def write_config(
     folder: Path, url: str, *, password: str, extra: str = "", devices: str = ""
@@ -242,6 +246,7 @@ def store_result(
     return result.status, result.message, result.hint
 
 
+@NEEDS_ROOT
 def test_store_world_readable_fails(tmp_path: Path) -> None:
     path = tmp_path / "gatewayd.db"
     fill_store(path)

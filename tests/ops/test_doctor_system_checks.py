@@ -35,6 +35,10 @@ NOBODY = Identity("nobody", 65534, frozenset({65534}))
 DIALOUT_GID = 4242
 MEMBER = Identity("gatewayd", 65533, frozenset({65533, DIALOUT_GID}))
 
+NEEDS_ROOT = pytest.mark.skipif(
+    os.geteuid() != 0, reason="gives a file to another user (os.chown): needs root"
+)
+
 
 def one_line(result: Result) -> str:
     line = result.line()
@@ -167,6 +171,7 @@ def test_serial_pty_permission_denied_then_allowed(pty_path: Path) -> None:
     assert result.message == f"cgm-2 {pty_path}: character device, read/write as nobody"
 
 
+@NEEDS_ROOT
 def test_serial_group_hint_names_the_group(tmp_path: Path) -> None:
     device = tmp_path / "ttyACM0"
     device.write_bytes(b"")
@@ -191,6 +196,7 @@ def test_serial_read_only_is_not_enough(tmp_path: Path) -> None:
     assert "permission denied" in result.message
 
 
+@NEEDS_ROOT
 def test_serial_owner_bits_apply_to_the_owner(tmp_path: Path) -> None:
     """POSIX: the owner gets the owner's bits even when others get more."""
     device = tmp_path / "tty"

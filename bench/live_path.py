@@ -1,0 +1,392 @@
+"""The live path at a steady rate: CPU per reading, disk writes per reading, delivery latency.
+
+The daemon runs as in production (`gatewayd run --config X`, the venv's console script) with
+`--devices` simulated CGMs (default 10) each producing a reading every `--interval` s (default
+0.1: 100 readings/s in all), against a fresh test mosquitto. Beside it, in the same run and
+alternating with it, the floor of any hub: a bare script that does, per reading, exactly what
+the contract needs — one SQLite insert committed with the same `synchronous` (WAL), then one
+aiomqtt QoS 1 publish awaiting its PUBACK — for the same devices at the same rate.
+
+Per run, after a warm-up, a window of `--window` s is measured from outside the process:
+- CPU: utime + stime from /proc/PID/stat, per 1,000 readings delivered in the window (and the
+  share of one core, beside the wall time);
+- disk: `write_bytes` from /proc/PID/io (what the process made the kernel write to storage,
+  WAL and checkpoints included: the figure that decides an SD card's life), per reading;
+- latency: a subscriber's arrival time minus the reading's `received` time, p50 / p99.
+
+Each figure is reported for `synchronous = "full"` and `"normal"`, and as the median of the
+per-round ratios gatewayd / bare (min-max beside it). Targets (issue: Raspberry Pi hubs): CPU
+per reading <= 1.2x bare; bytes written per reading <= 1.1x bare; p99 < 5 ms with "full".
+Run: `.venv/bin/python bench/live_path.py` (or `./scripts/bench live_path`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from _common import daemon_config, paired, ratio_text, result_header, write_result
+from gatewayd.testing.mosquitto import Mosquitto
+
+NAME = "live_path"
+MODES = ("full", "normal")
+TICK = os.sysconf("SC_CLK_TCK")
+WARM_READINGS = 30  # per device, before the window opens
+START_TIMEOUT_S = 30.0
+
+#: The bare script: per reading one committed SQLite insert, then one QoS 1 publish (PUBACK).
+BARE_CODE = r"""
+import asyncio, json, os, sqlite3, sys, time, uuid
+from datetime import datetime, UTC
+import aiomqtt
+
+port, db_path, sync, hub, devices, interval = sys.argv[1:7]
+devices, interval = int(devices), float(interval)
+db = sqlite3.connect(db_path, isolation_level=None)
+db.execute("PRAGMA journal_mode=WAL")
+db.execute(f"PRAGMA synchronous={sync.upper()}")
+db.execute("CREATE TABLE IF NOT EXISTS readings (id TEXT PRIMARY KEY, device TEXT NOT NULL,"
+           " seq INTEGER NOT NULL, time TEXT NOT NULL, record TEXT NOT NULL)")
+
+def iso(t):
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+async def device(client, n):
+    seq, due = 0, time.monotonic()
+    while True:
+        due += interval
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        seq += 1
+        now = datetime.now(UTC)
+        record = {"schema": "gatewayd/reading/1", "hub": hub, "id": uuid.uuid4().hex,
+                  "device": f"dev{n:02d}", "driver": "bare", "session": "s1", "seq": seq,
+                  "time": iso(now), "received": iso(now), "glucose_mgdl": 120,
+                  "glucose_mmoll": 6.7, "out_of_range": None, "trend_mgdl_min": 0.5,
+                  "direction": "Flat", "quality_pct": 97.0, "status": [], "backfilled": False}
+        text = json.dumps(record)
+        db.execute("BEGIN")
+        db.execute("INSERT INTO readings VALUES (?, ?, ?, ?, ?)",
+                   (record["id"], record["device"], seq, record["time"], text))
+        db.execute("COMMIT")
+        await client.publish(f"bare/{hub}/{record['device']}/reading", text, qos=1)
+
+async def main():
+    async with aiomqtt.Client("127.0.0.1", int(port), username=os.environ["BENCH_USER"],
+                              password=os.environ["BENCH_PASSWORD"]) as client:
+        await asyncio.gather(*(device(client, n) for n in range(devices)))
+
+asyncio.run(main())
+"""
+
+
+class Listener:
+    """A paho subscriber thread: per hub, the readings' arrival minus their `received` time."""
+
+    def __init__(self, broker: Mosquitto) -> None:
+        self.latencies: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id="bench-live", protocol=paho.MQTTv311
+        )
+        self._client.username_pw_set(broker.username, broker.password)
+        self._client.on_connect = self._on_connect
+        self._client.on_subscribe = lambda *_: self._ready.set()
+        self._client.on_message = self._on_message
+        self._client.connect("127.0.0.1", broker.port)
+        self._client.loop_start()
+        if not self._ready.wait(10.0):
+            raise RuntimeError("the listener did not subscribe")
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        _userdata: Any,
+        _flags: paho.ConnectFlags,
+        reason: ReasonCode,
+        _props: Properties | None,
+    ) -> None:
+        if not reason.is_failure:
+            client.subscribe([("gatewayd/+/+/reading", 1), ("bare/+/+/reading", 1)])
+
+    def _on_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
+        arrived = time.time()
+        received = datetime.fromisoformat(json.loads(msg.payload)["received"]).timestamp()
+        with self._lock:
+            self.latencies[msg.topic.split("/")[1]].append((arrived, arrived - received))
+
+    def count(self, hub: str) -> int:
+        """Readings of `hub` so far."""
+        with self._lock:
+            return len(self.latencies[hub])
+
+    def window(self, hub: str, start: float, end: float) -> list[float]:
+        """Latencies (s) of `hub`'s readings that arrived within [start, end) (wall clock)."""
+        with self._lock:
+            return [lat for at, lat in self.latencies[hub] if start <= at < end]
+
+    def close(self) -> None:
+        """Disconnect."""
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (s)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def write_bytes(pid: int) -> int:
+    """Bytes the process made the kernel write to storage."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("write_bytes:"):
+            return int(line.split()[1])
+    raise RuntimeError("no write_bytes in /proc/PID/io")
+
+
+@dataclass(slots=True)
+class Run:
+    """One measured window of one process."""
+
+    kind: str
+    mode: str
+    readings: int
+    wall_s: float
+    cpu_s: float
+    write_bytes: int
+    p50_ms: float
+    p99_ms: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def cpu_per_1000(self) -> float:
+        """CPU seconds per 1,000 readings delivered."""
+        return self.cpu_s / self.readings * 1000 if self.readings else float("nan")
+
+    @property
+    def bytes_per_reading(self) -> float:
+        """Bytes written to storage per reading."""
+        return self.write_bytes / self.readings if self.readings else float("nan")
+
+
+class Bench:
+    """The broker, the listener and a scratch folder for one bench run."""
+
+    def __init__(self, folder: Path, args: argparse.Namespace) -> None:
+        self.folder, self.args = folder, args
+        self.broker = Mosquitto(folder / "broker")
+        self.broker.start()
+        self.listener = Listener(self.broker)
+        self.gatewayd = Path(sys.executable).parent / "gatewayd"
+        self._serial = 0
+
+    def close(self) -> None:
+        """Stop the listener and the broker."""
+        self.listener.close()
+        self.broker.stop()
+
+    def _argv(self, kind: str, hub: str, mode: str, folder: Path) -> list[str]:
+        args = self.args
+        if kind == "bare":
+            folder.mkdir(parents=True)
+            db = str(folder / "b.db")
+            port = str(self.broker.port)
+            rate = [str(args.devices), str(args.interval)]
+            return [sys.executable, "-c", BARE_CODE, port, db, mode, hub, *rate]
+        simulator = {
+            "driver": "simulator",
+            "interval": args.interval,
+            "history": 0,
+            "warmup": 0,
+            "dropout_rate": 0,
+            "missed_rate": 0,
+        }
+        devices = {f"sim{n:02d}": simulator for n in range(args.devices)}
+        config = daemon_config(folder, hub, self.broker, devices, store={"synchronous": mode})
+        return [str(self.gatewayd), "run", "--config", str(config)]
+
+    def run(self, kind: str, mode: str) -> Run:
+        """Start one process, measure one window, stop it."""
+        self._serial += 1
+        hub = f"{kind[:2]}{self._serial:03d}"
+        folder = self.folder / hub
+        env = {**os.environ, "BENCH_USER": self.broker.username}
+        env["BENCH_PASSWORD"] = self.broker.password
+        log = self.folder / f"{hub}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                self._argv(kind, hub, mode, folder), stdout=out, stderr=out, env=env
+            )
+        try:
+            self._wait_warm(hub, process, log)
+            start, cpu0, wb0 = time.time(), cpu_seconds(process.pid), write_bytes(process.pid)
+            count0 = self.listener.count(hub)
+            time.sleep(self.args.window)
+            end, cpu1, wb1 = time.time(), cpu_seconds(process.pid), write_bytes(process.pid)
+            count = self.listener.count(hub) - count0
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(15.0)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        latencies = sorted(self.listener.window(hub, start, end))
+        p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else 0
+        run = Run(
+            kind,
+            mode,
+            count,
+            round(end - start, 3),
+            round(cpu1 - cpu0, 3),
+            wb1 - wb0,
+            round(statistics.median(latencies) * 1000, 2) if latencies else float("nan"),
+            round(p99 * 1000, 2),
+        )
+        if kind == "gatewayd":
+            text = log.read_text(errors="replace")
+            run.notes += [
+                line for line in text.splitlines() if '"level": "error"' in line or "Trace" in line
+            ][:3]
+        return run
+
+    def _wait_warm(self, hub: str, process: subprocess.Popen[bytes], log: Path) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while self.listener.count(hub) < WARM_READINGS * self.args.devices:
+            if process.poll() is not None:
+                tail = log.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{hub} exited with {process.returncode}\n{tail}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{hub}: not warm within {START_TIMEOUT_S} s")
+            time.sleep(0.05)
+
+
+def summarize(runs: list[Run], args: argparse.Namespace) -> dict[str, Any]:
+    """Per mode: medians of each side and the paired ratios."""
+    modes: dict[str, Any] = {}
+    for mode in MODES:
+        gw = [r for r in runs if r.kind == "gatewayd" and r.mode == mode]
+        bare = [r for r in runs if r.kind == "bare" and r.mode == mode]
+        pairs = list(zip(gw, bare, strict=True))
+
+        def med(side: list[Run], attr: str) -> float:
+            return round(statistics.median(getattr(r, attr) for r in side), 3)
+
+        modes[mode] = {
+            "gatewayd": {
+                "cpu_s_per_1000": med(gw, "cpu_per_1000"),
+                "core_share": round(sum(r.cpu_s for r in gw) / sum(r.wall_s for r in gw), 3),
+                "bytes_written_per_reading": med(gw, "bytes_per_reading"),
+                "p50_ms": med(gw, "p50_ms"),
+                "p99_ms": med(gw, "p99_ms"),
+            },
+            "bare": {
+                "cpu_s_per_1000": med(bare, "cpu_per_1000"),
+                "core_share": round(sum(r.cpu_s for r in bare) / sum(r.wall_s for r in bare), 3),
+                "bytes_written_per_reading": med(bare, "bytes_per_reading"),
+                "p50_ms": med(bare, "p50_ms"),
+                "p99_ms": med(bare, "p99_ms"),
+            },
+            "ratio_cpu": paired([(g.cpu_per_1000, b.cpu_per_1000) for g, b in pairs]),
+            "ratio_bytes_written": paired(
+                [(g.bytes_per_reading, b.bytes_per_reading) for g, b in pairs]
+            ),
+            "ratio_p99": paired([(g.p99_ms, b.p99_ms) for g, b in pairs]),
+        }
+    return {
+        **result_header(NAME, "aiomqtt", "gatewayd"),
+        "setup": {
+            "devices": args.devices,
+            "interval_s": args.interval,
+            "rate_per_s": round(args.devices / args.interval, 1),
+            "window_s": args.window,
+            "rounds": args.rounds,
+        },
+        "modes": modes,
+        "runs": [asdict(r) for r in runs],
+        "problems": [n for r in runs for n in r.notes],
+    }
+
+
+def print_block(result: dict[str, Any], path: Path) -> None:
+    """The human-readable result block."""
+    setup = result["setup"]
+    lines = [
+        f"== {NAME}: {setup['devices']} devices x {1 / setup['interval_s']:g}/s "
+        f"({setup['rate_per_s']:g} readings/s), gatewayd vs bare insert+publish, "
+        f"{setup['rounds']} paired rounds of {setup['window_s']:g} s ==",
+    ]
+    for mode, m in result["modes"].items():
+        g, b = m["gatewayd"], m["bare"]
+        lines += [
+            f"  synchronous = {mode}",
+            f"    CPU s / 1,000 readings  gatewayd {g['cpu_s_per_1000']:.3f}"
+            f" ({g['core_share'] * 100:.1f} % of a core)   bare {b['cpu_s_per_1000']:.3f}"
+            f" ({b['core_share'] * 100:.1f} %)   ratio {ratio_text(m['ratio_cpu'])}"
+            "   target <= 1.2",
+            f"    bytes written / reading gatewayd {g['bytes_written_per_reading']:,.0f}"
+            f"   bare {b['bytes_written_per_reading']:,.0f}"
+            f"   ratio {ratio_text(m['ratio_bytes_written'])}   target <= 1.1",
+            f"    latency p50 / p99 (ms)  gatewayd {g['p50_ms']:.2f} / {g['p99_ms']:.2f}"
+            f"   bare {b['p50_ms']:.2f} / {b['p99_ms']:.2f}"
+            + ("   target p99 < 5 ms" if mode == "full" else ""),
+        ]
+    lines += [f"  PROBLEM: {p}" for p in result["problems"]]
+    lines.append(f"  json: {path}")
+    print("\n".join(lines), flush=True)
+
+
+def main() -> int:
+    """Entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--devices", type=int, default=10)
+    parser.add_argument("--interval", type=float, default=0.1, help="seconds between readings")
+    parser.add_argument("--window", type=float, default=8.0, help="measured seconds per run")
+    parser.add_argument("--rounds", type=int, default=3, help="paired rounds per mode")
+    args = parser.parse_args()
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp:
+        bench = Bench(Path(tmp), args)
+        try:
+            for n in range(args.rounds):
+                for mode in MODES:
+                    order = ("gatewayd", "bare") if n % 2 == 0 else ("bare", "gatewayd")
+                    for kind in order:
+                        run = bench.run(kind, mode)
+                        runs.append(run)
+                        print(
+                            f"[{NAME}] {kind} {mode}: {run.readings} readings, "
+                            f"{run.cpu_per_1000:.3f} CPU s/1000, "
+                            f"{run.bytes_per_reading:,.0f} B/reading, p99 {run.p99_ms} ms",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+        finally:
+            bench.close()
+    result = summarize(runs, args)
+    path = write_result(NAME, result)
+    print_block(result, path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
