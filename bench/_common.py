@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: where and how a result lands (`bench/results/<name>.json`).
+"""What the benchmark scripts share: where and how a result lands (`bench/results/<name>.json`),
+the config of a real daemon, a process's CPU time and the paired ratios every figure is quoted as.
 
 Not a benchmark itself (`scripts/bench` skips files starting with `_`); the scripts import it as
 a sibling module (`from _common import write_result`), like `_fleet_common`.
@@ -7,15 +8,21 @@ a sibling module (`from _common import write_result`), like `_fleet_common`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from importlib.metadata import version
+from operator import attrgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 #: Where every benchmark writes its JSON result (gitignored).
 RESULTS = Path(__file__).resolve().parent / "results"
+_TICK = os.sysconf("SC_CLK_TCK")
 
 
 def result_header(name: str, *packages: str, **machine: Any) -> dict[str, Any]:
@@ -87,13 +94,21 @@ def daemon_config(
     return config
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` (all its threads), seconds, from /proc/PID/stat."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (fields 14 and 15)
+
+
 def paired(pairs: list[tuple[float, float]]) -> dict[str, Any]:
     """Per-round ratios a/b of paired measurements: their median, min and max, and the rounds.
 
     The figure every benchmark quotes: pairs are measured back to back in one run, so a machine
-    whose speed drifts between rounds moves both sides of a pair alike.
+    whose speed drifts between rounds moves both sides of a pair alike. A pair with a zero, NaN
+    or infinite side is left out.
     """
-    ratios = sorted(a / b for a, b in pairs if b)
+    ratios = sorted(a / b for a, b in pairs if b and math.isfinite(a) and math.isfinite(b))
     if not ratios:
         return {"median": None, "min": None, "max": None, "rounds": 0}
     middle = len(ratios) // 2
@@ -106,11 +121,39 @@ def paired(pairs: list[tuple[float, float]]) -> dict[str, Any]:
     }
 
 
+def round_pairs(
+    runs: Iterable[T],
+    a: str,
+    b: str,
+    value: Callable[[T], float],
+    side: Callable[[T], str] = attrgetter("variant"),
+    rounds: Callable[[T], int] = attrgetter("round"),
+) -> list[tuple[float, float]]:
+    """`(value(a's run), value(b's run))` for every round in which both sides `a` and `b` ran
+    (`side` names a run's side, by default its `variant`; `rounds` its round, by default its
+    `round`), in round order: what `paired()` takes."""
+    first: dict[int, T] = {}
+    second: dict[int, T] = {}
+    for run in runs:
+        if side(run) == a:
+            first[rounds(run)] = run
+        elif side(run) == b:
+            second[rounds(run)] = run
+    return [(value(first[n]), value(second[n])) for n in sorted(first.keys() & second.keys())]
+
+
 def ratio_text(figure: dict[str, Any]) -> str:
-    """`0.85 (0.80-0.91, 5 rounds)` for a `paired()` figure."""
+    """`0.85 (0.80-0.91, 5 rounds)` for a `paired()` figure; a single pair says it has no spread."""
     if figure["median"] is None:
         return "n/a"
+    if figure["rounds"] == 1:
+        return f"{figure['median']:.2f} (one pair only: no spread)"
     return (
         f"{figure['median']:.2f} ({figure['min']:.2f}-{figure['max']:.2f}, "
         f"{figure['rounds']} rounds)"
     )
+
+
+def wall_cpu_text(wall: dict[str, Any], cpu: dict[str, Any]) -> str:
+    """A wall-time ratio with its CPU-time ratio beside it (two `paired()` figures)."""
+    return f"{ratio_text(wall)}   CPU time {ratio_text(cpu)}"

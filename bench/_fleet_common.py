@@ -84,15 +84,6 @@ def latency_summary(values: list[float]) -> dict[str, float]:
 
 # -- /proc ----------------------------------------------------------------------------------------
 
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process `pid` (all its threads), seconds."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (fields 14 and 15)
-
 
 def memory_mib(pid: int) -> dict[str, float]:
     """VmRSS and VmHWM (peak) of process `pid`, MiB."""

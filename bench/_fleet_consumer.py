@@ -32,11 +32,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from _common import cpu_seconds
 from _fleet_common import (
     PASS_ENV,
     READINGS_FILTER,
     USER_ENV,
-    cpu_seconds,
     memory_mib,
     payload_field,
     reply,

@@ -65,13 +65,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import result_header, write_result
+from _common import cpu_seconds, result_header, write_result
 from _fleet_common import (
     BROKER_CONFIG,
     PASS_ENV,
     USER_ENV,
     Child,
-    cpu_seconds,
     established_on,
     latency_summary,
     memory_mib,

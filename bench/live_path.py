@@ -43,12 +43,18 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from _common import daemon_config, paired, ratio_text, result_header, write_result
+from _common import (
+    cpu_seconds,
+    daemon_config,
+    paired,
+    ratio_text,
+    result_header,
+    write_result,
+)
 from gatewayd.testing.mosquitto import Mosquitto
 
 NAME = "live_path"
 MODES = ("full", "normal")
-TICK = os.sysconf("SC_CLK_TCK")
 WARM_READINGS = 30  # per device, before the window opens
 START_TIMEOUT_S = 30.0
 
@@ -147,12 +153,6 @@ class Listener:
         """Disconnect."""
         self._client.disconnect()
         self._client.loop_stop()
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (s)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def write_bytes(pid: int) -> int:

@@ -4,17 +4,26 @@ The daemon runs as it does in production: `gatewayd run --config X` as a subproc
 console script), with simulated CGMs (the `simulator` driver) against a fresh test mosquitto.
 
 - Start-up: from spawning the process to the first `reading` message received by a subscriber
-  that was connected before the spawn (median of `--runs`, default 5, with 10 devices; 1 device
-  as information). The simulator replays one hour of history at 36000x (`history = 3600`,
-  `speed = 36000`), so its first reading is due within ~8 ms of the session opening; warm-up,
-  dropouts and lost notifications are off so that nothing random delays it.
+  that was connected before the spawn (wall time), and the CPU time (utime + stime from
+  /proc/PID/stat, in clock ticks of 10 ms) the process had used when that message arrived;
+  `--runs` rounds (default 5) with 10 devices and with 1 device. The simulator replays one hour
+  of history at 36000x (`history = 3600`, `speed = 36000`), so its first reading is due within
+  ~8 ms of the session opening; warm-up, dropouts and lost notifications are off so that
+  nothing random delays it.
 - Memory: VmRSS and VmHWM (peak) from /proc/PID/status after `--hold` (default 10) seconds of
-  running, with 10 devices and with 1 device.
+  running, with 10 devices and with 1 device; `--memory-runs` rounds (default 2).
 
 Baseline, in the same run and to the same broker: a minimal Python process (`python -c` with
 only asyncio and aiomqtt imported) that connects, publishes one message of a reading's size
-(QoS 1) and then holds its connection: the floor of any Python MQTT publisher. Its start-up is
-measured the same way (alternating with the daemon's runs) and its memory at the same moment.
+(QoS 1) and then holds its connection: the floor of any Python MQTT publisher.
+
+How the figures are computed: every round runs gatewayd with 10 devices, the baseline, then
+gatewayd with 1 device, back to back (the next round in the reverse order), so the baseline runs
+next to each daemon start-up it is compared with. A ratio gatewayd / baseline is taken per round,
+and the one quoted is the median of those per-round ratios with their min-max: start-up wall
+time with start-up CPU time beside it, and RSS in the memory rounds (ordered the same way).
+The absolute figures are the medians of the runs. A first baseline and daemon start-up warm
+the page cache and are not counted.
 
 Targets: start-up to first publish < 1.5 s; RSS <= 50 MB with 10 devices.
 Run: `.venv/bin/python bench/startup_memory.py` (or `scripts/bench`).
@@ -41,7 +50,16 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from _common import result_header, write_result
+from _common import (
+    cpu_seconds,
+    daemon_config,
+    paired,
+    ratio_text,
+    result_header,
+    round_pairs,
+    wall_cpu_text,
+    write_result,
+)
 from gatewayd.testing.mosquitto import Mosquitto
 
 NAME = "startup_memory"
@@ -72,7 +90,7 @@ async def main():
 asyncio.run(main())
 """
 
-SIMULATOR_OPTIONS = {
+SIMULATOR_OPTIONS: dict[str, Any] = {
     "interval": 300,
     "history": 3600,
     "speed": 36000,
@@ -184,6 +202,10 @@ def memory_of(pid: int) -> Memory:
     return Memory(fields["VmRSS"], fields["VmHWM"], fields["RssAnon"], fields["RssFile"])
 
 
+#: The sides of a round, in the first round's order (the next reverses it, and so on).
+SIDES = (("gatewayd", 10), ("baseline", 1), ("gatewayd", 1))
+
+
 @dataclass(slots=True)
 class Run:
     """One spawned process."""
@@ -191,11 +213,19 @@ class Run:
     kind: str
     devices: int
     startup_s: float
+    #: CPU time the process had used when its first reading arrived.
+    startup_cpu_s: float = 0.0
+    round: int = 0
     hold_s: float = 0.0
     memory: Memory | None = None
     readings_received: int = 0
     exit_code: int | None = None
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def variant(self) -> str:
+        """`gatewayd10`, `gatewayd1` or `baseline`: its side of a round."""
+        return "baseline" if self.kind == "baseline" else f"{self.kind}{self.devices}"
 
 
 class Bench:
@@ -224,33 +254,13 @@ class Bench:
         return {**os.environ, _USER_ENV: self.broker.username, _PASS_ENV: self.broker.password}
 
     def _config(self, hub: str, devices: int) -> Path:
-        folder = self.folder / hub
-        folder.mkdir()
-        password_file = folder / "mqtt.password"
-        password_file.write_text(self.broker.password + "\n")
-        password_file.chmod(0o600)  # the daemon refuses a secret every user can read
-        lines = [
-            "[hub]",
-            f'id = "{hub}"',
-            "[store]",
-            f'path = "{folder / "gatewayd.db"}"',
-            "[mqtt]",
-            f'url = "mqtt://127.0.0.1:{self.broker.port}"',
-            f'username = "{self.broker.username}"',
-            f'password_file = "{password_file}"',
-            "[log]",
-            'level = "info"',
-            'format = "json"',
-        ]
-        for n in range(1, devices + 1):
-            lines += ["[[devices]]", f'id = "sim{n:02d}"', 'driver = "simulator"']
-            lines += [f"{key} = {value}" for key, value in SIMULATOR_OPTIONS.items()]
-        config = folder / "gatewayd.toml"
-        config.write_text("\n".join(lines) + "\n")
-        return config
+        simulator = {"driver": "simulator", **SIMULATOR_OPTIONS}
+        sims = {f"sim{n:02d}": simulator for n in range(1, devices + 1)}
+        return daemon_config(self.folder / hub, hub, self.broker, sims)
 
-    def run(self, kind: str, devices: int, hold: float) -> Run:
-        """Spawn one process, time its first reading, optionally hold and read its memory."""
+    def run(self, kind: str, devices: int, hold: float, round_no: int = 0) -> Run:
+        """Spawn one process, time its first reading (wall and CPU), optionally hold and read
+        its memory."""
         hub = self._hub("gw" if kind == "gatewayd" else "bl")
         log = self.folder / f"{hub}.log"
         if kind == "gatewayd":
@@ -264,7 +274,8 @@ class Bench:
             process = subprocess.Popen(argv, stdout=out, stderr=out, env=self._env())
         try:
             first = self.watcher.wait_first(hub, process, log)
-            result = Run(kind, devices, first - spawned)
+            cpu = cpu_seconds(process.pid)
+            result = Run(kind, devices, first - spawned, cpu, round_no)
             if hold > 0:
                 time.sleep(max(0.0, spawned + hold - time.monotonic()))
                 if process.poll() is not None:
@@ -294,42 +305,59 @@ class Bench:
 
 # -- the report ---------------------------------------------------------------------------------
 
+MEMORY_KEYS = ("vm_rss", "vm_hwm", "rss_anon", "rss_file")
+
 
 def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def _rss(run: Run) -> float:
+    return run.memory.vm_rss if run.memory else float("nan")
+
+
 def summarize(runs: list[Run], args: argparse.Namespace) -> dict[str, Any]:
-    """Medians, ratios and verdicts."""
+    """Medians of each side, the paired per-round ratios and the verdicts."""
+    startup_runs = [r for r in runs if not r.hold_s]
+    memory_runs = [r for r in runs if r.memory]
 
-    def startups(kind: str, devices: int) -> list[float]:
-        return [
-            r.startup_s for r in runs if r.kind == kind and r.devices == devices and not r.hold_s
-        ]
+    def of(variant: str, chosen: list[Run]) -> list[Run]:
+        return [r for r in chosen if r.variant == variant]
 
-    def mems(kind: str, devices: int) -> list[Memory]:
-        return [r.memory for r in runs if r.kind == kind and r.devices == devices and r.memory]
+    def mem_median(variant: str) -> dict[str, float]:
+        found = [r.memory for r in of(variant, memory_runs) if r.memory]
+        return {key: round(_median([getattr(m, key) for m in found]), 1) for key in MEMORY_KEYS}
 
-    def mem_median(kind: str, devices: int) -> dict[str, float]:
-        found = mems(kind, devices)
-        return {
-            key: round(_median([getattr(m, key) for m in found]), 1)
-            for key in ("vm_rss", "vm_hwm", "rss_anon", "rss_file")
-        }
+    def median_of(variant: str, attr: str) -> float:
+        return round(_median([getattr(r, attr) for r in of(variant, startup_runs)]), 3)
 
-    gw10, gw1, base = startups("gatewayd", 10), startups("gatewayd", 1), startups("baseline", 1)
     startup = {
-        "gatewayd_10_devices_s": round(_median(gw10), 3),
-        "gatewayd_1_device_s": round(_median(gw1), 3),
-        "baseline_s": round(_median(base), 3),
+        "gatewayd_10_devices_s": median_of("gatewayd10", "startup_s"),
+        "gatewayd_1_device_s": median_of("gatewayd1", "startup_s"),
+        "baseline_s": median_of("baseline", "startup_s"),
+    }
+    startup_cpu = {
+        "gatewayd_10_devices_s": median_of("gatewayd10", "startup_cpu_s"),
+        "gatewayd_1_device_s": median_of("gatewayd1", "startup_cpu_s"),
+        "baseline_s": median_of("baseline", "startup_cpu_s"),
     }
     memory = {
-        "gatewayd_10_devices_mib": mem_median("gatewayd", 10),
-        "gatewayd_1_device_mib": mem_median("gatewayd", 1),
-        "baseline_mib": mem_median("baseline", 1),
+        "gatewayd_10_devices_mib": mem_median("gatewayd10"),
+        "gatewayd_1_device_mib": mem_median("gatewayd1"),
+        "baseline_mib": mem_median("baseline"),
+    }
+    figures = {
+        f"{what}_gatewayd{n}_over_baseline": paired(
+            round_pairs(chosen, f"gatewayd{n}", "baseline", value)
+        )
+        for n in (10, 1)
+        for what, chosen, value in (
+            ("startup", startup_runs, lambda r: r.startup_s),
+            ("startup_cpu", startup_runs, lambda r: r.startup_cpu_s),
+            ("rss", memory_runs, _rss),
+        )
     }
     rss10 = memory["gatewayd_10_devices_mib"]["vm_rss"]
-    rss_base = memory["baseline_mib"]["vm_rss"]
     return {
         **result_header(NAME, "aiomqtt", "gatewayd"),
         "setup": {
@@ -339,18 +367,13 @@ def summarize(runs: list[Run], args: argparse.Namespace) -> dict[str, Any]:
             "simulator_options": SIMULATOR_OPTIONS,
             "baseline_payload_bytes": PAYLOAD_BYTES,
         },
-        "runs": [asdict(r) for r in runs],
+        "runs": [{**asdict(r), "variant": r.variant} for r in runs],
         "startup_median": startup,
+        "startup_cpu_median": startup_cpu,
         "memory_median": memory,
-        "ratios": {
-            "startup_gatewayd10_over_baseline": round(
-                startup["gatewayd_10_devices_s"] / startup["baseline_s"], 2
-            ),
-            "rss_gatewayd10_over_baseline": round(rss10 / rss_base, 2),
-            "rss_gatewayd1_over_baseline": round(
-                memory["gatewayd_1_device_mib"]["vm_rss"] / rss_base, 2
-            ),
-        },
+        # Each: the median of the per-round ratios (the full figure, min-max, is in `paired`).
+        "ratios": {key: figure["median"] for key, figure in figures.items()},
+        "paired": figures,
         "targets": {"startup_s": TARGET_STARTUP_S, "rss_mib_10_devices": TARGET_RSS_MB},
         "meets_startup_target": startup["gatewayd_10_devices_s"] < TARGET_STARTUP_S,
         "meets_rss_target": rss10 <= TARGET_RSS_MB,
@@ -360,14 +383,13 @@ def summarize(runs: list[Run], args: argparse.Namespace) -> dict[str, Any]:
 
 def print_block(result: dict[str, Any], path: Path) -> None:
     """The human-readable result block."""
-    s, m, ratio = result["startup_median"], result["memory_median"], result["ratios"]
+    s, c, m = result["startup_median"], result["startup_cpu_median"], result["memory_median"]
+    figure = result["paired"]
     setup = result["setup"]
 
-    def fmt_startups(kind: str, devices: int) -> str:
+    def fmt_startups(variant: str) -> str:
         values = [
-            r["startup_s"]
-            for r in result["runs"]
-            if r["kind"] == kind and r["devices"] == devices and not r["hold_s"]
+            r["startup_s"] for r in result["runs"] if r["variant"] == variant and not r["hold_s"]
         ]
         return ", ".join(f"{v:.3f}" for v in values)
 
@@ -378,24 +400,37 @@ def print_block(result: dict[str, Any], path: Path) -> None:
             f"  (anon {x['rss_anon']:.1f}, file {x['rss_file']:.1f})"
         )
 
+    def startup_row(label: str, key: str, variant: str) -> str:
+        return f"  {label:<22} {s[key]:.3f} s  CPU {c[key]:.3f} s   [{fmt_startups(variant)}]"
+
     ok = {True: "OK", False: "MISSED"}
     lines = [
         f"== {NAME}: gatewayd start-up and footprint vs a bare aiomqtt process ==",
-        f"  start-up = spawn -> first reading at a subscriber; median of {setup['startup_runs']}",
-        f"  gatewayd, 10 devices   {s['gatewayd_10_devices_s']:.3f} s   "
-        f"[{fmt_startups('gatewayd', 10)}]",
-        f"  gatewayd, 1 device     {s['gatewayd_1_device_s']:.3f} s   "
-        f"[{fmt_startups('gatewayd', 1)}]",
-        f"  baseline (aiomqtt)     {s['baseline_s']:.3f} s   [{fmt_startups('baseline', 1)}]",
-        f"  ratio gatewayd(10)/baseline = {ratio['startup_gatewayd10_over_baseline']:.2f}"
-        f"   target < {TARGET_STARTUP_S} s: {ok[result['meets_startup_target']]}",
-        f"  memory after {setup['hold_s']:g} s (median of {setup['memory_runs']}):",
+        "  start-up = spawn -> first reading at a subscriber (CPU: what the process used by "
+        f"then); medians; rounds: {setup['startup_runs']}",
+        startup_row("gatewayd, 10 devices", "gatewayd_10_devices_s", "gatewayd10"),
+        startup_row("gatewayd, 1 device", "gatewayd_1_device_s", "gatewayd1"),
+        startup_row("baseline (aiomqtt)", "baseline_s", "baseline"),
+        "  ratio gatewayd(10)/baseline, median of per-round ratios: start-up "
+        + wall_cpu_text(
+            figure["startup_gatewayd10_over_baseline"],
+            figure["startup_cpu_gatewayd10_over_baseline"],
+        ),
+        "  ratio gatewayd(1)/baseline: start-up "
+        + wall_cpu_text(
+            figure["startup_gatewayd1_over_baseline"],
+            figure["startup_cpu_gatewayd1_over_baseline"],
+        ),
+        f"  target gatewayd(10) start-up < {TARGET_STARTUP_S} s: "
+        f"{ok[result['meets_startup_target']]}",
+        f"  memory after {setup['hold_s']:g} s (medians; rounds: {setup['memory_runs']}):",
         f"  gatewayd, 10 devices   {mem('gatewayd_10_devices_mib')}",
         f"  gatewayd, 1 device     {mem('gatewayd_1_device_mib')}",
         f"  baseline (aiomqtt)     {mem('baseline_mib')}",
-        f"  ratio RSS gatewayd(10)/baseline = {ratio['rss_gatewayd10_over_baseline']:.2f}, "
-        f"gatewayd(1)/baseline = {ratio['rss_gatewayd1_over_baseline']:.2f}"
-        f"   target <= {TARGET_RSS_MB:g} MiB with 10 devices: {ok[result['meets_rss_target']]}",
+        "  ratio RSS gatewayd(10)/baseline "
+        f"{ratio_text(figure['rss_gatewayd10_over_baseline'])}, gatewayd(1)/baseline "
+        f"{ratio_text(figure['rss_gatewayd1_over_baseline'])}",
+        f"  target <= {TARGET_RSS_MB:g} MiB with 10 devices: {ok[result['meets_rss_target']]}",
     ]
     lines += [f"  PROBLEM: {p}" for p in result["problems"]]
     lines.append(f"  json: {path}")
@@ -405,8 +440,8 @@ def print_block(result: dict[str, Any], path: Path) -> None:
 def main() -> int:
     """Entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--runs", type=int, default=5, help="start-up runs per kind")
-    parser.add_argument("--memory-runs", type=int, default=2, help="memory runs per kind")
+    parser.add_argument("--runs", type=int, default=5, help="start-up rounds (each side once)")
+    parser.add_argument("--memory-runs", type=int, default=2, help="memory rounds")
     parser.add_argument("--hold", type=float, default=10.0, help="seconds before reading RSS")
     args = parser.parse_args()
     runs: list[Run] = []
@@ -416,10 +451,15 @@ def main() -> int:
         extra = f", VmRSS {run.memory.vm_rss:.1f} MiB" if run.memory else ""
         print(
             f"[{NAME}] {run.kind} ({run.devices}): first reading after {run.startup_s:.3f} s"
-            f"{extra}",
+            f" (CPU {run.startup_cpu_s:.3f} s){extra}",
             file=sys.stderr,
             flush=True,
         )
+
+    def rounds(count: int, hold: float) -> None:
+        for n in range(1, count + 1):
+            for kind, devices in SIDES if n % 2 else SIDES[::-1]:
+                note(bench.run(kind, devices, hold, n))
 
     with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
         bench = Bench(Path(tmp))
@@ -427,14 +467,8 @@ def main() -> int:
             note(bench.run("baseline", 1, 0))  # warm the page cache; not counted
             note(bench.run("gatewayd", 10, 0))
             runs.clear()
-            for n in range(args.runs):
-                pair = [("baseline", 1), ("gatewayd", 10)]
-                for kind, devices in pair if n % 2 == 0 else pair[::-1]:
-                    note(bench.run(kind, devices, 0))
-                note(bench.run("gatewayd", 1, 0))
-            for _ in range(args.memory_runs):
-                for kind, devices in (("gatewayd", 10), ("gatewayd", 1), ("baseline", 1)):
-                    note(bench.run(kind, devices, args.hold))
+            rounds(args.runs, 0)
+            rounds(args.memory_runs, args.hold)
         finally:
             bench.close()
     result = summarize(runs, args)
