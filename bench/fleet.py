@@ -17,7 +17,7 @@ docs/fleet.md explains the figures to integrators.
   collection took ~110 ms with 500 gatewayd hubs), every fleet is warmed up with one reading
   per hub (each store's first write creates its WAL file), and the stores run with
   `synchronous=NORMAL`. The daemon's default, `FULL` (an fsync per commit: 500 stores fsyncing
-  on one loop and one disk), is measured once at the largest N as `gatewayd-fsync`.
+  on one loop and one disk), is measured at the largest N only, as `gatewayd-fsync`.
 - Load: one reading per hub every `--interval` s (default 5 s: 200 msg/s at N=1000; the real
   rate is one per 5 min, i.e. 3.3 msg/s for 1000 hubs), the hubs staggered evenly. The ramp
   (largest N only) raises the aggregate rate step by step (`--rates`) until a step fails: the
@@ -31,21 +31,34 @@ docs/fleet.md explains the figures to integrators.
   clients (one connection per hub, same client options and LWT) publishing the very same
   payload bytes with no store, no outbox and no retained `state` (gatewayd publishes the
   retained `state` after each live reading too: two publishes per reading).
+- Pairing: at each N the gatewayd fleet and the bare fleet (and, at the largest N,
+  gatewayd-fsync) are all started, each with its own broker, workers and consumers, and their
+  phases then run one fleet at a time, back to back: `--rounds` steady rounds (default 3), the
+  order reversed every other round (gatewayd-fsync and bare either side of gatewayd), then each
+  ramp step for gatewayd and bare in turn (each fleet stops at its first step that fails). The
+  idle fleets hold their connections meanwhile.
 - Broker: the test mosquitto 2.0 with persistence, `max_queued_messages 0` and
   `set_tcp_nodelay true`, fresh for each (variant, N); its CPU and RSS come from
   /proc/<pid>; connections held are the ESTABLISHED sockets on its port (/proc/net/tcp). The
   file-descriptor limit is raised to the hard limit before anything starts (mosquitto and the
   workers inherit it).
-- Outage (full mode, gatewayd, largest N): the broker is stopped mid-stream (SIGTERM, or
-  SIGKILL with `--outage-kill`) and restarted 5 s later; hubs keep reading into their
-  outboxes. Reported: how fast the fleet reconnected (the production backoff: 1 s doubling to
-  60 s, jittered), when the consumer group had re-subscribed, duplicates, and readings the
-  group missed (mosquitto keeps nothing for a shared subscription until its member has
-  subscribed again after a restart).
+- Outage (full mode, gatewayd, largest N, alone: the other fleets of its N are torn down
+  first): the broker is stopped mid-stream (SIGTERM, or SIGKILL with `--outage-kill`) and
+  restarted 5 s later; hubs keep reading into their outboxes. Reported: how fast the fleet
+  reconnected (the production backoff: 1 s doubling to 60 s, jittered), when the consumer group
+  had re-subscribed, duplicates, and readings the group missed (mosquitto keeps nothing for a
+  shared subscription until its member has subscribed again after a restart).
 
 Figures are ratios against the baseline, never pass/fail: the bench fails only when it cannot
-run. The full run takes ~4 minutes; `--quick` ~30 s (N = 1000 only, short phases, two ramp
-steps, no outage, no gatewayd-fsync). Run: `.venv/bin/python bench/fleet.py [--quick]` (or
+run. Each ratio gatewayd / bare (and gatewayd-fsync / gatewayd) is taken per steady round, and
+the one quoted is the median of the per-round ratios with their min-max: msg/s and latency
+(wall clock) with the hubs' CPU time per reading beside them; the ramp steps both fleets ran
+give another set of pairs (one per rate). The maximum sustained rate is one figure per fleet
+(the highest step its ramp held), so its ratio is not paired and the output says so. The
+absolute figures are the medians of the rounds.
+
+The full run takes ~4 minutes; `--quick` ~30 s (N = 1000 only, short phases, two ramp steps,
+no outage, no gatewayd-fsync). Run: `.venv/bin/python bench/fleet.py [--quick]` (or
 `scripts/bench fleet`).
 """
 
@@ -57,15 +70,17 @@ import json
 import math
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import cpu_seconds, result_header, write_result
+from _common import cpu_seconds, paired, ratio_text, result_header, round_pairs, write_result
 from _fleet_common import (
     BROKER_CONFIG,
     PASS_ENV,
@@ -117,7 +132,8 @@ class Plan:
 
     sizes: tuple[int, ...]
     interval_s: float
-    steady_s: float
+    steady_s: float  # per round
+    rounds: int  # steady rounds per fleet, the fleets of one N taking turns
     rates: tuple[int, ...]
     step_s: float
     outage: bool
@@ -128,7 +144,8 @@ class Plan:
 FULL = Plan(
     sizes=(10, 100, 1000),
     interval_s=5.0,
-    steady_s=15.0,
+    steady_s=5.0,
+    rounds=3,
     rates=(500, 1000, 2000, 3000, 4000, 6000, 8000),
     step_s=5.0,
     outage=True,
@@ -137,7 +154,8 @@ FULL = Plan(
 QUICK = Plan(
     sizes=(1000,),
     interval_s=5.0,
-    steady_s=3.0,
+    steady_s=1.0,
+    rounds=3,
     rates=(1000, 3000),
     step_s=2.0,
     outage=False,
@@ -182,6 +200,7 @@ class Phase:
     target_msgs_per_s: float
     interval_s: float
     duration_s: float
+    round: int = 0  # steady phases: which round (1, 2, ...)
     emitted: int = 0
     received: int = 0  # distinct readings the group got
     lost: int = 0  # emitted, never received within the grace
@@ -470,66 +489,120 @@ class FleetRun:
     error: str | None = None
 
 
-async def run_fleet(
-    variant: Variant, n: int, plan: Plan, args: argparse.Namespace, *, steady_only: bool = False
-) -> FleetRun:
-    """Start the fleet, run its phases, tear it down."""
-    mode = variant.name
-    note(f"[{NAME}] {mode} N={n}: starting")
-    with tempfile.TemporaryDirectory(prefix=f"bench-fleet-{mode}-{n}-") as tmp:
-        fleet = Fleet(variant.mode, n, Path(tmp), args.workers, args.members)
-        fleet.outage_kill = args.outage_kill
-        synchronous = variant.synchronous if variant.mode == "gatewayd" else None
-        result = FleetRun(mode, n, synchronous, fleet.setup, [])
+@dataclass
+class Side:
+    """One fleet of a group and what it has measured so far."""
+
+    variant: Variant
+    fleet: Fleet
+    run: FleetRun
+    closed: bool = False
+
+    async def close(self) -> None:
+        """Tear the fleet down (once)."""
+        if not self.closed:
+            self.closed = True
+            await self.fleet.close()
+
+    async def attempt(self, work: Coroutine[Any, Any, Any]) -> bool:
+        """Await `work` unless this fleet already failed; a failure is noted, not raised."""
+        if self.run.error is not None:
+            work.close()
+            return False
         try:
-            await fleet.start(variant.synchronous, args.inflight)
-            note(
-                f"[{NAME}] {mode} N={n}: built in {fleet.setup['build_s']} s, connected in "
-                f"{fleet.setup['connect_s']} s"
-            )
-            # Warm-up, not reported: one reading per hub (in one second), so that each hub's
-            # first write (SQLite creates the WAL file then) and first publish are behind us.
-            warmup = Phase(f"warmup-{mode}-{n}", "warmup", n, 1.0, 1.0)
-            await fleet.run_phase(warmup)
-            fleet.setup["warmup"] = {
-                "emitted": warmup.emitted,
-                "received": warmup.received,
-                "latency_ms": warmup.latency_ms,
-            }
-            steady = Phase(
-                f"steady-{mode}-{n}",
-                "steady",
-                n / plan.interval_s,
-                plan.interval_s,
-                plan.steady_s,
-            )
-            result.phases.append(await fleet.run_phase(steady))
-            _progress(mode, n, steady)
-            if n == max(plan.sizes) and not steady_only:
-                for rate in plan.rates:
-                    step = Phase(f"ramp-{mode}-{n}-{rate}", "ramp", rate, n / rate, plan.step_s)
-                    result.phases.append(await fleet.run_phase(step))
-                    _progress(mode, n, step)
-                    if not step.holds:
-                        break
-                    result.max_sustained_msgs_per_s = step.msgs_per_s
-                if plan.outage and variant == GATEWAYD:
-                    outage = Phase(
-                        f"outage-{mode}-{n}",
-                        "outage",
+            await work
+        except Exception as exc:
+            self.run.error = f"{type(exc).__name__}: {exc}"
+            note(f"[{NAME}] {self.run.mode} N={self.run.hubs}: FAILED {self.run.error}")
+            return False
+        return True
+
+    async def start(self, args: argparse.Namespace) -> None:
+        """Broker, consumers, hubs connected, and a warm-up phase (not reported)."""
+        mode, n, fleet = self.run.mode, self.run.hubs, self.fleet
+        await fleet.start(self.variant.synchronous, args.inflight)
+        note(
+            f"[{NAME}] {mode} N={n}: built in {fleet.setup['build_s']} s, connected in "
+            f"{fleet.setup['connect_s']} s"
+        )
+        # Warm-up, not reported: one reading per hub (in one second), so that each hub's
+        # first write (SQLite creates the WAL file then) and first publish are behind us.
+        warmup = Phase(f"warmup-{mode}-{n}", "warmup", n, 1.0, 1.0)
+        await fleet.run_phase(warmup)
+        fleet.setup["warmup"] = {
+            "emitted": warmup.emitted,
+            "received": warmup.received,
+            "latency_ms": warmup.latency_ms,
+        }
+
+    async def phase(self, phase: Phase, outage: tuple[float, float] | None = None) -> None:
+        """Run one reported phase."""
+        self.run.phases.append(await self.fleet.run_phase(phase, outage=outage))
+        _progress(self.run.mode, self.run.hubs, phase)
+
+
+async def run_group(
+    variants: list[Variant], n: int, plan: Plan, args: argparse.Namespace
+) -> list[FleetRun]:
+    """Start a fleet of each variant at size `n` (in this order), run their phases taking turns
+    (steady rounds, then at the largest N the ramp of gatewayd and bare and gatewayd's outage),
+    tear them down. One failing fleet does not stop the others."""
+    note(f"[{NAME}] N={n}: starting {', '.join(v.name for v in variants)}")
+    with tempfile.TemporaryDirectory(prefix=f"bench-fleet-{n}-") as tmp:
+        sides: list[Side] = []
+        try:
+            for variant in variants:
+                fleet = Fleet(variant.mode, n, Path(tmp) / variant.name, args.workers, args.members)
+                fleet.outage_kill = args.outage_kill
+                synchronous = variant.synchronous if variant.mode == "gatewayd" else None
+                side = Side(variant, fleet, FleetRun(variant.name, n, synchronous, fleet.setup, []))
+                sides.append(side)
+                await side.attempt(side.start(args))
+            for r in range(1, plan.rounds + 1):
+                for side in sides if r % 2 else sides[::-1]:
+                    steady = Phase(
+                        f"steady-{side.run.mode}-{n}-{r}",
+                        "steady",
                         n / plan.interval_s,
                         plan.interval_s,
-                        plan.outage_s + 10.0,
+                        plan.steady_s,
+                        r,
                     )
-                    outage_window = (2.0, plan.outage_s)
-                    result.phases.append(await fleet.run_phase(outage, outage=outage_window))
-                    _progress(mode, n, outage)
-        except Exception as exc:
-            result.error = f"{type(exc).__name__}: {exc}"
-            note(f"[{NAME}] {mode} N={n}: FAILED {result.error}")
+                    await side.attempt(side.phase(steady))
+            if n == max(plan.sizes):
+                await _ramp_and_outage(sides, n, plan)
         finally:
-            await fleet.close()
-    return result
+            for side in sides:
+                await side.close()
+    return [side.run for side in sides]
+
+
+async def _ramp_and_outage(sides: list[Side], n: int, plan: Plan) -> None:
+    """At the largest N: each ramp step for gatewayd and bare in turn (a fleet stops at its
+    first step that fails), then gatewayd's outage with the other fleets torn down first."""
+    ramping = [side for side in sides if side.variant in (GATEWAYD, BARE)]
+    for i, rate in enumerate(plan.rates):
+        for side in list(ramping if i % 2 == 0 else ramping[::-1]):
+            step = Phase(f"ramp-{side.run.mode}-{n}-{rate}", "ramp", rate, n / rate, plan.step_s)
+            if await side.attempt(side.phase(step)) and step.holds:
+                side.run.max_sustained_msgs_per_s = step.msgs_per_s
+            else:
+                ramping.remove(side)
+        if not ramping:
+            break
+    for side in sides:
+        if plan.outage and side.variant == GATEWAYD:
+            for other in sides:
+                if other is not side:
+                    await other.close()
+            outage = Phase(
+                f"outage-{side.run.mode}-{n}",
+                "outage",
+                n / plan.interval_s,
+                plan.interval_s,
+                plan.outage_s + 10.0,
+            )
+            await side.attempt(side.phase(outage, outage=(2.0, plan.outage_s)))
 
 
 def _progress(mode: str, n: int, phase: Phase) -> None:
@@ -551,43 +624,102 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3)
 
 
+def _number(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+#: What is compared per pair of phases: the wall-clock figures, then the CPU time.
+FIGURES: dict[str, Callable[[Phase], float]] = {
+    "ratio_msgs_per_s": lambda p: p.msgs_per_s,
+    "ratio_latency_p50": lambda p: _number(p.latency_ms.get("p50")),
+    "ratio_latency_p99": lambda p: _number(p.latency_ms.get("p99")),
+    "ratio_hubs_cpu_per_msg": lambda p: p.hubs_cpu_us_per_msg,
+}
+
+
+def paired_phases(
+    a: FleetRun, b: FleetRun, kind: str, key: Callable[[Phase], int]
+) -> dict[str, dict[str, Any]]:
+    """Per figure: the median of the ratios a/b over the phases of `kind` both fleets ran, pairs
+    matched by `key` (the round of a steady phase, the rate of a ramp step)."""
+    phases = [(run.mode, p) for run in (a, b) for p in run.phases if p.kind == kind]
+
+    def figure(value: Callable[[Phase], float]) -> dict[str, Any]:
+        return paired(
+            round_pairs(
+                phases,
+                a.mode,
+                b.mode,
+                lambda item: value(item[1]),
+                side=lambda item: item[0],
+                rounds=lambda item: key(item[1]),
+            )
+        )
+
+    return {name: figure(value) for name, value in FIGURES.items()}
+
+
+def _steady_round(phase: Phase) -> int:
+    return phase.round
+
+
+def _ramp_rate(phase: Phase) -> int:
+    return round(phase.target_msgs_per_s)
+
+
+def _steady_median(run: FleetRun, attr: str) -> float | None:
+    values = [getattr(p, attr) for p in run.phases if p.kind == "steady"]
+    return round(statistics.median(values), 1) if values else None
+
+
 def summarize(
     runs: list[FleetRun], plan: Plan, args: argparse.Namespace, limits: dict[str, int]
 ) -> dict[str, Any]:
-    """The JSON result: every run and phase, the gatewayd/bare ratios, what held."""
+    """The JSON result: every run and phase, the paired gatewayd/bare ratios, what held."""
     by = {(r.mode, r.hubs): r for r in runs}
     comparison: dict[str, Any] = {}
     for n in plan.sizes:
         g, b = by.get(("gatewayd", n)), by.get(("bare", n))
         if g is None or b is None or not g.phases or not b.phases:
             continue
-        gs, bs = g.phases[0], b.phases[0]
-        comparison[str(n)] = {
-            "steady_msgs_per_s": {"gatewayd": gs.msgs_per_s, "bare": bs.msgs_per_s},
-            "ratio_msgs_per_s": _ratio(gs.msgs_per_s, bs.msgs_per_s),
-            "ratio_latency_p50": _ratio(gs.latency_ms.get("p50"), bs.latency_ms.get("p50")),
-            "ratio_latency_p99": _ratio(gs.latency_ms.get("p99"), bs.latency_ms.get("p99")),
-            "ratio_hubs_cpu_per_msg": _ratio(gs.hubs_cpu_us_per_msg, bs.hubs_cpu_us_per_msg),
+        steady = paired_phases(g, b, "steady", _steady_round)
+        entry: dict[str, Any] = {
+            "steady_msgs_per_s": {
+                "gatewayd": _steady_median(g, "msgs_per_s"),
+                "bare": _steady_median(b, "msgs_per_s"),
+            },
+            # Each: the median of the per-round ratios (the full figure in `paired`).
+            **{name: figure["median"] for name, figure in steady.items()},
+            "paired": steady,
             "ratio_max_sustained_msgs_per_s": _ratio(
                 g.max_sustained_msgs_per_s, b.max_sustained_msgs_per_s
             ),
         }
+        if any(p.kind == "ramp" for p in g.phases) and any(p.kind == "ramp" for p in b.phases):
+            entry["ramp_paired"] = paired_phases(g, b, "ramp", _ramp_rate)
+            entry["unpaired"] = {
+                "ratio_max_sustained_msgs_per_s": "one ramp per fleet: the highest step each "
+                "held, a single figure per side, not a median of paired rounds"
+            }
+        comparison[str(n)] = entry
 
     fsync = by.get(("gatewayd-fsync", max(plan.sizes)))
     normal = by.get(("gatewayd", max(plan.sizes)))
     if fsync and normal and fsync.phases and normal.phases:
-        full, norm = fsync.phases[0], normal.phases[0]
+        figures = paired_phases(fsync, normal, "steady", _steady_round)
         comparison["fsync_over_normal_at_largest_n"] = {
-            "ratio_latency_p50": _ratio(full.latency_ms.get("p50"), norm.latency_ms.get("p50")),
-            "ratio_latency_p99": _ratio(full.latency_ms.get("p99"), norm.latency_ms.get("p99")),
-            "ratio_hubs_cpu_per_msg": _ratio(full.hubs_cpu_us_per_msg, norm.hubs_cpu_us_per_msg),
+            **{name: figure["median"] for name, figure in figures.items()},
+            "paired": figures,
         }
 
     def held(mode: str) -> int:
         ok = [
             r.hubs
             for r in runs
-            if r.mode == mode and r.error is None and r.phases and r.phases[0].holds
+            if r.mode == mode
+            and r.error is None
+            and any(p.kind == "steady" for p in r.phases)
+            and all(p.holds for p in r.phases if p.kind == "steady")
         ]
         return max(ok, default=0)
 
@@ -620,6 +752,16 @@ def summarize(
     }
 
 
+def _figures_text(figures: dict[str, dict[str, Any]]) -> list[str]:
+    """The lines of one set of paired figures: wall clock first, the hubs' CPU time beside."""
+    return [
+        f"      msg/s {ratio_text(figures['ratio_msgs_per_s'])}"
+        f"   hub CPU time/msg {ratio_text(figures['ratio_hubs_cpu_per_msg'])}",
+        f"      latency p50 {ratio_text(figures['ratio_latency_p50'])}"
+        f"   p99 {ratio_text(figures['ratio_latency_p99'])}",
+    ]
+
+
 def print_block(result: dict[str, Any], path: Path) -> None:
     """The human-readable result block."""
     setup = result["setup"]
@@ -627,7 +769,8 @@ def print_block(result: dict[str, Any], path: Path) -> None:
     lines = [
         f"== {NAME}: N hubs -> mosquitto -> shared-subscription group of "
         f"{setup['consumer_members']} ({setup['mode']} run, {result['seconds']:.0f} s) ==",
-        f"  one reading per hub every {setup['interval_s']:g} s (steady), QoS 1, "
+        f"  one reading per hub every {setup['interval_s']:g} s (steady: {setup['rounds']} rounds "
+        f"of {setup['steady_s']:g} s per fleet, the fleets of one N taking turns), QoS 1, "
         f"{setup['workers']} hub worker processes; stores synchronous={sync['gatewayd']} "
         f"(gatewayd-fsync: {sync['gatewayd-fsync']}); mosquitto {result['machine']['mosquitto']}"
         f"; nofile {result['machine']['nofile_limit']['soft']}",
@@ -649,8 +792,9 @@ def print_block(result: dict[str, Any], path: Path) -> None:
             lines.append(f"{head}  ERROR {run['error']}")
         for p in run["phases"]:
             lat = p["latency_ms"]
+            kind = p["kind"] + (str(p["round"]) if p["round"] else "")
             lines.append(
-                f"{head}  {p['kind']:<7} {p['target_msgs_per_s']:>6.0f}"
+                f"{head}  {kind:<7} {p['target_msgs_per_s']:>6.0f}"
                 f" {p['offered_msgs_per_s']:>8.0f}"
                 f" {p['received']:>8} {p['lost']:>5} {p['duplicates']:>3} {p['msgs_per_s']:>8.0f}"
                 f" {lat.get('p50', 0):>6.1f} {lat.get('p95', 0):>6.1f} {lat.get('p99', 0):>6.1f}"
@@ -664,39 +808,41 @@ def print_block(result: dict[str, Any], path: Path) -> None:
                 f"{head}  max sustained rate {run['max_sustained_msgs_per_s']:.0f} msg/s "
                 f"(the highest ramp step that held)"
             )
+    lines.append("  ratios = median of the per-round ratios (min-max, rounds)")
     for n, c in result["comparison"].items():
         if n == "fsync_over_normal_at_largest_n":
-            lines.append(
-                f"  gatewayd-fsync/gatewayd at the largest N: latency p50 "
-                f"{c['ratio_latency_p50']}, p99 {c['ratio_latency_p99']}, hub CPU/msg "
-                f"{c['ratio_hubs_cpu_per_msg']}"
-            )
+            lines.append("  gatewayd-fsync/gatewayd at the largest N, steady rounds:")
+            lines += _figures_text(c["paired"])
             continue
+        lines.append(f"  N={n}: gatewayd/bare, steady rounds:")
+        lines += _figures_text(c["paired"])
+        if "ramp_paired" in c:
+            lines.append(f"  N={n}: gatewayd/bare, the ramp steps both ran (one pair per rate):")
+            lines += _figures_text(c["ramp_paired"])
         sustained = c["ratio_max_sustained_msgs_per_s"]
-        lines.append(
-            f"  N={n}: gatewayd/bare msg/s {c['ratio_msgs_per_s']}, latency p50 "
-            f"{c['ratio_latency_p50']}, p99 {c['ratio_latency_p99']}, hub CPU/msg "
-            f"{c['ratio_hubs_cpu_per_msg']}"
-            + (f", max sustained rate {sustained}" if sustained is not None else "")
-        )
+        if sustained is not None:
+            lines.append(
+                f"  N={n}: gatewayd/bare max sustained rate {sustained:.2f}: NOT PAIRED (one ramp "
+                "per fleet, a single figure per side; no CPU-time ratio)"
+            )
     held = result["largest_n_held"]
     lines += [
-        f"  largest N that held its steady phase: gatewayd {held['gatewayd']}, bare {held['bare']}",
+        f"  largest N that held every steady round: gatewayd {held['gatewayd']}, "
+        f"bare {held['bare']}",
         f"  json: {path}",
     ]
     print("\n".join(lines), flush=True)
 
 
 async def main_async(args: argparse.Namespace, plan: Plan) -> list[FleetRun]:
-    """Every size with gatewayd and the baseline (alternating who goes first), then the
-    daemon's default fsync-per-commit store at the largest size."""
+    """Every size with gatewayd and the baseline side by side (alternating who goes first),
+    and at the largest size the daemon's default fsync-per-commit store beside them."""
     runs: list[FleetRun] = []
     for i, n in enumerate(plan.sizes):
-        order = (GATEWAYD, BARE) if i % 2 == 0 else (BARE, GATEWAYD)
-        for variant in order:
-            runs.append(await run_fleet(variant, n, plan, args))  # noqa: PERF401 - sequential
-    if plan.fsync_check:
-        runs.append(await run_fleet(GATEWAYD_FSYNC, max(plan.sizes), plan, args, steady_only=True))
+        variants = [GATEWAYD, BARE] if i % 2 == 0 else [BARE, GATEWAYD]
+        if plan.fsync_check and n == max(plan.sizes):
+            variants = [BARE, GATEWAYD, GATEWAYD_FSYNC]  # gatewayd next to both, every round
+        runs += await run_group(variants, n, plan, args)
     return runs
 
 
@@ -707,7 +853,8 @@ def main() -> int:
     parser.add_argument("--hubs", help="fleet sizes, comma-separated (default 10,100,1000)")
     parser.add_argument("--rates", help="ramp steps, aggregate msg/s, comma-separated")
     parser.add_argument("--interval", type=float, help="seconds between readings of one hub")
-    parser.add_argument("--steady", type=float, help="seconds of the steady phase")
+    parser.add_argument("--steady", type=float, help="seconds of each steady round")
+    parser.add_argument("--rounds", type=int, help="steady rounds per fleet (default 3)")
     parser.add_argument("--no-outage", dest="outage", action="store_false")
     parser.add_argument(
         "--outage-kill", action="store_true", help="SIGKILL the broker (default: SIGTERM)"
@@ -729,6 +876,8 @@ def main() -> int:
         changes["interval_s"] = args.interval
     if args.steady:
         changes["steady_s"] = args.steady
+    if args.rounds:
+        changes["rounds"] = args.rounds
     if not args.outage:
         changes["outage"] = False
     if not args.fsync_check:
