@@ -13,7 +13,8 @@ I/O:
   `skip_refused(request)` says so (the collector is told through `timeout()` when it waited for
   an answer, as if none came) and raised otherwise. Returns the events, or None when the
   collector has nothing to do now.
-* `wait()` - the next notification / indication, fed to the collector. While an answer is due
+* `wait()` - the next notification / indication, fed to the collector (through `notified`
+  when the driver filters what the device sends by itself, else `feed`). While an answer is due
   the wait is bounded by `response_timeout` and silence becomes `collector.timeout()`; when
   nothing is due it is bounded by `idle_timeout` (None: for ever) and silence returns None
   (the driver decides: a meter that is done, a transmitter that went quiet). `LinkLost` when the
@@ -71,16 +72,19 @@ class CollectorLoop(Generic[E]):
         collector: Collector[E],
         feed: Callable[[str, bytes], Sequence[E]],
         *,
+        notified: Callable[[str, bytes], Sequence[E]] | None = None,
         idle_timeout: float | None = None,
         response_timeout: float | None = None,
         skip_refused: Callable[[Request], bool] = _always,
         before: Callable[[Request], Awaitable[None]] | None = None,
         after: Callable[[Request], Awaitable[None]] | None = None,
     ) -> None:
-        """`response_timeout` defaults to the link's operation `timeout`."""
+        """`feed` takes read values and, unless `notified` is given, what the device sends by
+        itself too; `response_timeout` defaults to the link's operation `timeout`."""
         self.link = link
         self.collector = collector
         self.feed = feed
+        self.notified = feed if notified is None else notified
         self.idle_timeout = idle_timeout
         self.response_timeout = link.timeout if response_timeout is None else response_timeout
         self.skip_refused = skip_refused
@@ -131,7 +135,7 @@ class CollectorLoop(Generic[E]):
         uuid, data = item
         if due is not None and uuid == due.characteristic:
             self.awaiting = None
-        return list(self.feed(uuid, data))
+        return list(self.notified(uuid, data))
 
     async def steps(self) -> AsyncIterator[list[E]]:
         """The events of each request and each value received; ends on idle silence."""

@@ -455,8 +455,9 @@ class GattLink:
 
         await self._run(what or f"subscribe {uuid}", lambda c: c.start_notify(uuid, on_value))
 
-    async def pair(self, reason: str) -> None:
-        """Bond with the device now (no-op once bonded); `reason` is logged.
+    async def pair(self, reason: str, *, during: str | None = None) -> None:
+        """Bond with the device now (no-op once bonded); `reason` (and the operation it
+        interrupted, `during`) are logged.
 
         `DeviceRefused` when the device refuses or ``bond = "never"``; `LinkLost` when the link
         drops or the bonding takes longer than `pair_timeout`.
@@ -466,7 +467,7 @@ class GattLink:
         if self.bond == "never":
             raise _never("bonding", reason, device=self.device_id, noun=self.noun)
         client = self.client
-        self.log.info("ble_bonding", reason=reason, address=self.address)
+        self.log.info("ble_bonding", reason=reason, during=during, address=self.address)
         try:
             async with asyncio.timeout(self.pair_timeout):
                 await client.pair()
@@ -520,7 +521,7 @@ class GattLink:
                 code = security_code(exc)
                 if code is None or retried or self._paired or self.bond == "never":
                     raise self._error(exc, what) from exc
-                await self.pair(f"ATT 0x{code:02x} on {what}")
+                await self.pair(f"ATT 0x{code:02x}", during=what)
                 retried = True
 
     def _error(self, exc: BaseException, what: str, *, phase: Phase = "gatt") -> DeviceError:

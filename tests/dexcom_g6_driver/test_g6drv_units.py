@@ -47,7 +47,7 @@ def options(**table: Any) -> G6Options:
 def test_options_defaults_and_normalisation() -> None:
     parsed = options(transmitter_id=" 8g1234 ", address="aa:bb:cc:dd:ee:ff")
     assert parsed == G6Options(transmitter_id="8G1234", address="AA:BB:CC:DD:EE:FF")
-    assert (parsed.alternate, parsed.bond, parsed.g6_glucose) == (False, True, False)
+    assert (parsed.alternate, parsed.bond, parsed.g6_glucose) == (False, "auto", False)
     assert (parsed.scan_timeout, parsed.history) == (330.0, 86_400.0)
 
 

@@ -251,7 +251,7 @@ async def test_bond_auto_pairs_when_the_meter_asks(link: InProcessLink) -> None:
     with capture_logs() as logs:
         got = await hub.connect()
     assert len(got) == 12
-    assert [e["reason"] for e in logs if e["event"] == "meter_bonding"] == ["ATT 0x05"]
+    assert [e["reason"] for e in logs if e["event"] == "ble_bonding"] == ["ATT 0x05"]
 
 
 async def test_bond_always_pairs_on_connect(link: InProcessLink) -> None:
@@ -260,7 +260,8 @@ async def test_bond_always_pairs_on_connect(link: InProcessLink) -> None:
     with capture_logs() as logs:
         got = await hub.connect()
     assert len(got) == 12
-    assert not [e for e in logs if e["event"] == "meter_bonding"]
+    # paired once, on connect: no operation was refused for want of a bond
+    assert [e["reason"] for e in logs if e["event"] == "ble_bonding"] == ['bond = "always"']
 
 
 async def test_bond_never_refuses_a_meter_that_requires_it(link: InProcessLink) -> None:
