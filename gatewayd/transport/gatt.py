@@ -59,6 +59,7 @@ paired"), ``AuthenticationFailed`` / ``AuthenticationRejected``
 ``NotReady``, ``DoesNotExist``, ``AuthenticationTimeout``,
 ``UnknownObject``, D-Bus ``NoReply`` / ``ServiceUnknown``      `LinkLost` (retried)
 any other `BleakError` while pairing and still connected       `DeviceRefused` (parked)
+any other `BleakError` while connecting                        `DeviceError` (retried)
 any other `BleakError` once the link is down                   `LinkLost` (retried)
 any other `BleakError`                                         `DeviceError` (retried)
 =============================================================  ===============================
@@ -258,6 +259,8 @@ def ble_error(  # noqa: PLR0911 - one return per row of the mapping table
         return _dbus_error(exc, what, device=device, bond=bond, noun=noun)
     if phase == "pair" and connected:
         return _bond_refused(what, str(exc) or type(exc).__name__, device=device, noun=noun)
+    if phase == "connect":
+        return DeviceError(f"{what}: {exc or type(exc).__name__}", device=device)
     if not connected:
         return LinkLost(f"{what}: the {noun} dropped the link ({exc})", device=device)
     return DeviceError(f"{what}: {exc or type(exc).__name__}", device=device)
@@ -477,7 +480,7 @@ class GattLink:
                 device=self.device_id,
             ) from exc
         except (BleakError, NotImplementedError) as exc:
-            raise self._error(exc, "bonding", phase="pair") from exc
+            raise self._error(exc, during or reason, phase="pair") from exc
         self._paired = True
         self.log.info("ble_bonded", address=self.address)
 
