@@ -12,7 +12,8 @@ hci = "usb:0"          # required: a Bumble HCI transport (usb:0, serial:/dev/tt
                        # tcp-client:127.0.0.1:9001 for an emulator, ...)
 ```
 
-Drivers stay stack-agnostic, written against bleak's public API only:
+Drivers stay stack-agnostic: they use `gatewayd.transport.gatt.GattLink`, which is written
+against bleak's public API only:
 
     device = await BleakScanner.find_device_by_filter(match, **scanner_kwargs(cfg))
     client = await establish(device, cfg, disconnected_callback=on_lost)
