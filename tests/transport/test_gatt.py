@@ -33,7 +33,9 @@ from gatewayd.options import OptionReader
 from gatewayd.transport.ble import BleConfig
 from gatewayd.transport.bumble_backend import bumble_session
 from gatewayd.transport.bumble_link import InProcessLink, in_process_link, refuse_pairing
+from gatewayd.transport.collector import CollectorLoop
 from gatewayd.transport.gatt import Bond, GattLink, ble_error, read_bond, security_code
+from protocols.gatt import Request, RequestKind
 
 pytestmark = pytest.mark.timeout(15)
 
@@ -122,6 +124,21 @@ def test_a_gateway_error_passes_through_and_dropped_links_are_link_lost() -> Non
     refused = DeviceRefused("no")
     assert ble_error(refused, "x") is refused
     assert isinstance(ble_error(BleakError("Not connected"), "x", connected=False), LinkLost)
+    failed = ble_error(BleakError("no route"), "connect", phase="connect", connected=False)
+    assert type(failed) is DeviceError
+
+
+def test_the_public_surface() -> None:
+    from gatewayd.transport import collector, gatt
+
+    assert set(gatt.__all__) == {
+        "BONDS", "CLOSE_TIMEOUT", "LOST", "PAIRING_TIMEOUT", "RESPONSE_TIMEOUT",
+        "SECURITY_ERRORS", "Bond", "GattLink", "Notification", "Phase", "ble_error",
+        "gatt_text", "read_bond", "security_code",
+    }  # fmt: skip
+    assert set(collector.__all__) == {"Collector", "CollectorLoop"}
+    for name in ("read", "write", "subscribe", "pair", "receive", "connect", "close"):
+        assert callable(getattr(GattLink, name))
 
 
 def test_security_codes() -> None:
@@ -156,6 +173,8 @@ NOTIFY = "b0e1b2c3-0004-4000-8000-00000000cafe"  # notify, ordinary CCCD
 NOTIFY_STALL = "b0e1b2c3-0005-4000-8000-00000000cafe"  # CCCD write never answered
 NOTIFY_REFUSED = "b0e1b2c3-0006-4000-8000-00000000cafe"  # CCCD write: ATT 0x80
 NOTIFY_SECURE = "b0e1b2c3-0007-4000-8000-00000000cafe"  # CCCD write needs encryption
+REFUSED = "b0e1b2c3-0008-4000-8000-00000000cafe"  # read / write: ATT 0x80
+CONTROL = "b0e1b2c3-0009-4000-8000-00000000cafe"  # write b"ask": indicates b"answer"; else mute
 CCCD = "00002902-0000-1000-8000-00805f9b34fb"
 BUMBLE = BleConfig(stack="bumble", hci="tcp-client:127.0.0.1:1")  # the loop's host is used
 P = Characteristic.Properties
@@ -176,6 +195,10 @@ class Peripheral:
         self.device = device
         self.release = asyncio.Event()
         self.notify: Characteristic[bytes] = Characteristic(NOTIFY, P.NOTIFY, "READABLE", b"")
+        self.control: Characteristic[bytes] = Characteristic(
+            CONTROL, P.WRITE | P.INDICATE, "WRITEABLE", CharacteristicValue(write=self._control)
+        )
+        self.tasks: set[asyncio.Task[None]] = set()
 
         def cccd(write: Any, permissions: str = "READABLE,WRITEABLE") -> Descriptor:
             return Descriptor(CCCD, permissions, CharacteristicValue(read=self._zero, write=write))
@@ -209,6 +232,13 @@ class Peripheral:
                         b"",
                         [cccd(lambda _c, _v: None, "READABLE,WRITEABLE,WRITE_REQUIRES_ENCRYPTION")],
                     ),
+                    Characteristic(
+                        REFUSED,
+                        P.READ | P.WRITE,
+                        "READABLE,WRITEABLE",
+                        CharacteristicValue(read=self._refuse_read, write=self._refuse),
+                    ),
+                    self.control,
                 ],
             )
         )
@@ -220,6 +250,18 @@ class Peripheral:
     @staticmethod
     def _refuse(_connection: Connection | None, _value: bytes) -> None:
         raise att.ATT_Error(0x80)
+
+    @staticmethod
+    def _refuse_read(_connection: Connection | None) -> bytes:
+        raise att.ATT_Error(0x80)
+
+    def _control(self, _connection: Connection | None, value: bytes) -> None:
+        if value == b"ask":
+            task = asyncio.get_running_loop().create_task(
+                self.device.indicate_subscribers(self.control, b"answer")
+            )
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
 
     async def _stall_read(self, _connection: Connection | None) -> bytes:
         await self.release.wait()
@@ -258,6 +300,7 @@ async def radio() -> AsyncIterator[tuple[InProcessLink, Peripheral]]:
             yield link, peripheral
         finally:
             peripheral.release.set()
+            await asyncio.gather(*peripheral.tasks, return_exceptions=True)
 
 
 @contextlib.asynccontextmanager
@@ -389,3 +432,103 @@ async def test_a_device_that_does_not_advertise_is_not_found(
     gatt = GattLink("dev")
     with pytest.raises(DeviceNotFound, match=r"nobody did not advertise within 0\.1 s"):
         await gatt.connect(BUMBLE, lambda _d, _a: False, wanted="nobody", scan_timeout=0.1)
+
+
+# -- CollectorLoop on a virtual link ------------------------------------------------------------
+
+
+class Script:
+    """A sans-I/O collector that hands out a fixed list of requests and records what it got."""
+
+    def __init__(self, *requests: Request) -> None:
+        self.requests = list(requests)
+        self.awaiting: Request | None = None
+        self.timeouts: list[str] = []
+
+    def next_request(self) -> Request | None:
+        if self.awaiting is not None or not self.requests:
+            return None
+        request = self.requests.pop(0)
+        self.awaiting = request if request.awaits_response else None
+        return request
+
+    def receive(self, uuid: str, data: bytes) -> list[str]:
+        self.awaiting = None
+        return [f"{uuid[9:13]}={data.decode()}"]
+
+    def timeout(self) -> list[str]:
+        request, self.awaiting = self.awaiting, None
+        if request is None:
+            return []
+        self.timeouts.append(request.label)
+        return [f"timeout {request.label}"]
+
+
+def read(uuid: str, label: str) -> Request:
+    return Request(RequestKind.READ, uuid, label=label)
+
+
+def write(uuid: str, data: bytes, label: str, *, answer: bool = True) -> Request:
+    return Request(RequestKind.WRITE, uuid, data, awaits_response=answer, label=label)
+
+
+async def test_the_loop_reads_writes_and_feeds_indications_then_ends_on_idle_silence(
+    radio: tuple[InProcessLink, Peripheral],
+) -> None:
+    script = Script(read(PLAIN, "plain"), write(CONTROL, b"ask", "ask"))
+    async with connected() as link:
+        await link.subscribe(CONTROL)
+        loop = CollectorLoop(link, script, script.receive, idle_timeout=0.05)
+        steps = [events async for events in loop.steps()]
+    assert steps == [["0001=plain"], [], ["0009=answer"]]
+    assert loop.awaiting is None
+
+
+async def test_a_missing_answer_becomes_the_collectors_timeout(
+    radio: tuple[InProcessLink, Peripheral],
+) -> None:
+    script = Script(write(CONTROL, b"mute", "mute"))
+    async with connected() as link:
+        await link.subscribe(CONTROL)
+        loop = CollectorLoop(link, script, script.receive, response_timeout=0.1)
+        assert await loop.perform_next() == []
+        assert loop.awaiting is not None
+        assert await loop.wait() == ["timeout mute"]
+        assert await loop.perform_next() is None  # nothing left to do
+    assert script.timeouts == ["mute"]
+
+
+async def test_a_refused_request_is_skipped_or_raised_as_the_driver_says(
+    radio: tuple[InProcessLink, Peripheral],
+) -> None:
+    script = Script(read(REFUSED, "optional"), write(REFUSED, b"x", "required"))
+    async with connected() as link:
+        loop = CollectorLoop(
+            link, script, script.receive, skip_refused=lambda r: r.kind is RequestKind.READ
+        )
+        assert await loop.perform_next() == ["timeout optional"]  # skipped, as if unanswered
+        with pytest.raises(AttError, match="required: the sensor answered ATT 0x80"):
+            await loop.perform_next()
+
+
+async def test_hooks_run_around_each_request_and_a_drop_is_link_lost(
+    radio: tuple[InProcessLink, Peripheral],
+) -> None:
+    _link, peripheral = radio
+    script = Script(write(PLAIN, b"x", "first", answer=False))
+    seen: list[str] = []
+
+    async def before(request: Request) -> None:
+        seen.append(f"before {request.label}")
+
+    async def after(request: Request) -> None:
+        seen.append(f"after {request.label}")
+        for connection in list(peripheral.device.connections.values()):
+            await connection.disconnect()
+
+    async with connected() as link:
+        loop = CollectorLoop(link, script, script.receive, before=before, after=after)
+        with pytest.raises(LinkLost, match="the sensor dropped the link"):
+            async for _events in loop.steps():
+                pass
+    assert seen == ["before first", "after first"]
