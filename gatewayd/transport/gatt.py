@@ -51,7 +51,8 @@ what bleak (or the stack) raised                               gatewayd error
 `BleakNotFoundError`                                           `DeviceNotFound` (retried)
 `BleakGATTProtocolError` 0x05 / 0x0F / 0x0C after a bond, or
 with ``bond = "never"``                                        `DeviceRefused` (parked)
-`BleakGATTProtocolError`, any other code                       `AttError` (`.code`; retried)
+`BleakGATTProtocolError`, any other code; `BleakDBusError`
+``NotPermitted`` "Read / Write not permitted"                  `AttError` (`.code`; retried)
 `BleakDBusError` ``org.bluez.Error.NotPermitted`` ("Not
 paired"), ``AuthenticationFailed`` / ``AuthenticationRejected``
 / ``AuthenticationCanceled``                                   `DeviceRefused` (parked)
@@ -67,9 +68,10 @@ any other `BleakError`                                         `DeviceError` (re
 Bonding on the two stacks (docs/ble.md, "Bonding on BlueZ and on Bumble"): on Bumble the hub
 itself pairs ("just works", LE Secure Connections) exactly as `bond` says. On BlueZ,
 bluetoothd answers an ATT security error by pairing on its own and resending the request, so
-the driver never sees 0x05 / 0x0F / 0x0C: "auto" and "always" behave alike, and a bond that
-bluetoothd could not make reaches the link as ``NotPermitted "Not paired"`` or an
-``Authentication*`` error, which is `DeviceRefused`. "never" cannot stop bluetoothd from
+the driver never sees 0x05 / 0x0F / 0x0C: with "auto" the hub has nothing to do, "always"
+also asks bluetoothd to pair right after connecting, and a bond that bluetoothd could not make
+reaches the link as ``NotPermitted "Not paired"`` or an ``Authentication*`` error, which is
+`DeviceRefused`. "never" cannot stop bluetoothd from
 pairing by itself; the link never asks for a bond (no ``Pair`` call) and, when bluetoothd's own
 attempt fails, parks the device with the "requires a bond and bond = never" reason.
 """
