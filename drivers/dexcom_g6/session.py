@@ -2,9 +2,10 @@
 
 A session scans for ``Dexcom<last two of the id>`` (`scan_timeout`: a transmitter advertises for
 a few seconds every 5 minutes), connects, enables Authentication indications, then runs
-`protocols.dexcom_g6.G6Session`: authenticate (a token hash that does not match the configured
-id is `DeviceRefused`: the supervisor parks the device), keep-alive + bond request and OS pairing
-when the transmitter is not bonded to us (then Control indications and Backfill notifications),
+`protocols.dexcom_g6.G6Session` on `gatewayd.transport.collector.CollectorLoop`: authenticate
+(a token hash that does not match the configured id is `DeviceRefused`: the supervisor parks the
+device), keep-alive + bond request and OS pairing when the transmitter is not bonded to us (a
+refused pairing is `DeviceRefused` too; then Control indications and Backfill notifications),
 time (places readings on the wall clock: activation = now - transmitter time), glucose, and a
 backfill from the newest stored record + 1 up to the transmitter's now. The session then ends
 (our disconnect lets the transmitter sleep); the supervisor scans again for the next wake-up.

@@ -18,7 +18,7 @@ hole) and the records after the last one yielded are asked for again on the same
 record that fails again is then passed over); a damaged result notified outside a report ends
 the session, so that the next connection asks from the newest stored one. A meter that refuses
 "records >= n" is asked for all of them (those before n are skipped); a meter that needs bonding
-while `bond = "never"` is `DeviceRefused`.
+while `bond = "never"`, or refuses the bond, is `DeviceRefused` (`gatewayd.transport.gatt`).
 """
 
 from __future__ import annotations
