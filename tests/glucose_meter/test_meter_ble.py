@@ -270,6 +270,15 @@ async def test_bond_never_refuses_a_meter_that_requires_it(link: InProcessLink) 
         await Hub(options=replace(OPTIONS, bond="never")).connect()
 
 
+async def test_a_meter_that_refuses_to_bond_is_refused_for_good(link: InProcessLink) -> None:
+    await start_meter(link, require_bonding=True, refuse_bonding=True)
+    hub = Hub()
+    with pytest.raises(DeviceRefused, match="bonding refused by the meter") as refused:
+        await hub.connect()
+    assert "put the meter in pairing mode" in str(refused.value)
+    assert hub.order == []
+
+
 async def test_a_meter_that_is_not_there_is_not_found(link: InProcessLink) -> None:
     await start_meter(link)
     options = replace(OPTIONS, address="11:22:33:44:55:66", scan_timeout=0.3)
