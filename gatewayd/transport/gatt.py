@@ -472,7 +472,7 @@ class GattLink:
         if self.bond == "never":
             raise _never("bonding", reason, device=self.device_id, noun=self.noun)
         client = self.client
-        self.log.info("ble_bonding", reason=reason, during=during, address=self.address)
+        self.log.info("ble_bonding", reason=reason, during=during, ble_address=self.address)
         try:
             async with asyncio.timeout(self.pair_timeout):
                 await client.pair()
@@ -484,7 +484,7 @@ class GattLink:
         except (BleakError, NotImplementedError) as exc:
             raise self._error(exc, during or reason, phase="pair") from exc
         self._paired = True
-        self.log.info("ble_bonded", address=self.address)
+        self.log.info("ble_bonded", ble_address=self.address)
 
     async def receive(self, timeout: float | None) -> Notification | None:  # noqa: ASYNC109
         """The next queued value; None after `timeout` s of silence (None: wait for ever).
