@@ -55,6 +55,19 @@ class LinkLost(DeviceError):  # noqa: N818 - reads as the event it reports
     """The link to the device dropped; reconnecting is expected to help."""
 
 
+class AttError(DeviceError):
+    """The device answered a GATT request with an ATT error (other than "bond first").
+
+    `code` is the ATT error code (Core Spec Vol 3 Part F §3.4.1.1; 0x80-0x9F are the
+    profile's own, 0xFC-0xFF the common profile codes). Retried like any `DeviceError`;
+    drivers may catch it to skip an optional step.
+    """
+
+    def __init__(self, message: str, code: int, *, device: str | None = None) -> None:
+        super().__init__(message, device=device)
+        self.code = code
+
+
 class DeviceNotFound(DeviceError):  # noqa: N818 - reads as the event it reports
     """The device was not found (not advertising, unplugged); try again later."""
 

@@ -41,7 +41,8 @@ Options (all optional; without address and name the first sensor advertising 0x1
   scan_timeout        seconds to wait for the sensor to advertise per attempt, > 0 (default 60)
   bond                "auto" (default: bond when the sensor answers "insufficient
                       authentication / encryption"), "always" (bond on every connection) or
-                      "never" (a sensor that requires a bond is refused and parked). A sensor
+                      "never" (a sensor that requires a bond is refused and parked); a sensor
+                      that refuses the bond is parked too (docs/ble.md, "Bonding"). A sensor
                       that asks for a PIN must be paired once beforehand (bluetoothctl on BlueZ).
 
 Example::

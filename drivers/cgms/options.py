@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
 
 from gatewayd.options import OptionReader
+from gatewayd.transport.gatt import BONDS, Bond, read_bond
 from protocols.cgms import StatusOctetOrder
 
 __all__ = ["BONDS", "Bond", "CgmsOptions", "expected_interval", "parse_options"]
 
-Bond = Literal["auto", "always", "never"]
-BONDS: tuple[Bond, ...] = ("auto", "always", "never")
 #: Minutes between records when neither the options nor the sensor say (CGMs measure every 5).
 DEFAULT_INTERVAL = 5
 _ADDRESS = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
@@ -44,7 +42,6 @@ def parse_options(reader: OptionReader) -> CgmsOptions:
         reader.integer("interval", 0, minimum=1, maximum=254) if reader.has("interval") else None
     )
     order = reader.choice("status_octet_order", ("sig", "nordic"), d.status_octet_order.value)
-    bond = reader.choice("bond", BONDS, d.bond)
     return CgmsOptions(
         address=address.upper() if address is not None else None,
         name=reader.optional_string("name"),
@@ -54,7 +51,7 @@ def parse_options(reader: OptionReader) -> CgmsOptions:
         scan_timeout=reader.number(
             "scan_timeout", d.scan_timeout, minimum=0, exclusive_minimum=True
         ),
-        bond="always" if bond == "always" else "never" if bond == "never" else "auto",
+        bond=read_bond(reader, d.bond),
     )
 
 

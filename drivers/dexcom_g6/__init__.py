@@ -29,8 +29,11 @@ Options:
   transmitter_id  required: the 6 letters/digits printed on the transmitter (e.g. 8G1234)
   alternate       true: authenticate in the transmitter's "alternate" slot (end byte 0x01), so
                   the hub can stay connected next to the official phone app (default false)
-  bond            bond when the transmitter asks for it (default true); with false a
-                  transmitter that requires a bond is refused and parked
+  bond            "auto" (default, or true: bond when the transmitter asks for it, by its
+                  bond request or an "insufficient authentication" answer), "always" (also
+                  bond right after connecting) or "never" (or false: no bond request; a
+                  transmitter that requires a bond is refused and parked). A transmitter that
+                  refuses the bond is parked too (docs/ble.md, "Bonding").
   g6_glucose      ask glucose with the G6 opcode 0x4E instead of 0x30 (default false; some
                   firmwares may only answer one of them)
   scan_timeout    seconds to wait for a wake-up per attempt, > 0 (default 330: one 5-minute

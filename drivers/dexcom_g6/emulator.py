@@ -13,7 +13,8 @@ service 0xFEBC. Behaviour, per connection:
   recorded, the gateway then pairs (Just Works).
 * Control (§2.5, §2.6): refused with ATT "insufficient authorization" before authentication and
   "insufficient authentication" on an unencrypted link (`require_bond`, as a real transmitter
-  makes iOS pair); time, glucose (the newest record, 0x31 or 0x4F as asked) and backfill (the
+  makes iOS pair; `refuse_bonding`: every pairing request is refused, as by a transmitter
+  bonded to a phone); time, glucose (the newest record, 0x31 or 0x4F as asked) and backfill (the
   records in memory in the range, at most 573 - the 1-byte frame index - as frames on Backfill,
   then the summary) are answered by indication.
 * Wake-ups (§2.7): `wake()` advertises, accepts one connection and serves it until the gateway
@@ -54,6 +55,7 @@ from bumble.gatt import Characteristic, CharacteristicValue, Service
 
 from drivers.dexcom_g6.cancellation import honour_cancellation
 from drivers.dexcom_g6.transmitter import Transmitter
+from gatewayd.transport.bumble_link import refuse_pairing
 from protocols.dexcom_g6 import (
     AUTHENTICATION,
     BACKFILL,
@@ -105,11 +107,14 @@ class G6Emulator:
         *,
         window: float = 10.0,
         require_bond: bool = True,
+        refuse_bonding: bool = False,
     ) -> None:
         self.device = device
         self.transmitter = transmitter
         self.window = window
         self.require_bond = require_bond
+        if refuse_bonding:
+            refuse_pairing(device)
         self.name = advertised_name(transmitter.transmitter_id)
         # hooks
         self.fail_next: set[str] = set()

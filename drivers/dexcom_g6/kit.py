@@ -183,6 +183,11 @@ class G6Kit(DriverKit):
         self.table.update(options or {})
         self.transmitter_kwargs = transmitter
         self.emulator: G6Emulator | None = None
+        self.refusing = False
+
+    def refuse_bonding(self) -> None:
+        """The next transmitter started refuses every pairing request (Control needs a bond)."""
+        self.refusing = True
 
     def make_plugin(self) -> DriverPlugin[Any]:
         """The plugin, as the daemon loads it."""
@@ -197,7 +202,9 @@ class G6Kit(DriverKit):
         start = (datetime.now(UTC) - timedelta(days=1)).replace(microsecond=0)
         async with in_process_link() as link:
             model = Transmitter(txid, clock=SteppingClock(start), **kwargs)
-            emulator = self.emulator = G6Emulator(link.peripheral, model)
+            emulator = self.emulator = G6Emulator(
+                link.peripheral, model, refuse_bonding=self.refusing
+            )
             wakeups = asyncio.create_task(emulator.run(), name="g6-kit-wakeups")
             try:
                 yield Target(

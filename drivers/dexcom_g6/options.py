@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from gatewayd.options import OptionReader
+from gatewayd.transport.gatt import Bond, read_bond
 from protocols.dexcom_g6 import normalize_transmitter_id
 
 #: A G5/G6 wakes up, measures and advertises every 5 minutes (protocols.md §2.7).
@@ -23,7 +24,8 @@ class G6Options:
 
     transmitter_id: str
     alternate: bool = False
-    bond: bool = True
+    #: The bond policy (`gatewayd.transport.gatt`); `true` reads as "auto", `false` as "never".
+    bond: Bond = "auto"
     g6_glucose: bool = False
     #: One wake-up interval plus a margin: a scan that sees nothing has missed a wake-up.
     scan_timeout: float = WAKE_INTERVAL_S + 30.0
@@ -52,7 +54,7 @@ def parse_options(reader: OptionReader) -> G6Options:
     return G6Options(
         transmitter_id=transmitter_id,
         alternate=reader.boolean("alternate", d.alternate),
-        bond=reader.boolean("bond", d.bond),
+        bond=read_bond(reader, d.bond),
         g6_glucose=reader.boolean("g6_glucose", d.g6_glucose),
         scan_timeout=reader.number(
             "scan_timeout", d.scan_timeout, minimum=0, exclusive_minimum=True

@@ -30,6 +30,8 @@ Options (``--set KEY=VALUE``):
                   backfill carries at most 573 records)
   window          seconds a wake-up lasts (advertising + one connection), > 0 (default 10)
   require_bond    Control needs an encrypted (bonded) link (default true)
+  refuse_bonding  refuse every pairing request (default false; with require_bond the gateway
+                  parks the transmitter: "bonding refused by the transmitter")
   outage          wake-ups SIGUSR2 makes the transmitter sleep through (default 6)
 
 Signals: SIGUSR1 = drop the link now; SIGUSR2 = miss the next `outage` wake-ups (the hub is
@@ -85,6 +87,7 @@ class TransmitterSettings:
     memory: int = MEMORY
     window: float = 10.0
     require_bond: bool = True
+    refuse_bonding: bool = False
     outage: int = 6
 
 
@@ -113,6 +116,7 @@ def parse_emulator_options(reader: OptionReader) -> TransmitterSettings:
         memory=reader.integer("memory", d.memory, minimum=10, maximum=MAX_MEMORY),
         window=reader.number("window", d.window, minimum=0, exclusive_minimum=True),
         require_bond=reader.boolean("require_bond", d.require_bond),
+        refuse_bonding=reader.boolean("refuse_bonding", d.refuse_bonding),
         outage=reader.integer("outage", d.outage, minimum=0),
     )
     reader.finish()
@@ -184,6 +188,7 @@ async def simulate(context: SimulateContext) -> None:
             make_transmitter(settings),
             window=settings.window,
             require_bond=settings.require_bond,
+            refuse_bonding=settings.refuse_bonding,
         )
         context.announce(f"HCI {link.hci}")
         wakeups = asyncio.create_task(emulator.run(), name="dexcom-g6-wakeups")

@@ -2,9 +2,10 @@
 
 A session scans for ``Dexcom<last two of the id>`` (`scan_timeout`: a transmitter advertises for
 a few seconds every 5 minutes), connects, enables Authentication indications, then runs
-`protocols.dexcom_g6.G6Session`: authenticate (a token hash that does not match the configured
-id is `DeviceRefused`: the supervisor parks the device), keep-alive + bond request and OS pairing
-when the transmitter is not bonded to us (then Control indications and Backfill notifications),
+`protocols.dexcom_g6.G6Session` on `gatewayd.transport.collector.CollectorLoop`: authenticate
+(a token hash that does not match the configured id is `DeviceRefused`: the supervisor parks the
+device), keep-alive + bond request and OS pairing when the transmitter is not bonded to us (a
+refused pairing is `DeviceRefused` too; then Control indications and Backfill notifications),
 time (places readings on the wall clock: activation = now - transmitter time), glucose, and a
 backfill from the newest stored record + 1 up to the transmitter's now. The session then ends
 (our disconnect lets the transmitter sleep); the supervisor scans again for the next wake-up.
@@ -19,31 +20,22 @@ record + 1. Malformed notifications are counted and dropped (`DeviceContext.drop
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Final, Self, TypeVar
+from typing import Final, Self
 
-from bleak import BleakClient
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
-from bleak.exc import BleakError, BleakGATTProtocolError
 
-from drivers._ble_common import (
-    LOST,
-    SECURITY_ERRORS,
-    BleSessionBase,
-    disconnect,
-    find_device,
-    link_failure,
-)
 from drivers.dexcom_g6.cancellation import honour_cancellation
 from drivers.dexcom_g6.convert import Skip, parse_session, to_reading
 from drivers.dexcom_g6.options import G6Options
 from gatewayd.driver import DeviceContext
-from gatewayd.errors import DeviceError, DeviceRefused, LinkLost
+from gatewayd.errors import DeviceError, DeviceRefused
 from gatewayd.models import DeviceIdentity, Reading
-from gatewayd.transport.ble import BleConfig, establish
+from gatewayd.transport.ble import BleConfig
+from gatewayd.transport.collector import CollectorLoop
+from gatewayd.transport.gatt import GattLink
 from protocols.dexcom_g6 import (
     AUTHENTICATION,
     BACKFILL,
@@ -60,15 +52,12 @@ from protocols.dexcom_g6 import (
     ProcedureFailed,
     RecordRejected,
     Request,
-    RequestKind,
     TimeRead,
     TransmitterTimeRx,
     UnexpectedData,
     advertised_name,
 )
 from protocols.errors import ProtocolError
-
-T = TypeVar("T")
 
 #: Seconds one GATT operation or an awaited indication may take (CGMBLEKit allows 2 s per
 #: command; BlueZ on a busy hub needs more, and a silent transmitter costs only this once).
@@ -83,6 +72,11 @@ BACKFILL_ATTEMPTS: Final = 2
 #: A backfill whose first record comes later than this after the start asked for (1.5
 #: measurement intervals) did not reach back that far: the transmitter's memory ended.
 BACKFILL_SLACK_S: Final = 450
+
+
+def _never(_request: Request) -> bool:
+    """The transmitter refusing any step (an ATT error) ends the wake-up: try the next one."""
+    return False
 
 
 @dataclass(slots=True)
@@ -103,33 +97,41 @@ class _Run:
     yielded: set[int] = field(default_factory=set)
 
 
-class DexcomG6Session(BleSessionBase):
+class DexcomG6Session:
     """One connection to one G5/G6 transmitter (see the module docstring)."""
 
     def __init__(self, ctx: DeviceContext[G6Options]) -> None:
-        super().__init__()
         self.identity: DeviceIdentity | None = None
         self._ctx = ctx
         self._options = ctx.options
         self._log = ctx.log.bind(transmitter=ctx.options.transmitter_id)
         self._name = advertised_name(ctx.options.transmitter_id)
-        self._paired = False
         self._control_ready = False
+        self._link = GattLink(
+            ctx.device_id,
+            bond=ctx.options.bond,
+            noun="transmitter",
+            log=self._log,
+            timeout=RESPONSE_TIMEOUT,
+            pair_timeout=BOND_TIMEOUT,
+        )
 
     # -- connection --------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        cfg = self._ctx.ble or BleConfig()
-        device = await self._find(cfg)
-        honour_cancellation()
-        self._log.info("transmitter_found", address=device.address, name=device.name)
-        self._client = await establish(
-            device, cfg, name=self._name, disconnected_callback=self._on_disconnect
+        link = self._link
+        await link.connect(
+            self._ctx.ble or BleConfig(),
+            self._matches,
+            wanted=self._name,
+            scan_timeout=self._options.scan_timeout,
+            name=self._name,
         )
         try:
             honour_cancellation()
-            self._check_service(self._client, device)
-            await self._subscribe(AUTHENTICATION)
+            self._log.info("transmitter_found", address=link.address, name=self._name)
+            self._check_service()
+            await link.subscribe(AUTHENTICATION, what="subscribe authentication")
         except BaseException:
             await self._close()
             raise
@@ -140,19 +142,20 @@ class DexcomG6Session(BleSessionBase):
         )
         return self
 
-    def _check_service(self, client: BleakClient, device: BLEDevice) -> None:
-        if client.services.get_service(CGM_SERVICE) is None:
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._close()
+
+    def _check_service(self) -> None:
+        if not self._link.has_service(CGM_SERVICE):
             raise DeviceRefused(
-                f"{self._name} ({device.address}) has no Dexcom G5/G6 CGM service "
+                f"{self._name} ({self._link.address}) has no Dexcom G5/G6 CGM service "
                 f"({CGM_SERVICE}): not a G5/G6 transmitter (G7 / ONE+ are not supported)",
                 device=self._ctx.device_id,
             )
 
     async def _close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None and client.is_connected:
-            await disconnect(client)
-            honour_cancellation()
+        await self._link.close()
+        honour_cancellation()
 
     def _matches(self, device: BLEDevice, adv: AdvertisementData) -> bool:
         address = self._options.address
@@ -160,69 +163,18 @@ class DexcomG6Session(BleSessionBase):
             return False
         return (adv.local_name or device.name) == self._name
 
-    async def _find(self, cfg: BleConfig) -> BLEDevice:
-        try:
-            return await find_device(
-                self._matches,
-                cfg,
-                timeout=self._options.scan_timeout,
-                wanted=self._name,
-                device_id=self._ctx.device_id,
-            )
-        except BleakError as exc:
-            raise DeviceError(f"scanning failed: {exc}", device=self._ctx.device_id) from exc
-
-    async def _gatt(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
-        """One GATT operation; pairs and tries once more when the transmitter asks for it."""
-        device = self._ctx.device_id
-        while True:
-            try:
-                async with asyncio.timeout(RESPONSE_TIMEOUT):
-                    return await operation()
-            except BleakGATTProtocolError as exc:
-                code = int(exc.code)
-                if code not in SECURITY_ERRORS or self._paired:
-                    raise DeviceError(f"{what}: {exc}", device=device) from exc
-                if not self._options.bond:
-                    raise DeviceRefused(
-                        f"{what}: the transmitter requires bonding (ATT 0x{code:02x}) and "
-                        "bond = false",
-                        device=device,
-                    ) from exc
-                await self._pair(f"ATT 0x{code:02x} on {what}")
-            except (BleakError, TimeoutError) as exc:
-                raise link_failure(self._client, what, exc, device=device) from exc
-
-    async def _pair(self, reason: str) -> None:
-        client = self._require()
-        if self._paired:
-            return
-        self._log.info("transmitter_bonding", reason=reason)
-        try:
-            async with asyncio.timeout(BOND_TIMEOUT):
-                await client.pair()
-        except (BleakError, TimeoutError, NotImplementedError) as exc:
-            if not client.is_connected:
-                raise LinkLost(
-                    "the link dropped while bonding", device=self._ctx.device_id
-                ) from exc
-            raise DeviceError(
-                f"bonding failed: {exc or 'timeout'}", device=self._ctx.device_id
-            ) from exc
-        self._paired = True
-
-    async def _subscribe(self, uuid: str) -> None:
-        client = self._require()
-        await self._gatt(
-            f"subscribe {uuid[4:8]}", lambda: client.start_notify(uuid, self._on_value)
-        )
-
-    async def _prepare_control(self) -> None:
-        """Control indications and Backfill notifications, once authenticated (and bonded)."""
-        if not self._control_ready:
-            await self._subscribe(CONTROL)
-            await self._subscribe(BACKFILL)
+    async def _before(self, request: Request) -> None:
+        """Control indications and Backfill notifications before the first Control write
+        (once authenticated, and bonded)."""
+        if request.characteristic == CONTROL and not self._control_ready:
+            await self._link.subscribe(CONTROL, what="subscribe control")
+            await self._link.subscribe(BACKFILL, what="subscribe backfill")
             self._control_ready = True
+
+    async def _after(self, request: Request) -> None:
+        """The transmitter asked for a bond: pair now (before it refuses Control)."""
+        if request.label == "bond_request":
+            await self._link.pair("bond request")
 
     # -- the procedure -----------------------------------------------------------------------
 
@@ -236,7 +188,13 @@ class DexcomG6Session(BleSessionBase):
             device=self._ctx.device_id,
         )
 
-    def _receive(self, g6: G6Session, uuid: str, data: bytes) -> list[G6Event]:
+    def _notified(self, g6: G6Session, uuid: str, data: bytes) -> list[G6Event]:
+        if uuid == AUTHENTICATION:  # answers are read, as CGMBLEKit and xDrip do
+            self._log.debug("authentication_indication_ignored", hex=data.hex())
+            return []
+        return self._feed(g6, uuid, data)
+
+    def _feed(self, g6: G6Session, uuid: str, data: bytes) -> list[G6Event]:
         try:
             return g6.receive(uuid, data, now=self._ctx.now())
         except AuthenticationFailed as exc:
@@ -244,44 +202,6 @@ class DexcomG6Session(BleSessionBase):
         except ProtocolError:  # a characteristic outside the service: not one we listen to
             self._ctx.drop_packet(data, "unexpected_characteristic")
             return []
-
-    async def _perform(self, g6: G6Session, request: Request) -> list[G6Event]:
-        client = self._require()
-        what = request.label or str(request.kind)
-        uuid = request.characteristic
-        if request.kind is RequestKind.READ:
-            value = await self._gatt(what, lambda: client.read_gatt_char(uuid))
-            return self._receive(g6, uuid, bytes(value))
-        if uuid == CONTROL:
-            await self._prepare_control()
-        await self._gatt(what, lambda: client.write_gatt_char(uuid, request.data, response=True))
-        if request.label == "bond_request":
-            await self._pair("bond request")
-        return []
-
-    async def _wait(self, g6: G6Session) -> list[G6Event]:
-        """The next indication or notification, fed to the session (or its timeout)."""
-        try:
-            async with asyncio.timeout(RESPONSE_TIMEOUT):
-                item = await self._queue.get()
-        except TimeoutError:
-            events = g6.timeout()
-            if not events:
-                raise DeviceError(
-                    "the transmitter went silent", device=self._ctx.device_id
-                ) from None
-            return events
-        if item is LOST:
-            raise LinkLost(
-                "the transmitter dropped the link before the readings were complete",
-                device=self._ctx.device_id,
-            )
-        assert isinstance(item, tuple)  # noqa: S101 - what _on_value queues
-        uuid, data = item
-        if uuid == AUTHENTICATION:  # answers are read, as CGMBLEKit and xDrip do
-            self._log.debug("authentication_indication_ignored", hex=data.hex())
-            return []
-        return self._receive(g6, uuid, data)
 
     def _resume(self) -> tuple[int | None, int | None]:
         """(first transmitter time to backfill, session start of the resume point)."""
@@ -297,33 +217,40 @@ class DexcomG6Session(BleSessionBase):
     async def readings(self) -> AsyncIterator[Reading]:
         """Backfilled records after the newest stored one, then the live value; ends after
         one wake-up's work (the supervisor scans again for the next one)."""
-        self._require()
         opts = self._options
         backfill_from, resume_session = self._resume()
         g6 = G6Session(
             opts.transmitter_id,
             alternate=opts.alternate,
-            bond=opts.bond,
+            bond=opts.bond != "never",
             g6_glucose=opts.g6_glucose,
             backfill_from=backfill_from,
         )
+        loop: CollectorLoop[G6Event] = CollectorLoop(
+            self._link,
+            g6,
+            lambda uuid, data: self._feed(g6, uuid, data),
+            notified=lambda uuid, data: self._notified(g6, uuid, data),
+            idle_timeout=RESPONSE_TIMEOUT,
+            skip_refused=_never,
+            before=self._before,
+            after=self._after,
+        )
         run = _Run(backfill_from, resume_session)
-        while not run.completed:
-            request = g6.next_request()
-            if request is not None:
-                events = await self._perform(g6, request)
-            elif g6.failed:
-                raise DeviceError(
-                    "authentication did not complete; trying again at the next wake-up",
-                    device=self._ctx.device_id,
-                )
-            else:
-                events = await self._wait(g6)
+        async for events in loop.steps():
             honour_cancellation()
             run.more = False
             for reading in self._handle(g6, run, events):
                 yield reading
-        self._log.info("transmitter_done", backfilled_from=run.backfill_from)
+            if g6.failed:
+                raise DeviceError(
+                    "authentication did not complete; trying again at the next wake-up",
+                    device=self._ctx.device_id,
+                )
+            if run.completed:
+                self._log.info("transmitter_done", backfilled_from=run.backfill_from)
+                return
+        raise DeviceError("the transmitter went silent", device=self._ctx.device_id)
 
     # -- events ------------------------------------------------------------------------------
 

@@ -29,7 +29,8 @@ Service is used):
   scan_timeout  seconds to wait for the meter to advertise per attempt, > 0 (default 600)
   bond          "auto" (default: bond when the meter answers "insufficient authentication"),
                 "always" (bond on every connection) or "never" (a meter that requires a bond
-                is then refused and parked). Meters that ask for a PIN must be paired once
+                is then refused and parked); a meter that refuses the bond is parked too
+                (docs/ble.md, "Bonding"). Meters that ask for a PIN must be paired once
                 beforehand (bluetoothctl on BlueZ): the hub has no display or keyboard.
   tz            the zone of the meter's clock: "local" (default: the hub's zone, from TZ or
                 /etc/localtime), an IANA name ("Europe/Berlin", "UTC") or an offset ("+01:00")

@@ -18,7 +18,8 @@ notified at once to a connected collector, as some meters do), `notify_live(reco
 (the next `times` notifications of that record are sent one byte short), `corrupt_next(times)`
 (the next notifications of any record), `wait_idle()` (no link up). A report of "all" or
 ">= n" includes the results taken while it runs. `require_bonding` makes the Feature and RACP
-answer "insufficient authentication" on an unencrypted link.
+answer "insufficient authentication" on an unencrypted link; `refuse_bonding` makes the meter
+refuse every pairing request (a meter bonded to a phone, not in pairing mode).
 
 In this process::
 
@@ -43,6 +44,7 @@ from bumble.core import AdvertisingData
 from bumble.device import Connection, Device
 from bumble.gatt import Characteristic, CharacteristicValue, Service
 
+from gatewayd.transport.bumble_link import refuse_pairing
 from protocols.errors import ControlPointError, ProtocolError
 from protocols.gatt import (
     FIRMWARE_REVISION,
@@ -225,6 +227,7 @@ class GlucoseMeterEmulator:
         close_after_transfer: float | None = 0.5,
         notify_new: bool = False,
         require_bonding: bool = False,
+        refuse_bonding: bool = False,
         serial_characteristic: bool = True,
     ) -> None:
         self.device = device
@@ -237,6 +240,8 @@ class GlucoseMeterEmulator:
         self.close_after_transfer = close_after_transfer
         self.notify_new = notify_new
         self.require_bonding = require_bonding
+        if refuse_bonding:
+            refuse_pairing(device)
         #: Every RACP request written to the meter, in order.
         self.requests: list[bytes] = []
         #: How many records were notified (measurements, corrupted ones included).

@@ -12,13 +12,11 @@ import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
-from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gatewayd.options import OptionReader
+from gatewayd.transport.gatt import Bond, read_bond
 
-Bond = Literal["auto", "always", "never"]
-BONDS: tuple[Bond, ...] = ("auto", "always", "never")
 #: The `tz` value meaning "the hub's local zone" (the default).
 LOCAL = "local"
 _ADDRESS = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
@@ -54,14 +52,13 @@ def parse_options(reader: OptionReader) -> GlucoseOptions:
         zone(tz)
     except ValueError as exc:
         raise reader.error("tz", str(exc)) from None
-    bond = reader.choice("bond", BONDS, d.bond)
     return GlucoseOptions(
         address=address.upper() if address is not None else None,
         name=reader.optional_string("name"),
         scan_timeout=reader.number(
             "scan_timeout", d.scan_timeout, minimum=0, exclusive_minimum=True
         ),
-        bond="always" if bond == "always" else "never" if bond == "never" else "auto",
+        bond=read_bond(reader, d.bond),
         tz=tz,
         linger=reader.number("linger", d.linger, minimum=0),
     )

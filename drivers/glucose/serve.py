@@ -17,6 +17,8 @@ Options (``--set KEY=VALUE``):
   tz             the zone of the meter's clock (default "UTC"; "local" = this machine's)
   close_after    seconds the meter keeps the link after a report, >= 0 (default 0.5)
   bonding        true: the meter requires an encrypted (bonded) link (default false)
+  refuse_bonding true: the meter refuses every pairing request (default false; with bonding
+                 the gateway parks it: "bonding refused by the meter")
   commands       true: test commands on stdin, one per line, each answered with one line on
                  stdout (``ok ...`` or ``error ...``): ``add MGDL``, ``high``, ``low``, ``drop``,
                  ``drop-after N``, ``corrupt SEQ [TIMES]``, ``count`` (answers ``ok RECORDS
@@ -57,6 +59,7 @@ class MeterSettings:
     tz: str = "UTC"
     close_after: float = 0.5
     bonding: bool = False
+    refuse_bonding: bool = False
     commands: bool = False
 
 
@@ -76,6 +79,7 @@ def parse_meter_options(reader: OptionReader) -> MeterSettings:
         tz=tz,
         close_after=reader.number("close_after", d.close_after, minimum=0),
         bonding=reader.boolean("bonding", d.bonding),
+        refuse_bonding=reader.boolean("refuse_bonding", d.refuse_bonding),
         commands=reader.boolean("commands", d.commands),
     )
     reader.finish()
@@ -171,6 +175,7 @@ async def simulate(context: SimulateContext) -> None:
             tz=tz,
             close_after_transfer=settings.close_after,
             require_bonding=settings.bonding,
+            refuse_bonding=settings.refuse_bonding,
         )
         await meter.start()
         context.announce(f"HCI {link.hci}")

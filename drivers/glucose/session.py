@@ -18,35 +18,26 @@ hole) and the records after the last one yielded are asked for again on the same
 record that fails again is then passed over); a damaged result notified outside a report ends
 the session, so that the next connection asks from the newest stored one. A meter that refuses
 "records >= n" is asked for all of them (those before n are skipped); a meter that needs bonding
-while `bond = "never"` is `DeviceRefused`.
+while `bond = "never"`, or refuses the bond, is `DeviceRefused` (`gatewayd.transport.gatt`).
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Final, Self, TypeVar
+from typing import Final, Self
 
-from bleak import BleakClient
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
-from bleak.exc import BleakError, BleakGATTProtocolError
 
-from drivers._ble_common import (
-    LOST,
-    SECURITY_ERRORS,
-    BleSessionBase,
-    find_device,
-    gatt_text,
-    link_failure,
-)
 from drivers.glucose.convert import SESSION, Skip, to_reading
 from drivers.glucose.options import GlucoseOptions
 from gatewayd.driver import DeviceContext
-from gatewayd.errors import DeviceError, DeviceRefused, LinkLost
+from gatewayd.errors import AttError, DeviceError, LinkLost
 from gatewayd.models import DeviceIdentity, Reading
-from gatewayd.transport.ble import BleConfig, establish
+from gatewayd.transport.ble import BleConfig
+from gatewayd.transport.collector import CollectorLoop
+from gatewayd.transport.gatt import GattLink, gatt_text
 from protocols.gatt import (
     FIRMWARE_REVISION,
     MANUFACTURER_NAME,
@@ -75,9 +66,7 @@ from protocols.glucose_session import (
 )
 from protocols.racp import RacpResponseCode
 
-T = TypeVar("T")
-
-#: Seconds one GATT operation, or the silence within a RACP report, may take.
+#: Seconds one GATT operation, a bonding, or the silence within a RACP report, may take.
 RESPONSE_TIMEOUT: Final = 30.0
 #: RACP answers to "records >= n" after which all records are asked for instead.
 FILTER_REFUSED: Final = frozenset(
@@ -92,53 +81,60 @@ FILTER_REFUSED: Final = frozenset(
 MAX_ASKS: Final = 4
 
 
-class AttError(DeviceError):
-    """The meter answered a GATT request with an ATT error other than "bond first"."""
-
-    def __init__(self, message: str, code: int, *, device: str | None = None) -> None:
-        super().__init__(message, device=device)
-        self.code = code
-
-
 def rejected_seq(data: bytes) -> int | None:
     """The sequence number a rejected measurement packet seems to carry (bytes 1-2), if any."""
     return int.from_bytes(data[1:3], "little") if len(data) >= 3 else None
 
 
-class GlucoseSession(BleSessionBase):
+def _is_read(request: Request) -> bool:
+    """A refused read (the Feature) is skipped; a refused RACP write ends the session."""
+    return request.kind is RequestKind.READ
+
+
+class GlucoseSession:
     """One connection to one glucose meter (see the module docstring)."""
 
     def __init__(self, ctx: DeviceContext[GlucoseOptions]) -> None:
-        super().__init__()
         self.identity: DeviceIdentity | None = None
         self._asked: set[int] = set()  # where records were asked for again
         self._seen: set[int] = set()  # sequence numbers yielded (or not wanted)
         self._ctx = ctx
         self._options = ctx.options
         self._log = ctx.log
-        self._paired = False
-        self._address = ""
         self._tz = ctx.options.zone()
+        self._link = GattLink(
+            ctx.device_id,
+            bond=ctx.options.bond,
+            noun="meter",
+            log=ctx.log,
+            timeout=RESPONSE_TIMEOUT,
+            pair_timeout=RESPONSE_TIMEOUT,
+        )
 
     # -- connection --------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        cfg = self._ctx.ble or BleConfig()
-        device = await self._find(cfg)
-        self._address = device.address
+        opts = self._options
+        any_meter = opts.address is None and opts.name is None
+        device = await self._link.find(
+            self._ctx.ble or BleConfig(),
+            self._matches,
+            wanted=opts.address or opts.name or "a Glucose Service meter",
+            scan_timeout=opts.scan_timeout,
+            **({"service_uuids": [GLUCOSE_SERVICE]} if any_meter else {}),
+        )
         # ble_address: redacted under `[log] privacy = "strict"`; the name may carry the serial
         self._log.info("meter_found", ble_address=device.address)
-        always = self._options.bond == "always"
-        self._client = await establish(
-            device, cfg, disconnected_callback=self._on_disconnect, pair=always
-        )
-        self._paired = always
+        await self._link.attach(device, self._ctx.ble or BleConfig())
         try:
-            await self._prepare(self._client)
+            await self._prepare()
         except BaseException:
-            await self._close()
+            await self._link.close()
             raise
         return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._link.close()
 
     def _matches(self, device: BLEDevice, adv: AdvertisementData) -> bool:
         opts = self._options
@@ -148,29 +144,15 @@ class GlucoseSession(BleSessionBase):
             return (adv.local_name or device.name or "").startswith(opts.name)
         return opts.address is not None or GLUCOSE_SERVICE in adv.service_uuids
 
-    async def _find(self, cfg: BleConfig) -> BLEDevice:
-        opts = self._options
-        any_meter = opts.address is None and opts.name is None
-        try:
-            return await find_device(
-                self._matches,
-                cfg,
-                timeout=opts.scan_timeout,
-                wanted=opts.address or opts.name or "a Glucose Service meter",
-                device_id=self._ctx.device_id,
-                **({"service_uuids": [GLUCOSE_SERVICE]} if any_meter else {}),
-            )
-        except BleakError as exc:
-            raise DeviceError(f"scanning failed: {exc}", device=self._ctx.device_id) from exc
-
-    async def _prepare(self, client: BleakClient) -> None:
+    async def _prepare(self) -> None:
+        link = self._link
         # Not DeviceRefused: BlueZ may discover a service list partly (a stale cache); the next
         # connection tries again, and a device that really is no meter only costs a scan.
-        if client.services.get_service(GLUCOSE_SERVICE) is None:
+        if not link.has_service(GLUCOSE_SERVICE):
             raise DeviceError(
-                f"{self._address} has no Glucose Service (0x1808)", device=self._ctx.device_id
+                f"{link.address} has no Glucose Service (0x1808)", device=self._ctx.device_id
             )
-        self.identity = await self._read_identity(client)
+        self.identity = await self._read_identity()
         self._log.info(
             "meter_identified",
             serial=self.identity.serial,
@@ -178,23 +160,20 @@ class GlucoseSession(BleSessionBase):
             manufacturer=self.identity.manufacturer,
         )
         for uuid in (GLUCOSE_MEASUREMENT, GLUCOSE_MEASUREMENT_CONTEXT, RECORD_ACCESS_CONTROL_POINT):
-            if client.services.get_characteristic(uuid) is None:
+            if not link.has_characteristic(uuid):
                 if uuid == GLUCOSE_MEASUREMENT_CONTEXT:
                     continue  # optional in GLS
-                raise DeviceError(f"{self._address} has no {uuid[4:8]}", device=self._ctx.device_id)
-            await self._subscribe(client, uuid)
+                raise DeviceError(f"{link.address} has no {uuid[4:8]}", device=self._ctx.device_id)
+            await link.subscribe(uuid, what=f"subscribe {uuid[4:8]}")
 
-    async def _subscribe(self, client: BleakClient, uuid: str) -> None:
-        await self._gatt(
-            f"subscribe {uuid[4:8]}", lambda: client.start_notify(uuid, self._on_value)
-        )
+    async def _read_identity(self) -> DeviceIdentity:
+        link = self._link
 
-    async def _read_identity(self, client: BleakClient) -> DeviceIdentity:
         async def read(uuid: str, *, required: bool = False) -> str | None:
-            if client.services.get_characteristic(uuid) is None:
+            if not link.has_characteristic(uuid):
                 return None
             try:
-                value = await self._gatt(f"read {uuid[4:8]}", lambda: client.read_gatt_char(uuid))
+                value = await link.read(uuid, what=f"read {uuid[4:8]}")
             except AttError:
                 if required:
                     raise
@@ -203,47 +182,14 @@ class GlucoseSession(BleSessionBase):
 
         serial = await read(SERIAL_NUMBER, required=True)
         if serial is None:
-            self._log.info("meter_serial_from_address", ble_address=self._address)
-            serial = self._address.upper()
+            self._log.info("meter_serial_from_address", ble_address=link.address)
+            serial = link.address.upper()
         return DeviceIdentity(
             manufacturer=await read(MANUFACTURER_NAME) or "unknown",
             model=await read(MODEL_NUMBER) or "Glucose meter",
             serial=serial,
             firmware=await read(FIRMWARE_REVISION),
         )
-
-    async def _gatt(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
-        """Run one GATT operation; bond and try once more when the meter asks for it."""
-        device = self._ctx.device_id
-        while True:
-            try:
-                async with asyncio.timeout(RESPONSE_TIMEOUT):
-                    return await operation()
-            except BleakGATTProtocolError as exc:
-                code = int(exc.code)
-                if code not in SECURITY_ERRORS or self._paired:
-                    raise AttError(f"{what}: {exc}", code, device=device) from exc
-                await self._pair(what, code)
-            except (BleakError, TimeoutError) as exc:
-                raise link_failure(self._client, what, exc, device=device) from exc
-
-    async def _pair(self, what: str, code: int) -> None:
-        device = self._ctx.device_id
-        if self._options.bond == "never":
-            raise DeviceRefused(
-                f'{what}: the meter requires bonding (ATT 0x{code:02x}) and bond = "never"',
-                device=device,
-            )
-        client = self._client
-        if client is None:
-            raise LinkLost(f"{what}: not connected", device=device)
-        self._log.info("meter_bonding", reason=f"ATT 0x{code:02x}", during=what)
-        self._paired = True
-        try:
-            async with asyncio.timeout(RESPONSE_TIMEOUT):
-                await client.pair()
-        except (BleakError, TimeoutError, NotImplementedError) as exc:
-            raise DeviceError(f"bonding failed: {exc or 'timeout'}", device=device) from exc
 
     # -- readings ----------------------------------------------------------------------------
 
@@ -256,83 +202,45 @@ class GlucoseSession(BleSessionBase):
             return None
         return (resume.seq + 1) & 0xFFFF
 
-    async def _perform(self, collector: GlucoseCollector, request: Request) -> list[SessionEvent]:
-        client = self._client
-        if client is None:
-            raise RuntimeError("readings() outside `async with`")
-        what = request.label or request.kind.value
-        if request.kind == RequestKind.READ:
-            try:
-                value = await self._gatt(
-                    what, lambda: client.read_gatt_char(request.characteristic)
-                )
-            except AttError as exc:
-                self._log.warning("meter_read_failed", what=what, code=exc.code)
-                return collector.timeout()  # skip the step, as the collector does for no answer
-            return collector.receive(request.characteristic, bytes(value))
-        await self._gatt(
-            what,
-            lambda: client.write_gatt_char(request.characteristic, request.data, response=True),
-        )
-        return []
-
     async def readings(self) -> AsyncIterator[Reading]:
         """The records after the newest stored one, then live ones until the link closes."""
-        if self._client is None or self.identity is None:
+        if self.identity is None:
             raise RuntimeError("readings() outside `async with`")
         serial = self.identity.serial
         start = self._backfill_from(serial)
         collector = GlucoseCollector(backfill_from=start, tz=self._tz)
+        loop: CollectorLoop[SessionEvent] = CollectorLoop(
+            self._link,
+            collector,
+            collector.receive,
+            idle_timeout=self._options.linger,
+            skip_refused=_is_read,
+        )
         state = _State(floor=start or 0)
         self._log.info("backfill_start", first_seq=start)
         while not state.end:
-            request = collector.next_request()
-            if request is not None:
-                events = await self._request(collector, request, state)
-            else:
-                events = await self._wait(collector, state)
-            for reading in self._handle(collector, state, events, serial):
+            for reading in self._handle(collector, state, await self._step(loop, state), serial):
                 yield reading
 
-    async def _request(
-        self, collector: GlucoseCollector, request: Request, state: _State
-    ) -> list[SessionEvent]:
-        """Perform `request` (the session ends if the meter closed the link after its report)."""
+    async def _step(self, loop: CollectorLoop[SessionEvent], state: _State) -> list[SessionEvent]:
+        """One request, or what the meter sends next. The session ends on silence when nothing
+        is due (the meter is done) or when the meter closes the link after its report."""
         try:
-            events = await self._perform(collector, request)
+            events = await loop.perform_next()
+            if events is None:
+                events = await loop.wait()
         except LinkLost:
             if not state.complete:
                 raise
             self._log.info("meter_closed_link")
             state.end = True
             return []
-        state.awaiting = request.kind == RequestKind.WRITE and request.awaits_response
-        return events
-
-    async def _wait(self, collector: GlucoseCollector, state: _State) -> list[SessionEvent]:
-        """What the meter sends next (the session ends on silence after the report, or when the
-        meter closes the link after it)."""
-        idle = not state.awaiting  # nothing is due: the meter may send a new result, or leave
-        try:
-            async with asyncio.timeout(self._options.linger if idle else RESPONSE_TIMEOUT):
-                item = await self._queue.get()
-        except TimeoutError:
-            if idle:
-                self._log.info("meter_idle", linger=self._options.linger)
-                state.end = True
-                return []
-            return collector.timeout()
-        if item is LOST:
-            if not state.complete:
-                raise LinkLost(
-                    "the meter dropped the link during the transfer", device=self._ctx.device_id
-                )
-            self._log.info("meter_closed_link")
+        if events is None:
+            self._log.info("meter_idle", linger=self._options.linger)
             state.end = True
             return []
-        assert isinstance(item, tuple)  # noqa: S101 - what _on_value queues
-        uuid, data = item
-        return collector.receive(uuid, data)
+        state.awaiting = loop.awaiting is not None
+        return events
 
     def _handle(
         self,

@@ -12,6 +12,12 @@ device. What every driver must show (DESIGN.md §3):
   the session goes on, and the record it hid is recovered;
 * `check_clean_shutdown` - stopping the gateway closes every session and the device's link.
 
+And, opt-in (`BOND_CHECKS`), for a BLE driver whose emulator can demand a bond and refuse it
+(its kit implements `refuse_bonding()`):
+
+* `check_refused_bond_parks` - a device that refuses to bond is parked (not retried in a loop)
+  with a reason a person can act on, and nothing is stored.
+
 A driver's test provides a `DriverKit` (subclass it; one instance per check) and parametrises::
 
     from gatewayd.testing import driverkit
@@ -44,13 +50,16 @@ A driver's test provides a `DriverKit` (subclass it; one instance per check) and
     async def test_my_driver_honours_the_contract(check):
         await check(MyKit())
 
+    async def test_a_refused_bond_parks_my_device():    # when MyKit.refuse_bonding() exists
+        await driverkit.check_refused_bond_parks(MyKit())
+
 `expected_sequence(readings)` returns every (session, seq) the device held from the oldest to
 the newest of `readings` within each session (the keys that must be stored). A serial driver's
 `Target` has no `ble` and no `radio` (its options name the emulator's port). `make_readings(n)`
 may make the device produce readings on demand (a meter's new measurement); the default does
 nothing (a CGM produces them by itself). `run_gateway(plugin, target)` gives the harness to
-tests of the driver's own (`KitGateway`: `stored`, `yielded`, `wait_for()`, the supervisor's
-`device` with its `dropped` counter).
+tests of the driver's own (`KitGateway`: `stored`, `yielded`, `attempts`, `wait_for()`, the
+supervisor's `device` with its `dropped` counter).
 """
 
 from __future__ import annotations
@@ -76,6 +85,7 @@ from gatewayd.store import Store
 from gatewayd.supervisor import Device, Supervisor
 
 __all__ = [
+    "BOND_CHECKS",
     "CHECKS",
     "DriverKit",
     "Key",
@@ -87,6 +97,7 @@ __all__ = [
     "check_corrupt_packet_survived",
     "check_name",
     "check_readings_arrive",
+    "check_refused_bond_parks",
     "run_gateway",
 ]
 
@@ -150,6 +161,12 @@ class DriverKit(abc.ABC):
     async def make_readings(self, count: int) -> None:  # noqa: B027 - optional hook
         """Have the device produce `count` new readings (default: it does by itself)."""
 
+    def refuse_bonding(self) -> None:
+        """Optional (for `check_refused_bond_parks`): make the emulator started next demand a
+        bond (an ATT security error on the data the driver needs) and refuse every pairing
+        request, as a device bonded to a phone and not in pairing mode does."""
+        raise NotImplementedError(f"{type(self).__name__} cannot make its device refuse bonding")
+
 
 class _Recording:
     """A session wrapper that records what the driver yields and whether it was closed."""
@@ -157,6 +174,7 @@ class _Recording:
     def __init__(self, inner: DriverSession, gateway: KitGateway) -> None:
         self._inner, self._gateway = inner, gateway
         self.identity = inner.identity
+        gateway.changed(attempted=1)
 
     async def __aenter__(self) -> Self:
         await self._inner.__aenter__()
@@ -185,11 +203,13 @@ class KitGateway:
         self.device, self.supervisor, self.store = device, supervisor, store
         self.stored: list[Reading] = []
         self.yielded: list[Reading] = []
-        self.opened = self.closed = 0
+        #: Connection attempts (sessions created), sessions opened and closed.
+        self.attempts = self.opened = self.closed = 0
         self._changed = asyncio.Event()
 
-    def changed(self, *, opened: int = 0, closed: int = 0) -> None:
+    def changed(self, *, attempted: int = 0, opened: int = 0, closed: int = 0) -> None:
         """Count sessions and wake the waiter (called by the session wrapper)."""
+        self.attempts += attempted
         self.opened += opened
         self.closed += closed
         self._changed.set()
@@ -409,12 +429,42 @@ async def check_clean_shutdown(kit: DriverKit) -> None:
         assert_contract(kit, gateway, plugin)
 
 
+async def check_refused_bond_parks(kit: DriverKit) -> None:
+    """A device that refuses to bond is parked with an actionable reason, after one attempt."""
+    plugin = kit.make_plugin()
+    kit.refuse_bonding()
+    async with asyncio.timeout(kit.timeout), kit.start_emulator() as target:
+        async with run_gateway(plugin, target, device_id=kit.device_id) as gateway:
+
+            def parked() -> bool:
+                status = gateway.device.status
+                return status is not None and status.state == LinkState.PARKED
+
+            # half the check's time: a device that keeps being retried fails here, with the count
+            await gateway.wait_until(parked, "the device parked", kit.timeout / 2)
+            attempts = gateway.attempts
+            if target.idle is not None:
+                await target.idle()  # the link is closed, and stays so
+            status = gateway.device.status
+            reason = (status.reason if status is not None else None) or ""
+        _expect("bond" in reason.lower(), f"the parking reason does not name the bond: {reason!r}")
+        _expect(attempts == 1, f"{attempts} connection attempts before parking, not 1")
+        # parked for good: no attempt between parking and the gateway's stop
+        _expect(gateway.attempts == attempts, f"retried after parking: {gateway.attempts}")
+        _expect(not gateway.stored, f"{len(gateway.stored)} readings stored from a refused device")
+        _expect(gateway.closed == gateway.opened, "a session was not closed")
+
+
 CHECKS: tuple[Callable[[DriverKit], Awaitable[None]], ...] = (
     check_readings_arrive,
     check_backfill_after_link_drop,
     check_corrupt_packet_survived,
     check_clean_shutdown,
 )
+
+
+#: Opt-in checks for a BLE driver whose kit implements `refuse_bonding()`.
+BOND_CHECKS: tuple[Callable[[DriverKit], Awaitable[None]], ...] = (check_refused_bond_parks,)
 
 
 def check_name(check: Callable[[DriverKit], Awaitable[None]]) -> str:

@@ -12,7 +12,8 @@ hci = "usb:0"          # required: a Bumble HCI transport (usb:0, serial:/dev/tt
                        # tcp-client:127.0.0.1:9001 for an emulator, ...)
 ```
 
-Drivers stay stack-agnostic, written against bleak's public API only:
+Drivers stay stack-agnostic: they use `gatewayd.transport.gatt.GattLink`, which is written
+against bleak's public API only:
 
     device = await BleakScanner.find_device_by_filter(match, **scanner_kwargs(cfg))
     client = await establish(device, cfg, disconnected_callback=on_lost)
@@ -32,9 +33,9 @@ from typing import Any, Literal
 
 from bleak import BleakClient
 from bleak.backends.device import BLEDevice
-from bleak.exc import BleakDeviceNotFoundError, BleakError
+from bleak.exc import BleakError
 
-from gatewayd.errors import DeviceError, DeviceNotFound
+from gatewayd.errors import DeviceNotFound
 from gatewayd.options import OptionReader
 
 __all__ = [
@@ -169,7 +170,8 @@ async def establish(
     timeout: float = CONNECT_TIMEOUT,  # noqa: ASYNC109 - per attempt, as bleak's own timeout=
     max_attempts: int = 3,
 ) -> BleakClient:
-    """A connected `BleakClient` (services discovered), or `DeviceNotFound` / `DeviceError`.
+    """A connected `BleakClient` (services discovered), or `DeviceNotFound` / `DeviceError`
+    (bleak's errors mapped by `gatewayd.transport.gatt.ble_error`).
 
     BlueZ: bleak-retry-connector's `establish_connection` (up to `max_attempts`, with its own
     backoff, per-attempt timeout and BlueZ's stale-connection workarounds; `timeout` is not
@@ -208,14 +210,8 @@ async def establish(
             f"{label}: no connection within {timeout} s", device=device.address
         ) from exc
     except BleakError as exc:
-        error = DeviceNotFound if _not_found(exc) else DeviceError
-        raise error(f"{label}: cannot connect: {exc}", device=device.address) from exc
+        from gatewayd.transport.gatt import ble_error  # it builds on this module
+
+        what = f"{label}: cannot connect"
+        raise ble_error(exc, what, device=device.address, phase="connect") from exc
     return client
-
-
-def _not_found(exc: BleakError) -> bool:
-    if isinstance(exc, BleakDeviceNotFoundError):
-        return True
-    from bleak_retry_connector import BleakNotFoundError
-
-    return isinstance(exc, BleakNotFoundError)

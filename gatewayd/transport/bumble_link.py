@@ -18,6 +18,8 @@ Example (in-process)::
         await link.peripheral.start_advertising(advertising_data=ad, auto_restart=True)
         scanner_cls, client_cls = bumble_backend(link.central)
 
+`refuse_pairing(device)` makes a peripheral refuse bonding (emulators' `refuse_bonding`).
+
 Two fidelity fixes over Bumble's virtual controller (see `EmulatedController`): cancelling a
 pending connection really cancels it, and an HCI reset drops the controller's links (a gateway
 restarted against a running emulator finds the peripheral advertising again).
@@ -36,6 +38,7 @@ from bumble.controller import Controller
 from bumble.device import Device
 from bumble.host import Host
 from bumble.link import LocalLink
+from bumble.pairing import PairingConfig, PairingDelegate
 from bumble.transport.common import AsyncPipeSink, Transport
 from bumble.transport.tcp_server import open_tcp_server_transport_with_socket
 
@@ -46,6 +49,7 @@ __all__ = [
     "InProcessLink",
     "SiblingLink",
     "in_process_link",
+    "refuse_pairing",
     "serve_sibling_link",
 ]
 
@@ -94,6 +98,24 @@ class EmulatedController(Controller):
             advertising_set.stop()
         self.advertising_sets.clear()
         return super().on_hci_reset_command(command)
+
+
+class _Refusing(PairingDelegate):
+    """Answers every pairing request with "Pairing Not Supported" (SMP 0x05)."""
+
+    async def accept(self) -> bool:
+        return False
+
+
+def refuse_pairing(device: Device) -> None:
+    """Make an emulated peripheral refuse every bond, as a sensor already bonded to another
+    phone (or not in pairing mode) does: the central's pairing fails with SMP "Pairing Not
+    Supported". Links it encrypted before keep their keys."""
+
+    def config(_connection: object) -> PairingConfig:
+        return PairingConfig(sc=True, mitm=False, bonding=True, delegate=_Refusing())
+
+    device.pairing_config_factory = config
 
 
 def _peripheral(controller: Controller, name: str, address: str) -> Device:

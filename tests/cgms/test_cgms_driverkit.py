@@ -21,6 +21,18 @@ async def test_cgms_driver_honours_the_contract_in_process(check: Check) -> None
     await check(CgmsKit())
 
 
+@pytest.mark.timeout(40)
+@pytest.mark.parametrize("check", driverkit.BOND_CHECKS, ids=driverkit.check_name)
+async def test_a_sensor_that_refuses_to_bond_is_parked(check: Check) -> None:
+    await check(CgmsKit())
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("check", driverkit.BOND_CHECKS, ids=driverkit.check_name)
+async def test_gatewayd_simulate_refuse_bonding_parks_the_sensor(check: Check) -> None:
+    await check(SiblingCgmsKit())
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(
     "check",

@@ -96,6 +96,11 @@ def test_emulator_options() -> None:
     assert not options.sensor.e2e_crc
     assert options.sensor.annunciation == SensorStatus.DEVICE_BATTERY_LOW
     assert options.away == 0.5
+    assert not options.sensor.refuse_bonding
+    refusing = parse_emulator_options(
+        OptionReader({"bonding": True, "refuse_bonding": True}, "--set", "")
+    )
+    assert (refusing.sensor.bonding, refusing.sensor.refuse_bonding) == (True, True)
     with pytest.raises(ConfigError, match="status names"):
         parse_emulator_options(OptionReader({"annunciation": ["bad"]}, "--set", ""))
     with pytest.raises(ConfigError, match="replay: must be <= 10"):

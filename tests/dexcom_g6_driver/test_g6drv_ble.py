@@ -23,6 +23,7 @@ from drivers.dexcom_g6.kit import TXID, Rig, rig
 from gatewayd.errors import DeviceError, DeviceRefused, LinkLost
 from gatewayd.models import Direction
 from gatewayd.transport.bumble_backend import BumbleClient, BumbleScanner
+from gatewayd.transport.bumble_link import refuse_pairing
 from protocols.dexcom_g6 import ADVERTISED_SERVICE, STATUS_LOW_BATTERY, CalibrationState, GlucoseTx
 
 pytestmark = pytest.mark.timeout(20)
@@ -95,9 +96,23 @@ async def test_rejected_challenge_answer_is_refused(g6: Rig) -> None:
 
 
 async def test_bonding_refused_by_option_parks(g6: Rig) -> None:
-    with pytest.raises(DeviceRefused, match="bond = false"):
-        await g6.connect(bond=False)
+    with pytest.raises(DeviceRefused, match=r'requires bonding .* and bond = "never"'):
+        await g6.connect(bond=False)  # the boolean of older configs: false is "never"
     assert g6.emulator.bond_requests == 0
+
+
+async def test_bond_always_pairs_on_connect_so_no_bond_request_is_needed(g6: Rig) -> None:
+    (reading,) = await g6.connect(bond="always")
+    assert reading.glucose_mgdl is not None
+    assert (g6.emulator.keep_alives, g6.emulator.bond_requests) == ([], 0)  # already bonded
+
+
+async def test_a_transmitter_that_refuses_to_pair_is_refused_for_good(g6: Rig) -> None:
+    refuse_pairing(g6.link.peripheral)
+    with pytest.raises(DeviceRefused, match="bond request: bonding refused by the transmitter"):
+        await g6.connect()
+    assert g6.emulator.bond_requests == 1
+    assert g6.stored == {}
 
 
 async def test_missed_wakeups_are_backfilled_without_gaps_or_duplicates(g6: Rig) -> None:

@@ -21,3 +21,10 @@ async def test_g6_driver_honours_the_contract(
     check: Callable[[driverkit.DriverKit], Awaitable[None]],
 ) -> None:
     await check(G6Kit())
+
+
+@pytest.mark.parametrize("check", driverkit.BOND_CHECKS, ids=driverkit.check_name)
+async def test_a_transmitter_that_refuses_to_bond_is_parked(
+    check: Callable[[driverkit.DriverKit], Awaitable[None]],
+) -> None:
+    await check(G6Kit())

@@ -47,7 +47,7 @@ def options(**table: Any) -> G6Options:
 def test_options_defaults_and_normalisation() -> None:
     parsed = options(transmitter_id=" 8g1234 ", address="aa:bb:cc:dd:ee:ff")
     assert parsed == G6Options(transmitter_id="8G1234", address="AA:BB:CC:DD:EE:FF")
-    assert (parsed.alternate, parsed.bond, parsed.g6_glucose) == (False, True, False)
+    assert (parsed.alternate, parsed.bond, parsed.g6_glucose) == (False, "auto", False)
     assert (parsed.scan_timeout, parsed.history) == (330.0, 86_400.0)
 
 
@@ -269,6 +269,8 @@ def test_emulator_options() -> None:
     settings = emulator_options(transmitter_id=812345, speed=60, history=3600, outage=3)
     assert settings.transmitter_id == "812345"  # `--set transmitter_id=812345` is a TOML int
     assert (settings.speed, settings.history, settings.outage) == (60, 3600, 3)
+    assert (settings.require_bond, settings.refuse_bonding) == (True, False)
+    assert emulator_options(refuse_bonding=True).refuse_bonding
     tx = make_transmitter(settings)
     assert tx.transmitter_id == "812345"
     assert datetime.now(UTC) - tx.clock.now() >= timedelta(seconds=3599)  # replaying the past
@@ -278,6 +280,7 @@ def test_emulator_options() -> None:
         ({"speed": 0.5}, "speed"),
         ({"memory": 10**6}, "memory"),
         ({"colour": "red"}, "colour"),
+        ({"refuse_bonding": "yes"}, "refuse_bonding"),
     ]:
         with pytest.raises(ConfigError) as error:
             emulator_options(**table)

@@ -251,7 +251,7 @@ async def test_bond_auto_pairs_when_the_meter_asks(link: InProcessLink) -> None:
     with capture_logs() as logs:
         got = await hub.connect()
     assert len(got) == 12
-    assert [e["reason"] for e in logs if e["event"] == "meter_bonding"] == ["ATT 0x05"]
+    assert [e["reason"] for e in logs if e["event"] == "ble_bonding"] == ["ATT 0x05"]
 
 
 async def test_bond_always_pairs_on_connect(link: InProcessLink) -> None:
@@ -260,13 +260,23 @@ async def test_bond_always_pairs_on_connect(link: InProcessLink) -> None:
     with capture_logs() as logs:
         got = await hub.connect()
     assert len(got) == 12
-    assert not [e for e in logs if e["event"] == "meter_bonding"]
+    # paired once, on connect: no operation was refused for want of a bond
+    assert [e["reason"] for e in logs if e["event"] == "ble_bonding"] == ['bond = "always"']
 
 
 async def test_bond_never_refuses_a_meter_that_requires_it(link: InProcessLink) -> None:
     await start_meter(link, require_bonding=True)
     with pytest.raises(DeviceRefused, match="requires bonding"):
         await Hub(options=replace(OPTIONS, bond="never")).connect()
+
+
+async def test_a_meter_that_refuses_to_bond_is_refused_for_good(link: InProcessLink) -> None:
+    await start_meter(link, require_bonding=True, refuse_bonding=True)
+    hub = Hub()
+    with pytest.raises(DeviceRefused, match="bonding refused by the meter") as refused:
+        await hub.connect()
+    assert "put the meter in pairing mode" in str(refused.value)
+    assert hub.order == []
 
 
 async def test_a_meter_that_is_not_there_is_not_found(link: InProcessLink) -> None:

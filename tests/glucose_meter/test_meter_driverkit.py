@@ -43,6 +43,10 @@ class MeterKit(driverkit.DriverKit):
     def __init__(self) -> None:
         self.rng = random.Random(7)
         self._meter: GlucoseMeterEmulator | None = None
+        self.refusing = False
+
+    def refuse_bonding(self) -> None:
+        self.refusing = True
 
     @property
     def meter(self) -> GlucoseMeterEmulator:
@@ -60,6 +64,8 @@ class MeterKit(driverkit.DriverKit):
                 records=sample_records(3, end=datetime.now(UTC)),
                 close_after_transfer=self.close_after,
                 notify_new=True,
+                require_bonding=self.refusing,
+                refuse_bonding=self.refusing,
             )
             await meter.start()
             self._meter = meter
@@ -116,4 +122,9 @@ async def test_a_meter_that_keeps_the_link_honours_the_contract(check: Check) ->
     ids=driverkit.check_name,
 )
 async def test_a_meter_that_closes_the_link_honours_the_contract(check: Check) -> None:
+    await check(ClosingMeterKit())
+
+
+@pytest.mark.parametrize("check", driverkit.BOND_CHECKS, ids=driverkit.check_name)
+async def test_a_meter_that_refuses_to_bond_is_parked(check: Check) -> None:
     await check(ClosingMeterKit())

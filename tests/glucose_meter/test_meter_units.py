@@ -278,10 +278,15 @@ def test_meter_settings() -> None:
         0.0,
         2.5,
     )
+    assert (parsed.refuse_bonding, meter_settings(refuse_bonding=True).refuse_bonding) == (
+        False,
+        True,
+    )
     for bad, message in (
         ({"records": "many"}, "records: must be a whole number"),
         ({"records": -1}, "records: must be >= 0"),
         ({"bonding": "maybe"}, "bonding: must be true or false"),
+        ({"refuse_bonding": 1}, "refuse_bonding: must be true or false"),
         ({"colour": "red"}, "colour: unknown key"),
         ({"tz": "Nowhere/Town"}, "tz: must be"),
     ):

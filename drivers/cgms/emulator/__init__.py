@@ -26,6 +26,8 @@ Options (``--set KEY=VALUE``; `SensorConfig` fields in Python):
   capacity        records the memory keeps (default 20000)
   stopped         the session starts stopped: SOCP "start the session" begins one (default false)
   bonding         values need an encrypted link: the collector has to pair (default false)
+  refuse_bonding  refuse every pairing request (default false; with bonding the gateway parks
+                  the sensor: "bonding refused by the sensor")
   ranges          RACP "within range" supported (default true; false answers "operator not
                   supported", as some devices do)
   away            seconds a SIGUSR1 link drop keeps the sensor out of range, not advertising,

@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from drivers.cgms.convert import parse_session_key
@@ -99,6 +100,9 @@ class CgmsKit(DriverKit):
             raise RuntimeError("the emulator is not running")
         return self.peripheral
 
+    def refuse_bonding(self) -> None:
+        self.config = replace(self.config, bonding=True, refuse_bonding=True)
+
     async def force_link_drop(self) -> None:
         await self.emulator().drop_link(AWAY)
 
@@ -166,6 +170,9 @@ class SiblingCgmsKit(DriverKit):
         async with sibling_emulator(self.settings) as (process, hci):
             self.process = process
             yield Target(ble=BleConfig(stack="bumble", hci=hci))
+
+    def refuse_bonding(self) -> None:
+        self.settings = (*self.settings, "bonding=true", "refuse_bonding=true")
 
     def _signal(self, signum: signal.Signals) -> None:
         if self.process is None or self.process.returncode is not None:

@@ -11,7 +11,8 @@ write + indicate). Behaviour a collector meets on real sensors:
   configured); a second RACP request while a report runs with 0xFE (procedure in progress);
   a bad request gets its RACP / SOCP response code (`ControlPointError.response_code`);
 * with `bonding` every CGMS value needs an encrypted link (ATT 0x0F until the collector pairs)
-  and no record is notified on an unencrypted one;
+  and no record is notified on an unencrypted one; with `refuse_bonding` every pairing request
+  is refused (SMP "pairing not supported");
 * records go out packed, up to `pack` per notification and never over ATT_MTU - 3; new records
   are notified live to subscribed links, except while that link's RACP report runs: the report
   includes every record stored while it runs, then live notifications resume.
@@ -36,6 +37,7 @@ from bumble.profiles.device_information_service import DeviceInformationService
 
 from drivers.cgms.emulator.control import ControlPoints, Link
 from drivers.cgms.emulator.sensor import CgmsSensor
+from gatewayd.transport.bumble_link import refuse_pairing
 from protocols import cgms
 
 __all__ = ["CgmsPeripheral"]
@@ -108,6 +110,8 @@ class CgmsPeripheral(ControlPoints):
             firmware_revision=firmware,
         )
         device.add_services([info, service])
+        if sensor.config.refuse_bonding:
+            refuse_pairing(device)
         device.on(Device.EVENT_CONNECTION, self._on_connection)
 
     # -- lifecycle -------------------------------------------------------------------------------

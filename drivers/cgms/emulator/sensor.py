@@ -74,6 +74,8 @@ class SensorConfig:
     run_time_h: int = 336
     stopped: bool = False
     bonding: bool = False
+    #: Refuse every pairing request (a sensor bonded elsewhere, not in pairing mode).
+    refuse_bonding: bool = False
     ranges: bool = True
     #: A SOCP "start the session" (or `restart()` without arguments) begins a session this old,
     #: with this many of its minutes replayed: 0 / 0 = a fresh session in real time.

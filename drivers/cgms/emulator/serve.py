@@ -75,6 +75,7 @@ def parse_emulator_options(reader: OptionReader) -> EmulatorOptions:
         run_time_h=reader.integer("run_time_h", d.run_time_h, minimum=0, maximum=0xFFFF),
         stopped=reader.boolean("stopped", d.stopped),
         bonding=reader.boolean("bonding", d.bonding),
+        refuse_bonding=reader.boolean("refuse_bonding", d.refuse_bonding),
         ranges=reader.boolean("ranges", d.ranges),
         restart_age=reader.number("restart_age", d.restart_age, minimum=0),
         restart_replay=reader.number("restart_replay", d.restart_replay, minimum=0),
