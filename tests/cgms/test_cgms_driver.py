@@ -235,9 +235,12 @@ async def test_thousands_of_stored_records_are_backfilled_and_the_memory_limit_h
     async with running(config) as (gw, _emulator, kit):
         await gw.wait_for(3, live=True)
     backfilled = [r for r in gw.stored if r.backfilled]
-    assert len(backfilled) >= 4000
-    assert backfilled[0].seq == 5000 - 3999  # the oldest the memory still holds
-    complete(kit, gw)
+    # The sensor's memory holds 4,000 records and keeps recording (one a 0.1 s at this speed),
+    # dropping its oldest: the report starts at the oldest it holds when the report is asked,
+    # 5000 - 3999 plus the records recorded until then (a few on a busy machine).
+    assert 5000 - 3999 <= backfilled[0].seq <= 5000 - 3999 + 20
+    assert len(backfilled) >= 4000 - 20
+    complete(kit, gw)  # and from there on, nothing the sensor held is missing
 
 
 async def test_a_restarted_gateway_resumes_after_the_newest_stored_reading(tmp_path: Path) -> None:

@@ -529,6 +529,8 @@ async def test_device_status_is_retained_valid_json(broker: Mosquitto, store: St
         "reason": "link lost",
         "since": "2024-05-01T12:00:00.123Z",
         "retry_in_s": 1.235,
+        "records_unreadable": 0,
+        "clock_offset_s": None,
     }
 
 
