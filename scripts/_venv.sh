@@ -60,7 +60,7 @@ gatewayd_pip_install() {
     rm -f "$log"
     return 0
   fi
-  if ! grep -qiE "no matching distribution|could not find a version" "$log"; then
+  if ! grep -qiE "no matching distribution|could not find a version|ResolutionImpossible|conflicting dependencies" "$log"; then
     cat "$log" >&2
     rm -f "$log"
     return 1
