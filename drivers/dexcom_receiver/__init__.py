@@ -61,5 +61,6 @@ plugin: DriverPlugin[ReceiverOptions] = DriverPlugin(
     # A receiver left at home while its wearer is out has nothing new for hours: silence is
     # normal. A dead cable or a hung receiver already fails its request timeouts (LinkLost).
     expected_interval=lambda _options: math.inf,
-    time_base="device",  # times come from the device's own clock, not the hub's
+    # `time` is anchored to the hub's clock (the receiver clock's offset is measured every poll):
+    # the default time_base "hub", re-dated with `received` if the hub's clock was not yet right.
 )
