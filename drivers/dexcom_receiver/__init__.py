@@ -10,7 +10,11 @@ logged (`egv_status`) and not published. The trend arrow becomes the Nightscout 
 Every poll reads the receiver's clock and its newest EGV pages; the first contact backfills
 `backfill_hours`, a reconnect everything since the newest stored reading (the receiver keeps
 weeks). Reading ids are (receiver serial, record system time): the same record never
-publishes twice, whichever page or poll it came from.
+publishes twice, whichever page or poll it came from. Reading times are anchored to the hub's
+clock: a receiver's clock hours or months off, or reset to its 2009 epoch, does not move them
+(its offset is the device status's `clock_offset_s`; a clock that went back starts a new
+session "egv-..."). Pages and records damaged in the receiver's memory are asked for twice
+more, then passed over (`records_unreadable`). docs/dexcom-receiver.md has the rules.
 
 Options (all optional):
 

@@ -6,18 +6,26 @@ does not break the master). It answers PING, READ_FIRMWARE_HEADER, READ_DATABASE
 READ_DATABASE_PAGES (EGV_DATA and MANUFACTURING_DATA; other partitions are empty) and
 READ_SYSTEM_TIME; anything else gets INVALID_COMMAND, a request failing its CRC a NAK [L].
 
-`EgvDatabase` holds one EGV record every `interval` receiver seconds from `origin`, each a pure
+`EgvDatabase` holds one EGV record every `interval` true seconds from `origin`, each a pure
 function of the seed and its index (glucose and trend from `drivers.simulator.physiology`;
 LOW as 39, HIGH as 401), laid out in 528-byte pages of 38 (G4, 13-byte records) or 20 (G6,
 25-byte records). `set_value(index, raw)` overrides one record (status values, display-only).
-The receiver's clock is a `ManualClock` (tests advance it) or a `ReplayClock` (replays
-`history` seconds at `speed`, then follows the wall clock).
+`clock` is the true time: a `ManualClock` (tests advance it) or a `ReplayClock` (replays
+`history` seconds at `speed`, then follows the wall clock). The receiver's own clock is the
+true time plus its error (`clock_error`, from the start; `set_clock_error` and `reset_clock`
+later): READ_SYSTEM_TIME answers it and each record is stamped with it as it was then, while
+`database.true_time(index)` keeps when the record was really measured.
 
-Test hooks: `corrupt_next(n)` (the next n answers carry a wrong CRC), `inject_garbage(data)`
-(sent before the next answer), `hold_next(n)` (the next answer comes late: after the next n
-answers, in front of the one after them), `stalled = True` (requests are read, never answered),
-`unplug()` (the pty and the symlink disappear, as /dev/ttyACM0 does) and `replug()` (a new pty
-behind the same symlink). `requests` counts the commands received.
+Test hooks, link: `corrupt_next(n)` (the next n answers carry a wrong CRC),
+`inject_garbage(data)` (sent before the next answer), `hold_next(n)` (the next answer comes
+late: after the next n answers, in front of the one after them), `stalled = True` (requests
+are read, never answered), `unplug()` (the pty and the symlink disappear, as /dev/ttyACM0 does),
+`replug()` (a new pty behind the same symlink), `unplug_after(pages)` (the cable is pulled in
+the middle of a backfill). Memory (faults real receivers have): `set_clock_error`,
+`reset_clock`, `erase()` (the database starts again), `database.duplicate(index)` and
+`database.store_late(index, after)` (stored twice, stored out of order),
+`database.damaged_pages` / `database.damaged_records` (a page header or record CRC that fails
+on every read). `requests` counts the commands received.
 """
 
 from __future__ import annotations
@@ -294,6 +302,7 @@ class ReceiverEmulator:
         self._out = bytearray()
         self._fds: tuple[int, int] | None = None
         self._unplug_after: int | None = None
+        self._replug_after: float | None = None
 
     async def __aenter__(self) -> Self:
         self.replug()
@@ -373,9 +382,10 @@ class ReceiverEmulator:
         """The receiver's clock restarts at its epoch (2009-01-01) just after now."""
         self.set_clock_error(-(self.clock.now() + 1))
 
-    def unplug_after(self, pages: int) -> None:
-        """Pull the cable once `pages` more EGV pages were asked for (mid-backfill)."""
-        self._unplug_after = pages
+    def unplug_after(self, pages: int, *, replug_after: float | None = None) -> None:
+        """Pull the cable when the `pages`-th EGV page from now is asked for (mid-backfill),
+        and plug it back in `replug_after` seconds later (None: leave it out)."""
+        self._unplug_after, self._replug_after = pages, replug_after
 
     def erase(self) -> None:
         """The EGV database is erased now (records start again at position 0)."""
@@ -465,6 +475,8 @@ class ReceiverEmulator:
             return False
         self._unplug_after = None
         self.unplug()
+        if self._replug_after is not None:
+            asyncio.get_running_loop().call_later(self._replug_after, self.replug)
         return True
 
     def _reply(self, packet: dx.Packet) -> None:

@@ -35,7 +35,8 @@ reading (the same system time in the same database); when that record is gone (t
 was erased or wrapped past it), from its time: everything dated after it. A database whose
 newest position falls below the cursor was erased: the same rule by time. A record ahead of
 the receiver's clock that no measured jump explains was stamped before a reset the hub never
-saw: its time cannot be known, it is passed over (`unanchored`).
+saw (first contact after it): its time cannot be known, it is passed over and counted
+(`unanchored`, logged as `egv_ahead_of_clock`).
 """
 
 from __future__ import annotations
@@ -189,6 +190,10 @@ class Timeline:
         """The records at `start` and after (storage order) that are new, dated, each once;
         the cursor moves past every record read."""
         pending = [s for s in stored if s.position >= start]
+        if self.position is None:  # found by time: what the old clock stamped is left behind
+            self.unanchored += sum(
+                1 for s in stored if s.position < start and self._ahead(s.record)
+            )
         jump, self._jump = self._jump, None
         split, new_era = (0, False) if jump is None else self._split(pending, jump)
         out: list[Dated] = []
@@ -214,7 +219,7 @@ class Timeline:
         """Where, in `pending`, the records stamped after `jump` start; and whether they start
         a new session (see the module)."""
         times = [s.record.system_time for s in pending]
-        before = [self.newest, *times[:-1]]
+        before = [self.newest, *times][: len(times)]
         if jump.seconds > 0:
             for i, (t, last) in enumerate(zip(times, before, strict=True)):
                 if last is not None and t - last > jump.seconds - JUMP_TOLERANCE:
