@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from drivers.dexcom_receiver import plugin
-from drivers.dexcom_receiver.emulator import EgvDatabase, ManualClock, ReceiverEmulator
+from drivers.dexcom_receiver.emulator import EgvDatabase, ManualClock, Model, ReceiverEmulator
 from drivers.dexcom_receiver.options import ReceiverOptions
 from drivers.dexcom_receiver.timeline import SESSION, era_session
 from gatewayd.config import MqttConfig, SupervisorConfig
@@ -112,11 +112,14 @@ async def running_hub(
     assert device.received == device.stored
 
 
-def receiver(tmp_path: Path, *, days: float = 2, clock_error: int = 0) -> ReceiverEmulator:
+def receiver(
+    tmp_path: Path, *, days: float = 2, clock_error: int = 0, model: Model = "g4"
+) -> ReceiverEmulator:
     clock = ManualClock(START)
     return ReceiverEmulator(
         tmp_path / "receiver",
         clock=clock,
+        model=model,
         origin=START - round(days * 86400),
         clock_error=clock_error,
     )
@@ -136,9 +139,9 @@ def on_page(db: EgvDatabase, page: int, now: int) -> set[int]:
     return set(db.indices(page * db.per_page, db.per_page, now))
 
 
-def check(hub: Hub, db: EgvDatabase, expected: Iterable[int], label: str) -> float:
+def check(hub: Hub, db: EgvDatabase, expected: Iterable[int], label: str, lost: int = 0) -> float:
     """Every record in `expected` stored exactly once, with its content, within TOLERANCE of
-    its true time; the largest time error (seconds)."""
+    its true time (`lost` more are held but damaged); the largest time error (seconds)."""
     wanted = set(expected)
     by_seq: dict[int, list[int]] = defaultdict(list)
     for index in wanted:
@@ -163,7 +166,7 @@ def check(hub: Hub, db: EgvDatabase, expected: Iterable[int], label: str) -> flo
     assert set(found) == wanted, f"missing records: {sorted(wanted - set(found))[:10]}"
     unreadable = hub.device.findings.unreadable
     print(  # the figures of the scenario (pytest -s)
-        f"{label}: held {len(wanted)} published {len(readings)} unreadable {unreadable} "
+        f"{label}: held {len(wanted) + lost} published {len(readings)} unreadable {unreadable} "
         f"max |time error| {worst:.1f} s"
     )
     return worst
@@ -287,9 +290,10 @@ async def test_a_page_damaged_in_memory_is_passed_over(tmp_path: Path, where: st
         clock.advance(3 * RECORD)
         await wait_until(lambda: hub.device.findings.unreadable == 2, "two unreadable")
         lost = on_page(db, page, clock.now()) | {damaged_record}  # the page may have grown
-        expected = held(db, clock.now(), 12.25) - lost
+        window = held(db, clock.now(), 12.25)
+        expected = window - lost
         await hub.wait_stored(len(expected))
-        check(hub, db, expected, f"page damaged at the {where}")
+        check(hub, db, expected, f"page damaged at the {where}", len(window & lost))
         status = hub.device.status
     assert status is not None
     assert status.records_unreadable == 2  # the page and the record: each counted once
@@ -303,23 +307,32 @@ async def test_a_page_damaged_in_memory_is_passed_over(tmp_path: Path, where: st
     }
 
 
-async def test_an_erased_database_starts_again(tmp_path: Path) -> None:
+@pytest.mark.parametrize("daemon", ["running", "down"])
+async def test_an_erased_database_starts_again(tmp_path: Path, daemon: str) -> None:
     emulator = receiver(tmp_path)
     clock, db = true_clock(emulator), emulator.database
-    async with emulator, running_hub(emulator, tmp_path / "gw.db", backfill_hours=2) as hub:
-        before = held(db, clock.now(), 2)
-        await hub.wait_stored(len(before))
-        emulator.erase()
-        clock.advance(RECORD)
-        await hub.wait_stored(len(before) + 1)
+    store = tmp_path / "gw.db"
+    async with emulator:
+        async with running_hub(emulator, store, backfill_hours=2) as hub:
+            before = held(db, clock.now(), 2)
+            await hub.wait_stored(len(before))
+            if daemon == "running":
+                emulator.erase()
+                clock.advance(RECORD)
+                await hub.wait_stored(len(before) + 1)
+        if daemon == "down":
+            emulator.erase()
+            clock.advance(RECORD)
         clock.advance(40 * RECORD)  # past the first page of the new database
-        await hub.wait_stored(len(before) + 41)
-        assert db.size(clock.now()) == 41
-        check(hub, db, before | held(db, clock.now(), 24), "database erased")
+        async with running_hub(emulator, store, backfill_hours=2) as hub:
+            await hub.wait_stored(len(before) + 41)
+            assert db.size(clock.now()) == 41
+            check(hub, db, before | held(db, clock.now(), 24), f"database erased, daemon {daemon}")
 
 
-async def test_records_stored_twice_and_out_of_order(tmp_path: Path) -> None:
-    emulator = receiver(tmp_path)
+@pytest.mark.parametrize("model", ["g4", "g6"])
+async def test_records_stored_twice_and_out_of_order(tmp_path: Path, model: Model) -> None:
+    emulator = receiver(tmp_path, model=model)
     clock, db = true_clock(emulator), emulator.database
     newest = db.newest(clock.now())
     db.duplicate(newest - 10)
@@ -333,7 +346,7 @@ async def test_records_stored_twice_and_out_of_order(tmp_path: Path) -> None:
         for count in (0, 1, 3):
             clock.advance(RECORD)
             await hub.wait_stored(len(before) + count)
-        check(hub, db, held(db, clock.now(), 3.25), "duplicated and out-of-order records")
+        check(hub, db, held(db, clock.now(), 3.25), f"{model}: duplicated and out-of-order records")
 
 
 # -- a long backfill, cut ------------------------------------------------------------------------
