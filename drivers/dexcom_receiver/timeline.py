@@ -18,7 +18,9 @@ clock. The records of that poll not yet delivered are split where the jump happe
 order: the records before it are dated with the old offset, the ones after with the new.
 
 * Forward (the clock moved ahead): system times keep increasing, ids stay unique; the session is
-  unchanged. The split is the first gap in system time larger than the jump.
+  unchanged. The split is the smallest gap in system time larger than the jump (less the
+  tolerance); with none, the records are all from before the jump unless the newest of them,
+  dated with the old offset, would be in the future.
 * Backward (reset to the epoch, or moved back): records stored after it may carry system times
   the hub already delivered. Once the records show it (the clock now reads at or before the
   newest system time delivered, a record falls back by more than the tolerance after the one
@@ -221,9 +223,15 @@ class Timeline:
         times = [s.record.system_time for s in pending]
         before = [self.newest, *times][: len(times)]
         if jump.seconds > 0:
-            for i, (t, last) in enumerate(zip(times, before, strict=True)):
-                if last is not None and t - last > jump.seconds - JUMP_TOLERANCE:
-                    return i, False
+            # The jump's gap is a step plus the jump; of the gaps that large, the smallest (a
+            # longer one is the receiver without a sensor, or switched off, as well).
+            gaps = {
+                i: t - last
+                for i, (t, last) in enumerate(zip(times, before, strict=True))
+                if last is not None and t - last > jump.seconds - JUMP_TOLERANCE
+            }
+            if gaps:
+                return min(gaps, key=lambda i: gaps[i]), False
             late = bool(times) and self.date(times[-1], jump.previous) > self._hub
             return (0 if late else len(times)), False
         breaks = [i + 1 for i, s in enumerate(pending) if self._ahead(s.record)]

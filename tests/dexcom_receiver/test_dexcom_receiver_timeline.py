@@ -43,6 +43,20 @@ def test_a_clock_moved_ahead_while_the_hub_was_down_dates_each_side_with_its_off
     assert line.offset == 3600
 
 
+def test_a_longer_gap_before_a_forward_jump_is_not_taken_for_it() -> None:
+    # While the hub was down: two hours without a sensor, then records, then the clock moved
+    # an hour ahead, then records again.
+    line = Timeline(
+        newest=NOW - 4 * 3600,
+        newest_time=HUB - 4 * 3600 * SECOND,
+        offset=0.0,
+        backfill=timedelta(hours=1),
+    )
+    stored = records(10, NOW - 7200, NOW - 6900, NOW + 3600 - 6600, NOW + 3600 - 6300)
+    out = poll(line, NOW + 3600, HUB, stored)
+    assert [t for _, t in out] == [HUB - k * SECOND for k in (7200, 6900, 6600, 6300)]
+
+
 def test_a_reading_stored_before_an_upgrade_keeps_the_session() -> None:
     # Readings stored by an earlier version were dated with the receiver's clock as it is:
     # against the hub's, that looks like a jump of six hours back, but no system time repeats.
