@@ -241,12 +241,15 @@ class EgvRecord:
 
 @dataclass(frozen=True, slots=True)
 class EgvPage:
-    """An EGV page: its header, the records that passed their CRC, and the raw bad ones."""
+    """An EGV page: its header, the records that passed their CRC (each with its index in
+    the page), and the raw bad ones (index, bytes)."""
 
     header: PageHeader
     records: tuple[EgvRecord, ...]
-    bad: tuple[bytes, ...]
+    bad: tuple[tuple[int, bytes], ...]
     record_size: int
+    #: The index in the page of each of `records`.
+    indices: tuple[int, ...] = ()
 
 
 def _chunks(data: bytes, count: int, size: int) -> list[bytes]:
@@ -274,9 +277,11 @@ def parse_egv_page(payload: bytes) -> EgvPage:
     if not scores or max(scores.values()) == 0:
         raise ProtocolError(f"no EGV record layout fits page {header.page}", bytes(payload))
     size = max(scores, key=lambda s: scores[s])
-    chunks = _chunks(data, header.count, size)
-    records = tuple(EgvRecord.parse(c) for c in chunks if _valid(c))
-    return EgvPage(header, records, tuple(c for c in chunks if not _valid(c)), size)
+    chunks = list(enumerate(_chunks(data, header.count, size)))
+    good = [(i, c) for i, c in chunks if _valid(c)]
+    records = tuple(EgvRecord.parse(c) for _, c in good)
+    bad = tuple((i, c) for i, c in chunks if not _valid(c))
+    return EgvPage(header, records, bad, size, tuple(i for i, _ in good))
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,11 @@ logged (`egv_status`) and not published. The trend arrow becomes the Nightscout 
 Every poll reads the receiver's clock and its newest EGV pages; the first contact backfills
 `backfill_hours`, a reconnect everything since the newest stored reading (the receiver keeps
 weeks). Reading ids are (receiver serial, record system time): the same record never
-publishes twice, whichever page or poll it came from.
+publishes twice, whichever page or poll it came from. Reading times are anchored to the hub's
+clock: a receiver's clock hours or months off, or reset to its 2009 epoch, does not move them
+(its offset is the device status's `clock_offset_s`; a clock that went back starts a new
+session "egv-..."). Pages and records damaged in the receiver's memory are asked for twice
+more, then passed over (`records_unreadable`). docs/dexcom-receiver.md has the rules.
 
 Options (all optional):
 
@@ -61,5 +65,6 @@ plugin: DriverPlugin[ReceiverOptions] = DriverPlugin(
     # A receiver left at home while its wearer is out has nothing new for hours: silence is
     # normal. A dead cable or a hung receiver already fails its request timeouts (LinkLost).
     expected_interval=lambda _options: math.inf,
-    time_base="device",  # times come from the device's own clock, not the hub's
+    # `time` is anchored to the hub's clock (the receiver clock's offset is measured every poll):
+    # the default time_base "hub", re-dated with `received` if the hub's clock was not yet right.
 )

@@ -2,14 +2,26 @@
 
 Every answer is checked against its request (an EGV page must be the page asked for), so a late
 answer to an earlier request is never taken for the current one: it fails to parse and the
-link sends the request again.
+link sends the request again. An EGV page that is well framed but damaged in the receiver's
+memory (its header CRC fails, or no record layout fits it) is returned as a `DamagedPage`: the
+session decides how often to ask for it again (`DeviceContext.record_damaged`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from drivers.dexcom_receiver.link import ReceiverLink
 from protocols import dexcom_receiver as dx
-from protocols.errors import ProtocolError
+from protocols.errors import CrcError, ProtocolError
+
+
+@dataclass(frozen=True, slots=True)
+class DamagedPage:
+    """A well-framed answer holding a damaged EGV page: its payload and why it is damaged."""
+
+    raw: bytes
+    reason: str
 
 
 class ReceiverApi:
@@ -68,14 +80,21 @@ class ReceiverApi:
         request = dx.read_pages(dx.RecordType.MANUFACTURING_DATA, pages[0])
         return await self.link.request(request, what, parse)
 
-    async def egv_page(self, number: int) -> dx.EgvPage:
+    async def egv_page(self, number: int) -> dx.EgvPage | DamagedPage:
         """READ_DATABASE_PAGES of one EGV page (records that fail their CRC are in `.bad`)."""
         what = f"EGV page {number}"
 
-        def parse(packet: dx.Packet) -> dx.EgvPage:
-            page = dx.parse_egv_page(dx.expect_ack(packet, what))
-            if page.header.page != number:
-                raise ProtocolError(f"{what}: the answer is page {page.header.page}")
-            return page
+        def parse(packet: dx.Packet) -> dx.EgvPage | DamagedPage:
+            payload = dx.expect_ack(packet, what)
+            try:
+                header = dx.PageHeader.parse(payload)
+            except CrcError:
+                return DamagedPage(payload, "egv_page_crc")
+            if (header.record_type, header.page) != (dx.RecordType.EGV_DATA, number):
+                raise ProtocolError(f"{what}: the answer is page {header.page}")
+            try:
+                return dx.parse_egv_page(payload)
+            except ProtocolError:
+                return DamagedPage(payload, "egv_page_records")
 
         return await self.link.request(dx.read_pages(dx.RecordType.EGV_DATA, number), what, parse)

@@ -6,18 +6,26 @@ does not break the master). It answers PING, READ_FIRMWARE_HEADER, READ_DATABASE
 READ_DATABASE_PAGES (EGV_DATA and MANUFACTURING_DATA; other partitions are empty) and
 READ_SYSTEM_TIME; anything else gets INVALID_COMMAND, a request failing its CRC a NAK [L].
 
-`EgvDatabase` holds one EGV record every `interval` receiver seconds from `origin`, each a pure
+`EgvDatabase` holds one EGV record every `interval` true seconds from `origin`, each a pure
 function of the seed and its index (glucose and trend from `drivers.simulator.physiology`;
 LOW as 39, HIGH as 401), laid out in 528-byte pages of 38 (G4, 13-byte records) or 20 (G6,
 25-byte records). `set_value(index, raw)` overrides one record (status values, display-only).
-The receiver's clock is a `ManualClock` (tests advance it) or a `ReplayClock` (replays
-`history` seconds at `speed`, then follows the wall clock).
+`clock` is the true time: a `ManualClock` (tests advance it) or a `ReplayClock` (replays
+`history` seconds at `speed`, then follows the wall clock). The receiver's own clock is the
+true time plus its error (`clock_error`, from the start; `set_clock_error` and `reset_clock`
+later): READ_SYSTEM_TIME answers it and each record is stamped with it as it was then, while
+`database.true_time(index)` keeps when the record was really measured.
 
-Test hooks: `corrupt_next(n)` (the next n answers carry a wrong CRC), `inject_garbage(data)`
-(sent before the next answer), `hold_next(n)` (the next answer comes late: after the next n
-answers, in front of the one after them), `stalled = True` (requests are read, never answered),
-`unplug()` (the pty and the symlink disappear, as /dev/ttyACM0 does) and `replug()` (a new pty
-behind the same symlink). `requests` counts the commands received.
+Test hooks, link: `corrupt_next(n)` (the next n answers carry a wrong CRC),
+`inject_garbage(data)` (sent before the next answer), `hold_next(n)` (the next answer comes
+late: after the next n answers, in front of the one after them), `stalled = True` (requests
+are read, never answered), `unplug()` (the pty and the symlink disappear, as /dev/ttyACM0 does),
+`replug()` (a new pty behind the same symlink), `unplug_after(pages)` (the cable is pulled in
+the middle of a backfill). Memory (faults real receivers have): `set_clock_error`,
+`reset_clock`, `erase()` (the database starts again), `database.duplicate(index)` and
+`database.store_late(index, after)` (stored twice, stored out of order),
+`database.damaged_pages` / `database.damaged_records` (a page header or record CRC that fails
+on every read). `requests` counts the commands received.
 """
 
 from __future__ import annotations
@@ -67,7 +75,8 @@ MODELS: dict[str, ModelSpec] = {
 
 
 class ReceiverClock(Protocol):
-    """The receiver's system clock: whole seconds since 2009-01-01 (UTC)."""
+    """The true time, in whole receiver seconds since 2009-01-01 (UTC): what a receiver clock
+    that is right reads (the emulated receiver's own clock adds its error)."""
 
     def now(self) -> int: ...
 
@@ -108,7 +117,13 @@ class ReplayClock:
 
 
 class EgvDatabase:
-    """The receiver's EGV partition: records every `interval` seconds from `origin`."""
+    """The receiver's EGV partition: a record every `interval` true seconds from `origin`.
+
+    Record `index` is measured at true time `true_time(index)` and stamped with the receiver's
+    clock as it was then (`time(index)`: the true time plus the clock's error, `clock_error`).
+    Storage is the order the receiver wrote the records in: by index, from `base` (the first
+    record after an `erase`), with records `duplicate`d or `stored_late` (out of order).
+    """
 
     def __init__(
         self, spec: ModelSpec, *, seed: int, interval: int, origin: int, display_offset: int = 0
@@ -118,14 +133,42 @@ class EgvDatabase:
         self.display_offset = display_offset
         self.per_page = 500 // spec.record_size
         self.overrides: dict[int, tuple[int, int]] = {}
+        #: (from true time, error): the receiver clock reads true time + error from then on.
+        self.clock_steps: list[tuple[int, int]] = [(-(2**62), 0)]
+        #: Index of the record at database position 0.
+        self.base = 0
+        #: Records stored again (or late) right after the record of the key, in this order.
+        self.extras: dict[int, list[int]] = {}
+        #: Records not stored at their own place (`store_late`).
+        self.withheld: set[int] = set()
+        #: Pages whose header CRC, and records whose CRC, are broken in memory.
+        self.damaged_pages: set[int] = set()
+        self.damaged_records: set[int] = set()
         self.record = lru_cache(maxsize=4096)(self._record)
 
-    def time(self, index: int) -> int:
-        """System time of record `index`."""
+    # -- clock -----------------------------------------------------------------------------------
+
+    def clock_error(self, true: int) -> int:
+        """The receiver clock's error at true time `true` (seconds)."""
+        return max(step for step in self.clock_steps if step[0] <= true)[1]
+
+    def set_clock_error(self, error: int, at: int) -> None:
+        """From true time `at` on, the receiver clock reads the true time plus `error`."""
+        self.clock_steps = [step for step in self.clock_steps if step[0] < at]
+        self.clock_steps.append((at, error))
+        self.record.cache_clear()
+
+    def true_time(self, index: int) -> int:
+        """True time (receiver seconds of a right clock) at which record `index` was measured."""
         return self.origin + index * self.interval
 
+    def time(self, index: int) -> int:
+        """System time of record `index`: what the receiver's clock read then."""
+        true = self.true_time(index)
+        return true + self.clock_error(true)
+
     def newest(self, now: int) -> int:
-        """Index of the newest record at receiver time `now` (-1: none yet)."""
+        """Index of the newest record measured by true time `now` (-1: none yet)."""
         return (now - self.origin) // self.interval if now >= self.origin else -1
 
     def _record(self, index: int) -> dx.EgvRecord:
@@ -133,7 +176,7 @@ class EgvDatabase:
         if index in self.overrides:
             raw, trend_noise = self.overrides[index]
         else:
-            s = sample(self.seed, 0, index, dx.receiver_time(t).timestamp())
+            s = sample(self.seed, 0, index, dx.receiver_time(self.true_time(index)).timestamp())
             raw = s.glucose_mgdl or (LOW_VALUE if s.out_of_range == "low" else HIGH_VALUE)
             trend_noise = 1 << 4 | _ARROW[Direction.from_rate(s.trend_mgdl_min)]
         before, after = dx.EGV_LAYOUTS[self.spec.record_size]
@@ -148,9 +191,58 @@ class EgvDatabase:
         self.overrides[index] = (raw, noise << 4 | trend)
         self.record.cache_clear()
 
+    # -- storage ---------------------------------------------------------------------------------
+
+    def erase(self, now: int) -> None:
+        """The database is erased at true time `now`: storage starts again at the next record."""
+        self.base = self.newest(now) + 1
+        self.extras.clear()
+        self.withheld.clear()
+
+    def duplicate(self, index: int) -> None:
+        """Record `index` is stored twice (the copy right after it)."""
+        self.extras.setdefault(index, []).append(index)
+
+    def store_late(self, index: int, after: int) -> None:
+        """Record `index` is stored after record `after` (> index), out of order."""
+        self.withheld.add(index)
+        self.extras.setdefault(after, []).append(index)
+
+    def _entries_before(self, index: int) -> int:
+        """Database positions taken by the records stored before record `index`'s place."""
+        count = index - self.base - sum(1 for w in self.withheld if self.base <= w < index)
+        return count + sum(len(v) for k, v in self.extras.items() if self.base <= k < index)
+
+    def _at(self, index: int) -> list[int]:
+        return ([] if index in self.withheld else [index]) + self.extras.get(index, [])
+
+    def stored(self, now: int) -> list[int]:
+        """Indices of the records in the database at true time `now`, in storage order."""
+        return self.indices(0, self.size(now), now)
+
+    def size(self, now: int) -> int:
+        """How many records the database holds at true time `now`."""
+        return max(0, self._entries_before(self.newest(now) + 1))
+
+    def indices(self, position: int, count: int, now: int) -> list[int]:
+        """Indices of the records at database positions [position, position + count)."""
+        low, high = self.base, self.newest(now) + 1
+        while low < high:  # the last index whose place starts at or before `position`
+            middle = (low + high + 1) // 2
+            if self._entries_before(middle) <= position:
+                low = middle
+            else:
+                high = middle - 1
+        out: list[int] = []
+        index, skip = low, position - self._entries_before(low)
+        while len(out) < count + skip and index <= self.newest(now):
+            out += self._at(index)
+            index += 1
+        return out[skip : skip + count]
+
     def page_range(self, now: int) -> tuple[int, int] | None:
-        newest = self.newest(now)
-        return None if newest < 0 else (0, newest // self.per_page)
+        size = self.size(now)
+        return None if size == 0 else (0, (size - 1) // self.per_page)
 
     def page(self, number: int, now: int) -> bytes | None:
         """Page `number` as the receiver sends it (None when it does not exist)."""
@@ -158,10 +250,21 @@ class EgvDatabase:
         if pages is None or not pages[0] <= number <= pages[1]:
             return None
         first = number * self.per_page
-        count = min(self.per_page, self.newest(now) + 1 - first)
-        header = dx.PageHeader(first, count, dx.RecordType.EGV_DATA, self.spec.revision, number)
-        records = b"".join(self.record(i).build() for i in range(first, first + count))
-        return dx.build_page(header, records)
+        indices = self.indices(first, self.per_page, now)
+        header = dx.PageHeader(
+            first, len(indices), dx.RecordType.EGV_DATA, self.spec.revision, number
+        )
+        records = b"".join(self._stored_record(i) for i in indices)
+        page = bytearray(dx.build_page(header, records))
+        if number in self.damaged_pages:
+            page[dx.HEADER_SIZE - 1] ^= 0xFF  # the header CRC
+        return bytes(page)
+
+    def _stored_record(self, index: int) -> bytes:
+        raw = self.record(index).build()
+        if index in self.damaged_records:
+            return raw[:-1] + bytes([raw[-1] ^ 0xFF])
+        return raw
 
 
 class ReceiverEmulator:
@@ -177,6 +280,7 @@ class ReceiverEmulator:
         interval: int = 300,
         origin: int | None = None,
         serial: str = "SM10000001",
+        clock_error: int = 0,
     ) -> None:
         self.link = link
         self.clock = clock
@@ -184,6 +288,8 @@ class ReceiverEmulator:
         self.serial = serial
         start = clock.now() - 14 * 86400 if origin is None else origin
         self.database = EgvDatabase(self.spec, seed=seed, interval=interval, origin=start)
+        if clock_error:
+            self.database.set_clock_error(clock_error, start)
         self.requests: Counter[str] = Counter()
         self.stalled = False
         self.device: str | None = None
@@ -195,6 +301,8 @@ class ReceiverEmulator:
         self._decoder = dx.FrameDecoder()
         self._out = bytearray()
         self._fds: tuple[int, int] | None = None
+        self._unplug_after: int | None = None
+        self._replug_after: float | None = None
 
     async def __aenter__(self) -> Self:
         self.replug()
@@ -260,6 +368,29 @@ class ReceiverEmulator:
 
     # -- the receiver ----------------------------------------------------------------------------
 
+    def system_time(self) -> int:
+        """What the receiver's clock reads now (the true clock plus its error)."""
+        true = self.clock.now()
+        return true + self.database.clock_error(true)
+
+    def set_clock_error(self, error: int) -> None:
+        """The receiver's clock is moved just after now (a record stamped now keeps its stamp):
+        from then on it reads the true time plus `error`."""
+        self.database.set_clock_error(error, self.clock.now() + 1)
+
+    def reset_clock(self) -> None:
+        """The receiver's clock restarts at its epoch (2009-01-01) just after now."""
+        self.set_clock_error(-(self.clock.now() + 1))
+
+    def unplug_after(self, pages: int, *, replug_after: float | None = None) -> None:
+        """Pull the cable when the `pages`-th EGV page from now is asked for (mid-backfill),
+        and plug it back in `replug_after` seconds later (None: leave it out)."""
+        self._unplug_after, self._replug_after = pages, replug_after
+
+    def erase(self) -> None:
+        """The EGV database is erased now (records start again at position 0)."""
+        self.database.erase(self.clock.now())
+
     def answer(self, packet: dx.Packet) -> dx.Packet:  # noqa: PLR0911 - one per command
         """The receiver's answer to one request."""
         command, payload, now = packet.command, packet.payload, self.clock.now()
@@ -268,7 +399,7 @@ class ReceiverEmulator:
         if command == dx.Command.READ_FIRMWARE_HEADER:
             return dx.Packet(dx.Command.ACK, self._firmware_header().encode())
         if command == dx.Command.READ_SYSTEM_TIME:
-            return dx.Packet(dx.Command.ACK, dx.build_u32(now))
+            return dx.Packet(dx.Command.ACK, dx.build_u32(self.system_time()))
         if command == dx.Command.READ_DATABASE_PAGE_RANGE:
             if len(payload) != 1:
                 return dx.Packet(dx.Command.INVALID_PARAM)
@@ -328,10 +459,25 @@ class ReceiverEmulator:
         for event in self._decoder.feed(data):
             if isinstance(event, dx.Frame):
                 self.requests[_name(event.packet.command)] += 1
+                if self._pull_cable(event.packet):
+                    return
                 if not self.stalled:
                     self._reply(self.answer(event.packet))
             elif isinstance(event, dx.BadFrame) and not self.stalled:
                 self._reply(dx.Packet(dx.Command.NAK))
+
+    def _pull_cable(self, request: dx.Packet) -> bool:
+        """`unplug_after`: whether the cable was pulled before answering `request`."""
+        if self._unplug_after is None or request.command != dx.Command.READ_DATABASE_PAGES:
+            return False
+        self._unplug_after -= 1
+        if self._unplug_after > 0:
+            return False
+        self._unplug_after = None
+        self.unplug()
+        if self._replug_after is not None:
+            asyncio.get_running_loop().call_later(self._replug_after, self.replug)
+        return True
 
     def _reply(self, packet: dx.Packet) -> None:
         frame = bytearray(packet.build())

@@ -10,7 +10,9 @@ protocol's `FrameDecoder`: garbage and bad frames are counted with `DeviceContex
 after it), does not come within `timeout` seconds, is a transient NAK (NAK, incomplete packet,
 receiver error), or does not parse (a late answer to an earlier attempt). Then it gives up
 with `LinkLost`, or `UnreadableAnswer` when every attempt got a well-framed answer that did
-not parse (the receiver's own content is bad: retrying cannot help). INVALID_COMMAND means the
+not parse (the receiver's own content is bad: retrying cannot help). EGV pages never get
+there: a damaged page is a value of `ReceiverApi.egv_page`, and the session applies the
+shared damaged-record rule to it (`DeviceContext.record_damaged`). INVALID_COMMAND means the
 receiver does not implement a command it must: `DeviceRefused` (the supervisor parks it).
 A write that does not drain within `timeout` and a port that disappears (EIO on unplug) are
 `LinkLost`; a port that cannot be opened is `DeviceNotFound`.

@@ -4,44 +4,52 @@ Identity: ReadFirmwareHeader (ProductName, FirmwareVersion) and the MANUFACTURIN
 (SerialNumber), as openaps/dexcom_reader reads them. ReadDatabasePartitionInfo is not needed:
 EGV record sizes are recognised from the pages themselves.
 
-Ids: `seq` is the record's `system_time` (receiver seconds since 2009-01-01, its UTC clock)
-and `session` is the constant "egv": the receiver's EGV database is one series keyed by its own
-clock, the key DexcTrack and Nightscout uploaders dedupe on. A record is the same reading on
-every poll, reconnect and restart, whatever page it sits on (a record index would shift when
-the database is erased or wraps). Sensor changes are not split into sessions (INSERTION_TIME
-records are not read). `time` is the system_time as UTC.
+Ids and times (`drivers.dexcom_receiver.timeline`): `seq` is the record's `system_time`
+(receiver seconds since 2009-01-01) and `session` is "egv" (after the receiver's clock went
+back: "egv-" and the minute of its epoch by the hub's clock), the key DexcTrack and Nightscout
+uploaders dedupe on; a record is the same reading on every poll, reconnect and restart. `time`
+is anchored to the hub's clock: system_time minus the receiver clock's offset, measured on
+every poll (`clock_offset_s` in the device status). Sensor changes are not split into sessions
+(INSERTION_TIME records are not read).
 
-Each poll: ReadSystemTime, ReadDatabasePageRange(EGV), then EGV pages from the newest back
-until a page starts at or before the cursor (the newest record already delivered). The cursor
-starts at the store's resume point (same receiver serial) or, on first contact, at
-`backfill_hours` before the receiver's clock. Records of the first poll of a session are
+Each poll: ReadSystemTime (the hub's clock read before and after), ReadDatabasePageRange(EGV),
+then EGV pages from the newest back until a page holds the newest record already handled (by
+its database position; on a new connection, the store's resume point or, on first contact,
+`backfill_hours` before the hub's clock). Records of the first poll of a session are
 `backfilled`. Status values (< 13) are skipped with an `egv_status` log event (counted in
 `statuses`); display-only records carry the status flag "display_only", noise above 1
 "noise_<n>".
+
+Damaged memory: a page whose header CRC fails (or that fits no record layout) and a record
+whose CRC fails are asked for again (`DeviceContext.record_damaged`, keys ("page", n) and
+("page", n, index)); one still damaged after `DAMAGED_RETRIES` renewed reads is passed over
+(`records_unreadable`) and the records before and after it are delivered as usual.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable
+from datetime import timedelta
 from types import TracebackType
 from typing import Self
 
-from drivers.dexcom_receiver.api import ReceiverApi
-from drivers.dexcom_receiver.link import ReceiverLink, UnreadableAnswer, find_receiver
+from drivers.dexcom_receiver.api import DamagedPage, ReceiverApi
+from drivers.dexcom_receiver.link import ReceiverLink, find_receiver
 from drivers.dexcom_receiver.options import ReceiverOptions
+from drivers.dexcom_receiver.timeline import SESSION, Dated, Stored, Timeline, is_egv_session
 from gatewayd.driver import DeviceContext
 from gatewayd.errors import DeviceRefused
 from gatewayd.models import DeviceIdentity, Direction, Reading
 from protocols import dexcom_receiver as dx
 from protocols.errors import ProtocolError
 
+__all__ = ["DRIVER", "SESSION", "TREND_DIRECTION", "ReceiverSession"]
+
 DRIVER = "dexcom_receiver"
-#: The session of every reading (see the module docstring).
-SESSION = "egv"
-#: A receiver clock further than this from the hub's is logged (seconds).
-_SKEW_WARNING = 300
+#: Readings delivered between two turns of the event loop (about a page).
+_CHUNK = 40
 
 TREND_DIRECTION: dict[int, Direction] = {
     dx.TrendArrow.NONE: Direction.NONE,
@@ -73,8 +81,11 @@ class ReceiverSession:
         self._find = find
         self._link: ReceiverLink | None = None
         self._api: ReceiverApi | None = None
-        self._skew_logged = False
-        self._bad_seen: set[bytes] = set()
+        #: Pages passed over on this connection (not asked for again).
+        self._passed_pages: set[int] = set()
+        #: Damaged records asked for again (forgotten once they arrive intact).
+        self._suspect: set[Hashable] = set()
+        self._unanchored = 0
 
     async def __aenter__(self) -> Self:
         ctx, opts = self._ctx, self._ctx.options
@@ -130,87 +141,160 @@ class ReceiverSession:
         if self._api is None or self.identity is None:
             raise RuntimeError("readings() outside `async with`")
         api, ctx, opts = self._api, self._ctx, self._ctx.options
-        resume = ctx.resume
-        cursor: int | None = None
-        if resume is not None and (resume.serial, resume.session) == (
-            self.identity.serial,
-            SESSION,
-        ):
-            cursor = resume.seq
+        timeline = self._timeline()
         catching_up = True
         while True:
-            now = await api.system_time()
-            self._check_clock(now)
-            if cursor is not None and cursor > now:
-                # The store is ahead of the receiver's clock (clock reset, database erased):
-                # waiting for the clock to catch up would hide every new record.
-                ctx.log.warning("resume_ahead_of_receiver", resume=cursor, receiver=now)
-                cursor = None
-            if cursor is None:  # first contact: as far back as the window reaches
-                cursor = now - round(opts.backfill_hours * 3600)
+            before = ctx.now()
+            receiver_now = await api.system_time()
+            jump = timeline.measure(receiver_now, before, ctx.now())
+            ctx.set_clock_offset(timeline.offset)
+            if jump is not None:
+                ctx.log.warning(
+                    "receiver_clock_jump",
+                    seconds=round(jump.seconds),
+                    clock_offset_s=timeline.offset,
+                )
             count = 0
-            for record in await self._records_after(cursor):
-                cursor = max(cursor, record.system_time)
-                reading = self._reading(record, backfilled=catching_up)
+            for index, dated in enumerate(await self._new_records(timeline)):
+                if index and not index % _CHUNK:
+                    await asyncio.sleep(0)  # a long backfill does not hold the event loop
+                reading = self._reading(dated, backfilled=catching_up)
                 if reading is not None:
                     count += 1
                     yield reading
             if catching_up:
-                ctx.log.info("backfill_done", count=count, until=dx.receiver_time(cursor))
+                ctx.log.info("backfill_done", count=count, session=timeline.session)
                 catching_up = False
             await asyncio.sleep(opts.poll_interval)
 
-    def _check_clock(self, now: int) -> None:
-        skew = (dx.receiver_time(now) - self._ctx.now()).total_seconds()
-        if abs(skew) > _SKEW_WARNING and not self._skew_logged:
-            self._ctx.log.warning("receiver_clock_skew", seconds=round(skew))
-            self._skew_logged = True
+    def _timeline(self) -> Timeline:
+        """Where delivery stands: the store's newest reading of this receiver, if any."""
+        assert self.identity is not None  # noqa: S101 - readings() checked it
+        ctx, resume = self._ctx, self._ctx.resume
+        backfill = timedelta(hours=ctx.options.backfill_hours)
+        if (
+            resume is None
+            or resume.serial != self.identity.serial
+            or not is_egv_session(resume.session)
+        ):
+            return Timeline(offset=ctx.findings.clock_offset_s, backfill=backfill)
+        # The offset the newest stored reading was dated with: a jump since is measured
+        # against it, even across restarts.
+        offset = (dx.receiver_time(resume.seq) - resume.time).total_seconds()
+        return Timeline(
+            session=resume.session,
+            newest=resume.seq,
+            newest_time=resume.time,
+            offset=offset,
+            backfill=backfill,
+        )
 
-    async def _records_after(self, cursor: int) -> list[dx.EgvRecord]:
-        """EGV records newer than `cursor`, oldest first, read from the newest page back."""
+    async def _new_records(self, timeline: Timeline) -> list[Dated]:
+        """The records not yet delivered, oldest (in the database) first, dated."""
         assert self._api is not None  # noqa: S101 - readings() checked it
         pages = await self._api.page_range(dx.RecordType.EGV_DATA)
         if pages is None:
             return []
-        first, last = pages
-        found: list[dx.EgvRecord] = []
-        for number in range(last, first - 1, -1):
-            try:
-                page = await self._api.egv_page(number)
-            except UnreadableAnswer as exc:
-                log = self._ctx.log
-                log.error("egv_page_unreadable", page=number, reason=str(exc))  # noqa: TRY400
-                continue
-            self._report_bad(page.bad)
-            found.extend(page.records)
-            if page.records and page.records[0].system_time <= cursor:
+        read = await self._read_back(timeline, *pages)
+        while True:
+            records = sorted((s for p in read.values() for s in _stored(p)), key=_position)
+            start = timeline.wanted(records)
+            again = [n for n, page in read.items() if self._damaged_records(page, start)]
+            if not again:
                 break
-        return _newer(found, cursor)
+            for number in again:  # read once more: a record damaged on the link comes back
+                page = await self._page(number)
+                if page is None:
+                    del read[number]
+                else:
+                    read[number] = page
+        self._recovered(read.values())
+        placed = timeline.place(records, start)
+        if timeline.unanchored > self._unanchored:
+            self._ctx.log.warning(
+                "egv_ahead_of_clock", count=timeline.unanchored - self._unanchored
+            )
+            self._unanchored = timeline.unanchored
+        return placed
 
-    def _report_bad(self, bad: Iterable[bytes]) -> None:
-        for raw in bad:
-            if raw not in self._bad_seen:  # a bad record in flash stays bad: report it once
-                self._bad_seen.add(raw)
-                self._ctx.drop_packet(raw, "egv_record_crc")
+    async def _read_back(self, timeline: Timeline, first: int, last: int) -> dict[int, dx.EgvPage]:
+        """EGV pages from `last` back until one holds the newest record handled."""
+        if timeline.erased(last, None):
+            self._ctx.log.warning("receiver_database_erased", page=last)
+        read: dict[int, dx.EgvPage] = {}
+        for number in range(last, first - 1, -1):
+            if timeline.page is not None and number < timeline.page:
+                break
+            page = await self._page(number)
+            if page is None:
+                continue
+            read[number] = page
+            stored = _stored(page)
+            if number == last and stored and timeline.erased(last, stored[-1].position):
+                self._ctx.log.warning("receiver_database_erased", page=last)
+            if timeline.reaches(stored):
+                break
+        return read
 
-    def _reading(self, record: dx.EgvRecord, *, backfilled: bool) -> Reading | None:
+    async def _page(self, number: int) -> dx.EgvPage | None:
+        """EGV page `number`, asked for again while it arrives damaged; None once it is passed
+        over (then not asked for again on this connection)."""
+        assert self._api is not None  # noqa: S101 - readings() checked it
+        key: Hashable = ("page", number)
+        while number not in self._passed_pages:
+            page = await self._api.egv_page(number)
+            if not isinstance(page, DamagedPage):
+                self._ctx.record_recovered(key)
+                return page
+            position = f"EGV page {number}"
+            if not self._ctx.record_damaged(key, page.raw, position=position, reason=page.reason):
+                self._passed_pages.add(number)
+        return None
+
+    def _damaged_records(self, page: dx.EgvPage, start: int) -> bool:
+        """Report the damaged records of `page` at or after `start`: whether to read it again."""
+        again = False
+        number, first = page.header.page, page.header.first_index
+        for index, raw in page.bad:
+            if first + index < start:
+                continue
+            key = ("page", number, index)
+            position = f"EGV page {number} record {index}"
+            if self._ctx.record_damaged(key, raw, position=position, reason="egv_record_crc"):
+                self._suspect.add(key)
+                again = True
+        return again
+
+    def _recovered(self, pages: Iterable[dx.EgvPage]) -> None:
+        """Records that arrived damaged and then intact: forget their attempts."""
+        for page in pages:
+            for index in page.indices:
+                key = ("page", page.header.page, index)
+                if key in self._suspect:
+                    self._suspect.discard(key)
+                    self._ctx.record_recovered(key)
+
+    def _reading(self, dated: Dated, *, backfilled: bool) -> Reading | None:
         assert self.identity is not None  # noqa: S101 - readings() checked it
-        time = dx.receiver_time(record.system_time)
+        record = dated.stored.record
         if (status := record.special) is not None:
             self.statuses[status] += 1
-            self._ctx.log.info("egv_status", status=status, time=time, seq=record.system_time)
+            self._ctx.log.info("egv_status", status=status, time=dated.time, seq=record.system_time)
             return None
         flags = ["display_only"] if record.display_only else []
         if record.noise > 1:
             flags.append(f"noise_{record.noise}")
+        received = self._ctx.now()
         return Reading(
             device=self._ctx.device_id,
             driver=DRIVER,
             serial=self.identity.serial,
-            session=SESSION,
+            session=dated.session,
             seq=record.system_time,
-            time=time,
-            received=self._ctx.now(),
+            # A record stored while the pages were read is newer than the clock reading:
+            # never dated after its receipt (the clock's whole seconds, a request's time).
+            time=min(dated.time, received),
+            received=received,
             glucose_mgdl=record.glucose_mgdl,
             out_of_range=record.out_of_range,
             direction=TREND_DIRECTION.get(record.trend, Direction.NONE),
@@ -219,10 +303,14 @@ class ReceiverSession:
         )
 
 
-def _newer(records: Iterable[dx.EgvRecord], cursor: int) -> list[dx.EgvRecord]:
-    """Records after `cursor`, oldest first, one per system_time (the first one read)."""
-    by_time: dict[int, dx.EgvRecord] = {}
-    for record in records:
-        if record.system_time > cursor:
-            by_time.setdefault(record.system_time, record)
-    return [by_time[t] for t in sorted(by_time)]
+def _stored(page: dx.EgvPage) -> list[Stored]:
+    """The intact records of `page` with their database positions."""
+    first, number = page.header.first_index, page.header.page
+    return [
+        Stored(number, first + index, record)
+        for index, record in zip(page.indices, page.records, strict=True)
+    ]
+
+
+def _position(stored: Stored) -> int:
+    return stored.position

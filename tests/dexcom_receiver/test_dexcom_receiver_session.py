@@ -8,18 +8,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from drivers.dexcom_receiver.emulator import ManualClock, ReceiverEmulator
 from drivers.dexcom_receiver.session import SESSION, TREND_DIRECTION, ReceiverSession
-from gatewayd.driver import ResumePoint
+from drivers.dexcom_receiver.timeline import era_session
+from gatewayd.driver import DAMAGED_RETRIES, ResumePoint
 from gatewayd.errors import DeviceNotFound, DeviceRefused, LinkLost
 from gatewayd.models import Direction, reading_id
 from protocols import dexcom_receiver as dx
 
 pytestmark = pytest.mark.timeout(20)
+SECOND = timedelta(seconds=1)
+
+
+def behind(clock: ManualClock) -> timedelta:
+    """How far the receiver's clock is behind the hub's (the wall clock)."""
+    return datetime.now(UTC) - dx.receiver_time(clock.now())
 
 
 def expected_seqs(emulator: ReceiverEmulator, after: int) -> list[int]:
@@ -32,6 +40,7 @@ async def test_identity_backfill_window_then_live(
     receiver: ReceiverEmulator, clock: ManualClock, make_ctx, take
 ) -> None:
     ctx = make_ctx(backfill_hours=1.0)
+    lag = behind(clock)
     async with ReceiverSession(ctx) as session:
         assert session.identity is not None
         assert session.identity.serial == "SM10000001"
@@ -53,7 +62,11 @@ async def test_identity_backfill_window_then_live(
         SESSION,
         "SM10000001",
     )
-    assert reading.time == dx.receiver_time(reading.seq)
+    # Anchored to the hub's clock: the receiver's clock is hours behind the wall clock.
+    assert lag > timedelta(hours=5)
+    assert abs(reading.time - dx.receiver_time(reading.seq) - lag) < 5 * SECOND
+    # As last measured: after the test moved the receiver's clock 5 min on.
+    assert ctx.findings.clock_offset_s == pytest.approx(300 - lag.total_seconds(), abs=5.0)
     assert reading.id == reading_id("dexcom_receiver", "SM10000001", SESSION, reading.seq)
     record = receiver.database.record(receiver.database.newest(clock.now()))
     assert (live.glucose_mgdl, live.out_of_range) == (record.glucose_mgdl, record.out_of_range)
@@ -85,14 +98,35 @@ async def test_a_resume_point_of_another_receiver_is_ignored(
     assert [r.seq for r in readings] == expected_seqs(receiver, clock.now() - 1800)
 
 
-async def test_a_resume_point_ahead_of_the_receiver_clock_falls_back_to_the_window(
+async def test_a_clock_moved_back_since_the_newest_stored_reading_starts_a_new_session(
     receiver: ReceiverEmulator, clock: ManualClock, make_ctx, take
 ) -> None:
-    resume = ResumePoint("SM10000001", SESSION, clock.now() + 86400, dx.EPOCH)
+    # The newest stored reading was stamped a day ahead of the receiver's clock as it is now,
+    # and dated 31 min ago: the clock went back a day since. Records after that time are new,
+    # in a session of their own (their system times may repeat stored ones).
+    stored_time = datetime.now(UTC) - timedelta(minutes=31)
+    resume = ResumePoint("SM10000001", SESSION, clock.now() + 86400, stored_time)
+    ctx = make_ctx(resume=resume, backfill_hours=6.0)
+    async with ReceiverSession(ctx) as session, contextlib.aclosing(session.readings()) as stream:
+        readings = await take(stream, 7)
+    assert [r.seq for r in readings] == expected_seqs(receiver, clock.now() - 1860)
+    (new,) = {r.session for r in readings}
+    assert new.startswith(f"{SESSION}-20")
+    assert new in {era_session(-behind(clock).total_seconds() + d) for d in (-60, 0, 60)}
+    assert all(r.time > stored_time for r in readings)
+
+
+async def test_a_resume_point_in_the_future_falls_back_to_the_window(
+    receiver: ReceiverEmulator, clock: ManualClock, make_ctx, take
+) -> None:
+    # A stored time ahead of the hub's clock cannot be a point to resume from.
+    seq = clock.now() + 86400
+    resume = ResumePoint("SM10000001", SESSION, seq, dx.receiver_time(seq) + behind(clock))
     ctx = make_ctx(resume=resume, backfill_hours=0.5)
     async with ReceiverSession(ctx) as session, contextlib.aclosing(session.readings()) as stream:
         readings = await take(stream, 6)
     assert [r.seq for r in readings] == expected_seqs(receiver, clock.now() - 1800)
+    assert {r.session for r in readings} == {SESSION}
 
 
 async def test_special_low_high_display_only_and_noise(
@@ -273,36 +307,24 @@ async def test_a_port_that_is_not_there_is_not_found(tmp_path: Path, make_ctx) -
             pass
 
 
-class DamagedFlash(ReceiverEmulator):
-    """Page `bad_page` has a broken header CRC in flash; one record of the newest page too."""
-
-    bad_page = -1
-
-    def answer(self, packet: dx.Packet) -> dx.Packet:
-        answer = super().answer(packet)
-        if packet.command != dx.Command.READ_DATABASE_PAGES or packet.payload[0] != 4:
-            return answer
-        page = bytearray(answer.payload)
-        if int.from_bytes(packet.payload[1:5], "little") == self.bad_page:
-            page[26] ^= 0xFF  # the header CRC: the frame is fine, its content is not
-        else:
-            page[28 + 13 + 12] ^= 0xFF  # the CRC of the page's second record
-        return dx.Packet(answer.command, bytes(page))
-
-
-async def test_damaged_pages_and_records_are_skipped_and_reported_once(
+async def test_damaged_pages_and_records_are_asked_again_then_passed_over(
     tmp_path: Path, make_ctx, take
 ) -> None:
     clock = ManualClock(500_000_000)
-    emulator = DamagedFlash(tmp_path / "damaged", clock=clock, origin=clock.now() - 86400)
+    emulator = ReceiverEmulator(tmp_path / "damaged", clock=clock, origin=clock.now() - 86400)
     db = emulator.database
     pages = db.page_range(clock.now())
     assert pages is not None
-    emulator.bad_page = pages[1] - 1
+    bad_page = pages[1] - 1
+    db.damaged_pages.add(bad_page)
+    # The second record of the newest page and the last of the page before the damaged one
+    # (within the window) are damaged in memory.
+    bad_records = {db.per_page * pages[1] + 1, db.per_page * bad_page - 1}
+    db.damaged_records |= bad_records
     window = clock.now() - 6 * 3600
-    damaged = {db.time(i) for i in range(db.per_page * emulator.bad_page, db.per_page * pages[1])}
-    damaged |= {db.time(db.per_page * page + 1) for page in range(pages[1] + 2)}
-    expected = [t for t in expected_seqs(emulator, window) if t not in damaged]
+    lost = {db.time(i) for i in range(db.per_page * bad_page, db.per_page * pages[1])}
+    lost |= {db.time(i) for i in bad_records}
+    expected = [t for t in expected_seqs(emulator, window) if t not in lost]
     async with emulator:
         ctx = make_ctx(path=str(emulator.link), backfill_hours=6.0)
         async with (
@@ -314,6 +336,42 @@ async def test_damaged_pages_and_records_are_skipped_and_reported_once(
             (live,) = await take(stream, 1)
     assert [r.seq for r in backfill] == expected
     assert live.seq == db.time(db.newest(clock.now()))
-    assert ctx.dropped["unexpected_answer"] == 3  # the damaged page, sent three times
-    # The second record of each page read fails its CRC: reported once, however often read.
-    assert ctx.dropped["egv_record_crc"] == 2
+    # Each damaged item arrived three times (asked again DAMAGED_RETRIES times), then was
+    # passed over and counted once; the damaged page was not asked for on the next poll.
+    tries = 1 + DAMAGED_RETRIES
+    assert ctx.dropped == {"egv_page_crc": tries, "egv_record_crc": 2 * tries}
+    assert ctx.findings.unreadable == 3
+    assert ctx.findings.passed_over == {
+        ("page", bad_page),
+        ("page", pages[1], 1),
+        ("page", pages[1] - 2, db.per_page - 1),
+    }
+
+
+class DamagedOnce(ReceiverEmulator):
+    """The records in `database.damaged_records` are damaged in the first page read only."""
+
+    def answer(self, packet: dx.Packet) -> dx.Packet:
+        answer = super().answer(packet)
+        if packet.command == dx.Command.READ_DATABASE_PAGES and packet.payload[0] == 4:
+            self.database.damaged_records.clear()
+        return answer
+
+
+async def test_a_record_damaged_once_is_read_again(tmp_path: Path, make_ctx, take) -> None:
+    clock = ManualClock(500_000_000)
+    emulator = DamagedOnce(tmp_path / "once", clock=clock, origin=clock.now() - 86400)
+    db = emulator.database
+    newest = db.newest(clock.now())
+    db.damaged_records.add(newest - 2)
+    async with emulator:
+        ctx = make_ctx(path=str(emulator.link), backfill_hours=0.5)
+        async with (
+            ReceiverSession(ctx) as session,
+            contextlib.aclosing(session.readings()) as stream,
+        ):
+            readings = await take(stream, 6)
+    assert [r.seq for r in readings] == [db.time(i) for i in range(newest - 5, newest + 1)]
+    assert ctx.dropped == {"egv_record_crc": 1}
+    assert ctx.findings.unreadable == 0
+    assert ctx.findings.attempts == {}

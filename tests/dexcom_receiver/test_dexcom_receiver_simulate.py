@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import itertools
 import os
 import signal
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,10 +18,11 @@ import structlog
 
 from drivers.dexcom_receiver.options import ReceiverOptions
 from drivers.dexcom_receiver.session import ReceiverSession
+from drivers.dexcom_receiver.simulate import simulate
 from gatewayd.cli import main
 from gatewayd.driver import DeviceContext
 from gatewayd.errors import UsageError
-from gatewayd.simulate import SIMULATORS, parse_settings, resolve
+from gatewayd.simulate import SIMULATORS, SimulateContext, parse_settings, resolve
 
 pytestmark = pytest.mark.timeout(30)
 GATEWAYD = str(Path(sys.executable).parent / "gatewayd")
@@ -102,3 +105,44 @@ def test_bad_simulate_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> No
     assert main(["simulate", "--device", "dexcom-receiver", "--set", "model=g9"]) == 2
     assert "model: must be one of g4, g6" in capsys.readouterr().err
     assert main(["simulate", "--device", "dexcom-receiver", "--duration", "0"]) == 2
+
+
+async def test_simulate_faults(tmp_path: Path) -> None:
+    # A receiver an hour fast, its newest-but-two record damaged in memory, one record stored
+    # twice and one stored late: the driver dates by the hub's clock, passes the damaged
+    # record over and delivers every other record once.
+    link = tmp_path / "faulty"
+    options = {
+        "clock_error": 3600,
+        "damaged_records": [2],
+        "duplicates": [5],
+        "late": [9],
+    }
+    context = SimulateContext("dexcom-receiver", options=options, pty_link=link, out=io.StringIO())
+    server = asyncio.create_task(simulate(context))
+    try:
+        await wait_for_path(link, present=True)
+        read = ReceiverOptions(path=str(link), poll_interval=0.05, backfill_hours=1, timeout=1)
+        ctx = DeviceContext("rx", "dexcom_receiver", read, None, structlog.get_logger())
+        async with (
+            ReceiverSession(ctx) as session,
+            contextlib.aclosing(session.readings()) as stream,
+            asyncio.timeout(5),
+        ):
+            readings = [await anext(stream) for _ in range(11)]
+    finally:
+        context.stop.set()
+        await asyncio.wait_for(server, 5)
+    now = datetime.now(UTC)
+    seqs = sorted(r.seq for r in readings)
+    steps = [b - a for a, b in itertools.pairwise(seqs)]
+    assert sorted(steps) == [300] * 9 + [600]  # one record missing: the damaged one
+    assert steps[-2] == 600  # the gap is the newest-but-two record
+    assert ctx.findings.unreadable == 1
+    assert ctx.findings.clock_offset_s == pytest.approx(3600, abs=2)
+    assert all(timedelta(0) <= now - r.time < timedelta(hours=1) for r in readings)
+
+
+def test_bad_fault_options_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["simulate", "--device", "dexcom-receiver", "--set", "damaged_pages=3"]) == 2
+    assert "damaged_pages: must be a list of integers >= 0" in capsys.readouterr().err

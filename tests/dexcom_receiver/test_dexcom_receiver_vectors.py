@@ -123,7 +123,8 @@ def test_egv_page_reports_a_bad_record_and_keeps_the_others() -> None:
     records[2] = records[2][:-1] + bytes([records[2][-1] ^ 1])
     page = dx.parse_egv_page(dx.build_page(dx.PageHeader(0, 4, 4, 2, 0), b"".join(records)))
     assert [r.system_time for r in page.records] == [1000, 1300, 1900]
-    assert page.bad == (records[2],)
+    assert page.bad == ((2, records[2]),)
+    assert page.indices == (0, 1, 3)
 
 
 def test_egv_page_of_another_partition_is_refused() -> None:
