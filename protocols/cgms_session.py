@@ -323,7 +323,9 @@ class CgmsCollector(CollectorBase):
         if label == "write_sst":
             if self._status_now is None:  # pragma: no cover - _sst_needs_sync() requires it
                 raise RuntimeError("write_sst without a status time")
-            # the CURRENT time: the sensor derives its start from it (§1.7)
+            # the CURRENT time: the sensor derives its start from it (§1.7); read it back (a
+            # write has no answer that would move the procedure on)
+            self._done.discard("read_session_start_time")
             sst = SessionStartTime.from_datetime(self._status_now, e2e_crc=self._e2e)
             return Request(RequestKind.WRITE, CGM_SESSION_START_TIME, sst.build(), False, label)
         return Request(RequestKind.READ, _READ_UUIDS[label], label=label)

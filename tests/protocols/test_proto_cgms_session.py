@@ -294,7 +294,9 @@ def test_unknown_interval_is_learnt_from_the_backfill() -> None:
 def test_session_start_time_is_synchronised_when_asked() -> None:
     device = FakeCgm(sst_known=False, e2e=False)
     session = CgmsCollector(sync_session_start_time=True, interval_min=5)
-    pump(session, device)
+    events = pump(session, device)
+    assert len(of(Ready, events)) == 1  # the write has no answer: setup still ends
+    assert racp_writes(device) == ["01 01"]
     (written,) = [d for u, d in device.writes if u == CGM_SESSION_START_TIME]
     sst = SessionStartTime.parse(written)
     assert (sst.time_zone, sst.dst_offset, sst.e2e_crc) == (0, 0, False)
@@ -469,3 +471,38 @@ def test_a_started_session_is_a_new_session_even_if_the_start_barely_moved() -> 
     assert changed.session_start == device.start
     assert changed.previous == START
     assert racp_writes(device) == ["01 01"]
+
+
+@pytest.mark.parametrize(
+    "skew",
+    [timedelta(hours=1), -timedelta(days=213), datetime(2000, 1, 1, tzinfo=UTC) - START],
+    ids=["ahead-1h", "behind-7-months", "reset-to-epoch"],
+)
+@pytest.mark.parametrize("sync", [False, True], ids=["no-write", "writes-sst"])
+def test_a_sensor_calendar_jump_between_connections_keeps_the_session_and_its_times(
+    skew: timedelta, sync: bool
+) -> None:
+    """The first connection trusted the Session Start Time (it agreed); then the sensor's
+    calendar jumps. The next connection keeps the held start: nothing re-dated, no new ids."""
+    device = FakeCgm()
+    first = CgmsCollector()
+    pump(first, device)
+    assert first.session_start == START
+    device.sst_skew = skew
+    device.tick()
+    device.tick()
+    session = CgmsCollector(
+        backfill_from=61, session_start=START, interval_min=5, sync_session_start_time=sync
+    )
+    events = pump(session, device)
+    assert not of(SessionChanged, events)
+    assert [(m.time_offset, m.session_start) for m in of(Measurement, events)] == [
+        (65, START),
+        (70, START),
+    ]
+    assert session.clock_offset is not None
+    assert abs(session.clock_offset - skew) <= timedelta(seconds=60)
+    # with `sync_session_start_time` the collector writes the hub's now as the sensor's start
+    # (xDrip's rule); the driver leaves it off: the sensor's calendar is not the hub's to set
+    written = [d for u, d in device.writes if u == CGM_SESSION_START_TIME]
+    assert len(written) == (1 if sync else 0)
