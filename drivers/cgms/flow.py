@@ -124,6 +124,7 @@ class RecordFlow:
         self._holding = True
         self._report: _Report | None = None
         self._clock: timedelta | None = None
+        self._clock_told = False  # set_clock_offset called on this connection
 
     def sent(self, request: Request) -> None:
         """The driver performs `request` now."""
@@ -174,9 +175,13 @@ class RecordFlow:
             self._release(reading)
 
     def _measure_clock(self) -> None:
+        """Report the sensor's calendar offset once the status was read (None: unknown now,
+        not the value of an earlier connection)."""
+        if self._collector.status is None:
+            return
         offset = self._collector.clock_offset
-        if offset != self._clock:
-            self._clock = offset
+        if offset != self._clock or not self._clock_told:
+            self._clock, self._clock_told = offset, True
             self._ctx.set_clock_offset(None if offset is None else offset.total_seconds())
 
     def _measurement(self, event: Measurement) -> None:

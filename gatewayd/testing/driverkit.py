@@ -83,12 +83,12 @@ The fault hooks, all optional (raise `FaultUnsupportedError(hook)` where not sup
 
 `expected_sequence(readings)` returns every (session, seq) the device held from the oldest to
 the newest of `readings` within each session (the keys that must be stored; records damaged
-in memory excluded). A serial driver's
-`Target` has no `ble` and no `radio` (its options name the emulator's port). `make_readings(n)`
-may make the device produce readings on demand (a meter's new measurement); the default does
-nothing (a CGM produces them by itself). `run_gateway(plugin, target)` gives the harness to
-tests of the driver's own (`KitGateway`: `stored`, `yielded`, `wait_for()`, the supervisor's
-`device` with its `dropped` counter).
+in memory excluded). A serial driver's `Target` has no `ble` and no `radio` (its options name
+the emulator's port). `make_readings(n)` may make the device produce readings on demand (a
+meter's new measurement); the default does nothing (a CGM produces them by itself).
+`run_gateway(plugin, target)` gives the harness to tests of the driver's own (`KitGateway`:
+`stored`, `yielded`, `wait_for()`, the supervisor's `device` with its `dropped` counter and
+its `findings`).
 """
 
 from __future__ import annotations

@@ -244,3 +244,15 @@ def test_the_sensor_clock_offset_is_reported_readings_keep_the_hub_time() -> Non
     assert all(
         abs(r.time - start - timedelta(minutes=r.seq)) <= timedelta(seconds=60) for r in hub.stored
     )
+
+
+def test_an_unknown_calendar_on_a_later_connection_clears_the_reported_offset() -> None:
+    device = FakeCgm(offset=60, sst_skew=timedelta(hours=1))
+    hub = Hub(device)
+    collector, flow, _ = hub.connect()
+    hub.run(collector, flow)
+    assert hub.findings.clock_offset_s is not None
+    device.sst_known = False
+    collector, flow, _ = hub.connect()
+    hub.run(collector, flow)
+    assert hub.findings.clock_offset_s is None
