@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import pytest
 import structlog
-from cgms_fake import FakeCgm
+from cgms_fake import FakeCgm, pump
 from structlog.testing import capture_logs
 
 from drivers.cgms.convert import to_reading
@@ -20,8 +20,8 @@ from drivers.cgms.flow import RecordFlow
 from gatewayd.driver import DAMAGED_RETRIES, DeviceContext, DeviceFindings
 from gatewayd.models import Reading
 from protocols.cgms import CGM_MEASUREMENT, RECORD_ACCESS_CONTROL_POINT
-from protocols.cgms_session import CgmsCollector, Measurement
-from protocols.gatt import RequestKind
+from protocols.cgms_session import CgmsCollector, CgmsEvent, Measurement
+from protocols.gatt import Request
 
 #: 0..1130 every 5 minutes: the 227 records of the sensor in issue 9.
 OFFSET = 1130
@@ -34,7 +34,6 @@ class Hub:
     device: FakeCgm
     findings: DeviceFindings = field(default_factory=DeviceFindings)
     stored: list[Reading] = field(default_factory=list)
-    connections: int = 0
 
     def context(self) -> DeviceContext[None]:
         log = structlog.get_logger().bind(device="cgm")
@@ -42,7 +41,6 @@ class Hub:
 
     def connect(self) -> tuple[CgmsCollector, RecordFlow, DeviceContext[None]]:
         """A new connection resuming after the newest stored reading."""
-        self.connections += 1
         ctx = self.context()
         last = self.stored[-1] if self.stored else None
         collector = CgmsCollector(
@@ -67,35 +65,7 @@ class Hub:
     ) -> None:
         """Drive the connection until it is idle (or `drop_after` RACP reports were asked);
         `in_flight`: a new live record arrives just after the first report was asked for."""
-        reports = 0
-        for _ in range(1000):
-            request = collector.next_request()
-            if request is None:
-                flow.idle()
-                self.take(flow)
-                if collector.next_request() is None:
-                    return
-                continue
-            if request.label == "racp_report":
-                reports += 1
-                if drop_after is not None and reports > drop_after:
-                    return  # the link drops before the report runs
-            flow.sent(request)
-            uuid = request.characteristic
-            if request.kind is RequestKind.READ:
-                flow.events(collector.receive(uuid, self.device.read(uuid), now=self.device.now))
-                continue
-            if in_flight and request.label == "racp_report":
-                in_flight = False
-                live = self.device.tick() or b""
-                flow.events(collector.receive(CGM_MEASUREMENT, live, now=self.device.now))
-            answers = self.device.write(uuid, request.data)
-            for answer_uuid, data in answers:
-                flow.events(collector.receive(answer_uuid, data, now=self.device.now))
-                self.take(flow)
-            if request.awaits_response and not answers:
-                flow.events(collector.timeout())
-        raise AssertionError("the connection never went idle")
+        pump(collector, self.device, observer=Driver(self, collector, flow, drop_after, in_flight))
 
     def take(self, flow: RecordFlow) -> None:
         while flow.ready:
@@ -116,6 +86,38 @@ class Hub:
 
     def reports(self) -> list[str]:
         return [d.hex(" ") for u, d in self.device.writes if u == RECORD_ACCESS_CONTROL_POINT]
+
+
+@dataclass
+class Driver:
+    """The driver's loop around the collector: the flow sees every request and answer."""
+
+    hub: Hub
+    collector: CgmsCollector
+    flow: RecordFlow
+    drop_after: int | None  # RACP reports asked before the link drops
+    in_flight: bool  # a live record arrives just after the first report was asked for
+
+    def sent(self, request: Request) -> bool:
+        if request.label == "racp_report" and self.drop_after is not None:
+            if self.drop_after == 0:
+                return False
+            self.drop_after -= 1
+        self.flow.sent(request)
+        if self.in_flight and request.label == "racp_report":
+            self.in_flight = False
+            device = self.hub.device
+            live = device.tick() or b""
+            self.events(self.collector.receive(CGM_MEASUREMENT, live, now=device.now))
+        return True
+
+    def events(self, events: list[CgmsEvent]) -> None:
+        self.flow.events(events)
+        self.hub.take(self.flow)
+
+    def idle(self) -> None:
+        self.flow.idle()
+        self.hub.take(self.flow)
 
 
 def expected(device: FakeCgm) -> list[int]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from protocols.cgms import (
     CGM_FEATURE,
@@ -37,10 +38,10 @@ from protocols.cgms import (
     parse_racp,
 )
 from protocols.cgms_session import CgmsCollector, CgmsEvent
-from protocols.gatt import DateTime, RequestKind
+from protocols.gatt import DateTime, Request, RequestKind
 from protocols.sfloat import SFloat
 
-__all__ = ["START", "FakeCgm", "pump"]
+__all__ = ["START", "FakeCgm", "Observer", "pump"]
 
 START = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
 
@@ -156,20 +157,51 @@ class FakeCgm:
         return self.records[self.offset].build() if notify else None
 
 
-def pump(session: CgmsCollector, device: FakeCgm, limit: int = 200) -> list[CgmsEvent]:
-    """Run requests until the session is idle; a missing awaited answer is a timeout."""
+class Observer(Protocol):
+    """What a driver does around the collector (`pump(observer=...)`)."""
+
+    def sent(self, request: Request) -> bool:
+        """`request` is performed now; False: the link drops instead."""
+
+    def events(self, events: list[CgmsEvent]) -> None:
+        """What one answer meant."""
+
+    def idle(self) -> None:
+        """No request is due (the collector may have queued one meanwhile)."""
+
+
+def pump(
+    session: CgmsCollector,
+    device: FakeCgm,
+    limit: int = 1000,
+    *,
+    observer: Observer | None = None,
+) -> list[CgmsEvent]:
+    """Run requests until the session is idle (or the observer drops the link); a missing
+    awaited answer is a timeout."""
     events: list[CgmsEvent] = []
+
+    def take(batch: list[CgmsEvent]) -> None:
+        events.extend(batch)
+        if observer is not None:
+            observer.events(batch)
+
     for _ in range(limit):
         request = session.next_request()
+        if request is None and observer is not None:
+            observer.idle()
+            request = session.next_request()
         if request is None:
+            return events
+        if observer is not None and not observer.sent(request):
             return events
         if request.kind is RequestKind.READ:
             value = device.read(request.characteristic)
-            events += session.receive(request.characteristic, value, now=device.now)
+            take(session.receive(request.characteristic, value, now=device.now))
             continue
         answers = device.write(request.characteristic, request.data)
         for uuid, data in answers:
-            events += session.receive(uuid, data, now=device.now)
+            take(session.receive(uuid, data, now=device.now))
         if request.awaits_response and not any(u == request.characteristic for u, _ in answers):
-            events += session.timeout()
+            take(session.timeout())
     raise AssertionError("the session never went idle")
