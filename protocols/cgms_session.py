@@ -584,10 +584,8 @@ class CgmsCollector(CollectorBase):
         held, step = self._held, self.interval_min
         if self._racp is not None or not self._ready or held is None or not step:
             return
-        if held + step > 0xFFFF:
-            return
-        if not self._gap_watch():
-            return  # an open-ended backfill is queued: it brings the record
+        if held + step > 0xFFFF or not self._gap_watch():
+            return  # past uint16, or an open-ended backfill is queued: it brings the record
         if self._backfills and self._backfills[-1][1] == held:  # several damaged in a row
             self._backfills[-1] = (self._backfills[-1][0], held + step)
         else:
