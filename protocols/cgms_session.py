@@ -33,10 +33,12 @@ Session Start Time if `sync_session_start_time` and it is unknown or > 2 min off
 communication interval" if `interval_min` is None -> `Ready` -> RACP backfill (`01 03 01 <from>`,
 or `01 01`) -> `BackfillComplete` -> live. Each step is tried once; a failure or timeout skips it.
 Live records whose offset jumps more than the interval give `GapDetected` and a RACP "within
-range" backfill of the gap (">=" if the device does not support ranges). An offset going back
-re-reads start time and status; a different session (start moved > `session_tolerance`,
-offsets behind what is held, or a successful SOCP start) gives `SessionChanged` and a backfill
-of all records.
+range" backfill of the gap (">=" if the device does not support ranges); a damaged live record
+(`RecordRejected` while no report runs) queues the same backfill of the next interval at once.
+Damaged records inside a report are the caller's to judge (ask again, or pass over them). An
+offset going back re-reads start time and status; a different session (start moved >
+`session_tolerance`, offsets behind what is held, or a successful SOCP start) gives
+`SessionChanged` and a backfill of all records.
 
 Events (frozen dataclasses deriving from `protocols.gatt.SessionEvent`; `RecordRejected`,
 `ProcedureFailed` and `UnexpectedData` are shared with the Glucose session, re-exported here):
@@ -54,7 +56,9 @@ and comes again in the backfill if it belongs to a new one);
 `UnexpectedData(characteristic, data)` (e.g. a response after its timeout).
 Requests: `protocols.gatt.Request`. Extra commands: `request_backfill(first, last)`,
 `send_socp(packet)` (E2E-CRC added per Feature), `abort_backfill()`. State: `feature`,
-`status`, `session_start`, `run_time_h`, `interval_min`, `ready`.
+`status`, `session_start`, `run_time_h`, `interval_min`, `ready`, `clock_offset` (the
+sensor's calendar minus the hub's: Session Start Time minus `now - status offset`, None when
+either is unknown; readings never depend on it).
 """
 
 from __future__ import annotations
@@ -244,6 +248,9 @@ class CgmsCollector(CollectorBase):
         self.status: CgmStatus | None = None
         self.session_start = session_start.astimezone(UTC) if session_start else None
         self.run_time_h: int | None = None
+        #: The sensor's calendar minus the hub's: Session Start Time minus the start derived
+        #: from `now` (None: either unknown); measured at each CGM Status read.
+        self.clock_offset: timedelta | None = None
         self.interval_min = interval_min if interval_min and interval_min > 0 else None
         self._tolerance = session_tolerance
         self._start_session = start_session
@@ -316,7 +323,9 @@ class CgmsCollector(CollectorBase):
         if label == "write_sst":
             if self._status_now is None:  # pragma: no cover - _sst_needs_sync() requires it
                 raise RuntimeError("write_sst without a status time")
-            # the CURRENT time: the sensor derives its start from it (§1.7)
+            # the CURRENT time: the sensor derives its start from it (§1.7); read it back (a
+            # write has no answer that would move the procedure on)
+            self._done.discard("read_session_start_time")
             sst = SessionStartTime.from_datetime(self._status_now, e2e_crc=self._e2e)
             return Request(RequestKind.WRITE, CGM_SESSION_START_TIME, sst.build(), False, label)
         return Request(RequestKind.READ, _READ_UUIDS[label], label=label)
@@ -424,6 +433,7 @@ class CgmsCollector(CollectorBase):
             self._expect_crc(status.e2e_crc, "CGM status", data)
             self.status = status
             self._status_now = now.astimezone(UTC).replace(microsecond=0) if now else None
+            self.clock_offset = self._clock_offset(status.time_offset)
             self._adopt_start(self._device_start(status.time_offset), status.time_offset, events)
             if status.status & SensorStatus.SESSION_STOPPED:
                 self._report_stopped(status.time_offset, events)
@@ -439,6 +449,13 @@ class CgmsCollector(CollectorBase):
         if sst is not None and abs(sst - derived) <= SST_SYNC_THRESHOLD:
             return sst
         return derived
+
+    def _clock_offset(self, offset: int) -> timedelta | None:
+        """Session Start Time (the sensor's calendar) minus now - status offset (the hub's)."""
+        sst = self._sst.to_utc() if self._sst is not None else None
+        if sst is None or self._status_now is None:
+            return None
+        return sst - (self._status_now - timedelta(minutes=offset))
 
     def _adopt_start(self, start: datetime | None, offset: int, events: list[CgmsEvent]) -> None:
         """Compare the device's session with the one held; keep the held start if the same."""
@@ -528,6 +545,7 @@ class CgmsCollector(CollectorBase):
         for record, result in decode_records(data, self.order):
             if isinstance(result, ProtocolError):
                 events.append(RecordRejected(_reason(result), record))
+                self._fetch_damaged_live()
             else:
                 self._measurement(record, result, events)
         return events
@@ -559,6 +577,20 @@ class CgmsCollector(CollectorBase):
             self._held = offset
         if m.status & SensorStatus.SESSION_STOPPED:
             self._report_stopped(offset, events)
+
+    def _fetch_damaged_live(self) -> None:
+        """A damaged live record: fetch the next interval from the memory, as a gap, and count
+        it as held (the next live record is no gap). Within a report the caller decides."""
+        held, step = self._held, self.interval_min
+        if self._racp is not None or not self._ready or held is None or not step:
+            return
+        if held + step > 0xFFFF or not self._gap_watch():
+            return  # past uint16, or an open-ended backfill is queued: it brings the record
+        if self._backfills and self._backfills[-1][1] == held:  # several damaged in a row
+            self._backfills[-1] = (self._backfills[-1][0], held + step)
+        else:
+            self._backfills.append((held + 1, held + step))
+        self._held = held + step
 
     def _gap_watch(self) -> bool:
         """No open-ended backfill is queued (it would cover any gap anyway)."""

@@ -16,7 +16,9 @@ the first connection or after a sensor session change), then publishes live reco
 the time offsets larger than the interval is backfilled at once; a new sensor session (a start
 that moved, offsets going back, SOCP start) is detected and backfilled in full. Records whose
 E2E-CRC fails are counted, logged with their hex and dropped, then fetched again from the
-sensor's memory. Nothing that the sensor holds is lost across link drops.
+sensor's memory; one that is still damaged after 2 renewed reads is passed over (counted in
+`records_unreadable`, logged once) and the records around it are published. Nothing that the
+sensor holds intact is lost across link drops.
 
 Readings: id = (serial from Device Information, else the Bluetooth address; session = the sensor
 session's start time "YYYY-MM-DDTHH:MM:SSZ", so a new session gives new ids; seq = the record's
@@ -25,8 +27,9 @@ time offset in minutes). The time is session start + offset. -INF / +INF (and NR
 Sensor Status Annunciation becomes status flags ("session_stopped", "device_battery_low",
 "calibration_recommended", "result_below_hypo" ... see protocols.cgms).
 The session start is derived from the hub's clock (now - CGM Status offset) unless the sensor's
-Session Start Time agrees with it: keep the hub's clock synchronised (NTP), as a Raspberry Pi
-has no RTC.
+Session Start Time agrees with it within 2 minutes; the difference (the sensor's calendar minus
+the hub's) is reported as `clock_offset_s`. Keep the hub's clock synchronised (NTP), as a
+Raspberry Pi has no RTC.
 
 Options (all optional; without address and name the first sensor advertising 0x181F is used):
 

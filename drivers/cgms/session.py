@@ -15,7 +15,7 @@ decides when a record may go to the store (always a gap-free prefix, so a link d
 moment loses nothing). Every collector input is stamped with the hub's clock (`ctx.now()`).
 
 Ends with `LinkLost` when the link drops (or a report stops answering); damaged records are
-counted and logged with their hex (`ctx.drop_packet`) and fetched again from the sensor's memory.
+fetched again from the sensor's memory, then passed over (`ctx.record_damaged`, in the flow).
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ from protocols.cgms_session import (
     Measurement,
     ProcedureFailed,
     Ready,
-    RecordRejected,
     SessionChanged,
     SessionStopped,
 )
@@ -185,7 +184,7 @@ class CgmsSession:
         """Backfilled records (oldest first), then live ones; ends when the link drops."""
         assert self.identity is not None  # noqa: S101 - set by __aenter__
         collector, released = self._collector(self.identity.serial)
-        flow = RecordFlow(collector, self._convert, released=released)
+        flow = RecordFlow(collector, self._convert, self._ctx, released=released)
         for uuid in _SUBSCRIBED:
             await self._link.subscribe(uuid)
 
@@ -215,9 +214,7 @@ class CgmsSession:
     def _handle(self, collector: CgmsCollector, flow: RecordFlow, events: list[CgmsEvent]) -> None:
         log = self._log
         for event in events:
-            if isinstance(event, RecordRejected):
-                self._ctx.drop_packet(event.data, event.reason)
-            elif isinstance(event, Ready):
+            if isinstance(event, Ready):
                 log.info(
                     "cgms_ready",
                     session_start=event.session_start,

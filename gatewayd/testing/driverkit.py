@@ -53,13 +53,51 @@ A driver's test provides a `DriverKit` (subclass it; one instance per check) and
     async def test_a_refused_bond_parks_my_device():    # when MyKit.refuse_bonding() exists
         await driverkit.check_refused_bond_parks(MyKit())
 
+Opt-in fault checks (`FAULT_CHECKS`, run them the same way): each needs a fault hook of the
+kit; the default hooks raise `FaultUnsupportedError`, and a check whose hook does so is skipped
+(``pytest.skip`` naming the hook), so a kit gains a check by implementing its hook:
+
+* `check_records_damaged_in_memory` - three records stay damaged in the device's memory (at
+  the start, the middle and the end of the first report; hook `damage_in_memory`): every other
+  record is stored once, in order, none of those, and `findings.unreadable` == 3;
+* `check_device_clock_ahead_1h`, `check_device_clock_behind_7_months`,
+  `check_device_clock_at_epoch` - the device's calendar is wrong from the start, then right,
+  then wrong again, with a link drop at each jump (hooks `set_device_clock`, `true_time`):
+  every reading's `time` is within `CLOCK_TOLERANCE` (60 s) of the device's truth, no true
+  record is stored twice (ids stable), and `findings.clock_offset_s` shows the offset (unless
+  `reports_clock_offset` is False);
+* `check_memory_reset` - the device's memory is erased and its sequence numbers start again
+  (hook `reset_memory`; a CGM: a new sensor session): the new records are stored, none lost;
+* `check_duplicated_and_out_of_order` - the device sends new records twice and out of order
+  (hook `disorder_records`): each stored once, in order;
+* `check_large_backfill` - the device holds `LARGE_BACKFILL` (3,000) records on first contact
+  (hook `fill_memory`): all stored, once, in order;
+* `check_link_drop_mid_report` - the link drops part way through the first backfill (hook
+  `drop_in_report`): the next connection completes it, nothing lost or repeated.
+
+The fault hooks, all optional (raise `FaultUnsupportedError(hook)` where not supported)::
+
+    async def damage_in_memory(self, where: Sequence[str]) -> Sequence[Key]
+        # before the first connection: the records at these positions ("start", "middle",
+        # "end" of what the memory holds) stay damaged for good; returns their keys
+    async def set_device_clock(self, fault: str) -> float
+        # one of CLOCK_FAULTS ("ahead_1h", "behind_7_months", "epoch", "right"): the device's
+        # own calendar only; returns device clock minus true time, seconds
+    def true_time(self, reading: Reading) -> datetime
+        # when the device truly measured `reading`
+    async def reset_memory(self) -> None
+    async def disorder_records(self) -> None
+    async def fill_memory(self, count: int) -> None   # before the first connection
+    async def drop_in_report(self) -> None            # before the first connection
+
 `expected_sequence(readings)` returns every (session, seq) the device held from the oldest to
-the newest of `readings` within each session (the keys that must be stored). A serial driver's
-`Target` has no `ble` and no `radio` (its options name the emulator's port). `make_readings(n)`
-may make the device produce readings on demand (a meter's new measurement); the default does
-nothing (a CGM produces them by itself). `run_gateway(plugin, target)` gives the harness to
-tests of the driver's own (`KitGateway`: `stored`, `yielded`, `attempts`, `wait_for()`, the
-supervisor's `device` with its `dropped` counter).
+the newest of `readings` within each session (the keys that must be stored; records damaged
+in memory excluded). A serial driver's `Target` has no `ble` and no `radio` (its options name
+the emulator's port). `make_readings(n)` may make the device produce readings on demand (a
+meter's new measurement); the default does nothing (a CGM produces them by itself).
+`run_gateway(plugin, target)` gives the harness to tests of the driver's own (`KitGateway`:
+`stored`, `yielded`, `attempts`, `wait_for()`, the supervisor's `device` with its `dropped`
+counter and its `findings`).
 """
 
 from __future__ import annotations
@@ -71,9 +109,10 @@ import tempfile
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, NoReturn, Self
 
 from gatewayd.config import MqttConfig, SupervisorConfig
 from gatewayd.driver import DeviceContext, DriverPlugin, DriverSession
@@ -87,7 +126,12 @@ from gatewayd.supervisor import Device, Supervisor
 __all__ = [
     "BOND_CHECKS",
     "CHECKS",
+    "CLOCK_FAULTS",
+    "CLOCK_TOLERANCE",
+    "FAULT_CHECKS",
+    "LARGE_BACKFILL",
     "DriverKit",
+    "FaultUnsupportedError",
     "Key",
     "KitGateway",
     "Target",
@@ -95,13 +139,35 @@ __all__ = [
     "check_backfill_after_link_drop",
     "check_clean_shutdown",
     "check_corrupt_packet_survived",
+    "check_device_clock_ahead_1h",
+    "check_device_clock_at_epoch",
+    "check_device_clock_behind_7_months",
+    "check_duplicated_and_out_of_order",
+    "check_large_backfill",
+    "check_link_drop_mid_report",
+    "check_memory_reset",
     "check_name",
     "check_readings_arrive",
+    "check_records_damaged_in_memory",
     "check_refused_bond_parks",
     "run_gateway",
 ]
 
 Key = tuple[str, int]
+#: Device clock faults `DriverKit.set_device_clock` takes ("right": the clock is set right).
+CLOCK_FAULTS = ("ahead_1h", "behind_7_months", "epoch", "right")
+#: How far a reading's `time` may be from the device's truth.
+CLOCK_TOLERANCE = timedelta(seconds=60)
+#: Records of `check_large_backfill`.
+LARGE_BACKFILL = 3000
+
+
+class FaultUnsupportedError(NotImplementedError):
+    """Raised by a fault hook the kit does not implement: the check that needs it skips."""
+
+    def __init__(self, hook: str) -> None:
+        super().__init__(f"DriverKit.{hook} is not implemented by this kit")
+        self.hook = hook
 
 
 @dataclass(frozen=True)
@@ -166,6 +232,40 @@ class DriverKit(abc.ABC):
         bond (an ATT security error on the data the driver needs) and refuse every pairing
         request, as a device bonded to a phone and not in pairing mode does."""
         raise NotImplementedError(f"{type(self).__name__} cannot make its device refuse bonding")
+    # -- fault hooks (optional: see the module docstring) -----------------------------------------
+
+    #: Whether the driver measures the device clock (`DeviceContext.set_clock_offset`).
+    reports_clock_offset: bool = True
+
+    async def damage_in_memory(self, where: Sequence[str]) -> Sequence[Key]:
+        """Before the first connection: damage the records at `where` ("start", "middle",
+        "end" of the memory) for good; their keys."""
+        raise FaultUnsupportedError("damage_in_memory")
+
+    async def set_device_clock(self, fault: str) -> float:
+        """Set the device's own calendar per `fault` (`CLOCK_FAULTS`); device minus true time
+        in seconds."""
+        raise FaultUnsupportedError("set_device_clock")
+
+    def true_time(self, reading: Reading) -> datetime:
+        """When the device truly measured `reading`."""
+        raise FaultUnsupportedError("true_time")
+
+    async def reset_memory(self) -> None:
+        """Erase the device's memory: its sequence numbers start again."""
+        raise FaultUnsupportedError("reset_memory")
+
+    async def disorder_records(self) -> None:
+        """Make the device send its next new records duplicated and out of order."""
+        raise FaultUnsupportedError("disorder_records")
+
+    async def fill_memory(self, count: int) -> None:
+        """Before the first connection: the device holds `count` records not yet seen."""
+        raise FaultUnsupportedError("fill_memory")
+
+    async def drop_in_report(self) -> None:
+        """Before the first connection: the link drops part way through the first backfill."""
+        raise FaultUnsupportedError("drop_in_report")
 
 
 class _Recording:
@@ -341,7 +441,8 @@ def _expect(condition: bool, message: str) -> None:
 
 
 def assert_contract(kit: DriverKit, gateway: KitGateway, plugin: DriverPlugin[Any]) -> None:
-    """What must hold of everything stored: well formed, complete, no duplicates, in order."""
+    """What must hold of everything stored: well formed, complete, no duplicates, in order
+    (complete: every key of `kit.expected_sequence`)."""
     stored = gateway.stored
     _expect(bool(stored), "nothing was stored")
     for r in stored:
@@ -465,6 +566,169 @@ CHECKS: tuple[Callable[[DriverKit], Awaitable[None]], ...] = (
 
 #: Opt-in checks for a BLE driver whose kit implements `refuse_bonding()`.
 BOND_CHECKS: tuple[Callable[[DriverKit], Awaitable[None]], ...] = (check_refused_bond_parks,)
+# -- fault checks (opt-in through the fault hooks) -------------------------------------------------
+
+
+async def _hook(kit: DriverKit, hook: str, *args: Any) -> Any:
+    """Call a fault hook; skip the check when the kit does not support it."""
+    try:
+        return await getattr(kit, hook)(*args)
+    except FaultUnsupportedError as exc:
+        _skip(kit, exc)
+
+
+def _skip(kit: DriverKit, exc: FaultUnsupportedError) -> NoReturn:
+    import pytest  # only checks that skip need it
+
+    pytest.skip(f"{type(kit).__name__} does not support this fault: DriverKit.{exc.hook}")
+
+
+async def _drop_and_resume(kit: DriverKit, gateway: KitGateway) -> None:
+    """Force a link drop, wait for the reconnect and `readings_after` new readings."""
+    opened = gateway.opened
+    await kit.force_link_drop()
+    await gateway.wait_for_session(opened, kit.timeout)
+    await kit.make_readings(kit.readings_after)
+    after = gateway.count(live=kit.live) + kit.readings_after
+    await gateway.wait_for(after, kit.timeout, live=kit.live)
+
+
+async def check_records_damaged_in_memory(kit: DriverKit) -> None:
+    """Records that stay damaged in memory are passed over and counted; all others arrive."""
+    plugin = kit.make_plugin()
+    async with asyncio.timeout(kit.timeout), kit.start_emulator() as target:
+        damaged = set(await _hook(kit, "damage_in_memory", ("start", "middle", "end")))
+        async with run_gateway(plugin, target, device_id=kit.device_id) as gateway:
+            findings = gateway.device.findings
+            await gateway.wait_until(
+                lambda: findings.unreadable >= len(damaged), "the damaged records", kit.timeout
+            )
+            await kit.make_readings(kit.readings_after)
+            after = gateway.count(live=kit.live) + kit.readings_after
+            await gateway.wait_for(after, kit.timeout, live=kit.live)
+        assert_contract(kit, gateway, plugin)
+        stored = set(gateway.keys())
+        _expect(not damaged & stored, f"damaged records stored: {sorted(damaged & stored)}")
+        _expect(
+            findings.unreadable == len(damaged),
+            f"{findings.unreadable} records unreadable, {len(damaged)} damaged",
+        )
+
+
+async def _check_device_clock(kit: DriverKit, fault: str) -> None:
+    """The device's calendar is `fault`, then right, then `fault` again (a link drop at each
+    jump): times stay true, nothing is re-dated or stored twice, the offset is reported."""
+    plugin = kit.make_plugin()
+    async with asyncio.timeout(kit.timeout), kit.start_emulator() as target:
+        offset = await _hook(kit, "set_device_clock", fault)
+        async with run_gateway(plugin, target, device_id=kit.device_id) as gateway:
+            await kit.make_readings(kit.readings_before)
+            await gateway.wait_for(kit.readings_before, kit.timeout, live=kit.live)
+            await _hook(kit, "set_device_clock", "right")
+            await _drop_and_resume(kit, gateway)
+            await _hook(kit, "set_device_clock", fault)
+            await _drop_and_resume(kit, gateway)
+        assert_contract(kit, gateway, plugin)
+        try:
+            truth = [(r, kit.true_time(r)) for r in gateway.stored]
+        except FaultUnsupportedError as exc:
+            _skip(kit, exc)
+        worst = max(abs(r.time - t) for r, t in truth)
+        _expect(worst <= CLOCK_TOLERANCE, f"a reading {worst} away from the device's truth")
+        twice = [t for t, n in Counter(t for _, t in truth).items() if n > 1]
+        _expect(not twice, f"{len(twice)} true records stored twice, first {twice[:3]}")
+        measured = gateway.device.findings.clock_offset_s
+        if kit.reports_clock_offset:
+            _expect(
+                measured is not None and abs(measured - offset) <= 2 * CLOCK_TOLERANCE.seconds,
+                f"clock offset {measured} s reported, the device's is {offset:.0f} s",
+            )
+
+
+async def check_device_clock_ahead_1h(kit: DriverKit) -> None:
+    """The device's calendar runs one hour ahead."""
+    await _check_device_clock(kit, "ahead_1h")
+
+
+async def check_device_clock_behind_7_months(kit: DriverKit) -> None:
+    """The device's calendar is seven months behind."""
+    await _check_device_clock(kit, "behind_7_months")
+
+
+async def check_device_clock_at_epoch(kit: DriverKit) -> None:
+    """The device's calendar was reset to its epoch."""
+    await _check_device_clock(kit, "epoch")
+
+
+async def check_memory_reset(kit: DriverKit) -> None:
+    """The memory is erased and sequence numbers start again: the new records arrive."""
+    plugin = kit.make_plugin()
+    async with asyncio.timeout(kit.timeout), kit.start_emulator() as target:
+        async with run_gateway(plugin, target, device_id=kit.device_id) as gateway:
+            await kit.make_readings(kit.readings_before)
+            await gateway.wait_for(kit.readings_before, kit.timeout, live=kit.live)
+            before = len(gateway.stored)
+            top = max(r.seq for r in gateway.stored)
+            await _hook(kit, "reset_memory")
+            await kit.make_readings(kit.readings_after)
+            await gateway.wait_until(
+                lambda: sum(r.seq < top for r in gateway.stored[before:]) >= kit.readings_after,
+                "readings of the new sequence",
+                kit.timeout,
+            )
+        assert_contract(kit, gateway, plugin)
+
+
+async def check_duplicated_and_out_of_order(kit: DriverKit) -> None:
+    """New records sent twice and out of order are each stored once, in order."""
+    plugin = kit.make_plugin()
+    async with asyncio.timeout(kit.timeout), kit.start_emulator() as target:
+        async with run_gateway(plugin, target, device_id=kit.device_id) as gateway:
+            await kit.make_readings(kit.readings_before)
+            await gateway.wait_for(kit.readings_before, kit.timeout, live=kit.live)
+            await _hook(kit, "disorder_records")
+            await kit.make_readings(kit.readings_after)
+            after = gateway.count(live=kit.live) + kit.readings_after
+            await gateway.wait_for(after, kit.timeout, live=kit.live)
+        assert_contract(kit, gateway, plugin)
+
+
+async def check_large_backfill(kit: DriverKit) -> None:
+    """A memory of `LARGE_BACKFILL` records on first contact is stored whole, in order."""
+    plugin = kit.make_plugin()
+    async with asyncio.timeout(kit.timeout), kit.start_emulator() as target:
+        await _hook(kit, "fill_memory", LARGE_BACKFILL)
+        async with run_gateway(plugin, target, device_id=kit.device_id) as gateway:
+            await kit.make_readings(kit.readings_after)
+            await gateway.wait_for(LARGE_BACKFILL + kit.readings_after, kit.timeout)
+        assert_contract(kit, gateway, plugin)
+        backfilled = sum(r.backfilled for r in gateway.stored)
+        _expect(backfilled >= LARGE_BACKFILL, f"only {backfilled} readings backfilled")
+
+
+async def check_link_drop_mid_report(kit: DriverKit) -> None:
+    """The link drops in the middle of the first backfill: the next connection completes it."""
+    plugin = kit.make_plugin()
+    async with asyncio.timeout(kit.timeout), kit.start_emulator() as target:
+        await _hook(kit, "drop_in_report")
+        async with run_gateway(plugin, target, device_id=kit.device_id) as gateway:
+            await gateway.wait_for_session(1, kit.timeout)
+            await kit.make_readings(kit.readings_after)
+            await gateway.wait_for(kit.readings_after, kit.timeout, live=kit.live)
+        assert_contract(kit, gateway, plugin)
+        _expect(gateway.opened >= 2, "the link did not drop")
+
+
+FAULT_CHECKS: tuple[Callable[[DriverKit], Awaitable[None]], ...] = (
+    check_records_damaged_in_memory,
+    check_device_clock_ahead_1h,
+    check_device_clock_behind_7_months,
+    check_device_clock_at_epoch,
+    check_memory_reset,
+    check_duplicated_and_out_of_order,
+    check_large_backfill,
+    check_link_drop_mid_report,
+)
 
 
 def check_name(check: Callable[[DriverKit], Awaitable[None]]) -> str:

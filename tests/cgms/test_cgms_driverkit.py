@@ -64,3 +64,26 @@ async def test_sibling_process_without_crc_through_a_session_restart_and_a_drop(
     assert len(new) == 1
     assert min(r.seq for r in gw.stored if r.session in new) == 0
     driverkit.assert_contract(kit, gw, plugin)
+
+
+@pytest.mark.timeout(40)
+@pytest.mark.parametrize("check", driverkit.FAULT_CHECKS, ids=driverkit.check_name)
+async def test_cgms_driver_survives_the_kit_faults_in_process(check: Check) -> None:
+    await check(CgmsKit())
+
+
+async def test_a_kit_without_a_fault_hook_skips_that_check_naming_the_hook() -> None:
+    """The sibling process takes its faults as options at start, not as runtime hooks."""
+    with pytest.raises(pytest.skip.Exception, match=r"DriverKit\.damage_in_memory"):
+        await driverkit.check_records_damaged_in_memory(SiblingCgmsKit())
+
+
+@pytest.mark.timeout(60)
+async def test_sibling_process_with_a_drop_in_its_first_report_and_disordered_records() -> None:
+    kit = SiblingCgmsKit((*FAST_SETTINGS, "drop_in_report=50", "disorder=3"))
+    async with kit.start_emulator() as target, run_gateway(plugin, target) as gw:
+        await gw.wait_for_session(1)
+        await gw.wait_for(10, live=True)
+    assert gw.opened >= 2
+    assert gw.stored[0].seq == 0
+    driverkit.assert_contract(kit, gw, plugin)

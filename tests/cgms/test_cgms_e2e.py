@@ -8,6 +8,7 @@ and keeps the sensor away 0.5 s. Nothing is missing and nothing is stored twice.
 from __future__ import annotations
 
 import signal
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,46 @@ async def test_simulated_sensor_to_the_broker_through_a_link_drop(
     log = (tmp_path / "d.log").read_text()
     assert "cgms_backfill_done" in log
     assert "device_link_lost" in log
+
+
+def status_of(messages: list[Received]) -> dict[str, object]:
+    """The newest device status payload."""
+    return next(m.json() for m in reversed(messages) if m.topic.endswith("/cgm/status"))
+
+
+async def test_issue_9_one_record_damaged_in_memory_and_a_calendar_an_hour_ahead(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """227 records (0..1130 every 5 min), the one at 500 with a wrong E2E-CRC on every read,
+    the sensor's calendar an hour ahead: 226 readings reach the broker, dated by the hub."""
+    settings = ("interval=5", "age=1130", "damaged=[500]", "clock_skew=3600")
+    async with sibling_emulator(settings) as (_emulator, hci):
+        daemon = DaemonProcess(write_config(tmp_path / "etc", broker, hci), tmp_path / "d.log")
+        topics = [f"gatewayd/{HUB}/+/reading", f"gatewayd/{HUB}/+/status"]
+        try:
+            async with Subscriber(broker, topics) as sub:
+                daemon.start()
+                await sub.wait_for(lambda ms: len(readings(ms)) >= 226, timeout=30)
+                await sub.wait_for(
+                    lambda ms: status_of(ms).get("records_unreadable") == 1, timeout=10
+                )
+                status = status_of(sub.messages)
+                received = readings(sub.messages)
+                assert daemon.terminate() == 0
+        finally:
+            if daemon.process is not None and daemon.process.poll() is None:
+                daemon.kill()
+    assert sorted(r["seq"] for r in received) == [s for s in range(0, 1131, 5) if s != 500]
+    assert len({r["id"] for r in received}) == 226
+    offset = status["clock_offset_s"]
+    assert isinstance(offset, float)
+    assert abs(offset - 3600) <= 60
+    # the hub's start: the newest record (offset 1130) was made a moment before now
+    newest = max(received, key=lambda r: int(str(r["seq"])))
+    lag = datetime.fromisoformat(str(newest["received"])) - datetime.fromisoformat(
+        str(newest["time"])
+    )
+    assert timedelta(0) <= lag <= timedelta(seconds=90)
+    log = (tmp_path / "d.log").read_text()
+    assert log.count('"record_unreadable"') == 1
+    assert "records keep arriving damaged" not in log

@@ -103,6 +103,20 @@ def test_emulator_options() -> None:
     assert (refusing.sensor.bonding, refusing.sensor.refuse_bonding) == (True, True)
     with pytest.raises(ConfigError, match="status names"):
         parse_emulator_options(OptionReader({"annunciation": ["bad"]}, "--set", ""))
+    faults = {
+        "damaged": ["start", 300],
+        "clock_skew": -3600,
+        "clock_epoch": True,
+        "disorder": 2,
+        "drop_in_report": 40,
+    }
+    options = parse_emulator_options(OptionReader(faults, "--set", ""))
+    assert options.sensor.damaged == ("start", 300)
+    assert (options.sensor.clock_skew, options.sensor.clock_epoch) == (-3600, True)
+    assert (options.disorder, options.drop_in_report) == (2, 40)
+    assert parse_emulator_options(OptionReader({}, "--set", "")).drop_in_report is None
+    with pytest.raises(ConfigError, match="damaged: must be a list"):
+        parse_emulator_options(OptionReader({"damaged": ["top"]}, "--set", ""))
     with pytest.raises(ConfigError, match="replay: must be <= 10"):
         parse_emulator_options(OptionReader({"age": 10, "replay": 20}, "--set", ""))
 

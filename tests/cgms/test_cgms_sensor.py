@@ -145,3 +145,41 @@ def test_records_are_plausible_and_out_of_range_ones_are_marked() -> None:
     assert 90 < sum(values) / len(values) < 180
     assert max(values) > 180  # meals
     assert min(values) < 80  # and the odd low
+
+
+def test_records_damaged_in_memory_stay_damaged_and_keep_the_framing() -> None:
+    from protocols.cgms import decode_records
+
+    s, _ = sensor(SensorConfig(interval=5, age=100.0))
+    assert s.damage("start", "middle", "end", 50) == [0, 50, 100, 50]
+    assert s.damaged == {0, 50, 100}
+    for e2e, reason in ((True, "CRC"), (False, "")):
+        t, _ = sensor(SensorConfig(interval=5, age=100.0, e2e_crc=e2e, damaged=(50,)))
+        notification = t.stored(45) + t.stored(50) + t.stored(55)
+        results = [r for _, r in decode_records(notification)]
+        assert [isinstance(r, Exception) for r in results] == [False, True, False]
+        assert reason in str(results[1]).upper()
+        assert t.stored(50) == t.stored(50)  # the same every read
+    s.restart(10.0, 0.0)
+    assert s.damaged == set()  # a new memory
+    with pytest.raises(ValueError, match="damaged"):
+        SensorConfig(damaged=("somewhere",))
+
+
+def test_the_calendar_is_seen_in_the_session_start_time_only() -> None:
+    s, _ = sensor(SensorConfig(interval=5, age=100.0, clock_skew=3600.0))
+    status = s.status()
+    assert SessionStartTime.parse(s.session_start_time().build()).to_utc() == s.start + timedelta(
+        hours=1
+    )
+    assert status.time_offset == 100  # offsets count from the true start
+    s.reset_clock()  # the calendar reads 2000-01-01 now: the start was 100 min before that
+    sst = SessionStartTime.parse(s.session_start_time().build()).to_utc()
+    assert sst is not None
+    assert abs(sst - (datetime(2000, 1, 1, tzinfo=UTC) - timedelta(minutes=100))) <= timedelta(
+        seconds=1
+    )
+    epoch, _ = sensor(SensorConfig(clock_epoch=True, age=0.0))
+    sst = SessionStartTime.parse(epoch.session_start_time().build()).to_utc()
+    assert sst is not None
+    assert abs(sst - datetime(2000, 1, 1, tzinfo=UTC)) <= timedelta(seconds=1)

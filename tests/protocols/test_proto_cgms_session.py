@@ -6,10 +6,10 @@ SOCP writes, and produces live notifications, with switches for the faults under
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from cgms_fake import START, FakeCgm, pump
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,19 +25,12 @@ from protocols.cgms import (
     CgmFeatureBits,
     CgmMeasurement,
     CgmStatus,
-    RacpCommand,
-    RacpOperator,
-    RacpResponse,
-    RacpResponseCode,
-    SensorStatus,
     SessionRunTime,
     SessionStartTime,
     SocpOpCode,
     SocpPacket,
     SocpResponseCode,
     SocpResult,
-    build_measurements,
-    parse_racp,
 )
 from protocols.cgms_session import (
     BackfillComplete,
@@ -56,126 +49,6 @@ from protocols.cgms_session import (
 from protocols.errors import ProtocolError
 from protocols.gatt import DateTime, Request, RequestKind
 from protocols.sfloat import SFloat
-
-START = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
-
-
-@dataclass
-class FakeCgm:
-    """A CGMS sensor in a session that started at `start`, now `offset` minutes in."""
-
-    e2e: bool = True
-    interval: int = 5
-    start: datetime = START
-    offset: int = 60
-    stopped: bool = False
-    range_supported: bool = True
-    socp_supported: bool = True
-    racp_silent: bool = False
-    crc_on_records: bool | None = None  # None: follow e2e
-    sst_known: bool = True
-    per_notification: int = 4
-    records: dict[int, CgmMeasurement] = field(default_factory=dict)
-    writes: list[tuple[str, bytes]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        for offset in range(0, self.offset + 1, self.interval):
-            self.records[offset] = self.record(offset)
-
-    @property
-    def now(self) -> datetime:
-        return self.start + timedelta(minutes=self.offset, seconds=20)
-
-    def record(self, offset: int) -> CgmMeasurement:
-        crc = self.e2e if self.crc_on_records is None else self.crc_on_records
-        return CgmMeasurement(SFloat(100 + offset % 50), offset, e2e_crc=crc)
-
-    def read(self, uuid: str) -> bytes:
-        features = CgmFeatureBits.CGM_TREND_INFORMATION | (
-            CgmFeatureBits.E2E_CRC if self.e2e else 0
-        )
-        if uuid == CGM_FEATURE:
-            return CgmFeature(CgmFeatureBits(features)).build()
-        if uuid == CGM_STATUS:
-            status = SensorStatus.SESSION_STOPPED if self.stopped else SensorStatus(0)
-            return CgmStatus(self.offset, status, self.e2e).build()
-        if uuid == CGM_SESSION_START_TIME:
-            if not self.sst_known:
-                return SessionStartTime(DateTime(0, 0, 0), -128, 255, self.e2e).build()
-            return SessionStartTime.from_datetime(self.start, e2e_crc=self.e2e).build()
-        assert uuid == CGM_SESSION_RUN_TIME
-        return SessionRunTime(336, self.e2e).build()
-
-    def write(self, uuid: str, data: bytes) -> list[tuple[str, bytes]]:
-        """What the sensor sends back (notifications, then the indication)."""
-        self.writes.append((uuid, data))
-        if uuid == RECORD_ACCESS_CONTROL_POINT:
-            return self._racp(parse_racp(data))
-        if uuid == CGM_SPECIFIC_OPS_CONTROL_POINT:
-            return [(uuid, self._socp(SocpPacket.parse(data)).build())]
-        return []
-
-    def _racp(self, command: object) -> list[tuple[str, bytes]]:
-        assert isinstance(command, RacpCommand)
-        if self.racp_silent:
-            return []
-        code = RacpResponseCode.SUCCESS
-        if command.operator == RacpOperator.NULL:
-            return [(RECORD_ACCESS_CONTROL_POINT, RacpResponse(3, code).build())]
-        if command.operator == RacpOperator.WITHIN_RANGE and not self.range_supported:
-            response = RacpResponse(command.opcode, RacpResponseCode.OPERATOR_NOT_SUPPORTED)
-            return [(RECORD_ACCESS_CONTROL_POINT, response.build())]
-        low, high = 0, 0xFFFF
-        if command.values:
-            low = int(command.values[0])  # type: ignore[arg-type]
-        if command.operator == RacpOperator.WITHIN_RANGE:
-            high = int(command.values[1])  # type: ignore[arg-type]
-        chosen = [r for o, r in sorted(self.records.items()) if low <= o <= high]
-        out = [
-            (CGM_MEASUREMENT, build_measurements(chosen[i : i + self.per_notification]))
-            for i in range(0, len(chosen), self.per_notification)
-        ]
-        if not chosen:
-            code = RacpResponseCode.NO_RECORDS_FOUND
-        return [*out, (RECORD_ACCESS_CONTROL_POINT, RacpResponse(command.opcode, code).build())]
-
-    def _socp(self, packet: SocpPacket) -> SocpPacket:
-        assert packet.e2e_crc == self.e2e
-        if not self.socp_supported:
-            result = SocpResult(packet.opcode, SocpResponseCode.OP_CODE_NOT_SUPPORTED)
-            return SocpPacket(SocpOpCode.RESPONSE_CODE, result, self.e2e)
-        if packet.opcode == SocpOpCode.GET_COMMUNICATION_INTERVAL:
-            return SocpPacket(SocpOpCode.COMMUNICATION_INTERVAL_RESPONSE, self.interval, self.e2e)
-        if packet.opcode == SocpOpCode.START_SESSION:
-            self.start, self.offset, self.stopped = self.now, 0, False
-            self.records = {0: self.record(0)}
-        result = SocpResult(packet.opcode, SocpResponseCode.SUCCESS)
-        return SocpPacket(SocpOpCode.RESPONSE_CODE, result, self.e2e)
-
-    def tick(self, *, notify: bool = True) -> bytes | None:
-        """One interval passes; the new record is stored and (maybe) notified."""
-        self.offset += self.interval
-        self.records[self.offset] = self.record(self.offset)
-        return self.records[self.offset].build() if notify else None
-
-
-def pump(session: CgmsCollector, device: FakeCgm, limit: int = 200) -> list[CgmsEvent]:
-    """Run requests until the session is idle; a missing awaited answer is a timeout."""
-    events: list[CgmsEvent] = []
-    for _ in range(limit):
-        request = session.next_request()
-        if request is None:
-            return events
-        if request.kind is RequestKind.READ:
-            value = device.read(request.characteristic)
-            events += session.receive(request.characteristic, value, now=device.now)
-            continue
-        answers = device.write(request.characteristic, request.data)
-        for uuid, data in answers:
-            events += session.receive(uuid, data, now=device.now)
-        if request.awaits_response and not any(u == request.characteristic for u, _ in answers):
-            events += session.timeout()
-    raise AssertionError("the session never went idle")
 
 
 def of(kind: type, events: list[CgmsEvent]) -> list:  # type: ignore[type-arg]
@@ -259,7 +132,7 @@ def test_gap_falls_back_to_greater_or_equal_without_range_support() -> None:
     assert not of(ProcedureFailed, events)
 
 
-def test_crc_failure_is_rejected_then_recovered_through_the_gap() -> None:
+def test_a_damaged_live_record_is_fetched_at_once_as_a_gap_of_one_interval() -> None:
     device = FakeCgm()
     session = CgmsCollector(interval_min=5)
     pump(session, device)
@@ -268,9 +141,38 @@ def test_crc_failure_is_rejected_then_recovered_through_the_gap() -> None:
     events = session.receive(CGM_MEASUREMENT, bytes(bad), now=device.now)
     assert events == [RecordRejected("crc_mismatch", bytes(bad))]
     events = session.receive(CGM_MEASUREMENT, device.tick() or b"", now=device.now)
-    assert of(GapDetected, events) == [GapDetected(65, 70)]
+    assert not of(GapDetected, events)  # 70 follows the damaged 65: no second request
     recovered = pump(session, device)
+    assert racp_writes(device)[-1] == "01 04 01 3d 00 41 00"  # 61..65
     assert [m.time_offset for m in of(Measurement, recovered)] == [65]
+
+
+def test_damaged_live_records_in_a_row_are_fetched_in_one_range() -> None:
+    device = FakeCgm()
+    session = CgmsCollector(interval_min=5)
+    pump(session, device)
+    for _ in range(2):
+        bad = bytearray(device.tick() or b"")
+        bad[2] ^= 0x01
+        session.receive(CGM_MEASUREMENT, bytes(bad), now=device.now)
+    recovered = pump(session, device)
+    assert racp_writes(device)[-1] == "01 04 01 3d 00 46 00"  # 61..70
+    assert [m.time_offset for m in of(Measurement, recovered)] == [65, 70]
+
+
+def test_the_clock_offset_is_the_session_start_time_minus_the_derived_start() -> None:
+    device = FakeCgm(sst_skew=timedelta(hours=1))
+    session = CgmsCollector()
+    events = pump(session, device)
+    (ready,) = of(Ready, events)
+    assert ready.session_start is not None
+    assert abs(ready.session_start - START) <= timedelta(seconds=60)  # the hub's, not the SST
+    assert session.clock_offset is not None
+    assert abs(session.clock_offset - timedelta(hours=1)) <= timedelta(seconds=60)
+    assert CgmsCollector().clock_offset is None
+    unknown = CgmsCollector()
+    pump(unknown, FakeCgm(sst_known=False))
+    assert unknown.clock_offset is None
 
 
 def test_records_without_crc_are_refused_when_the_feature_announces_e2e() -> None:
@@ -392,7 +294,9 @@ def test_unknown_interval_is_learnt_from_the_backfill() -> None:
 def test_session_start_time_is_synchronised_when_asked() -> None:
     device = FakeCgm(sst_known=False, e2e=False)
     session = CgmsCollector(sync_session_start_time=True, interval_min=5)
-    pump(session, device)
+    events = pump(session, device)
+    assert len(of(Ready, events)) == 1  # the write has no answer: setup still ends
+    assert racp_writes(device) == ["01 01"]
     (written,) = [d for u, d in device.writes if u == CGM_SESSION_START_TIME]
     sst = SessionStartTime.parse(written)
     assert (sst.time_zone, sst.dst_offset, sst.e2e_crc) == (0, 0, False)
@@ -567,3 +471,38 @@ def test_a_started_session_is_a_new_session_even_if_the_start_barely_moved() -> 
     assert changed.session_start == device.start
     assert changed.previous == START
     assert racp_writes(device) == ["01 01"]
+
+
+@pytest.mark.parametrize(
+    "skew",
+    [timedelta(hours=1), -timedelta(days=213), datetime(2000, 1, 1, tzinfo=UTC) - START],
+    ids=["ahead-1h", "behind-7-months", "reset-to-epoch"],
+)
+@pytest.mark.parametrize("sync", [False, True], ids=["no-write", "writes-sst"])
+def test_a_sensor_calendar_jump_between_connections_keeps_the_session_and_its_times(
+    skew: timedelta, sync: bool
+) -> None:
+    """The first connection trusted the Session Start Time (it agreed); then the sensor's
+    calendar jumps. The next connection keeps the held start: nothing re-dated, no new ids."""
+    device = FakeCgm()
+    first = CgmsCollector()
+    pump(first, device)
+    assert first.session_start == START
+    device.sst_skew = skew
+    device.tick()
+    device.tick()
+    session = CgmsCollector(
+        backfill_from=61, session_start=START, interval_min=5, sync_session_start_time=sync
+    )
+    events = pump(session, device)
+    assert not of(SessionChanged, events)
+    assert [(m.time_offset, m.session_start) for m in of(Measurement, events)] == [
+        (65, START),
+        (70, START),
+    ]
+    assert session.clock_offset is not None
+    assert abs(session.clock_offset - skew) <= timedelta(seconds=60)
+    # with `sync_session_start_time` the collector writes the hub's now as the sensor's start
+    # (xDrip's rule); the driver leaves it off: the sensor's calendar is not the hub's to set
+    written = [d for u, d in device.writes if u == CGM_SESSION_START_TIME]
+    assert len(written) == (1 if sync else 0)

@@ -35,10 +35,25 @@ Options (``--set KEY=VALUE``; `SensorConfig` fields in Python):
   restart_age / restart_replay
                   age and replayed minutes of a session begun by SOCP start or SIGHUP (default 0)
 
+Faults (for the driver kit's fault checks, gatewayd.testing.driverkit.FAULT_CHECKS):
+
+  damaged         records that stay damaged in memory, every time they are read: offsets, or
+                  "start" / "middle" / "end" of the memory at start, e.g. ["start", 300]
+                  (a wrong E2E-CRC; without E2E-CRC flags that promise absent fields)
+  clock_skew      seconds the sensor's calendar is off: its Session Start Time only, e.g. 3600
+                  or -18403200 (default 0)
+  clock_epoch     the calendar was reset to its epoch, 2000-01-01, at start (default false)
+  disorder        times two new live records go out newest first, the older one twice
+                  (default 0)
+  drop_in_report  the link drops after this many records of the first RACP report (default
+                  none)
+  A memory reset (offsets start again) is a new sensor session: SIGHUP, or SOCP start.
+
 Hooks of the `gatewayd simulate` process: SIGUSR1 drops the link, SIGUSR2 damages the next
 notified record (CRC mismatch, or a broken Size byte without E2E-CRC), SIGHUP starts a new
 sensor session. In-process: the `CgmsPeripheral` methods `drop_link(away)`, `drop_after(n)`,
-`corrupt_next()`, `restart_session()`, `stop_session()`.
+`drop_in_report(n)`, `corrupt_next()`, `disorder_next(n)`, `restart_session()`,
+`stop_session()`, and its sensor's `damage(...)`, `clock_skew`, `reset_clock()`.
 """
 
 from drivers.cgms.emulator.peripheral import CgmsPeripheral

@@ -7,7 +7,7 @@ meets); split out to keep each module small.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,7 +60,10 @@ class ControlPoints:
     def _subscribed(self, connection: Connection, characteristic: Characteristic[bytes]) -> int:
         raise NotImplementedError
 
-    async def _notify(self, link: Link, offsets: range, *, live: bool = False) -> int:
+    async def _notify(self, link: Link, offsets: Sequence[int], *, live: bool = False) -> int:
+        raise NotImplementedError
+
+    def _report_begins(self) -> None:
         raise NotImplementedError
 
     async def _indicate(
@@ -107,6 +110,7 @@ class ControlPoints:
             count = len(self._select(command))
             self._spawn(self._indicate(link, self.racp, RacpNumberOfRecords(count).build()))
         elif command.opcode == RacpOpCode.REPORT_STORED_RECORDS:
+            self._report_begins()
             link.report = self._spawn(self._report(link, command))
         else:  # deleting a CGM's memory is not offered
             self._racp_answer(link, command.opcode, _CODE.OP_CODE_NOT_SUPPORTED)

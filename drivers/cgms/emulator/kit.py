@@ -6,8 +6,13 @@
 
 Both default to a fast sensor: one record a minute, two hours of memory, then a day replayed at
 600x (a record every 0.1 s); a forced drop keeps it out of range for 0.5 s (records to
-backfill). `sibling_emulator(settings)` starts the process alone (for end-to-end tests): it
-yields the process and the ``tcp-client:...`` transport a gateway opens.
+backfill). `CgmsKit` implements every fault hook of the kit (`driverkit.FAULT_CHECKS`): records
+damaged in memory, the sensor's calendar (Session Start Time) off or reset to its epoch, a
+memory reset (a new sensor session: offsets start again), duplicated and out-of-order live
+records, a large memory (replayed at 600x) and a drop in the middle of the first report; the
+sibling process takes them as ``--set`` options at start (`drivers.cgms.emulator`).
+`sibling_emulator(settings)` starts the process alone (for end-to-end tests): it yields the
+process and the ``tcp-client:...`` transport a gateway opens.
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
-from drivers.cgms.convert import parse_session_key
+from drivers.cgms.convert import parse_session_key, session_key
 from drivers.cgms.emulator.peripheral import CgmsPeripheral
 from drivers.cgms.emulator.sensor import SensorConfig
 from drivers.cgms.emulator.serve import emulated_cgms
@@ -43,6 +49,17 @@ FAST_SETTINGS = ("interval=1", "age=1560", "replay=1440", "speed=600", "pack=4",
 AWAY = 0.5
 #: Seconds the emulator process may take to serve.
 START_TIMEOUT = 20.0
+#: The sensor's calendar per `driverkit.CLOCK_FAULTS` (None: reset to its epoch).
+CLOCK_SKEWS: dict[str, timedelta | None] = {
+    "ahead_1h": timedelta(hours=1),
+    "behind_7_months": -timedelta(days=213),
+    "epoch": None,
+    "right": timedelta(0),
+}
+#: Records a memory reset or a large memory replays live (at 600x) after what it holds.
+REPLAYED = 30
+#: Records of the first report before `drop_in_report` drops the link.
+DROP_IN_REPORT = 60
 
 
 def _plugin() -> DriverPlugin[Any]:
@@ -51,7 +68,9 @@ def _plugin() -> DriverPlugin[Any]:
     return plugin
 
 
-def _expected(readings: Sequence[Reading], held: Mapping[str, range]) -> list[tuple[str, int]]:
+def _expected(
+    readings: Sequence[Reading], held: Mapping[str, Sequence[int]]
+) -> list[tuple[str, int]]:
     """The offsets the sensor held between the oldest and newest stored one, per session."""
     keys = []
     for session in {r.session for r in readings}:
@@ -109,13 +128,55 @@ class CgmsKit(DriverKit):
     async def corrupt_next(self) -> None:
         self.emulator().corrupt_next()
 
-    def expected_sequence(self, readings: Sequence[Reading]) -> list[tuple[str, int]]:
-        from drivers.cgms.convert import session_key
-
+    def _true_start(self, session: str) -> datetime:
+        """The emulator's true start of the sensor session a stored `session` names (the
+        nearest: the driver derives it from the hub's clock)."""
         sensor = self.emulator().sensor
-        held = {session_key(start): offsets for start, offsets in sensor.past.items()}
-        held[session_key(sensor.start)] = sensor.offsets()
+        named = parse_session_key(session) or sensor.start
+        return min([sensor.start, *sensor.past], key=lambda start: abs(start - named))
+
+    def expected_sequence(self, readings: Sequence[Reading]) -> list[tuple[str, int]]:
+        sensor = self.emulator().sensor
+        held = {}
+        for session in {r.session for r in readings}:
+            start = self._true_start(session)
+            if start == sensor.start:
+                held[session] = [o for o in sensor.offsets() if o not in sensor.damaged]
+            else:
+                held[session] = list(sensor.past[start])
         return _expected(readings, held)
+
+    # -- fault hooks -----------------------------------------------------------------------------
+
+    def true_time(self, reading: Reading) -> datetime:
+        return self._true_start(reading.session) + timedelta(minutes=reading.seq)
+
+    async def damage_in_memory(self, where: Sequence[str]) -> list[tuple[str, int]]:
+        sensor = self.emulator().sensor
+        return [(session_key(sensor.start), offset) for offset in sensor.damage(*where)]
+
+    async def set_device_clock(self, fault: str) -> float:
+        sensor = self.emulator().sensor
+        skew = CLOCK_SKEWS[fault]
+        if skew is None:
+            sensor.reset_clock()
+        else:
+            sensor.clock_skew = skew
+        return sensor.clock_skew.total_seconds()
+
+    async def reset_memory(self) -> None:
+        step = self.config.interval
+        self.emulator().restart_session(REPLAYED * step, REPLAYED * step)
+
+    async def disorder_records(self) -> None:
+        self.emulator().disorder_next(3)
+
+    async def fill_memory(self, count: int) -> None:
+        step = self.config.interval
+        self.emulator().restart_session((count + REPLAYED) * step, REPLAYED * step)
+
+    async def drop_in_report(self) -> None:
+        self.emulator().drop_in_report(DROP_IN_REPORT)
 
 
 @contextlib.asynccontextmanager

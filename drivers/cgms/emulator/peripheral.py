@@ -18,16 +18,19 @@ write + indicate). Behaviour a collector meets on real sensors:
   includes every record stored while it runs, then live notifications resume.
 
 Test hooks: `drop_link()`, `drop_after(n)` (disconnect after n more records went out, live or
-in a report), `corrupt_next(n)` (the next n notifications carry a damaged first record: a flipped
-bit under the E2E-CRC, else a broken Size byte), `restart_session(age, replay)`, `stop_session()`,
-`wait_idle()`.
+in a report), `drop_in_report(n)` (the same, counted from the start of the next RACP report),
+`corrupt_next(n)` (the next n notifications carry a damaged first record: a flipped bit under
+the E2E-CRC, else a broken Size byte), `disorder_next(n)` (n times, two new live records go out
+newest first and the older one twice), `restart_session(age, replay)` (also a memory reset:
+offsets start again), `stop_session()`, `wait_idle()`; the sensor's own: `sensor.damage(...)`
+(records that stay damaged in memory), `sensor.clock_skew` / `sensor.reset_clock()`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from bumble.core import AdvertisingData
@@ -67,6 +70,8 @@ class CgmsPeripheral(ControlPoints):
         self._idle = asyncio.Event()
         self._idle.set()
         self._drop_after: int | None = None
+        self._drop_in_report: int | None = None
+        self._disorder = 0
         self._away = 0.0
         self._corrupt = 0
         read = "READABLE,READ_REQUIRES_ENCRYPTION" if sensor.config.bonding else "READABLE"
@@ -173,6 +178,20 @@ class CgmsPeripheral(ControlPoints):
         """Drop the link once `records` more records went out (0: at the next one)."""
         self._drop_after = max(records, 1)
 
+    def drop_in_report(self, records: int) -> None:
+        """Drop the link once `records` records of the next RACP report went out."""
+        self._drop_in_report = records
+
+    def _report_begins(self) -> None:
+        if self._drop_in_report is not None:
+            self.drop_after(self._drop_in_report)
+            self._drop_in_report = None
+
+    def disorder_next(self, pairs: int = 1) -> None:
+        """`pairs` times, hold a new live record back until the next one, then send the newer
+        first and the older one twice (duplicated and out of order, as a flaky sensor does)."""
+        self._disorder += pairs
+
     def corrupt_next(self, notifications: int = 1) -> None:
         """Damage the first record of the next `notifications` measurement notifications."""
         self._corrupt += notifications
@@ -230,21 +249,26 @@ class CgmsPeripheral(ControlPoints):
                 if not self._may_notify(link):
                     link.cursor = newest  # a real sensor keeps them for RACP only
                     continue
-                offsets = self.sensor.offsets(link.cursor + 1, newest)
+                offsets: Sequence[int] = self.sensor.offsets(link.cursor + 1, newest)
+                if self._disorder:
+                    if len(offsets) < 2:
+                        continue  # the older one waits for the next
+                    self._disorder -= 1
+                    offsets = [offsets[1], offsets[0], offsets[0], *offsets[2:]]
                 if sent := await self._notify(link, offsets, live=True):
-                    link.cursor = max(link.cursor, offsets[sent - 1])
+                    link.cursor = max(link.cursor, *offsets[:sent])
             delay = self.sensor.due_in()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(None if delay is None else max(delay, _MIN_WAIT)):
                     await self._wake.wait()
 
-    async def _notify(self, link: Link, offsets: range, *, live: bool = False) -> int:
+    async def _notify(self, link: Link, offsets: Sequence[int], *, live: bool = False) -> int:
         """Send the records at `offsets`, packed; how many went (fewer: link gone / report)."""
-        pack, order = self.sensor.config.pack, self.sensor.config.order
+        pack = self.sensor.config.pack
         room = link.connection.att_mtu - 3
         sent, batch = 0, list[bytes]()
         for offset in [*offsets, None]:
-            record = None if offset is None else self.sensor.record(offset).build(order)
+            record = None if offset is None else self.sensor.stored(offset)
             full = len(batch) == pack or (record and sum(map(len, batch)) + len(record) > room)
             if batch and (record is None or full):
                 if (live and link.report is not None) or not await self._send(link, batch):

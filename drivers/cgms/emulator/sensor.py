@@ -10,11 +10,17 @@ A session started at `start` (whole seconds, UTC). Two clocks:
   real time. It never passes the status clock, so no record is ever dated after the hub's now
   (records lag behind "now" during the replay, as a sensor with a delayed memory would).
 
+The sensor's **calendar** is only seen in Session Start Time: the true start plus `clock_skew`
+(a clock set wrong, or reset to its epoch 2000-01-01 by `reset_clock()`); no other value depends
+on it, as on a real sensor whose offsets count from its own start.
+
 Records lie on a grid of `interval` minutes from offset 0 and are pure functions of the seed,
 the session and the offset (values from `drivers.simulator.physiology`: meals, insulin, dawn
 rise, noise; below 40 / above 400 mg/dL a record carries -INF / +INF and the matching "result
 lower/higher than the device can process" bits). The memory keeps the newest `capacity` records
 of the current session; a new session (`restart`, SOCP "start the session") empties it.
+Records at the offsets in `damaged` stay damaged in memory (`stored()`): every read brings them
+with a wrong E2E-CRC (without E2E-CRC: flags that promise more fields than the record has).
 """
 
 from __future__ import annotations
@@ -39,8 +45,12 @@ from protocols.cgms import (
 )
 from protocols.sfloat import SFloat, SFloatSpecial
 
-__all__ = ["CgmsSensor", "SensorConfig"]
+__all__ = ["EPOCH", "POSITIONS", "CgmsSensor", "SensorConfig"]
 
+#: Where a sensor's calendar starts again after a reset (`CgmsSensor.reset_clock`).
+EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+#: Positions in memory `SensorConfig.damaged` / `CgmsSensor.damage` accept besides offsets.
+POSITIONS = ("start", "middle", "end")
 _MAX_OFFSET = 0xFFFF  # uint16 minutes: a session cannot hold records beyond ~45.5 days
 _NO_STATUS = SensorStatus(0)
 _BASE_FEATURES = (
@@ -81,6 +91,13 @@ class SensorConfig:
     #: with this many of its minutes replayed: 0 / 0 = a fresh session in real time.
     restart_age: float = 0.0
     restart_replay: float = 0.0
+    #: Seconds the sensor's calendar is off (its Session Start Time), + ahead / - behind.
+    clock_skew: float = 0.0
+    #: The calendar was reset to `EPOCH` when the emulator started (overrides `clock_skew`).
+    clock_epoch: bool = False
+    #: Records that stay damaged in memory: offsets, or "start" / "middle" / "end" of what the
+    #: memory holds when the emulator starts.
+    damaged: tuple[int | str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 1 <= self.interval <= 0xFE:
@@ -89,6 +106,8 @@ class SensorConfig:
             raise ValueError("speed must be >= 1, 0 <= replay <= age and pack >= 1")
         if self.capacity < 1:
             raise ValueError("capacity must be >= 1")
+        if any(isinstance(d, str) and d not in POSITIONS for d in self.damaged):
+            raise ValueError(f"damaged positions are offsets or one of {POSITIONS}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +136,13 @@ class CgmsSensor:
         self.stopped_at: int | None = None
         #: Offsets each past session held when it ended, by start (for tests' expectations).
         self.past: dict[datetime, range] = {}
+        #: The sensor's calendar minus the true time (seen in Session Start Time only).
+        self.clock_skew = timedelta(seconds=config.clock_skew)
+        #: Offsets of the current session whose record stays damaged in memory.
+        self.damaged: set[int] = set()
+        if config.clock_epoch:
+            self.reset_clock()
+        self.damage(*config.damaged)
         if config.stopped:
             self.stop()
 
@@ -146,6 +172,20 @@ class CgmsSensor:
         self.past[self.start] = self.offsets()
         self._session = self._begin(age, replay)
         self.stopped_at = None
+        self.damaged.clear()  # a new memory
+
+    def reset_clock(self) -> None:
+        """The calendar starts again at `EPOCH` now (a battery change, a firmware reset)."""
+        self.clock_skew = EPOCH - self._wall()
+
+    def damage(self, *where: int | str) -> list[int]:
+        """Damage the records at these offsets or positions ("start", "middle", "end" of the
+        memory now) for good; returns their offsets."""
+        held = self.offsets()
+        named = {"start": 0, "middle": len(held) // 2, "end": len(held) - 1}
+        offsets = [w if isinstance(w, int) else held[named[w]] for w in where]
+        self.damaged.update(offsets)
+        return offsets
 
     def stop(self) -> None:
         """Stop the session: the memory keeps what it has, no record is added."""
@@ -216,6 +256,18 @@ class CgmsSensor:
         """The record at `offset` of the current session (always the same)."""
         return _record(self.config, self._session.index, self.start, offset)
 
+    def stored(self, offset: int) -> bytes:
+        """The record at `offset` as the memory holds it (damaged ones stay damaged)."""
+        data = bytearray(self.record(offset).build(self.config.order))
+        if offset in self.damaged:
+            if self.config.e2e_crc:
+                data[2] ^= 0x01  # the CRC no longer matches
+            else:  # the Size stays (framing holds); the flags promise trend + quality
+                data[1:2] = bytes((data[1] | 0x03,))
+                data = data[:6]
+                data[0] = 6
+        return bytes(data)
+
     def status_flags(self) -> SensorStatus:
         """CGM Status / annunciation bits right now."""
         flags = self.config.annunciation
@@ -238,7 +290,8 @@ class CgmsSensor:
 
     def session_start_time(self) -> SessionStartTime:
         """The Session Start Time value (UTC, zone 0, no DST)."""
-        return SessionStartTime.from_datetime(self.start, e2e_crc=self.config.e2e_crc)
+        calendar = self.start + self.clock_skew
+        return SessionStartTime.from_datetime(calendar, e2e_crc=self.config.e2e_crc)
 
     def run_time(self) -> SessionRunTime:
         """The Session Run Time value."""

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 import structlog
 
 from drivers.cgms.emulator.peripheral import CgmsPeripheral
-from drivers.cgms.emulator.sensor import CgmsSensor, SensorConfig
+from drivers.cgms.emulator.sensor import POSITIONS, CgmsSensor, SensorConfig
 from gatewayd.errors import UsageError
 from gatewayd.options import OptionReader
 from gatewayd.simulate import SimulateContext
@@ -44,6 +44,16 @@ class EmulatorOptions:
     name: str = "CGMS Emulator"
     #: Seconds a SIGUSR1 drop keeps the sensor out of range (not advertising).
     away: float = 0.0
+    #: Times two new live records go out newest first, the older one twice.
+    disorder: int = 0
+    #: Records of the first RACP report after which the link drops (None: no drop).
+    drop_in_report: int | None = None
+
+    def arm(self, peripheral: CgmsPeripheral) -> None:
+        """Set the peripheral's one-shot faults."""
+        peripheral.disorder_next(self.disorder)
+        if self.drop_in_report is not None:
+            peripheral.drop_in_report(self.drop_in_report)
 
 
 def parse_emulator_options(reader: OptionReader) -> EmulatorOptions:
@@ -56,6 +66,11 @@ def parse_emulator_options(reader: OptionReader) -> EmulatorOptions:
     flags = SensorStatus(0)
     for name in names:
         flags |= _STATUS_NAMES[name]
+    damaged = reader.raw("damaged", [])
+    if not isinstance(damaged, list) or not all(
+        d in POSITIONS or (isinstance(d, int) and 0 <= d <= 0xFFFF) for d in damaged
+    ):
+        raise reader.error("damaged", f"must be a list of offsets or of {', '.join(POSITIONS)}")
     age = reader.number("age", d.age, minimum=0)
     replay = reader.number("replay", d.replay, minimum=0, maximum=age)
     sensor = SensorConfig(
@@ -79,11 +94,19 @@ def parse_emulator_options(reader: OptionReader) -> EmulatorOptions:
         ranges=reader.boolean("ranges", d.ranges),
         restart_age=reader.number("restart_age", d.restart_age, minimum=0),
         restart_replay=reader.number("restart_replay", d.restart_replay, minimum=0),
+        clock_skew=reader.number("clock_skew", d.clock_skew),
+        clock_epoch=reader.boolean("clock_epoch", d.clock_epoch),
+        damaged=tuple(damaged),
     )
     if sensor.restart_replay > sensor.restart_age:
         raise reader.error("restart_replay", "must be <= restart_age")
+    drop = reader.raw("drop_in_report", None)
     options = EmulatorOptions(
-        sensor, reader.string("name", "CGMS Emulator"), reader.number("away", 0.0, minimum=0)
+        sensor,
+        reader.string("name", "CGMS Emulator"),
+        reader.number("away", 0.0, minimum=0),
+        reader.integer("disorder", 0, minimum=0),
+        None if drop is None else reader.integer("drop_in_report", minimum=1),
     )
     reader.finish()
     return options
@@ -123,6 +146,7 @@ async def simulate(context: SimulateContext) -> None:
     log = structlog.wrap_logger(structlog.PrintLogger(sys.stderr)).bind(component="cgms_emulator")
     async with serve_sibling_link(bind=host, port=port, peripheral_name=options.name) as link:
         peripheral = CgmsPeripheral(link.peripheral, CgmsSensor(options.sensor), name=options.name)
+        options.arm(peripheral)
         await peripheral.start()
         loop = asyncio.get_running_loop()
         hooks: dict[signal.Signals, Callable[[], object]] = {
