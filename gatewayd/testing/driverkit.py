@@ -232,6 +232,7 @@ class DriverKit(abc.ABC):
         bond (an ATT security error on the data the driver needs) and refuse every pairing
         request, as a device bonded to a phone and not in pairing mode does."""
         raise NotImplementedError(f"{type(self).__name__} cannot make its device refuse bonding")
+
     # -- fault hooks (optional: see the module docstring) -----------------------------------------
 
     #: Whether the driver measures the device clock (`DeviceContext.set_clock_offset`).
