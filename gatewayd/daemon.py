@@ -19,7 +19,7 @@ import structlog
 from gatewayd.backoff import Backoff
 from gatewayd.config import Config
 from gatewayd.driver import DriverPlugin
-from gatewayd.errors import PluginError
+from gatewayd.errors import ConfigError, PluginError, StorePathError
 from gatewayd.health.watchdog import Watchdog, WatchdogOptions
 from gatewayd.publisher import Publisher
 from gatewayd.recovery import FullDiskOptions
@@ -89,12 +89,15 @@ class Daemon:
     ) -> None:
         cfg = plan.config
         self.log = structlog.get_logger().bind(component="daemon", hub=cfg.hub.id)
-        self.store = Store(
-            cfg.store.path,
-            retention_days=cfg.store.retention_days,
-            synchronous=cfg.store.synchronous,
-            recover_corrupt=True,  # a corrupt store is moved aside: never a restart loop
-        )
+        try:
+            self.store = Store(
+                cfg.store.path,
+                retention_days=cfg.store.retention_days,
+                synchronous=cfg.store.synchronous,
+                recover_corrupt=True,  # a corrupt store is moved aside: never a restart loop
+            )
+        except StorePathError as exc:  # a bad value like any other: one line, exit 2
+            raise ConfigError(cfg.file, "store.path", f"{exc.path}: {exc.reason}") from None
         #: Whether the hub's clock is trusted; holds and re-dates readings until it is.
         self.timekeeper = Timekeeper(self.store, timesync)
         self.publisher = Publisher(

@@ -27,9 +27,11 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from gatewayd.backoff import Backoff
 from gatewayd.config import MqttConfig
+from gatewayd.errors import TlsFileError
 from gatewayd.records import reading_payload, reading_payload_json, to_record
 from gatewayd.status import DeviceStatus
 from gatewayd.store import PendingRow, Store, StoreFull
+from gatewayd.tls import client_context
 from gatewayd.topics import Topics
 
 #: Rows read from the store per query while draining (bounded memory during a long replay).
@@ -50,15 +52,9 @@ def _json(payload: dict[str, Any]) -> bytes:
 
 
 def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
-    """The TLS context of the broker link (None for mqtt://): the system's or `ca_file`'s CAs,
-    hostname and certificate verification always on, the client certificate when configured.
-    `gatewayd doctor` connects with this same context."""
-    if not cfg.tls:
-        return None
-    tls = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
-    if cfg.cert_file is not None:
-        tls.load_cert_chain(cfg.cert_file, cfg.key_file)
-    return tls
+    """The TLS context of the broker link (None for mqtt://), read from the files again on each
+    call (`gatewayd.tls`); raises `TlsFileError`. `gatewayd doctor` connects with it too."""
+    return client_context(cfg.ca_file, cfg.cert_file, cfg.key_file) if cfg.tls else None
 
 
 class BrokerRefused(aiomqtt.MqttError):
@@ -162,7 +158,9 @@ class Publisher:
                         await self._say_offline_now(client)
                         raise
                     return
-            except* aiomqtt.MqttError as group:
+            except* (aiomqtt.MqttError, TlsFileError) as group:
+                # A TLS file replaced by garbage (a botched rotation) is a broker link that
+                # cannot come up: readings keep landing in the store while we retry.
                 self._lost(group.exceptions[0])
             finally:
                 self.connected.clear()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from gatewayd.driver import ResumePoint
-from gatewayd.errors import StoreError
+from gatewayd.errors import StoreError, StorePathError
 from gatewayd.models import Reading
 from gatewayd.records import decode_record, encode_record
 from gatewayd.storefile import is_corrupt, move_aside, quick_check
@@ -105,6 +105,23 @@ def _ms(dt: datetime) -> int:
     return int(dt.timestamp() * 1000)
 
 
+def _check_path(path: Path) -> None:
+    """Create the store's folder (0700); `StorePathError` when the path cannot hold a file."""
+    if path.is_dir():
+        raise StorePathError(path, "is a directory, not a file")
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorePathError(
+            path, f"cannot create the folder {path.parent}: {exc.strerror or exc}"
+        ) from None
+    if not path.exists():
+        try:  # Health data: the store is readable by the daemon's user only.
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        except OSError as exc:
+            raise StorePathError(path, f"cannot create the file: {exc.strerror or exc}") from None
+
+
 class Store:
     """The SQLite store of one hub."""
 
@@ -122,16 +139,15 @@ class Store:
         self.path = path
         self.retention = timedelta(days=retention_days)
         self._synchronous = synchronous.upper()
+        _check_path(path)
         try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._db = self._connect(check=recover_corrupt)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open store {path}: {exc}") from exc
 
     def _connect(self, *, check: bool) -> sqlite3.Connection:
-        if not self.path.exists():
-            # Health data: the store is readable by the daemon's user only.
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        if not self.path.exists():  # a corrupt store was just moved aside
+            _check_path(self.path)
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             if check:

@@ -7,6 +7,7 @@ Every error is checked for the file path, the dotted key and the reason, in the 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from gatewayd.config import (
     SupervisorConfig,
 )
 from gatewayd.errors import ConfigError, GatewayError
+from gatewayd.testing.certs import make_pki
 
 HUB = '[hub]\nid = "hub1"\n'
 
@@ -119,9 +121,7 @@ mac = "AA:BB:CC:DD:EE:FF"
 def full_config(tmp_path: Path) -> Path:
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "mqtt.pass").write_text("  s3cret-pw \n", encoding="utf-8")
-    (tmp_path / "tls").mkdir()
-    for name in ("ca.pem", "client.pem", "client.key"):
-        (tmp_path / "tls" / name).write_text("-----BEGIN-----\n", encoding="utf-8")
+    make_pki(tmp_path / "tls")  # ca.pem, client.pem, client.key (0600)
     (tmp_path / "secrets" / "mqtt.pass").chmod(0o600)
     (tmp_path / "tls" / "client.key").chmod(0o600)
     return write(tmp_path, FULL)
@@ -436,8 +436,15 @@ def test_empty_password_refused(tmp_path: Path) -> None:
 
 @pytest.fixture
 def tls_files(tmp_path: Path) -> Path:
-    for name in ("ca.pem", "cert.pem", "key.pem"):
-        (tmp_path / name).write_text("pem", encoding="utf-8")
+    """Real PEM files: ca.pem, cert.pem + key.pem, and both.pem (certificate and key in one)."""
+    pki = make_pki(tmp_path / "pki")
+    shutil.copy(pki.ca_cert, tmp_path / "ca.pem")
+    shutil.copy(pki.client_cert, tmp_path / "cert.pem")
+    shutil.copy(pki.client_key, tmp_path / "key.pem")
+    shutil.copy(pki.server_key, tmp_path / "other.key")
+    (tmp_path / "both.pem").write_bytes(pki.client_cert.read_bytes() + pki.client_key.read_bytes())
+    for name in ("key.pem", "other.key", "both.pem"):
+        (tmp_path / name).chmod(0o600)
     return tmp_path
 
 
@@ -448,9 +455,62 @@ def test_ca_file_only_with_mqtts(tls_files: Path) -> None:
     assert cfg.mqtt.key_file is None
 
 
-def test_cert_without_key_is_fine(tls_files: Path) -> None:
-    cfg = config.load(write(tls_files, HUB + '[mqtt]\nurl = "mqtts://b"\ncert_file = "cert.pem"\n'))
-    assert cfg.mqtt.cert_file == tls_files / "cert.pem"
+def test_cert_without_key_is_fine_when_the_cert_file_holds_the_key(tls_files: Path) -> None:
+    cfg = config.load(write(tls_files, HUB + '[mqtt]\nurl = "mqtts://b"\ncert_file = "both.pem"\n'))
+    assert cfg.mqtt.cert_file == tls_files / "both.pem"
+    assert cfg.mqtt.key_file is None
+
+
+def test_cert_and_key_files_accepted(tls_files: Path) -> None:
+    cfg = config.load(
+        write(
+            tls_files,
+            HUB + '[mqtt]\nurl = "mqtts://b"\nca_file = "ca.pem"\ncert_file = "cert.pem"\n'
+            'key_file = "key.pem"\n',
+        )
+    )
+    assert (cfg.mqtt.cert_file, cfg.mqtt.key_file) == (
+        tls_files / "cert.pem",
+        tls_files / "key.pem",
+    )
+
+
+GARBAGE_PEM = "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n"
+
+
+@pytest.mark.parametrize(
+    ("files", "garbage", "key", "reason"),
+    [
+        ('ca_file = "ca.pem"', "ca.pem", "mqtt.ca_file", "not a PEM certificate"),
+        (
+            'cert_file = "cert.pem"\nkey_file = "key.pem"',
+            "cert.pem",
+            "mqtt.cert_file",
+            "not a PEM certificate",
+        ),
+        (
+            'cert_file = "cert.pem"\nkey_file = "key.pem"',
+            "key.pem",
+            "mqtt.key_file",
+            "not a PEM private key",
+        ),
+        (
+            'cert_file = "cert.pem"\nkey_file = "other.key"',
+            None,
+            "mqtt.key_file",
+            "does not match the certificate",
+        ),
+        ('cert_file = "cert.pem"', None, "mqtt.cert_file", "holds no private key"),
+    ],
+)
+def test_unusable_tls_files_are_config_errors(
+    tls_files: Path, files: str, garbage: str | None, key: str, reason: str
+) -> None:
+    """Not PEM, or a key that does not match: one line naming file, key and reason (issue 10)."""
+    if garbage is not None:
+        (tls_files / garbage).write_text(GARBAGE_PEM, encoding="utf-8")
+    err = config_error(tls_files, HUB + f'[mqtt]\nurl = "mqtts://b"\n{files}\n', key, reason)
+    assert "\n" not in str(err)
 
 
 @pytest.mark.parametrize("name", ["ca_file", "cert_file", "key_file"])

@@ -831,6 +831,55 @@ async def test_tls_without_ca_file_fails_verification_and_retries(
     assert all("certificate verify failed" in e["error"] for e in failures)
 
 
+@pytest.mark.timeout(30)
+async def test_tls_key_replaced_by_garbage_at_run_time_is_retried_not_fatal(
+    own_broker: Mosquitto, store: Store, tmp_path: Path
+) -> None:
+    """A botched certificate rotation: the key becomes garbage while the daemon runs. The next
+    reconnect must not kill the publisher; it reports why and retries, and picks up the
+    repaired file (issue 10, item 1)."""
+    assert own_broker.pki is not None
+    hub = new_hub()
+    key = tmp_path / "client.key"
+    key.write_bytes(own_broker.pki.client_key.read_bytes())
+    key.chmod(0o600)
+    config = parse(
+        {
+            "hub": {"id": hub},
+            "mqtt": {
+                "url": own_broker.url(mtls=True),
+                "ca_file": str(own_broker.pki.ca_cert),
+                "cert_file": str(own_broker.pki.client_cert),
+                "key_file": str(key),
+            },
+        }
+    ).mqtt
+    first, second = make_reading("cgm1", 0), make_reading("cgm1", 1)
+    store.add(first)
+    with capture_logs() as logs:
+        publisher = publisher_for(config, hub, store)
+        async with running(publisher) as task:
+            await wait_until(lambda: store.outbox_depth() == 0, what="first reading delivered")
+            key.write_text("-----BEGIN PRIVATE KEY-----\ngarbage\n-----END PRIVATE KEY-----\n")
+            own_broker.stop(kill=True)
+            own_broker.start()
+            await wait_until(lambda: publisher.reconnects >= 3, what="three failed attempts")
+            store.add(second)  # the sensors go on: readings are stored meanwhile
+            publisher.notify()
+            assert not task.done()
+            assert not publisher.connected.is_set()
+            assert store.outbox_depth() == 1
+            async with Subscriber(own_broker, [f"gatewayd/{hub}/+/reading"]) as sub:
+                key.write_bytes(own_broker.pki.client_key.read_bytes())  # the rotation fixed
+                messages = await sub.wait_for(lambda m: len(m) >= 1)
+            await wait_until(lambda: store.outbox_depth() == 0, what="outbox empty")
+    assert reading_ids(messages) == [second.id]
+    failures = [e for e in logs if e["event"] == "broker_unavailable"]
+    tls_failures = [e for e in failures if "not a PEM private key" in e["error"]]
+    assert len(tls_failures) >= 2
+    assert all(f"key_file {key}" in e["error"] for e in tls_failures)
+
+
 class AclMosquitto(Mosquitto):
     """The test broker with an ACL: the gateway user may not publish `reading` topics."""
 
