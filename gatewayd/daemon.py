@@ -16,7 +16,6 @@ from typing import Any
 
 import structlog
 
-from gatewayd.backoff import Backoff
 from gatewayd.config import Config
 from gatewayd.driver import DriverPlugin
 from gatewayd.errors import ConfigError, PluginError, StorePathError
@@ -100,9 +99,7 @@ class Daemon:
             raise ConfigError(cfg.file, "store.path", f"{exc.path}: {exc.reason}") from None
         #: Whether the hub's clock is trusted; holds and re-dates readings until it is.
         self.timekeeper = Timekeeper(self.store, timesync)
-        self.publisher = Publisher(
-            cfg.mqtt, cfg.hub.id, self.store, backoff=Backoff(cfg.supervisor.backoff_min, 60.0)
-        )
+        self.publisher = Publisher(cfg.mqtt, cfg.hub.id, self.store)
         devices = [
             Device(device_id, plugin, options) for device_id, plugin, options in plan.devices
         ]
@@ -144,7 +141,7 @@ class Daemon:
         self.log.info(
             "gateway_starting",
             devices=len(self.supervisor.devices),
-            broker=self.publisher.config.url,
+            broker=self.publisher.config.urls,
             outbox=self.store.outbox_depth(),
             held_for_clock=self.store.held_depth(),
         )

@@ -1,6 +1,10 @@
 """The broker link: drains the store's outbox to MQTT with QoS 1, in order, losing nothing.
 
-One long-lived loop owns the connection and reconnects with capped, jittered backoff. While
+One long-lived loop owns the connection and reconnects with capped, jittered backoff
+(`[mqtt] backoff_min` … `backoff_max`). With several broker URLs (the nodes of a cluster) every
+attempt goes to the next one in turn, so a stopped node costs one failed attempt, not an outage;
+the LWT and the birth go to whichever node was reached. The link's state, with the time of the
+next attempt, is left beside the store for `gatewayd status` (gatewayd.brokerstate). While
 connected it publishes the hub's retained `online` birth (the LWT says `offline`), every device's
 retained status and state, then the outbox: oldest row first, at most `inflight` messages
 awaiting PUBACK at once. A row leaves the outbox only after its PUBACK; after a reconnect or a
@@ -17,6 +21,7 @@ import logging
 import ssl
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiomqtt
@@ -26,6 +31,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gatewayd.backoff import Backoff
+from gatewayd.brokerstate import BrokerState, LinkState, state_path, write_state
 from gatewayd.config import MqttConfig
 from gatewayd.errors import TlsFileError
 from gatewayd.records import reading_payload, reading_payload_json, to_record
@@ -107,7 +113,11 @@ class Publisher:
         #: Readings acknowledged by the broker, per device (since start; for metrics).
         self.published: Counter[str] = Counter()
         self.reconnects = 0
-        self._backoff = backoff or Backoff(1.0, 60.0)
+        self._backoff = backoff or Backoff(config.backoff_min, config.backoff_max)
+        #: Index into `config.brokers` of the broker of the current / next attempt.
+        self.broker_index = 0
+        self._state_file = state_path(store.path)
+        self._unavailable_since: datetime | None = None
         self._wake = asyncio.Event()
         self._stopping = False
         self._acked: list[int] = []
@@ -146,12 +156,25 @@ class Publisher:
 
     async def run(self) -> None:
         """Stay connected and drain the outbox until `stop()`; never raises on broker faults."""
+        try:
+            await self._run()
+        finally:
+            self._leave_state(LinkState.STOPPED, self.url)
+
+    @property
+    def url(self) -> str:
+        """The URL of the broker in use, or of the next attempt."""
+        return self.config.brokers[self.broker_index].url
+
+    async def _run(self) -> None:
         while not self._stopping:
             try:
                 async with self._client() as client:
                     self.connected.set()
                     self._backoff.reset()
-                    self.log.info("broker_connected", url=self.config.url)
+                    self._unavailable_since = None
+                    self._leave_state(LinkState.CONNECTED, self.url)
+                    self.log.info("broker_connected", url=self.url)
                     try:
                         await self._session(client)
                     except asyncio.CancelledError:
@@ -161,19 +184,43 @@ class Publisher:
             except* (aiomqtt.MqttError, TlsFileError) as group:
                 # A TLS file replaced by garbage (a botched rotation) is a broker link that
                 # cannot come up: readings keep landing in the store while we retry.
-                self._lost(group.exceptions[0])
+                error = self._lost(group.exceptions[0])
             finally:
                 self.connected.clear()
                 self._flush_acks()
             if self._stopping:
                 return
+            self.broker_index = (self.broker_index + 1) % len(self.config.brokers)
             delay = self._backoff.next()
-            self.log.info("broker_retry", in_s=round(delay, 2), attempt=self._backoff.attempts)
+            self._leave_state(LinkState.UNAVAILABLE, self.url, reason=error, in_s=delay)
+            self.log.info(
+                "broker_retry", in_s=round(delay, 2), attempt=self._backoff.attempts, url=self.url
+            )
             try:
                 async with asyncio.timeout(delay):
                     await self._wait_for_stop()
             except TimeoutError:
                 pass
+
+    def _leave_state(
+        self, state: LinkState, url: str, *, reason: str | None = None, in_s: float | None = None
+    ) -> None:
+        """Write the link's state for `gatewayd status`."""
+        now = datetime.now(UTC)
+        if state is LinkState.UNAVAILABLE and self._unavailable_since is None:
+            self._unavailable_since = now
+        since = self._unavailable_since if state is LinkState.UNAVAILABLE else now
+        write_state(
+            self._state_file,
+            BrokerState(
+                state=state,
+                url=url,
+                since=since or now,
+                updated=now,
+                reason=reason,
+                next_attempt=None if in_s is None else now + timedelta(seconds=in_s),
+            ),
+        )
 
     async def _say_offline_now(self, client: aiomqtt.Client) -> None:
         """Cut short: the clean DISCONNECT that follows drops the LWT, so leave `offline`
@@ -182,14 +229,14 @@ class Publisher:
             async with asyncio.timeout(1.0):
                 await client.publish(self.topics.hub_status, b"offline", qos=0, retain=True)
 
-    def _lost(self, exc: BaseException) -> None:
+    def _lost(self, exc: BaseException) -> str:
+        """Log why the link failed; returns the reason."""
         self.reconnects += 1
+        error = str(exc) or repr(exc)
         self.log.warning(
-            "broker_unavailable",
-            url=self.config.url,
-            error=str(exc) or repr(exc),
-            outbox=self.store.outbox_depth(),
+            "broker_unavailable", url=self.url, error=error, outbox=self.store.outbox_depth()
         )
+        return error
 
     async def _wait_for_stop(self) -> None:
         while not self._stopping:
@@ -199,9 +246,10 @@ class Publisher:
     def _client(self) -> _Client:
         cfg = self.config
         tls = tls_context(cfg)
+        broker = cfg.brokers[self.broker_index]
         return _Client(
-            cfg.host,
-            cfg.port,
+            broker.host,
+            broker.port,
             username=cfg.username,
             password=cfg.password,
             identifier=cfg.client_id,

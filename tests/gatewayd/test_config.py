@@ -94,6 +94,7 @@ protocol = "3.1.1"
 keepalive = 30
 inflight = 10
 include_serial = true
+backoff_max = 20
 
 [log]
 level = "debug"
@@ -153,6 +154,8 @@ def test_full_config_parses_to_expected_objects(
             keepalive=30,
             inflight=10,
             include_serial=True,
+            backoff_min=0.5,  # [supervisor] backoff_min unless set
+            backoff_max=20.0,
         ),
         log=LogConfig(level="debug", format="json"),
         supervisor=SupervisorConfig(backoff_min=0.5, backoff_max=120.0),
@@ -321,6 +324,64 @@ def test_url_variants(tmp_path: Path, url: str, host: str, port: int, tls: bool)
 def test_bad_urls(tmp_path: Path, url: str, reason: str) -> None:
     err = config_error(tmp_path, HUB + f'[mqtt]\nurl = "{url}"\n', "mqtt.url", reason)
     assert "hunter2" not in str(err)
+
+
+def test_url_list_tried_in_turn(tmp_path: Path) -> None:
+    cfg = config.load(
+        write(tmp_path, HUB + '[mqtt]\nurl = ["mqtts://a:8883", "mqtts://b", "mqtts://[::1]:9"]\n')
+    )
+    assert [(b.host, b.port, b.tls) for b in cfg.mqtt.brokers] == [
+        ("a", 8883, True),
+        ("b", 8883, True),
+        ("::1", 9, True),
+    ]
+    assert (cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.tls) == ("a", 8883, True)
+    assert cfg.mqtt.url == "mqtts://a:8883"
+    assert cfg.mqtt.urls == "mqtts://a:8883, mqtts://b:8883, mqtts://[::1]:9"
+
+
+def test_single_url_has_no_alternates(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, HUB + '[mqtt]\nurl = ["mqtt://a"]\n'))
+    assert cfg.mqtt.alternates == ()
+    assert [b.url for b in cfg.mqtt.brokers] == ["mqtt://a:1883"]
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("[]", "at least one broker URL"),
+        ('["mqtt://a", 1]', "must be a string or a list of strings"),
+        ('["mqtt://a", "mqtts://b"]', "all mqtt:// or all mqtts://"),
+        ('["mqtt://a", "mqtt://a:1883"]', "lists mqtt://a:1883 twice"),
+        ('["mqtt://a", "http://b"]', "must start with mqtt:// or mqtts://"),
+    ],
+)
+def test_bad_url_lists(tmp_path: Path, value: str, reason: str) -> None:
+    config_error(tmp_path, HUB + f"[mqtt]\nurl = {value}\n", "mqtt.url", reason)
+
+
+def test_mqtt_backoff_defaults_and_inheritance(tmp_path: Path) -> None:
+    assert config.load(write(tmp_path, HUB)).mqtt.backoff_min == 1.0
+    assert config.load(write(tmp_path, HUB)).mqtt.backoff_max <= 30.0  # issue 10: max <= 30 s
+    inherited = config.load(write(tmp_path, HUB + "[supervisor]\nbackoff_min = 0.2\n")).mqtt
+    assert (inherited.backoff_min, inherited.backoff_max) == (0.2, 30.0)
+    own = config.load(
+        write(tmp_path, HUB + "[mqtt]\nbackoff_min = 0.5\nbackoff_max = 5\n[supervisor]\n")
+    ).mqtt
+    assert (own.backoff_min, own.backoff_max) == (0.5, 5.0)
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "reason"),
+    [
+        ("backoff_min = 0\n", "mqtt.backoff_min", "> 0"),
+        ("backoff_max = -1\n", "mqtt.backoff_max", "> 0"),
+        ("backoff_min = 10\nbackoff_max = 5\n", "mqtt.backoff_max", "must be >= backoff_min"),
+        ('backoff_max = "30"\n', "mqtt.backoff_max", "must be a number"),
+    ],
+)
+def test_bad_mqtt_backoff(tmp_path: Path, extra: str, key: str, reason: str) -> None:
+    config_error(tmp_path, HUB + "[mqtt]\n" + extra, key, reason)
 
 
 def test_url_must_be_a_string(tmp_path: Path) -> None:
