@@ -266,46 +266,50 @@ class Publisher:
         )
 
     async def _session(self, client: _Client) -> None:
-        """One connected session: birth, retained state, then drain until stopped."""
-        await client.publish(self.topics.hub_status, b"online", qos=1, retain=True)
-        for topic_filter in self._subscriptions:
-            await client.subscribe(topic_filter, qos=1)
-        self._dirty_status.update(self._statuses)
-        self._dirty_state.update(self._statuses)
-        self._state_sent.clear()
-        await self._drain(client)
-        # Stopping: a clean disconnect does not fire the LWT, so say it ourselves.
-        await self._publish_statuses(client)
-        await client.publish(self.topics.hub_status, b"offline", qos=1, retain=True)
-        self.log.info("broker_disconnecting", outbox=self.store.outbox_depth())
+        """One connected session: birth, retained state, then drain until stopped.
 
-    async def _drain(self, client: _Client) -> None:
+        A dead link fails the watcher at once, which cancels whatever awaits a PUBACK that will
+        never come (the birth of a node that died just after accepting us, a window of readings):
+        aiomqtt would otherwise let each wait out the client timeout (10 s).
+        """
+        async with asyncio.TaskGroup() as tasks:
+            watcher = tasks.create_task(self._watch_link(client))
+            await client.publish(self.topics.hub_status, b"online", qos=1, retain=True)
+            for topic_filter in self._subscriptions:
+                await client.subscribe(topic_filter, qos=1)
+            self._dirty_status.update(self._statuses)
+            self._dirty_state.update(self._statuses)
+            self._state_sent.clear()
+            await self._drain(client, tasks)
+            # Stopping: a clean disconnect does not fire the LWT, so say it ourselves.
+            await self._publish_statuses(client)
+            await client.publish(self.topics.hub_status, b"offline", qos=1, retain=True)
+            self.log.info("broker_disconnecting", outbox=self.store.outbox_depth())
+            watcher.cancel()
+
+    async def _drain(self, client: _Client, tasks: asyncio.TaskGroup) -> None:
+        """Publish until stopped: statuses, messages, the outbox in order within the window."""
         window = asyncio.Semaphore(self.config.inflight)
         last = 0  # rowid of the last row handed to the broker in this session
-        async with asyncio.TaskGroup() as tasks:
-            # A dead link fails the watcher at once, which cancels the publishes awaiting a
-            # PUBACK that will never come (they would otherwise wait out the client timeout).
-            watcher = tasks.create_task(self._watch_link(client))
-            while True:
-                self._wake.clear()
-                await self._publish_statuses(client)
-                # Alerts and the like go first: they must not wait behind a long replay.
+        while True:
+            self._wake.clear()
+            await self._publish_statuses(client)
+            # Alerts and the like go first: they must not wait behind a long replay.
+            await self._publish_messages(client)
+            rows = self.store.pending(_BATCH, after=last)
+            if not rows:
+                await self._idle(window)
                 await self._publish_messages(client)
-                rows = self.store.pending(_BATCH, after=last)
-                if not rows:
-                    await self._idle(window)
-                    await self._publish_messages(client)
-                    await self._publish_states(client)
-                    if self._stopping:
-                        watcher.cancel()
-                        return
-                    if not self._wake.is_set():
-                        await self._wake.wait()
-                    continue
-                for row in rows:
-                    await window.acquire()
-                    tasks.create_task(self._send(client, row, window))
-                    last = row.rowid
+                await self._publish_states(client)
+                if self._stopping:
+                    return
+                if not self._wake.is_set():
+                    await self._wake.wait()
+                continue
+            for row in rows:
+                await window.acquire()
+                tasks.create_task(self._send(client, row, window))
+                last = row.rowid
 
     async def _watch_link(self, client: aiomqtt.Client) -> None:
         """Dispatch subscribed messages; raises `MqttError` as soon as the connection drops."""

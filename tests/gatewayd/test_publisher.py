@@ -658,6 +658,27 @@ async def test_broker_killed_mid_drain_then_everything_arrives(
 
 
 @pytest.mark.timeout(20)
+async def test_broker_dying_during_the_birth_is_noticed_at_once(
+    own_broker: Mosquitto, store: Store
+) -> None:
+    """A node that dies right after accepting the connection, before acknowledging the birth:
+    the loss is noticed at once, not after the 10 s publish timeout (which made the hub come
+    back up to 10 s late after an outage)."""
+    hub = new_hub()
+    async with tap_to(own_broker) as tap:
+        tap.ack_budget = 0  # hold the birth's PUBACK
+        publisher = publisher_for(mqtt_config(own_broker, hub, port=tap.port), hub, store)
+        async with running(publisher):
+            await tap.wait(lambda: tap.publishes >= 1 and tap.held >= 1)
+            tap.refuse()
+            own_broker.stop(kill=True)
+            killed = time.monotonic()
+            await wait_until(lambda: publisher.reconnects >= 1, timeout=8, what="link loss seen")
+            noticed_s = time.monotonic() - killed
+    assert noticed_s < 2.0
+
+
+@pytest.mark.timeout(20)
 async def test_broker_restart_while_idle_is_noticed_without_new_readings(
     own_broker: Mosquitto, store: Store
 ) -> None:
