@@ -251,15 +251,29 @@ class Store:
         with self.transaction() as own:
             self.add_message(topic, payload, retain=retain, db=own)
 
-    def replace_retained(self, topic: str, payload: bytes) -> None:
-        """Queue a retained message, dropping any older one for the same topic not yet sent.
+    def replace_retained(
+        self, topic: str, payload: bytes, *, db: sqlite3.Connection | None = None
+    ) -> bool:
+        """Queue a retained message, dropping any older one for the same topic not yet sent;
+        False (nothing written) when the same payload already waits for that topic.
 
         Only the newest retained value matters to subscribers; a publish of the superseded row
         already in flight deletes its row after the PUBACK, which is harmless once it is gone.
+        Skipping an identical one keeps repeated announcements from wearing the SD card.
         """
-        with self.transaction() as db:
+        if db is None:
+            with self.transaction() as own:
+                return self.replace_retained(topic, payload, db=own)
+        waiting = db.execute(
+            "SELECT payload FROM messages WHERE topic = ? AND retain = 1 ORDER BY rowid DESC",
+            (topic,),
+        ).fetchall()
+        if len(waiting) == 1 and bytes(waiting[0][0]) == payload:
+            return False
+        if waiting:
             db.execute("DELETE FROM messages WHERE topic = ? AND retain = 1", (topic,))
-            self.add_message(topic, payload, retain=True, db=db)
+        self.add_message(topic, payload, retain=True, db=db)
+        return True
 
     def pending_messages(self, limit: int) -> list[PendingMessage]:
         """Queued messages, oldest first."""

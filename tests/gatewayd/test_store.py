@@ -342,3 +342,21 @@ def test_data_survives_close_and_reopen(db_path: Path) -> None:
         assert [decode_record(p.record).seq for p in again.pending(10)] == [1, 2, 3, 4]
     finally:
         again.close()
+
+
+def _messages_written(store: Store) -> int:
+    rows = store.query("SELECT seq FROM sqlite_sequence WHERE name = 'messages'")
+    return int(rows[0][0]) if rows else 0
+
+
+def test_replace_retained_writes_nothing_when_the_same_message_waits(store: Store) -> None:
+    assert store.replace_retained("t/config", b"v1") is True
+    written = _messages_written(store)
+    assert store.replace_retained("t/config", b"v1") is False  # unchanged: nothing written
+    assert _messages_written(store) == written
+    assert store.replace_retained("t/config", b"v2") is True  # changed: replaces the old one
+    assert [(m.topic, m.payload) for m in store.pending_messages(10)] == [("t/config", b"v2")]
+    store.delete_message(store.pending_messages(1)[0].rowid)  # delivered
+    assert store.replace_retained("t/config", b"v2") is True  # no longer there: queued again
+    assert store.replace_retained("other", b"v2") is True
+    assert len(store.pending_messages(10)) == 2
