@@ -60,8 +60,9 @@ class BrokerAddress:
         return f"{'mqtts' if self.tls else 'mqtt'}://{host}:{self.port}"
 
 
-#: Default `[mqtt] backoff_max`: a broker back from an outage is used again within this.
-MQTT_BACKOFF_MAX = 30.0
+#: Default `[mqtt] backoff_max`: a broker back from an outage is used again within this (7.5 s
+#: on average at the cap, jittered over [7.5, 15] s so a fleet does not reconnect in lock-step).
+MQTT_BACKOFF_MAX = 15.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -364,7 +364,7 @@ def test_mqtt_backoff_defaults_and_inheritance(tmp_path: Path) -> None:
     assert config.load(write(tmp_path, HUB)).mqtt.backoff_min == 1.0
     assert config.load(write(tmp_path, HUB)).mqtt.backoff_max <= 30.0  # issue 10: max <= 30 s
     inherited = config.load(write(tmp_path, HUB + "[supervisor]\nbackoff_min = 0.2\n")).mqtt
-    assert (inherited.backoff_min, inherited.backoff_max) == (0.2, 30.0)
+    assert (inherited.backoff_min, inherited.backoff_max) == (0.2, 15.0)
     own = config.load(
         write(tmp_path, HUB + "[mqtt]\nbackoff_min = 0.5\nbackoff_max = 5\n[supervisor]\n")
     ).mqtt
