@@ -62,6 +62,15 @@ _LATEST_PUBLISHABLE = (
 )
 #: `_held_from()` when no reading is held for the clock.
 _NO_HOLD = 2**63 - 1
+#: Pages in the WAL before a commit checkpoints it into the database (SQLite's default, 1000
+#: pages = 4 MiB, never fired on a 4 MiB volume: the WAL itself filled the disk, and then no
+#: checkpoint could grow the database to empty it, so freed space went straight back to the WAL).
+#: With one commit per reading (~5 pages), this checkpoints about every 20 readings.
+WAL_CHECKPOINT_PAGES = 100
+#: Bytes the WAL file is cut back to after a checkpoint resets it (SQLite keeps it at its largest
+#: otherwise): what a past burst made it need is given back to the disk. Below the full-disk
+#: reserve (gatewayd.recovery), so releasing the reserve always lets a checkpoint complete.
+WAL_SIZE_LIMIT = 512 << 10
 
 
 class StoreFull(StoreError):  # noqa: N818 - reads as the condition it reports
@@ -153,6 +162,8 @@ class Store:
             if check:
                 quick_check(db)
             db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+            db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             db.execute(f"PRAGMA synchronous={self._synchronous}")
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(_DDL)
