@@ -21,11 +21,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import structlog
+
 from gatewayd.driver import ResumePoint
 from gatewayd.errors import StoreError, StorePathError
 from gatewayd.models import Reading
 from gatewayd.records import decode_record, encode_record
-from gatewayd.storefile import is_corrupt, move_aside, quick_check
+from gatewayd.storefile import identity, is_corrupt, move_aside, quick_check, restore
 
 _SCHEMA_VERSION = 1
 _DDL = """
@@ -153,6 +155,9 @@ class Store:
             self._db = self._connect(check=recover_corrupt)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open store {path}: {exc}") from exc
+        #: (st_dev, st_ino) of the file opened: `ensure_file` notices it deleted or replaced.
+        self._identity = identity(path)
+        self._restore_failing = False
 
     def _connect(self, *, check: bool) -> sqlite3.Connection:
         if not self.path.exists():  # a corrupt store was just moved aside
@@ -178,6 +183,43 @@ class Store:
             db.close()
             raise
         return db
+
+    def ensure_file(self) -> bool:
+        """Check (one stat) that the file at `path` is still the one open; when it was deleted
+        or replaced under the running daemon, write the open database back to `path` (moving a
+        replacement aside), reopen it and log `store_file_replaced` at error level. True when
+        it did; on failure (e.g. a full disk) it logs once and keeps writing to the open file.
+        """
+        if identity(self.path) == self._identity:
+            return False
+        found = "deleted" if not self.path.exists() else "replaced"
+        log = structlog.get_logger().bind(component="store")
+        try:
+            moved = restore(self._db, self.path)
+        except (sqlite3.Error, OSError) as exc:
+            if not self._restore_failing:
+                self._restore_failing = True
+                log.error(  # noqa: TRY400 - expected (a full disk): no traceback needed
+                    "store_file_replaced",
+                    path=str(self.path),
+                    found=found,
+                    error=str(exc),
+                    action="cannot write the store back yet; still writing to the open file, "
+                    "trying again with every reading",
+                )
+            return False
+        self._db = self._connect(check=False)
+        self._identity = identity(self.path)
+        self._restore_failing = False
+        log.error(
+            "store_file_replaced",
+            path=str(self.path),
+            found=found,
+            moved_to=str(moved) if moved else None,
+            action="the open store was written back to its path: history, outbox and resume "
+            "points kept",
+        )
+        return True
 
     def close(self) -> None:
         """Checkpoint and close (a checkpoint a full disk refuses is left to the next open)."""
