@@ -11,7 +11,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -93,6 +93,11 @@ class MqttConfig:
     def brokers(self) -> tuple[BrokerAddress, ...]:
         """Every configured broker, in the order they are tried."""
         return (BrokerAddress(self.host, self.port, self.tls), *self.alternates)
+
+    def node(self, index: int) -> MqttConfig:
+        """This config with `brokers[index]` as its only broker (doctor checks each one)."""
+        broker = self.brokers[index]
+        return replace(self, host=broker.host, port=broker.port, tls=broker.tls, alternates=())
 
     @property
     def url(self) -> str:

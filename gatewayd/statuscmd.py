@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import sqlite3
 import sys
@@ -252,7 +253,7 @@ def run_status(
     view = None
     if broker:
         expected = [d.id for d in cfg.devices if d.enabled]
-        view = asyncio.run(read_broker(cfg, expected, step_s=timeout))
+        view = asyncio.run(read_broker(_reached(cfg, link), expected, step_s=timeout))
     if fmt == "json":
         document = _json(cfg.hub.id, snap, view, at, strict=strict)
         document["broker_link"] = link.as_json() if link is not None else None
@@ -260,6 +261,15 @@ def run_status(
     else:
         _text(out, cfg.hub.id, snap, view, at, strict=strict, link=link)
     return 1 if view is not None and view.error is not None else 0
+
+
+def _reached(cfg: Config, link: BrokerState | None) -> Config:
+    """`cfg` with the broker node the daemon last connected to first: with several nodes in
+    `[mqtt] url` the hub's retained statuses live there (per node on some brokers)."""
+    urls = [b.url for b in cfg.mqtt.brokers]
+    if link is None or link.state is not LinkState.CONNECTED or link.url not in urls:
+        return cfg
+    return dataclasses.replace(cfg, mqtt=cfg.mqtt.node(urls.index(link.url)))
 
 
 def _glucose(device: DeviceSummary) -> str:

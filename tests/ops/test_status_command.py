@@ -302,5 +302,39 @@ async def test_broker_link_shows_the_reason_and_the_next_attempt(tmp_path: Path)
 
 def _status_now(path: Path, *args: str) -> tuple[int, str]:
     out = io.StringIO()
-    code = run_status(path, fmt="json" if "json" in args else "text", out=out)
+    fmt = "json" if "json" in args else "text"
+    code = run_status(path, fmt=fmt, broker="broker" in args, timeout=2.0, out=out)
     return code, out.getvalue()
+
+
+async def test_broker_view_reads_the_node_the_daemon_reached(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """Two URLs, the first down: `--broker` asks the node the daemon is connected to."""
+    down = f"mqtt://127.0.0.1:{free_port()}"
+    path = make_config(tmp_path, url=down)
+    secret = tmp_path / "pw"
+    secret.write_text(broker.password + "\n")
+    secret.chmod(0o600)
+    path.write_text(
+        path.read_text().replace(
+            f'url = "{down}"',
+            f'url = ["{down}", "{broker.url()}"]\nusername = "{broker.username}"\n'
+            'password_file = "pw"',
+        )
+    )
+    cfg = load(path)
+    store = Store(cfg.store.path)
+    publisher = Publisher(dataclasses.replace(cfg.mqtt, backoff_min=0.05), cfg.hub.id, store)
+    task = asyncio.create_task(publisher.run())
+    try:
+        await asyncio.wait_for(publisher.connected.wait(), 10)
+        code, text = await asyncio.to_thread(_status_now, path, "broker")
+    finally:
+        publisher.stop()
+        async with asyncio.timeout(5):
+            await task
+        store.close()
+    assert code == 0, text
+    assert f"broker {broker.url()}: hub online" in text
+    assert f"broker link: connected to {broker.url()} since " in text
