@@ -75,9 +75,12 @@ def state_path(store_path: Path) -> Path:
 def write_state(path: Path, state: BrokerState) -> None:
     """Replace the state file atomically; never raises (a full disk must not stop the link)."""
     temporary = path.with_name(path.name + ".tmp")
-    with contextlib.suppress(OSError):
+    try:
         temporary.write_text(json.dumps(state.as_json()) + "\n", encoding="utf-8")
         os.replace(temporary, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
 
 
 def read_state(path: Path) -> BrokerState | None:

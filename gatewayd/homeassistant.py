@@ -53,8 +53,9 @@ _OUT_OF_RANGE = {"mg/dL": ("39", "401"), "mmol/L": ("2.2", "22.3")}
 #: An `online` burst ends once this many seconds pass without another; then one re-announcement
 #: (Home Assistant itself waits a moment after its birth before it reads discovery).
 _QUIET_S = 1.0
-#: A storm that never pauses still gets one re-announcement per this many seconds.
-_MAX_WAIT_S = 10.0
+#: A storm that never pauses still gets one re-announcement per this many seconds (the configs
+#: are retained: a Home Assistant that came online meanwhile has them from the broker already).
+_MAX_WAIT_S = 60.0
 _DDL = """
 CREATE TABLE IF NOT EXISTS homeassistant_announced (
     device TEXT PRIMARY KEY,
