@@ -18,10 +18,9 @@ from urllib.parse import urlsplit
 
 from gatewayd import credentials
 from gatewayd.driver import options_table
-from gatewayd.errors import ConfigError, TlsFileError
+from gatewayd.errors import ConfigError
 from gatewayd.options import OptionReader
 from gatewayd.privacy import PRIVACY_LEVELS
-from gatewayd.tls import client_context
 
 #: Ids appear in MQTT topics: keep them to characters every broker and shell treat literally.
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
@@ -274,11 +273,6 @@ def _mqtt(r: OptionReader, base: Path, hub_id: str, supervisor: SupervisorConfig
         raise r.error("url", "ca_file/cert_file are set but the url is not mqtts://")
     if key_file is not None:
         credentials.check_private_file(r, "key_file", key_file, what="a private key")
-    if tls:
-        try:  # the same loading the publisher does before every connection attempt
-            client_context(ca_file, cert_file, key_file)
-        except TlsFileError as exc:
-            raise r.error(exc.key, f"{exc.path}: {exc.reason}") from None
     root = r.string("topic_root", "gatewayd")
     if not _TOPIC_ROOT.match(root):
         raise r.error(

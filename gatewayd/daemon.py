@@ -18,9 +18,9 @@ import structlog
 
 from gatewayd.config import Config
 from gatewayd.driver import DriverPlugin
-from gatewayd.errors import ConfigError, PluginError, StorePathError
+from gatewayd.errors import ConfigError, PluginError, StorePathError, TlsFileError
 from gatewayd.health.watchdog import Watchdog, WatchdogOptions
-from gatewayd.publisher import Publisher
+from gatewayd.publisher import Publisher, tls_context
 from gatewayd.recovery import FullDiskOptions
 from gatewayd.registry import load
 from gatewayd.services import Service, ServiceContext, ServiceSpec, parse_all
@@ -55,7 +55,13 @@ def _ble_config(config: Config, plugins: dict[str, DriverPlugin[Any]]) -> Any:
 
 
 def plan(config: Config) -> Plan:
-    """Load the configured drivers and validate every device's options (fails at start)."""
+    """Load the configured drivers, validate every device's options and read the TLS files
+    (fails at start, one line each; `gatewayd status` does not need them and does not read them).
+    """
+    try:  # the same loading the publisher does before every connection attempt
+        tls_context(config.mqtt)
+    except TlsFileError as exc:
+        raise ConfigError(config.file, f"mqtt.{exc.key}", f"{exc.path}: {exc.reason}") from None
     enabled = [d for d in config.devices if d.enabled]
     plugins: dict[str, DriverPlugin[Any]] = {}
     for device in enabled:

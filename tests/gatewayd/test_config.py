@@ -23,6 +23,7 @@ from gatewayd.config import (
     StoreConfig,
     SupervisorConfig,
 )
+from gatewayd.daemon import plan
 from gatewayd.errors import ConfigError, GatewayError
 from gatewayd.testing.certs import make_pki
 
@@ -567,11 +568,16 @@ GARBAGE_PEM = "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFIC
 def test_unusable_tls_files_are_config_errors(
     tls_files: Path, files: str, garbage: str | None, key: str, reason: str
 ) -> None:
-    """Not PEM, or a key that does not match: one line naming file, key and reason (issue 10)."""
+    """Not PEM, or a key that does not match: at start, one line naming file, key and reason
+    (issue 10.1)."""
     if garbage is not None:
         (tls_files / garbage).write_text(GARBAGE_PEM, encoding="utf-8")
-    err = config_error(tls_files, HUB + f'[mqtt]\nurl = "mqtts://b"\n{files}\n', key, reason)
-    assert "\n" not in str(err)
+    path = write(tls_files, HUB + f'[mqtt]\nurl = "mqtts://b"\n{files}\n')
+    loaded = config.load(path)  # `gatewayd status` reads the config without the TLS files
+    with pytest.raises(ConfigError) as caught:
+        plan(loaded)  # what `gatewayd run` (and doctor) does at start
+    check_error(caught.value, path, key, reason)
+    assert "\n" not in str(caught.value)
 
 
 @pytest.mark.parametrize("name", ["ca_file", "cert_file", "key_file"])
