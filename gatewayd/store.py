@@ -155,8 +155,8 @@ class Store:
             self._db = self._connect(check=recover_corrupt)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open store {path}: {exc}") from exc
-        #: (st_dev, st_ino) of the file opened: `ensure_file` notices it deleted or replaced.
-        self._identity = identity(path)
+        #: (st_dev, st_ino) of the files opened: `ensure_file` notices them deleted or replaced.
+        self._identity = self._identities()
         self._restore_failing = False
 
     def _connect(self, *, check: bool) -> sqlite3.Connection:
@@ -184,18 +184,30 @@ class Store:
             raise
         return db
 
+    def _identities(self) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+        """(st_dev, st_ino) of the database file and of its WAL (which the open connection
+        keeps: deleted alone, it would take the commits not yet checkpointed with it)."""
+        return identity(self.path), identity(Path(f"{self.path}-wal"))
+
     def ensure_file(self) -> bool:
-        """Check (one stat) that the file at `path` is still the one open; when it was deleted
-        or replaced under the running daemon, write the open database back to `path` (moving a
-        replacement aside), reopen it and log `store_file_replaced` at error level. True when
-        it did; on failure (e.g. a full disk) it logs once and keeps writing to the open file.
+        """Check (two stats) that the files at `path` are still the ones open; when they were
+        deleted or replaced under the running daemon, write the open database back to `path`
+        (moving a replacement aside), reopen it and log `store_file_replaced` at error level.
+        True when it did; on failure (e.g. a full disk) it logs once and keeps writing to the
+        open file.
         """
-        if identity(self.path) == self._identity:
+        database, wal = self._identities()
+        if database == self._identity[0] and (wal == self._identity[1] or not self._identity[1]):
             return False
-        found = "deleted" if not self.path.exists() else "replaced"
+        if database is None:
+            found = "deleted"
+        elif database != self._identity[0]:
+            found = "replaced"
+        else:
+            found = "wal deleted" if wal is None else "wal replaced"
         log = structlog.get_logger().bind(component="store")
         try:
-            moved = restore(self._db, self.path)
+            moved = restore(self._db, self.path, foreign=found == "replaced")
         except (sqlite3.Error, OSError) as exc:
             if not self._restore_failing:
                 self._restore_failing = True
@@ -209,7 +221,7 @@ class Store:
                 )
             return False
         self._db = self._connect(check=False)
-        self._identity = identity(self.path)
+        self._identity = self._identities()
         self._restore_failing = False
         log.error(
             "store_file_replaced",

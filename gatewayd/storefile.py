@@ -74,9 +74,11 @@ def identity(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def restore(db: sqlite3.Connection, path: Path, *, now: datetime | None = None) -> Path | None:
-    """Write the open database `db` back to `path` (whose file was deleted or replaced), then
-    close `db`; returns where a replacement found at `path` was moved, if any.
+def restore(
+    db: sqlite3.Connection, path: Path, *, foreign: bool, now: datetime | None = None
+) -> Path | None:
+    """Write the open database `db` back to `path` (whose file, or its WAL, was deleted or
+    replaced), then close `db`; returns where a `foreign` file found at `path` was moved.
 
     The WAL is checkpointed first, so the copy is the whole database and the `-wal` that closing
     `db` deletes holds nothing. On an error (a full disk) `db` stays open and `path` untouched.
@@ -97,7 +99,7 @@ def restore(db: sqlite3.Connection, path: Path, *, now: datetime | None = None) 
         temporary.unlink(missing_ok=True)
         raise
     moved = None
-    if path.exists():
+    if foreign and path.exists():
         stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
         moved = path.rename(_free_name(path, stamp, "replaced"))
     os.replace(temporary, path)

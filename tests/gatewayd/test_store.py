@@ -372,22 +372,26 @@ def _stored_ids(path: Path) -> list[str]:
         return [rid for (rid,) in db.execute("SELECT id FROM readings ORDER BY rowid")]
 
 
-@pytest.mark.parametrize("companions", [False, True], ids=["db-only", "with-wal-and-shm"])
+@pytest.mark.parametrize(
+    ("suffixes", "found"),
+    [(("",), "deleted"), (("", "-wal", "-shm"), "deleted"), (("-wal",), "wal deleted")],
+    ids=["db-only", "db-wal-and-shm", "wal-only"],
+)
 def test_a_deleted_store_file_is_written_back_with_everything(
-    store: Store, db_path: Path, companions: bool
+    store: Store, db_path: Path, suffixes: tuple[str, ...], found: str
 ) -> None:
     readings = [make(seq) for seq in range(10)]
     for r in readings[:6]:
         store.add(r)
     store.mark_delivered(row.rowid for row in store.pending(3))
-    assert store.ensure_file() is False  # nothing happened: one stat, nothing else
-    for suffix in ("", "-wal", "-shm") if companions else ("",):
+    assert store.ensure_file() is False  # nothing happened: two stats, nothing else
+    for suffix in suffixes:
         Path(f"{db_path}{suffix}").unlink()
     with capture_logs() as logs:
         for r in readings[6:]:
             store.ensure_file()
             store.add(r)
-    assert [e["found"] for e in logs if e["event"] == "store_file_replaced"] == ["deleted"]
+    assert [e["found"] for e in logs if e["event"] == "store_file_replaced"] == [found]
     assert [e["log_level"] for e in logs if e["event"] == "store_file_replaced"] == ["error"]
     assert _stored_ids(db_path) == [r.id for r in readings]  # the file, not only the connection
     assert store.outbox_depth() == 7
