@@ -11,7 +11,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -45,12 +45,34 @@ class StoreConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BrokerAddress:
+    """One broker (node) of `[mqtt] url`."""
+
+    host: str
+    port: int
+    tls: bool = False
+
+    @property
+    def url(self) -> str:
+        """The broker URL (never with credentials: safe to log)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'mqtts' if self.tls else 'mqtt'}://{host}:{self.port}"
+
+
+#: Default `[mqtt] backoff_max`: a broker back from an outage is used again within this (7.5 s
+#: on average at the cap, jittered over [7.5, 15] s so a fleet does not reconnect in lock-step).
+MQTT_BACKOFF_MAX = 15.0
+
+
+@dataclass(frozen=True, slots=True)
 class MqttConfig:
-    """`[mqtt]`: the broker link."""
+    """`[mqtt]`: the broker link. `host`, `port`, `tls` are the first URL of `[mqtt] url`;
+    `alternates` the further ones (nodes of a cluster), tried in turn on every reconnect."""
 
     host: str = "localhost"
     port: int = 1883
     tls: bool = False
+    alternates: tuple[BrokerAddress, ...] = ()
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     ca_file: Path | None = None
@@ -62,12 +84,29 @@ class MqttConfig:
     keepalive: int = 60
     inflight: int = 32
     include_serial: bool = False
+    #: Seconds between connection attempts: doubling from min to max, jittered (gatewayd.backoff).
+    backoff_min: float = 1.0
+    backoff_max: float = MQTT_BACKOFF_MAX
+
+    @property
+    def brokers(self) -> tuple[BrokerAddress, ...]:
+        """Every configured broker, in the order they are tried."""
+        return (BrokerAddress(self.host, self.port, self.tls), *self.alternates)
+
+    def node(self, index: int) -> MqttConfig:
+        """This config with `brokers[index]` as its only broker (doctor checks each one)."""
+        broker = self.brokers[index]
+        return replace(self, host=broker.host, port=broker.port, tls=broker.tls, alternates=())
 
     @property
     def url(self) -> str:
-        """The broker URL without credentials (safe to log)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{'mqtts' if self.tls else 'mqtt'}://{host}:{self.port}"
+        """The (first) broker URL without credentials (safe to log)."""
+        return self.brokers[0].url
+
+    @property
+    def urls(self) -> str:
+        """Every broker URL, comma-separated (safe to log)."""
+        return ", ".join(b.url for b in self.brokers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,13 +203,14 @@ def parse(data: Mapping[str, Any], file: Path | None = None) -> Config:
     base = file.parent if file is not None else Path.cwd()
     top = OptionReader(data, file, "")
     hub = _hub(top.table("hub", required=True))
+    supervisor = _supervisor(top.table("supervisor"))
     config = Config(
         file=file,
         hub=hub,
         store=_store(top.table("store"), base),
-        mqtt=_mqtt(top.table("mqtt"), base, hub.id),
+        mqtt=_mqtt(top.table("mqtt"), base, hub.id, supervisor),
         log=_log(top.table("log")),
-        supervisor=_supervisor(top.table("supervisor")),
+        supervisor=supervisor,
         devices=_devices(top, file),
         sections={name: top.table(name).table_value() for name in SERVICE_TABLES if top.has(name)},
     )
@@ -205,8 +245,9 @@ def _store(r: OptionReader, base: Path) -> StoreConfig:
     return store
 
 
-def _mqtt(r: OptionReader, base: Path, hub_id: str) -> MqttConfig:
-    host, port, tls = _broker_url(r)
+def _mqtt(r: OptionReader, base: Path, hub_id: str, supervisor: SupervisorConfig) -> MqttConfig:
+    first, *alternates = _broker_urls(r)
+    tls = first.tls
     password = r.optional_string("password")
     password_file = r.optional_path("password_file", base=base)
     if password is not None and password_file is not None:
@@ -237,10 +278,16 @@ def _mqtt(r: OptionReader, base: Path, hub_id: str) -> MqttConfig:
         raise r.error(
             "topic_root", f"must be topic levels of A-Z a-z 0-9 _ . - joined by '/', got {root!r}"
         )
+    # The minimum follows [supervisor] unless set: one knob paces every reconnect on the hub.
+    low = r.number("backoff_min", supervisor.backoff_min, minimum=0, exclusive_minimum=True)
+    high = r.number("backoff_max", max(MQTT_BACKOFF_MAX, low), minimum=0, exclusive_minimum=True)
+    if high < low:
+        raise r.error("backoff_max", f"must be >= backoff_min ({low}), got {high}")
     mqtt = MqttConfig(
-        host=host,
-        port=port,
+        host=first.host,
+        port=first.port,
         tls=tls,
+        alternates=tuple(alternates),
         username=username,
         password=password,
         ca_file=ca_file,
@@ -252,13 +299,35 @@ def _mqtt(r: OptionReader, base: Path, hub_id: str) -> MqttConfig:
         keepalive=r.integer("keepalive", 60, minimum=5, maximum=3600),
         inflight=r.integer("inflight", 32, minimum=1, maximum=1000),
         include_serial=r.boolean("include_serial", False),
+        backoff_min=low,
+        backoff_max=high,
     )
     r.finish()
     return mqtt
 
 
-def _broker_url(r: OptionReader) -> tuple[str, int, bool]:
-    url = r.string("url", "mqtt://localhost:1883")
+def _broker_urls(r: OptionReader) -> list[BrokerAddress]:
+    """`url`: one URL, or a list of them (the nodes of a cluster), all mqtt:// or all mqtts://."""
+    value = r.raw("url", "mqtt://localhost:1883")
+    urls = value if isinstance(value, list) else [value]
+    if not urls:
+        raise r.error("url", "must name at least one broker URL")
+    brokers: list[BrokerAddress] = []
+    for url in urls:
+        if not isinstance(url, str):
+            raise r.error("url", f"must be a string or a list of strings, got {value!r}")
+        if not url:
+            raise r.error("url", "must not be empty")
+        broker = _broker_url(r, url)
+        if broker in brokers:
+            raise r.error("url", f"lists {broker.url} twice")
+        brokers.append(broker)
+    if len({b.tls for b in brokers}) > 1:
+        raise r.error("url", "must be all mqtt:// or all mqtts:// (one TLS setting for all)")
+    return brokers
+
+
+def _broker_url(r: OptionReader, url: str) -> BrokerAddress:
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -275,7 +344,7 @@ def _broker_url(r: OptionReader) -> tuple[str, int, bool]:
     if port == 0:
         raise r.error("url", f"port must be 1-65535, got {url!r}")
     tls = parts.scheme == "mqtts"
-    return parts.hostname, port if port is not None else (8883 if tls else 1883), tls
+    return BrokerAddress(parts.hostname, port if port is not None else (8883 if tls else 1883), tls)
 
 
 def _existing(r: OptionReader, name: str, base: Path) -> Path | None:

@@ -16,12 +16,11 @@ from typing import Any
 
 import structlog
 
-from gatewayd.backoff import Backoff
 from gatewayd.config import Config
 from gatewayd.driver import DriverPlugin
-from gatewayd.errors import PluginError
+from gatewayd.errors import ConfigError, PluginError, StorePathError, TlsFileError
 from gatewayd.health.watchdog import Watchdog, WatchdogOptions
-from gatewayd.publisher import Publisher
+from gatewayd.publisher import Publisher, tls_context
 from gatewayd.recovery import FullDiskOptions
 from gatewayd.registry import load
 from gatewayd.services import Service, ServiceContext, ServiceSpec, parse_all
@@ -56,7 +55,13 @@ def _ble_config(config: Config, plugins: dict[str, DriverPlugin[Any]]) -> Any:
 
 
 def plan(config: Config) -> Plan:
-    """Load the configured drivers and validate every device's options (fails at start)."""
+    """Load the configured drivers, validate every device's options and read the TLS files
+    (fails at start, one line each; `gatewayd status` does not need them and does not read them).
+    """
+    try:  # the same loading the publisher does before every connection attempt
+        tls_context(config.mqtt)
+    except TlsFileError as exc:
+        raise ConfigError(config.file, f"mqtt.{exc.key}", f"{exc.path}: {exc.reason}") from None
     enabled = [d for d in config.devices if d.enabled]
     plugins: dict[str, DriverPlugin[Any]] = {}
     for device in enabled:
@@ -89,17 +94,18 @@ class Daemon:
     ) -> None:
         cfg = plan.config
         self.log = structlog.get_logger().bind(component="daemon", hub=cfg.hub.id)
-        self.store = Store(
-            cfg.store.path,
-            retention_days=cfg.store.retention_days,
-            synchronous=cfg.store.synchronous,
-            recover_corrupt=True,  # a corrupt store is moved aside: never a restart loop
-        )
+        try:
+            self.store = Store(
+                cfg.store.path,
+                retention_days=cfg.store.retention_days,
+                synchronous=cfg.store.synchronous,
+                recover_corrupt=True,  # a corrupt store is moved aside: never a restart loop
+            )
+        except StorePathError as exc:  # a bad value like any other: one line, exit 2
+            raise ConfigError(cfg.file, "store.path", f"{exc.path}: {exc.reason}") from None
         #: Whether the hub's clock is trusted; holds and re-dates readings until it is.
         self.timekeeper = Timekeeper(self.store, timesync)
-        self.publisher = Publisher(
-            cfg.mqtt, cfg.hub.id, self.store, backoff=Backoff(cfg.supervisor.backoff_min, 60.0)
-        )
+        self.publisher = Publisher(cfg.mqtt, cfg.hub.id, self.store)
         devices = [
             Device(device_id, plugin, options) for device_id, plugin, options in plan.devices
         ]
@@ -141,7 +147,7 @@ class Daemon:
         self.log.info(
             "gateway_starting",
             devices=len(self.supervisor.devices),
-            broker=self.publisher.config.url,
+            broker=self.publisher.config.urls,
             outbox=self.store.outbox_depth(),
             held_for_clock=self.store.held_depth(),
         )

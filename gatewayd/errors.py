@@ -85,7 +85,31 @@ class StoreError(GatewayError):
     """The local store cannot be opened or written."""
 
 
+class StorePathError(StoreError):
+    """The store's path cannot hold a store (a directory, a folder that cannot be created);
+    the daemon reports it as a config error on `store.path`."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = _one_line(reason)
+        super().__init__(f"cannot open store {path}: {self.reason}")
+
+
 class PublishError(GatewayError):
     """The broker link failed; the publisher reconnects by itself."""
 
     retryable = True
+
+
+class TlsFileError(PublishError):
+    """A TLS file of the broker link (`[mqtt] ca_file`, `cert_file`, `key_file`) is unusable.
+
+    At start it becomes a `ConfigError`; at run time (a botched certificate rotation) the
+    publisher reports the broker as unavailable with this reason and tries again later.
+    """
+
+    def __init__(self, key: str, path: Path, reason: str) -> None:
+        self.key = key
+        self.path = path
+        self.reason = _one_line(reason)
+        super().__init__(f"{key} {path}: {self.reason}")

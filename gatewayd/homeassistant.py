@@ -17,9 +17,12 @@ the device is neither `parked` nor `stopped` (`availability_mode: all`). A devic
 between readings (most CGMs) stays available; staleness is what `expire_after` is for. `link`
 needs the hub only, so a parked device shows why.
 
-Configs are queued in the store's durable message outbox, again whenever `<prefix>/status` says
-`online`. Announced devices are remembered in the store; at start a device no longer configured
-(or every device, with `enabled = false`) gets an empty retained config, which removes it.
+Configs are queued in the store's durable message outbox, again when `<prefix>/status` says
+`online`. Anyone allowed to publish there can send thousands of `online`s: a burst of them (until
+`_QUIET_S` pass without one, or `_MAX_WAIT_S` after its first) makes one re-announcement, and a
+config that already waits in the outbox unchanged is not written again (the SD card's life).
+Announced devices are remembered in the store; at start a device no longer configured (or every
+device, with `enabled = false`) gets an empty retained config, which removes it.
 """
 
 from __future__ import annotations
@@ -47,6 +50,12 @@ ALERTS_LEAF = "alerts"
 _ACTIVE = "{% set active = value_json.active if value_json is mapping else value_json %}"
 #: What an out-of-range reading shows as (Nightscout's LOW and HIGH codes), per unit.
 _OUT_OF_RANGE = {"mg/dL": ("39", "401"), "mmol/L": ("2.2", "22.3")}
+#: An `online` burst ends once this many seconds pass without another; then one re-announcement
+#: (Home Assistant itself waits a moment after its birth before it reads discovery).
+_QUIET_S = 1.0
+#: A storm that never pauses still gets one re-announcement per this many seconds (the configs
+#: are retained: a Home Assistant that came online meanwhile has them from the broker already).
+_MAX_WAIT_S = 60.0
 _DDL = """
 CREATE TABLE IF NOT EXISTS homeassistant_announced (
     device TEXT PRIMARY KEY,
@@ -248,15 +257,40 @@ class HomeAssistant:
         )
         #: Set once the configs (and removals) of this start are queued.
         self.synced = asyncio.Event()
+        #: `online` messages received since the last re-announcement.
+        self.onlines = 0
+        #: Re-announcements made since start (one per burst of `online`).
+        self.announcements = 0
+        self._online = asyncio.Event()
         context.store.ensure_schema(_DDL)
         if options.enabled:
             context.publisher.subscribe(f"{options.discovery_prefix}/status", self._on_ha_status)
 
     async def run(self) -> None:
-        """Retract what is no longer configured, announce the rest, and return."""
+        """Retract what is no longer configured, announce the rest, then re-announce once per
+        burst of `online` from Home Assistant, until cancelled."""
         retracted = self.sync()
         self.synced.set()
         self.log.info("homeassistant_announced", devices=len(self.devices), removed=retracted)
+        while True:
+            await self._online.wait()
+            await self._end_of_burst()
+            self.log.info("homeassistant_online", devices=len(self.devices), messages=self.onlines)
+            self.onlines = 0
+            self.announce()
+
+    async def _end_of_burst(self) -> None:
+        """Return once `_QUIET_S` passed without an `online`, or `_MAX_WAIT_S` after the first."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _MAX_WAIT_S
+        while (left := deadline - loop.time()) > 0:
+            self._online.clear()
+            try:
+                async with asyncio.timeout(min(_QUIET_S, left)):
+                    await self._online.wait()
+            except TimeoutError:
+                return
+        self._online.clear()
 
     def on_reading(self, reading: Reading) -> None:
         """Nothing to do: entities read the retained `state` topic."""
@@ -285,6 +319,7 @@ class HomeAssistant:
 
     def announce(self) -> None:
         """Queue every configured device's config again (Home Assistant came online)."""
+        self.announcements += 1
         prefix, hub = self.options.discovery_prefix, self.context.topics.hub
         with self.context.store.transaction() as db:
             for device in self.devices:
@@ -292,13 +327,14 @@ class HomeAssistant:
         self.context.publisher.notify()
 
     def _queue(self, db: sqlite3.Connection, device: str, topic: str) -> None:
+        """Queue a device's config, unless the same one already waits in the outbox."""
         payload = discovery_payload(self.context, self.options, device, self.devices[device])
-        self.context.store.add_message(topic, _json(payload), retain=True, db=db)
+        self.context.store.replace_retained(topic, _json(payload), db=db)
 
     def _on_ha_status(self, topic: str, payload: bytes) -> None:
         if payload.strip() == b"online":
-            self.log.info("homeassistant_online", devices=len(self.devices))
-            self.announce()
+            self.onlines += 1
+            self._online.set()  # `run` re-announces once the burst is over
 
 
 def create(options: HomeAssistantOptions, context: ServiceContext) -> HomeAssistant:

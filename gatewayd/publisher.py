@@ -1,6 +1,10 @@
 """The broker link: drains the store's outbox to MQTT with QoS 1, in order, losing nothing.
 
-One long-lived loop owns the connection and reconnects with capped, jittered backoff. While
+One long-lived loop owns the connection and reconnects with capped, jittered backoff
+(`[mqtt] backoff_min` … `backoff_max`). With several broker URLs (the nodes of a cluster) every
+attempt goes to the next one in turn, so a stopped node costs one failed attempt, not an outage;
+the LWT and the birth go to whichever node was reached. The link's state, with the time of the
+next attempt, is left beside the store for `gatewayd status` (gatewayd.brokerstate). While
 connected it publishes the hub's retained `online` birth (the LWT says `offline`), every device's
 retained status and state, then the outbox: oldest row first, at most `inflight` messages
 awaiting PUBACK at once. A row leaves the outbox only after its PUBACK; after a reconnect or a
@@ -17,6 +21,7 @@ import logging
 import ssl
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiomqtt
@@ -26,10 +31,13 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gatewayd.backoff import Backoff
+from gatewayd.brokerstate import BrokerState, LinkState, state_path, write_state
 from gatewayd.config import MqttConfig
+from gatewayd.errors import TlsFileError
 from gatewayd.records import reading_payload, reading_payload_json, to_record
 from gatewayd.status import DeviceStatus
 from gatewayd.store import PendingRow, Store, StoreFull
+from gatewayd.tls import client_context
 from gatewayd.topics import Topics
 
 #: Rows read from the store per query while draining (bounded memory during a long replay).
@@ -50,15 +58,9 @@ def _json(payload: dict[str, Any]) -> bytes:
 
 
 def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
-    """The TLS context of the broker link (None for mqtt://): the system's or `ca_file`'s CAs,
-    hostname and certificate verification always on, the client certificate when configured.
-    `gatewayd doctor` connects with this same context."""
-    if not cfg.tls:
-        return None
-    tls = ssl.create_default_context(cafile=str(cfg.ca_file) if cfg.ca_file else None)
-    if cfg.cert_file is not None:
-        tls.load_cert_chain(cfg.cert_file, cfg.key_file)
-    return tls
+    """The TLS context of the broker link (None for mqtt://), read from the files again on each
+    call (`gatewayd.tls`); raises `TlsFileError`. `gatewayd doctor` connects with it too."""
+    return client_context(cfg.ca_file, cfg.cert_file, cfg.key_file) if cfg.tls else None
 
 
 class BrokerRefused(aiomqtt.MqttError):
@@ -111,7 +113,11 @@ class Publisher:
         #: Readings acknowledged by the broker, per device (since start; for metrics).
         self.published: Counter[str] = Counter()
         self.reconnects = 0
-        self._backoff = backoff or Backoff(1.0, 60.0)
+        self._backoff = backoff or Backoff(config.backoff_min, config.backoff_max)
+        #: Index into `config.brokers` of the broker of the current / next attempt.
+        self.broker_index = 0
+        self._state_file = state_path(store.path)
+        self._unavailable_since: datetime | None = None
         self._wake = asyncio.Event()
         self._stopping = False
         self._acked: list[int] = []
@@ -150,32 +156,71 @@ class Publisher:
 
     async def run(self) -> None:
         """Stay connected and drain the outbox until `stop()`; never raises on broker faults."""
+        try:
+            await self._run()
+        finally:
+            self._leave_state(LinkState.STOPPED, self.url)
+
+    @property
+    def url(self) -> str:
+        """The URL of the broker in use, or of the next attempt."""
+        return self.config.brokers[self.broker_index].url
+
+    async def _run(self) -> None:
         while not self._stopping:
             try:
                 async with self._client() as client:
                     self.connected.set()
                     self._backoff.reset()
-                    self.log.info("broker_connected", url=self.config.url)
+                    self._unavailable_since = None
+                    self._leave_state(LinkState.CONNECTED, self.url)
+                    self.log.info("broker_connected", url=self.url)
                     try:
                         await self._session(client)
                     except asyncio.CancelledError:
                         await self._say_offline_now(client)
                         raise
                     return
-            except* aiomqtt.MqttError as group:
-                self._lost(group.exceptions[0])
+            except* (aiomqtt.MqttError, TlsFileError) as group:
+                # A TLS file replaced by garbage (a botched rotation) is a broker link that
+                # cannot come up: readings keep landing in the store while we retry.
+                error = self._lost(group.exceptions[0])
             finally:
                 self.connected.clear()
                 self._flush_acks()
             if self._stopping:
                 return
+            self.broker_index = (self.broker_index + 1) % len(self.config.brokers)
             delay = self._backoff.next()
-            self.log.info("broker_retry", in_s=round(delay, 2), attempt=self._backoff.attempts)
+            self._leave_state(LinkState.UNAVAILABLE, self.url, reason=error, in_s=delay)
+            self.log.info(
+                "broker_retry", in_s=round(delay, 2), attempt=self._backoff.attempts, url=self.url
+            )
             try:
                 async with asyncio.timeout(delay):
                     await self._wait_for_stop()
             except TimeoutError:
                 pass
+
+    def _leave_state(
+        self, state: LinkState, url: str, *, reason: str | None = None, in_s: float | None = None
+    ) -> None:
+        """Write the link's state for `gatewayd status`."""
+        now = datetime.now(UTC)
+        if state is LinkState.UNAVAILABLE and self._unavailable_since is None:
+            self._unavailable_since = now
+        since = self._unavailable_since if state is LinkState.UNAVAILABLE else now
+        write_state(
+            self._state_file,
+            BrokerState(
+                state=state,
+                url=url,
+                since=since or now,
+                updated=now,
+                reason=reason,
+                next_attempt=None if in_s is None else now + timedelta(seconds=in_s),
+            ),
+        )
 
     async def _say_offline_now(self, client: aiomqtt.Client) -> None:
         """Cut short: the clean DISCONNECT that follows drops the LWT, so leave `offline`
@@ -184,14 +229,14 @@ class Publisher:
             async with asyncio.timeout(1.0):
                 await client.publish(self.topics.hub_status, b"offline", qos=0, retain=True)
 
-    def _lost(self, exc: BaseException) -> None:
+    def _lost(self, exc: BaseException) -> str:
+        """Log why the link failed; returns the reason."""
         self.reconnects += 1
+        error = str(exc) or repr(exc)
         self.log.warning(
-            "broker_unavailable",
-            url=self.config.url,
-            error=str(exc) or repr(exc),
-            outbox=self.store.outbox_depth(),
+            "broker_unavailable", url=self.url, error=error, outbox=self.store.outbox_depth()
         )
+        return error
 
     async def _wait_for_stop(self) -> None:
         while not self._stopping:
@@ -201,9 +246,10 @@ class Publisher:
     def _client(self) -> _Client:
         cfg = self.config
         tls = tls_context(cfg)
+        broker = cfg.brokers[self.broker_index]
         return _Client(
-            cfg.host,
-            cfg.port,
+            broker.host,
+            broker.port,
             username=cfg.username,
             password=cfg.password,
             identifier=cfg.client_id,
@@ -220,46 +266,50 @@ class Publisher:
         )
 
     async def _session(self, client: _Client) -> None:
-        """One connected session: birth, retained state, then drain until stopped."""
-        await client.publish(self.topics.hub_status, b"online", qos=1, retain=True)
-        for topic_filter in self._subscriptions:
-            await client.subscribe(topic_filter, qos=1)
-        self._dirty_status.update(self._statuses)
-        self._dirty_state.update(self._statuses)
-        self._state_sent.clear()
-        await self._drain(client)
-        # Stopping: a clean disconnect does not fire the LWT, so say it ourselves.
-        await self._publish_statuses(client)
-        await client.publish(self.topics.hub_status, b"offline", qos=1, retain=True)
-        self.log.info("broker_disconnecting", outbox=self.store.outbox_depth())
+        """One connected session: birth, retained state, then drain until stopped.
 
-    async def _drain(self, client: _Client) -> None:
+        A dead link fails the watcher at once, which cancels whatever awaits a PUBACK that will
+        never come (the birth of a node that died just after accepting us, a window of readings):
+        aiomqtt would otherwise let each wait out the client timeout (10 s).
+        """
+        async with asyncio.TaskGroup() as tasks:
+            watcher = tasks.create_task(self._watch_link(client))
+            await client.publish(self.topics.hub_status, b"online", qos=1, retain=True)
+            for topic_filter in self._subscriptions:
+                await client.subscribe(topic_filter, qos=1)
+            self._dirty_status.update(self._statuses)
+            self._dirty_state.update(self._statuses)
+            self._state_sent.clear()
+            await self._drain(client, tasks)
+            # Stopping: a clean disconnect does not fire the LWT, so say it ourselves.
+            await self._publish_statuses(client)
+            await client.publish(self.topics.hub_status, b"offline", qos=1, retain=True)
+            self.log.info("broker_disconnecting", outbox=self.store.outbox_depth())
+            watcher.cancel()
+
+    async def _drain(self, client: _Client, tasks: asyncio.TaskGroup) -> None:
+        """Publish until stopped: statuses, messages, the outbox in order within the window."""
         window = asyncio.Semaphore(self.config.inflight)
         last = 0  # rowid of the last row handed to the broker in this session
-        async with asyncio.TaskGroup() as tasks:
-            # A dead link fails the watcher at once, which cancels the publishes awaiting a
-            # PUBACK that will never come (they would otherwise wait out the client timeout).
-            watcher = tasks.create_task(self._watch_link(client))
-            while True:
-                self._wake.clear()
-                await self._publish_statuses(client)
-                # Alerts and the like go first: they must not wait behind a long replay.
+        while True:
+            self._wake.clear()
+            await self._publish_statuses(client)
+            # Alerts and the like go first: they must not wait behind a long replay.
+            await self._publish_messages(client)
+            rows = self.store.pending(_BATCH, after=last)
+            if not rows:
+                await self._idle(window)
                 await self._publish_messages(client)
-                rows = self.store.pending(_BATCH, after=last)
-                if not rows:
-                    await self._idle(window)
-                    await self._publish_messages(client)
-                    await self._publish_states(client)
-                    if self._stopping:
-                        watcher.cancel()
-                        return
-                    if not self._wake.is_set():
-                        await self._wake.wait()
-                    continue
-                for row in rows:
-                    await window.acquire()
-                    tasks.create_task(self._send(client, row, window))
-                    last = row.rowid
+                await self._publish_states(client)
+                if self._stopping:
+                    return
+                if not self._wake.is_set():
+                    await self._wake.wait()
+                continue
+            for row in rows:
+                await window.acquire()
+                tasks.create_task(self._send(client, row, window))
+                last = row.rowid
 
     async def _watch_link(self, client: aiomqtt.Client) -> None:
         """Dispatch subscribed messages; raises `MqttError` as soon as the connection drops."""

@@ -109,6 +109,7 @@ class Intake:
 
     def put(self, reading: Reading, hold: Hold | None = None) -> Outcome:
         """Store `reading` (`on_stored` is called when it lands, now or later)."""
+        self.store.ensure_file()  # never into a deleted file (one stat per reading)
         if self.full:
             self._enqueue(reading, hold)
             self.flush()
@@ -148,6 +149,7 @@ class Intake:
         self.reserve.ensure()
         while True:
             await asyncio.sleep(self.options.retry_s)
+            self.store.ensure_file()  # also while no reading comes
             if self.full:
                 self.flush()
             elif not self.reserve.held:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import sqlite3
 import sys
@@ -25,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from gatewayd.brokerstate import BrokerState, LinkState, read_state, state_path
 from gatewayd.errors import StoreError
 from gatewayd.models import isoformat_utc, mgdl_to_mmoll
 
@@ -247,16 +249,27 @@ def run_status(
         snap = snapshot(db, cfg.store.path, configured, at)
     finally:
         db.close()
+    link = read_state(state_path(cfg.store.path))
     view = None
     if broker:
         expected = [d.id for d in cfg.devices if d.enabled]
-        view = asyncio.run(read_broker(cfg, expected, step_s=timeout))
+        view = asyncio.run(read_broker(_reached(cfg, link), expected, step_s=timeout))
     if fmt == "json":
         document = _json(cfg.hub.id, snap, view, at, strict=strict)
+        document["broker_link"] = link.as_json() if link is not None else None
         out.write(json.dumps(document, indent=2) + "\n")
     else:
-        _text(out, cfg.hub.id, snap, view, at, strict=strict)
+        _text(out, cfg.hub.id, snap, view, at, strict=strict, link=link)
     return 1 if view is not None and view.error is not None else 0
+
+
+def _reached(cfg: Config, link: BrokerState | None) -> Config:
+    """`cfg` with the broker node the daemon last connected to first: with several nodes in
+    `[mqtt] url` the hub's retained statuses live there (per node on some brokers)."""
+    urls = [b.url for b in cfg.mqtt.brokers]
+    if link is None or link.state is not LinkState.CONNECTED or link.url not in urls:
+        return cfg
+    return dataclasses.replace(cfg, mqtt=cfg.mqtt.node(urls.index(link.url)))
 
 
 def _glucose(device: DeviceSummary) -> str:
@@ -284,6 +297,22 @@ def _link(data: dict[str, Any] | None) -> str:
     return text
 
 
+def _link_text(link: BrokerState, now: datetime) -> str:
+    """`connected to URL since …`, or `unavailable since …: reason; next attempt … to URL`."""
+    stamp = "%Y-%m-%d %H:%M:%SZ"
+    if link.state is LinkState.CONNECTED:
+        text = f"connected to {link.url} since {link.since.strftime(stamp)}"
+    elif link.state is LinkState.STOPPED:
+        text = f"stopped at {link.since.strftime(stamp)} (the daemon is not running)"
+    else:
+        text = f"unavailable since {link.since.strftime(stamp)}: {link.reason or 'unknown'}"
+        if link.next_attempt is not None:
+            wait = (link.next_attempt - now).total_seconds()
+            when = f"in {age_text(wait)}" if wait >= 0 else f"due {age_text(-wait)} ago"
+            text += f"; next attempt {link.next_attempt.strftime(stamp)} ({when}) to {link.url}"
+    return text
+
+
 def _text(
     out: TextIO,
     hub: str,
@@ -292,6 +321,7 @@ def _text(
     now: datetime,
     *,
     strict: bool,
+    link: BrokerState | None = None,
 ) -> None:
     out.write(f"hub {hub}  store {snap.path}  {snap.readings} readings\n")
     oldest = (
@@ -305,6 +335,8 @@ def _text(
             out.write(f"broker: {view.error}\n")
         else:
             out.write(f"broker {view.url}: hub {view.hub or 'no status retained'}\n")
+    if link is not None:
+        out.write(f"broker link: {_link_text(link, now)}\n")
     header = ["DEVICE", "LAST READING (UTC)", "AGE", "GLUCOSE", "24H", "OUTBOX"]
     if view is not None and view.error is None:
         header.append("LINK")

@@ -7,6 +7,10 @@
 - `move_aside(path)`: renames the store and its `-wal` / `-shm` companions to
   `<name>.corrupt-<UTC timestamp>[-wal|-shm]`, so the daemon can start on a fresh store instead of
   failing in a restart loop, and the old file stays there for `sqlite3 <file> .recover`.
+- `restore(db, path)`: the store file was deleted or replaced under the running daemon (its
+  identity, st_dev/st_ino, changed): the still-open database is written back to the path with
+  SQLite's backup API, a replacement moved aside to `<name>.replaced-<UTC timestamp>`. History,
+  outbox and resume points survive; nothing waits for a restart to find an empty store.
 - `Reserve`: a ballast file beside the store (`<name>.reserve`). When the disk is full SQLite
   cannot even delete rows (a delete appends to the WAL, and the checkpoint that would recycle the
   WAL needs room); releasing the reserve gives the emergency prune the room it needs.
@@ -14,6 +18,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sqlite3
@@ -50,14 +55,56 @@ def quick_check(db: sqlite3.Connection) -> None:
         raise CorruptStore("quick_check: " + "; ".join(found))
 
 
-def _free_name(path: Path, stamp: str) -> Path:
-    """`<name>.corrupt-<stamp>`, with a counter when a store was moved aside in the same second."""
-    candidate = path.with_name(f"{path.name}.corrupt-{stamp}")
+def _free_name(path: Path, stamp: str, kind: str = "corrupt") -> Path:
+    """`<name>.<kind>-<stamp>`, with a counter when a store was moved aside in the same second."""
+    candidate = path.with_name(f"{path.name}.{kind}-{stamp}")
     n = 1
     while any(Path(f"{candidate}{s}").exists() for s in ("", *_COMPANIONS)):
-        candidate = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        candidate = path.with_name(f"{path.name}.{kind}-{stamp}-{n}")
         n += 1
     return candidate
+
+
+def identity(path: Path) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the file at `path`, None when there is none: one stat, no read."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def restore(
+    db: sqlite3.Connection, path: Path, *, foreign: bool, now: datetime | None = None
+) -> Path | None:
+    """Write the open database `db` back to `path` (whose file, or its WAL, was deleted or
+    replaced), then close `db`; returns where a `foreign` file found at `path` was moved.
+
+    The WAL is checkpointed first, so the copy is the whole database and the `-wal` that closing
+    `db` deletes holds nothing. On an error (a full disk) `db` stays open and `path` untouched.
+    """
+    with contextlib.suppress(sqlite3.Error):
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".restoring")
+    temporary.unlink(missing_ok=True)
+    os.close(os.open(temporary, os.O_CREAT | os.O_WRONLY, 0o600))
+    try:
+        copy = sqlite3.connect(temporary)
+        try:
+            db.backup(copy)
+        finally:
+            copy.close()
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    moved = None
+    if foreign and path.exists():
+        stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+        moved = path.rename(_free_name(path, stamp, "replaced"))
+    os.replace(temporary, path)
+    db.close()  # deletes the (empty) -wal and -shm beside `path`: the copy has none yet
+    return moved
 
 
 def move_aside(path: Path, reason: BaseException, *, now: datetime | None = None) -> Path:

@@ -26,6 +26,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from gatewayd.config import MqttConfig
 from gatewayd.doctor.core import Result, fail, ok
+from gatewayd.errors import TlsFileError
 from gatewayd.publisher import tls_context
 
 #: aiomqtt/paho log socket errors as warnings; the check reports them itself.
@@ -125,7 +126,7 @@ async def _tls(cfg: MqttConfig, step_s: float) -> str | _Step:
     """The TLS version on success, else the failed step."""
     try:
         context = tls_context(cfg)
-    except (ssl.SSLError, OSError) as exc:
+    except (TlsFileError, ssl.SSLError, OSError) as exc:
         return _Step(
             f"cannot load the client certificate/key: {exc}",
             "check [mqtt] cert_file and key_file (a PEM certificate and its matching key)",

@@ -77,7 +77,8 @@ def run_doctor(
     now = datetime.now(UTC)
     report(check_store(cfg.store.path, identity, snapshot, error, now))
     report(check_disk(cfg.store.path, probes.disk_usage))
-    report(asyncio.run(check_broker(cfg.mqtt, step_s=timeout)))
+    for index in range(len(cfg.mqtt.brokers)):  # every node of `[mqtt] url`, one line each
+        report(asyncio.run(check_broker(cfg.mqtt.node(index), step_s=timeout)))
     needs_ble = any(plugin.transport == "ble" for _, plugin, _ in plan.devices)
     report(
         check_bluetooth(

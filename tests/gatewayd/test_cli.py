@@ -89,6 +89,8 @@ class BadConfig:
     key: str
     reason: tuple[str, ...]
     needs_simulator: bool = False
+    #: Further files beside the config: name -> text.
+    files: tuple[tuple[str, str], ...] = ()
 
 
 BAD_CONFIGS = {
@@ -112,6 +114,21 @@ BAD_CONFIGS = {
         HUB + '[mqtt]\nusername = "u"\npassword_file = "nope"\n',
         "mqtt.password_file",
         ("cannot read",),
+    ),
+    "store-path-is-a-directory": BadConfig(
+        HUB + '[store]\npath = "."\n', "store.path", ("is a directory",)
+    ),
+    "store-path-cannot-be-created": BadConfig(
+        HUB + '[store]\npath = "afile/sub/gatewayd.db"\n',
+        "store.path",
+        ("cannot create the folder", "afile/sub"),
+        files=(("afile", "a file, not a folder\n"),),
+    ),
+    "tls-ca-file-not-pem": BadConfig(
+        HUB + '[mqtt]\nurl = "mqtts://b"\nca_file = "ca.pem"\n',
+        "mqtt.ca_file",
+        ("ca.pem", "not a PEM certificate"),
+        files=(("ca.pem", "-----BEGIN CERTIFICATE-----\ngarbage\n"),),
     ),
     "duplicate-device": BadConfig(
         HUB + '[[devices]]\nid = "a"\ndriver = "simulator"\n' * 2,
@@ -149,6 +166,8 @@ def test_bad_config(command: tuple[str, ...], case: str, tmp_path: Path) -> None
     if bad.text is not None:
         path.parent.mkdir()
         path.write_text(bad.text, encoding="utf-8")
+        for name, text in bad.files:
+            (path.parent / name).write_text(text, encoding="utf-8")
     line = one_line_error(run(command, "run", "--config", str(path), cwd=tmp_path))
     assert line.startswith("gatewayd: config error: "), line
     assert str(path) in line

@@ -7,6 +7,7 @@ Every error is checked for the file path, the dotted key and the reason, in the 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -22,7 +23,9 @@ from gatewayd.config import (
     StoreConfig,
     SupervisorConfig,
 )
+from gatewayd.daemon import plan
 from gatewayd.errors import ConfigError, GatewayError
+from gatewayd.testing.certs import make_pki
 
 HUB = '[hub]\nid = "hub1"\n'
 
@@ -92,6 +95,7 @@ protocol = "3.1.1"
 keepalive = 30
 inflight = 10
 include_serial = true
+backoff_max = 20
 
 [log]
 level = "debug"
@@ -119,9 +123,7 @@ mac = "AA:BB:CC:DD:EE:FF"
 def full_config(tmp_path: Path) -> Path:
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "mqtt.pass").write_text("  s3cret-pw \n", encoding="utf-8")
-    (tmp_path / "tls").mkdir()
-    for name in ("ca.pem", "client.pem", "client.key"):
-        (tmp_path / "tls" / name).write_text("-----BEGIN-----\n", encoding="utf-8")
+    make_pki(tmp_path / "tls")  # ca.pem, client.pem, client.key (0600)
     (tmp_path / "secrets" / "mqtt.pass").chmod(0o600)
     (tmp_path / "tls" / "client.key").chmod(0o600)
     return write(tmp_path, FULL)
@@ -153,6 +155,8 @@ def test_full_config_parses_to_expected_objects(
             keepalive=30,
             inflight=10,
             include_serial=True,
+            backoff_min=0.5,  # [supervisor] backoff_min unless set
+            backoff_max=20.0,
         ),
         log=LogConfig(level="debug", format="json"),
         supervisor=SupervisorConfig(backoff_min=0.5, backoff_max=120.0),
@@ -323,6 +327,64 @@ def test_bad_urls(tmp_path: Path, url: str, reason: str) -> None:
     assert "hunter2" not in str(err)
 
 
+def test_url_list_tried_in_turn(tmp_path: Path) -> None:
+    cfg = config.load(
+        write(tmp_path, HUB + '[mqtt]\nurl = ["mqtts://a:8883", "mqtts://b", "mqtts://[::1]:9"]\n')
+    )
+    assert [(b.host, b.port, b.tls) for b in cfg.mqtt.brokers] == [
+        ("a", 8883, True),
+        ("b", 8883, True),
+        ("::1", 9, True),
+    ]
+    assert (cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.tls) == ("a", 8883, True)
+    assert cfg.mqtt.url == "mqtts://a:8883"
+    assert cfg.mqtt.urls == "mqtts://a:8883, mqtts://b:8883, mqtts://[::1]:9"
+
+
+def test_single_url_has_no_alternates(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, HUB + '[mqtt]\nurl = ["mqtt://a"]\n'))
+    assert cfg.mqtt.alternates == ()
+    assert [b.url for b in cfg.mqtt.brokers] == ["mqtt://a:1883"]
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("[]", "at least one broker URL"),
+        ('["mqtt://a", 1]', "must be a string or a list of strings"),
+        ('["mqtt://a", "mqtts://b"]', "all mqtt:// or all mqtts://"),
+        ('["mqtt://a", "mqtt://a:1883"]', "lists mqtt://a:1883 twice"),
+        ('["mqtt://a", "http://b"]', "must start with mqtt:// or mqtts://"),
+    ],
+)
+def test_bad_url_lists(tmp_path: Path, value: str, reason: str) -> None:
+    config_error(tmp_path, HUB + f"[mqtt]\nurl = {value}\n", "mqtt.url", reason)
+
+
+def test_mqtt_backoff_defaults_and_inheritance(tmp_path: Path) -> None:
+    assert config.load(write(tmp_path, HUB)).mqtt.backoff_min == 1.0
+    assert config.load(write(tmp_path, HUB)).mqtt.backoff_max <= 30.0  # issue 10: max <= 30 s
+    inherited = config.load(write(tmp_path, HUB + "[supervisor]\nbackoff_min = 0.2\n")).mqtt
+    assert (inherited.backoff_min, inherited.backoff_max) == (0.2, 15.0)
+    own = config.load(
+        write(tmp_path, HUB + "[mqtt]\nbackoff_min = 0.5\nbackoff_max = 5\n[supervisor]\n")
+    ).mqtt
+    assert (own.backoff_min, own.backoff_max) == (0.5, 5.0)
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "reason"),
+    [
+        ("backoff_min = 0\n", "mqtt.backoff_min", "> 0"),
+        ("backoff_max = -1\n", "mqtt.backoff_max", "> 0"),
+        ("backoff_min = 10\nbackoff_max = 5\n", "mqtt.backoff_max", "must be >= backoff_min"),
+        ('backoff_max = "30"\n', "mqtt.backoff_max", "must be a number"),
+    ],
+)
+def test_bad_mqtt_backoff(tmp_path: Path, extra: str, key: str, reason: str) -> None:
+    config_error(tmp_path, HUB + "[mqtt]\n" + extra, key, reason)
+
+
 def test_url_must_be_a_string(tmp_path: Path) -> None:
     config_error(tmp_path, HUB + "[mqtt]\nurl = 1883\n", "mqtt.url", "must be a string", "1883")
 
@@ -436,8 +498,15 @@ def test_empty_password_refused(tmp_path: Path) -> None:
 
 @pytest.fixture
 def tls_files(tmp_path: Path) -> Path:
-    for name in ("ca.pem", "cert.pem", "key.pem"):
-        (tmp_path / name).write_text("pem", encoding="utf-8")
+    """Real PEM files: ca.pem, cert.pem + key.pem, and both.pem (certificate and key in one)."""
+    pki = make_pki(tmp_path / "pki")
+    shutil.copy(pki.ca_cert, tmp_path / "ca.pem")
+    shutil.copy(pki.client_cert, tmp_path / "cert.pem")
+    shutil.copy(pki.client_key, tmp_path / "key.pem")
+    shutil.copy(pki.server_key, tmp_path / "other.key")
+    (tmp_path / "both.pem").write_bytes(pki.client_cert.read_bytes() + pki.client_key.read_bytes())
+    for name in ("key.pem", "other.key", "both.pem"):
+        (tmp_path / name).chmod(0o600)
     return tmp_path
 
 
@@ -448,9 +517,67 @@ def test_ca_file_only_with_mqtts(tls_files: Path) -> None:
     assert cfg.mqtt.key_file is None
 
 
-def test_cert_without_key_is_fine(tls_files: Path) -> None:
-    cfg = config.load(write(tls_files, HUB + '[mqtt]\nurl = "mqtts://b"\ncert_file = "cert.pem"\n'))
-    assert cfg.mqtt.cert_file == tls_files / "cert.pem"
+def test_cert_without_key_is_fine_when_the_cert_file_holds_the_key(tls_files: Path) -> None:
+    cfg = config.load(write(tls_files, HUB + '[mqtt]\nurl = "mqtts://b"\ncert_file = "both.pem"\n'))
+    assert cfg.mqtt.cert_file == tls_files / "both.pem"
+    assert cfg.mqtt.key_file is None
+
+
+def test_cert_and_key_files_accepted(tls_files: Path) -> None:
+    cfg = config.load(
+        write(
+            tls_files,
+            HUB + '[mqtt]\nurl = "mqtts://b"\nca_file = "ca.pem"\ncert_file = "cert.pem"\n'
+            'key_file = "key.pem"\n',
+        )
+    )
+    assert (cfg.mqtt.cert_file, cfg.mqtt.key_file) == (
+        tls_files / "cert.pem",
+        tls_files / "key.pem",
+    )
+
+
+GARBAGE_PEM = "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n"
+
+
+@pytest.mark.parametrize(
+    ("files", "garbage", "key", "reason"),
+    [
+        ('ca_file = "ca.pem"', "ca.pem", "mqtt.ca_file", "not a PEM certificate"),
+        (
+            'cert_file = "cert.pem"\nkey_file = "key.pem"',
+            "cert.pem",
+            "mqtt.cert_file",
+            "not a PEM certificate",
+        ),
+        (
+            'cert_file = "cert.pem"\nkey_file = "key.pem"',
+            "key.pem",
+            "mqtt.key_file",
+            "not a PEM private key",
+        ),
+        (
+            'cert_file = "cert.pem"\nkey_file = "other.key"',
+            None,
+            "mqtt.key_file",
+            "does not match the certificate",
+        ),
+        ('cert_file = "cert.pem"', None, "mqtt.cert_file", "holds no private key"),
+    ],
+)
+def test_unusable_tls_files_are_config_errors(
+    tls_files: Path, files: str, garbage: str | None, key: str, reason: str
+) -> None:
+    """Not PEM, or a key that does not match: at start, one line naming file, key and reason
+    (issue 10.1)."""
+    if garbage is not None:
+        (tls_files / garbage).write_text(GARBAGE_PEM, encoding="utf-8")
+    path = write(tls_files, HUB + f'[mqtt]\nurl = "mqtts://b"\n{files}\n')
+    loaded = config.load(path)  # `gatewayd status` reads the config without the TLS files
+    with pytest.raises(ConfigError) as caught:
+        plan(loaded)  # what `gatewayd run` (and doctor) does at start
+    check_error(caught.value, path, key, reason)
+    assert "\n" not in str(caught.value)
 
 
 @pytest.mark.parametrize("name", ["ca_file", "cert_file", "key_file"])

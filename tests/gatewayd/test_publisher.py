@@ -441,13 +441,14 @@ import asyncio, json, sys
 from pathlib import Path
 import structlog
 from gatewayd.backoff import Backoff
-from gatewayd.config import MqttConfig
+from gatewayd.config import BrokerAddress, MqttConfig
 from gatewayd.publisher import Publisher
 from gatewayd.store import Store
 
 async def main(args):
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
-    config = MqttConfig(**args["mqtt"])
+    alternates = tuple(BrokerAddress(**a) for a in args["mqtt"].pop("alternates", []))
+    config = MqttConfig(**args["mqtt"], alternates=alternates)
     store = Store(Path(args["store"]))
     publisher = Publisher(config, args["hub"], store, backoff=Backoff(0.05, 0.2))
     task = asyncio.create_task(publisher.run())
@@ -462,13 +463,31 @@ asyncio.run(main(json.loads(sys.argv[1])))
 async def test_last_will_says_offline_when_the_process_dies(
     broker: Mosquitto, tmp_path: Path
 ) -> None:
+    await _last_will_after_kill(broker, tmp_path)
+
+
+async def test_last_will_on_the_second_url_when_the_first_is_down(
+    own_broker: Mosquitto, second_broker: Mosquitto, tmp_path: Path
+) -> None:
+    """`[mqtt] url` lists two nodes and the first is stopped: the birth and the LWT live on the
+    node the hub reached (issue 10.6)."""
+    own_broker.stop()
+    await _last_will_after_kill(second_broker, tmp_path, down_first=own_broker)
+
+
+async def _last_will_after_kill(
+    broker: Mosquitto, tmp_path: Path, *, down_first: Mosquitto | None = None
+) -> None:
+    """A child process publishes to `broker` (the second URL after `down_first`, if given) and
+    is killed: `broker` must say `online`, then the retained `offline` of its will."""
     hub = new_hub()
+    nodes = [{"host": "127.0.0.1", "port": b.port} for b in (down_first, broker) if b is not None]
     args = {
         "hub": hub,
         "store": str(tmp_path / "child.db"),
         "mqtt": {
-            "host": "127.0.0.1",
-            "port": broker.port,
+            **nodes[0],
+            "alternates": nodes[1:],
             "username": broker.username,
             "password": broker.password,
             "client_id": f"gatewayd-{hub}",
@@ -638,6 +657,27 @@ async def test_broker_killed_mid_drain_then_everything_arrives(
     # After the reconnect, publishing resumed from the oldest unacknowledged row, in order.
     resumed = reading_ids(after.messages)
     assert resumed == [r.id for r in first[20:] + later]
+
+
+@pytest.mark.timeout(20)
+async def test_broker_dying_during_the_birth_is_noticed_at_once(
+    own_broker: Mosquitto, store: Store
+) -> None:
+    """A node that dies right after accepting the connection, before acknowledging the birth:
+    the loss is noticed at once, not after the 10 s publish timeout (which made the hub come
+    back up to 10 s late after an outage)."""
+    hub = new_hub()
+    async with tap_to(own_broker) as tap:
+        tap.ack_budget = 0  # hold the birth's PUBACK
+        publisher = publisher_for(mqtt_config(own_broker, hub, port=tap.port), hub, store)
+        async with running(publisher):
+            await tap.wait(lambda: tap.publishes >= 1 and tap.held >= 1)
+            tap.refuse()
+            own_broker.stop(kill=True)
+            killed = time.monotonic()
+            await wait_until(lambda: publisher.reconnects >= 1, timeout=8, what="link loss seen")
+            noticed_s = time.monotonic() - killed
+    assert noticed_s < 2.0
 
 
 @pytest.mark.timeout(20)
@@ -831,6 +871,152 @@ async def test_tls_without_ca_file_fails_verification_and_retries(
     failures = [e for e in logs if e["event"] == "broker_unavailable"]
     assert failures
     assert all("certificate verify failed" in e["error"] for e in failures)
+
+
+@pytest.mark.timeout(30)
+async def test_tls_key_replaced_by_garbage_at_run_time_is_retried_not_fatal(
+    own_broker: Mosquitto, store: Store, tmp_path: Path
+) -> None:
+    """A botched certificate rotation: the key becomes garbage while the daemon runs. The next
+    reconnect must not kill the publisher; it reports why and retries, and picks up the
+    repaired file (issue 10, item 1)."""
+    assert own_broker.pki is not None
+    hub = new_hub()
+    key = tmp_path / "client.key"
+    key.write_bytes(own_broker.pki.client_key.read_bytes())
+    key.chmod(0o600)
+    config = parse(
+        {
+            "hub": {"id": hub},
+            "mqtt": {
+                "url": own_broker.url(mtls=True),
+                "ca_file": str(own_broker.pki.ca_cert),
+                "cert_file": str(own_broker.pki.client_cert),
+                "key_file": str(key),
+            },
+        }
+    ).mqtt
+    first, second = make_reading("cgm1", 0), make_reading("cgm1", 1)
+    store.add(first)
+    with capture_logs() as logs:
+        publisher = publisher_for(config, hub, store)
+        async with running(publisher) as task:
+            await wait_until(lambda: store.outbox_depth() == 0, what="first reading delivered")
+            key.write_text("-----BEGIN PRIVATE KEY-----\ngarbage\n-----END PRIVATE KEY-----\n")
+            own_broker.stop(kill=True)
+            own_broker.start()
+            await wait_until(lambda: publisher.reconnects >= 3, what="three failed attempts")
+            store.add(second)  # the sensors go on: readings are stored meanwhile
+            publisher.notify()
+            assert not task.done()
+            assert not publisher.connected.is_set()
+            assert store.outbox_depth() == 1
+            async with Subscriber(own_broker, [f"gatewayd/{hub}/+/reading"]) as sub:
+                key.write_bytes(own_broker.pki.client_key.read_bytes())  # the rotation fixed
+                messages = await sub.wait_for(lambda m: len(m) >= 1)
+            await wait_until(lambda: store.outbox_depth() == 0, what="outbox empty")
+    assert reading_ids(messages) == [second.id]
+    failures = [e for e in logs if e["event"] == "broker_unavailable"]
+    tls_failures = [e for e in failures if "not a PEM private key" in e["error"]]
+    assert len(tls_failures) >= 2
+    assert all(f"key_file {key}" in e["error"] for e in tls_failures)
+
+
+# -- several broker URLs, backoff ------------------------------------------------------------
+
+
+@pytest.fixture
+def second_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """Another broker of this test alone: the second node of a two-URL `[mqtt] url`."""
+    server = Mosquitto(tmp_path / "second")
+    server.start()
+    yield server
+    server.stop()
+
+
+def two_node_config(first: Mosquitto, second: Mosquitto, hub: str) -> MqttConfig:
+    """`[mqtt] url = [first, second]` with the production backoff defaults."""
+    return parse(
+        {
+            "hub": {"id": hub},
+            "mqtt": {
+                "url": [first.url(), second.url()],
+                "username": first.username,
+                "password": first.password,
+            },
+        }
+    ).mqtt
+
+
+async def test_second_url_is_used_when_the_first_broker_is_stopped(
+    own_broker: Mosquitto, second_broker: Mosquitto, store: Store
+) -> None:
+    """The first node is down at start: the hub's birth and readings go to the second."""
+    hub = new_hub()
+    own_broker.stop()
+    readings = [make_reading("cgm1", seq) for seq in range(5)]
+    for reading in readings:
+        store.add(reading)
+    publisher = Publisher(two_node_config(own_broker, second_broker, hub), hub, store)
+    async with (
+        Subscriber(second_broker, [f"gatewayd/{hub}/#"]) as sub,
+        running(publisher),
+    ):
+        messages = await sub.wait_for(lambda m: len(reading_ids(m)) >= 5, timeout=10)
+        await wait_until(lambda: store.outbox_depth() == 0, what="outbox empty")
+        assert publisher.url == second_broker.url()
+    assert next(m.payload for m in messages if m.topic == f"gatewayd/{hub}/status") == b"online"
+    assert reading_ids(messages) == [r.id for r in readings]
+
+
+@pytest.mark.timeout(30)
+async def test_failover_to_the_second_broker_when_the_first_stops(
+    own_broker: Mosquitto, second_broker: Mosquitto, store: Store
+) -> None:
+    """Connected to the first node, which stops: the hub moves to the second within about one
+    `backoff_min` (default 1 s), says `online` there, and its LWT lives there now."""
+    hub = new_hub()
+    publisher = Publisher(two_node_config(own_broker, second_broker, hub), hub, store)
+    async with (
+        Subscriber(second_broker, [f"gatewayd/{hub}/#"]) as sub,
+        running(publisher),
+    ):
+        await asyncio.wait_for(publisher.connected.wait(), 10)
+        assert publisher.url == own_broker.url()
+        stopped = time.monotonic()
+        own_broker.stop()
+        reading = make_reading("cgm1", 0)
+        store.add(reading)  # arrives during the failover
+        publisher.notify()
+        messages = await sub.wait_for(lambda m: reading.id in reading_ids(m), timeout=10)
+        failover_s = time.monotonic() - stopped
+        print(f"failover between two brokers: {failover_s:.2f} s")  # the issue's closing note
+        assert publisher.url == second_broker.url()
+        assert failover_s < 3.0  # one backoff_min (1 s, jittered) plus the connection
+        assert b"online" in [m.payload for m in messages if m.topic == f"gatewayd/{hub}/status"]
+    assert publisher.reconnects == 1
+
+
+@pytest.mark.timeout(40)
+async def test_back_within_backoff_max_after_an_outage(own_broker: Mosquitto, store: Store) -> None:
+    """`[mqtt] backoff_max` caps the wait: after an outage longer than the backoff windows, the
+    hub is back within backoff_max (+ the connection) of the broker's return (issue 10.7)."""
+    hub = new_hub()
+    config = mqtt_config(own_broker, hub, backoff_min=0.5, backoff_max=2.0)
+    publisher = Publisher(config, hub, store)
+    async with running(publisher):
+        await asyncio.wait_for(publisher.connected.wait(), 10)
+        own_broker.stop()
+        await wait_until(lambda: publisher.reconnects >= 5, timeout=15, what="retries at the cap")
+        reading = make_reading("cgm1", 0)
+        store.add(reading)
+        own_broker.start()
+        back = time.monotonic()
+        async with Subscriber(own_broker, [f"gatewayd/{hub}/+/reading"]) as sub:
+            await sub.wait_for(lambda m: reading.id in reading_ids(m), timeout=10)
+        recovery_s = time.monotonic() - back
+    print(f"recovery after the broker returned: {recovery_s:.2f} s (backoff_max 2 s)")
+    assert recovery_s < 2.0 + 1.0
 
 
 class AclMosquitto(Mosquitto):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from gatewayd.driver import ResumePoint
 from gatewayd.errors import GatewayError, StoreError
@@ -342,3 +343,82 @@ def test_data_survives_close_and_reopen(db_path: Path) -> None:
         assert [decode_record(p.record).seq for p in again.pending(10)] == [1, 2, 3, 4]
     finally:
         again.close()
+
+
+def _messages_written(store: Store) -> int:
+    rows = store.query("SELECT seq FROM sqlite_sequence WHERE name = 'messages'")
+    return int(rows[0][0]) if rows else 0
+
+
+def test_replace_retained_writes_nothing_when_the_same_message_waits(store: Store) -> None:
+    assert store.replace_retained("t/config", b"v1") is True
+    written = _messages_written(store)
+    assert store.replace_retained("t/config", b"v1") is False  # unchanged: nothing written
+    assert _messages_written(store) == written
+    assert store.replace_retained("t/config", b"v2") is True  # changed: replaces the old one
+    assert [(m.topic, m.payload) for m in store.pending_messages(10)] == [("t/config", b"v2")]
+    store.delete_message(store.pending_messages(1)[0].rowid)  # delivered
+    assert store.replace_retained("t/config", b"v2") is True  # no longer there: queued again
+    assert store.replace_retained("other", b"v2") is True
+    assert len(store.pending_messages(10)) == 2
+
+
+# --- the store file deleted or replaced under the running daemon (issue 10.4) -------------------
+
+
+def _stored_ids(path: Path) -> list[str]:
+    """Reading ids in the file at `path`, read by a separate connection (as after a restart)."""
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        return [rid for (rid,) in db.execute("SELECT id FROM readings ORDER BY rowid")]
+
+
+@pytest.mark.parametrize(
+    ("suffixes", "found"),
+    [(("",), "deleted"), (("", "-wal", "-shm"), "deleted"), (("-wal",), "wal deleted")],
+    ids=["db-only", "db-wal-and-shm", "wal-only"],
+)
+def test_a_deleted_store_file_is_written_back_with_everything(
+    store: Store, db_path: Path, suffixes: tuple[str, ...], found: str
+) -> None:
+    readings = [make(seq) for seq in range(10)]
+    for r in readings[:6]:
+        store.add(r)
+    store.mark_delivered(row.rowid for row in store.pending(3))
+    assert store.ensure_file() is False  # nothing happened: two stats, nothing else
+    for suffix in suffixes:
+        Path(f"{db_path}{suffix}").unlink()
+    with capture_logs() as logs:
+        for r in readings[6:]:
+            store.ensure_file()
+            store.add(r)
+    assert [e["found"] for e in logs if e["event"] == "store_file_replaced"] == [found]
+    assert [e["log_level"] for e in logs if e["event"] == "store_file_replaced"] == ["error"]
+    assert _stored_ids(db_path) == [r.id for r in readings]  # the file, not only the connection
+    assert store.outbox_depth() == 7
+    resume = store.resume_point("cgm1")
+    assert resume is not None
+    assert resume.seq == 9  # the sensors backfill from here, not from nothing
+    assert stat.S_IMODE(db_path.stat().st_mode) == 0o600
+
+
+def test_a_replaced_store_file_is_moved_aside_and_ours_written_back(
+    store: Store, db_path: Path, tmp_path: Path
+) -> None:
+    for seq in range(5):
+        store.add(make(seq))
+    other = tmp_path / "other.db"
+    with closing(sqlite3.connect(other)) as db:
+        db.execute("CREATE TABLE foreign_data (x)")
+        db.commit()
+    other.replace(db_path)  # a new inode at the store's path
+    with capture_logs() as logs:
+        assert store.ensure_file() is True
+    (event,) = [e for e in logs if e["event"] == "store_file_replaced"]
+    assert event["found"] == "replaced"
+    moved = Path(event["moved_to"])
+    assert moved.name.startswith("gatewayd.db.replaced-")
+    with closing(sqlite3.connect(moved)) as db:
+        assert db.execute("SELECT name FROM sqlite_master").fetchall() == [("foreign_data",)]
+    assert len(_stored_ids(db_path)) == 5
+    store.add(make(5))
+    assert len(_stored_ids(db_path)) == 6

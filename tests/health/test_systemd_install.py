@@ -24,6 +24,7 @@ import pytest
 import gatewayd
 from gatewayd.config import parse
 from gatewayd.daemon import plan
+from gatewayd.testing.certs import make_pki
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -346,8 +347,7 @@ def test_the_example_config_is_valid(tmp_path: Path) -> None:
     secret = tmp_path / "mqtt-password"
     secret.write_text("s3cret\n")
     secret.chmod(0o640)
-    ca = tmp_path / "ca.pem"
-    ca.write_text("stand-in\n")
+    ca = make_pki(tmp_path / "pki").ca_cert
     data["mqtt"] = {**data["mqtt"], "password_file": str(secret), "ca_file": str(ca)}
     data["store"] = {**data.get("store", {}), "path": str(tmp_path / "gatewayd.db")}
     validated = plan(parse(data, tmp_path / "config.toml"))

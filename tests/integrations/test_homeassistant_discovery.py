@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -222,6 +223,56 @@ async def test_reannounces_when_home_assistant_comes_online(rig: Any) -> None:
         first, again = configs(sub.messages)  # `offline` announced nothing
         assert again.payload == first.payload
         assert again.topic == first.topic
+
+
+def _write_bytes() -> int:
+    """What this process made the kernel write to storage (SQLite's fsynced commits)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("write_bytes:"):
+            return int(line.split()[1])
+    raise AssertionError("no write_bytes in /proc/self/io")
+
+
+def _messages_written(daemon: Any) -> int:
+    """Rows ever inserted into the message outbox (its AUTOINCREMENT counter)."""
+    rows = daemon.store.query("SELECT seq FROM sqlite_sequence WHERE name = 'messages'")
+    return int(rows[0][0]) if rows else 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+async def test_an_online_storm_makes_one_reannouncement_and_writes_no_duplicates(
+    rig: Any,
+) -> None:
+    """1,000 `online` messages on `<prefix>/status` (anyone who may publish there can send them)
+    make one re-announcement per burst, and no config is written to the store twice (issue 10.5).
+    """
+    prefix = f"ha-{uuid.uuid4().hex[:8]}"
+    devices = ("cgm-a", "cgm-b")
+    config = rig.config(devices, homeassistant={"discovery_prefix": prefix})
+    async with (
+        Subscriber(rig.broker, [f"{prefix}/device/#", f"{prefix}/fence"]) as sub,
+        rig.running(rig.daemon(config, homeassistant.SPEC)) as daemon,
+    ):
+        service = daemon.services[0]
+        await sub.wait_for(lambda m: len(configs(m)) == len(devices))
+        await drained(rig, daemon)
+        rows, written, cpu = _messages_written(daemon), _write_bytes(), time.process_time()
+        await publish(rig, f"{prefix}/status", *[b"online"] * 1000)
+        await rig.wait_until(lambda: service.announcements >= 1, what="a re-announcement")
+        await drained(rig, daemon)
+        await fence(rig, sub, prefix)
+        stored_rows = _messages_written(daemon) - rows
+        stored_bytes = _write_bytes() - written
+        cpu_s = time.process_time() - cpu
+        print(  # the issue's closing note: bytes written to the store per storm
+            f"storm of 1000 online: {service.announcements} re-announcement(s), "
+            f"{len(configs(sub.messages)) - len(devices)} configs published, "
+            f"{stored_rows} rows and {stored_bytes} bytes written, {cpu_s:.2f} s CPU (test process)"
+        )
+        assert service.announcements == 1
+        assert len(configs(sub.messages)) == 2 * len(devices)
+        assert stored_rows == len(devices)
 
 
 async def test_a_device_removed_from_config_is_removed_from_home_assistant(rig: Any) -> None:

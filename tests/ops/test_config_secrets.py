@@ -15,6 +15,7 @@ import pytest
 
 from gatewayd import config, credentials
 from gatewayd.errors import ConfigError
+from gatewayd.testing.certs import make_pki
 
 SECRET = "correct-horse-battery-staple"
 HUB = '[hub]\nid = "hub1"\n'
@@ -118,9 +119,10 @@ def test_private_password_file_accepted(tmp_path: Path, mode: int) -> None:
 
 
 def test_world_readable_key_file_refused(tmp_path: Path) -> None:
-    for name in ("ca.pem", "client.pem"):
-        write(tmp_path / name, "-----BEGIN CERTIFICATE-----\n", 0o644)
-    write(tmp_path / "client.key", "-----BEGIN PRIVATE KEY-----\n", 0o644)
+    pki = make_pki(tmp_path / "pki")
+    write(tmp_path / "ca.pem", pki.ca_cert.read_text(), 0o644)
+    write(tmp_path / "client.pem", pki.client_cert.read_text(), 0o644)
+    write(tmp_path / "client.key", pki.client_key.read_text(), 0o644)
     text = (
         HUB + '[mqtt]\nurl = "mqtts://broker:8883"\nca_file = "ca.pem"\n'
         'cert_file = "client.pem"\nkey_file = "client.key"\n'

@@ -126,6 +126,21 @@ def test_unreachable_broker_exits_1(tmp_path: Path) -> None:
     assert check_lines(done.stdout)["broker"][0] == "FAIL"
 
 
+def test_every_broker_url_is_checked_one_line_each(broker: Mosquitto, tmp_path: Path) -> None:
+    """`[mqtt] url` lists two nodes, the first down: one broker line each, in order."""
+    down = f"mqtt://127.0.0.1:{free_port()}"
+    path = write_config(tmp_path, down, password=broker.password)
+    path.write_text(
+        path.read_text().replace(f'url = "{down}"', f'url = ["{down}", "{broker.url()}"]')
+    )
+    done = run("doctor", "--config", str(path), "--timeout", "2")
+    assert done.returncode == 1
+    lines = [line for line in done.stdout.splitlines() if line[6:18].strip() == "broker"]
+    assert [line[:6].strip() for line in lines] == ["FAIL", "ok"]
+    assert down.removeprefix("mqtt://") in lines[0]
+    assert lines[1].endswith(f"{broker.url()} reachable, authenticated as gateway (MQTT 5)")
+
+
 def test_bad_config_exits_2_after_one_line(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text('[hub]\nid = "h"\n[mqtt]\nurl = "http://broker"\n')

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import io
 import json
 import os
@@ -16,7 +18,9 @@ from pathlib import Path
 import pytest
 
 from gatewayd import statuscmd
+from gatewayd.config import load
 from gatewayd.models import Reading
+from gatewayd.publisher import Publisher
 from gatewayd.statuscmd import age_text, run_status
 from gatewayd.store import Store
 from gatewayd.testing.mosquitto import Mosquitto, free_port
@@ -270,3 +274,78 @@ def test_age_text() -> None:
         "1 d 0 h",
         "2 d 7 h",
     ]
+
+
+async def test_broker_link_shows_the_reason_and_the_next_attempt(tmp_path: Path) -> None:
+    """While the broker is away the daemon leaves its view beside the store: `gatewayd status`
+    shows why the link is down and when (and to which URL) the next attempt goes (issue 10.7)."""
+    port = free_port()  # nothing listens: every attempt is refused
+    path = make_config(tmp_path, url=f"mqtt://127.0.0.1:{port}")
+    cfg = load(path)
+    mqtt = dataclasses.replace(cfg.mqtt, backoff_min=20.0, backoff_max=25.0)
+    store = Store(cfg.store.path)
+    publisher = Publisher(mqtt, cfg.hub.id, store)
+    task = asyncio.create_task(publisher.run())
+    try:
+        await wait_until(lambda: publisher.reconnects >= 1, 5, "a failed attempt")
+        await wait_until(lambda: "next attempt" in _status_now(path)[1], 5, "the state file")
+        before = datetime.now(UTC)
+        code, text = _status_now(path)
+        assert code == 0
+        (line,) = [x for x in text.splitlines() if x.startswith("broker link: ")]
+        assert line.startswith("broker link: unavailable since ")
+        assert "refused" in line.lower()
+        assert line.endswith(f"to mqtt://127.0.0.1:{port}")
+        assert "(in " in line
+        document = json.loads(_status_now(path, "json")[1])["broker_link"]
+        assert document["state"] == "unavailable"
+        due = datetime.fromisoformat(document["next_attempt"])
+        # The first retry waits backoff_min jittered into [min/2, min].
+        assert before - timedelta(seconds=1) < due < before + timedelta(seconds=21)
+    finally:
+        publisher.stop()
+        async with asyncio.timeout(5):
+            await task
+        store.close()
+    code, text = _status_now(path)
+    assert "broker link: stopped at " in text
+
+
+def _status_now(path: Path, *args: str) -> tuple[int, str]:
+    out = io.StringIO()
+    fmt = "json" if "json" in args else "text"
+    code = run_status(path, fmt=fmt, broker="broker" in args, timeout=2.0, out=out)
+    return code, out.getvalue()
+
+
+async def test_broker_view_reads_the_node_the_daemon_reached(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """Two URLs, the first down: `--broker` asks the node the daemon is connected to."""
+    down = f"mqtt://127.0.0.1:{free_port()}"
+    path = make_config(tmp_path, url=down)
+    secret = tmp_path / "pw"
+    secret.write_text(broker.password + "\n")
+    secret.chmod(0o600)
+    path.write_text(
+        path.read_text().replace(
+            f'url = "{down}"',
+            f'url = ["{down}", "{broker.url()}"]\nusername = "{broker.username}"\n'
+            'password_file = "pw"',
+        )
+    )
+    cfg = load(path)
+    store = Store(cfg.store.path)
+    publisher = Publisher(dataclasses.replace(cfg.mqtt, backoff_min=0.05), cfg.hub.id, store)
+    task = asyncio.create_task(publisher.run())
+    try:
+        await asyncio.wait_for(publisher.connected.wait(), 10)
+        code, text = await asyncio.to_thread(_status_now, path, "broker")
+    finally:
+        publisher.stop()
+        async with asyncio.timeout(5):
+            await task
+        store.close()
+    assert code == 0, text
+    assert f"broker {broker.url()}: hub online" in text
+    assert f"broker link: connected to {broker.url()} since " in text
