@@ -18,7 +18,9 @@ Drivers stay stack-agnostic, written against bleak's public API only:
     client = await establish(device, cfg, disconnected_callback=on_lost)
 
 and the daemon runs them inside `async with ble_session(cfg):`, which opens (and finally closes)
-the Bumble host of the loop when `stack = "bumble"` and does nothing for BlueZ.
+the Bumble host of the loop when `stack = "bumble"`, and on BlueZ registers the hub's pairing
+agent (`gatewayd.transport.bluez_agent`: bluetoothd >= 5.72 refuses Just Works pairing without
+one).
 """
 
 from __future__ import annotations
@@ -127,9 +129,13 @@ def client_kwargs(cfg: BleConfig) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def ble_session(cfg: BleConfig) -> AsyncIterator[None]:
-    """Bring the configured stack up for this event loop (Bumble: open the host; BlueZ: nothing)."""
+    """Bring the configured stack up for this event loop (Bumble: open the host; BlueZ: register
+    the hub's pairing agent)."""
     if cfg.stack != "bumble":
-        yield
+        from gatewayd.transport.bluez_agent import bluez_agent
+
+        async with bluez_agent():
+            yield
         return
     from gatewayd.transport.bumble_registry import bumble_session
 

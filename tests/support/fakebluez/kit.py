@@ -1,0 +1,92 @@
+"""`BluezKit`: any BLE driver's `DriverKit`, with the gateway on BlueZ (through the stand-in).
+
+The wrapped kit's emulator and hooks are used as they are; only the hub's side changes: the
+driver gets ``[ble] stack = "bluez"`` (so `gatewayd.transport.ble.establish` takes its
+bleak-retry-connector branch and bleak its BlueZ backend), and the hub's radio becomes the
+`org.bluez` stand-in on the Bumble host the wrapped kit would have used, brought up inside the
+daemon's own `ble_session` (which registers the daemon's pairing agent, as in production).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from gatewayd.driver import DriverPlugin
+from gatewayd.models import Reading
+from gatewayd.testing.driverkit import DriverKit, Key, Target
+from gatewayd.transport.ble import BleConfig, ble_session
+from gatewayd.transport.bumble_registry import current_bumble_host
+
+from .standin import FakeBluez, Faults
+
+__all__ = ["BLUEZ", "BluezKit", "bluez_radio"]
+
+#: The hub's `[ble]` on BlueZ (the default stack).
+BLUEZ = BleConfig(stack="bluez")
+_SETTINGS = ("readings_before", "readings_after", "live", "drops", "timeout", "redelivers",
+             "backfills_after_drop", "device_id")  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def bluez_radio(
+    target: Target, faults: Faults, started: Callable[[FakeBluez], None], *, agent: bool = True
+) -> AsyncIterator[None]:
+    """The target's Bumble radio, the stand-in on it, and the daemon's BlueZ `ble_session`
+    (`agent`: as in production; False: without it, as bleak alone would be)."""
+    inner = target.radio() if target.radio is not None else ble_session(target.ble)
+    async with inner, FakeBluez(current_bumble_host(), faults) as bluez:
+        started(bluez)
+        if agent:
+            async with ble_session(BLUEZ):
+                yield
+        else:
+            yield
+        if not bluez.calls["StartDiscovery"]:
+            raise AssertionError("the gateway never went through org.bluez (no StartDiscovery)")
+
+
+class BluezKit(DriverKit):
+    """`kit` with the hub on BlueZ: same emulator, same hooks, same checks."""
+
+    def __init__(self, kit: DriverKit, faults: Faults | None = None, *, agent: bool = True) -> None:
+        self.kit = kit
+        self.faults = faults or Faults()
+        self.agent = agent
+        self.bluez: FakeBluez | None = None
+        for name in _SETTINGS:
+            setattr(self, name, getattr(kit, name))
+
+    def make_plugin(self) -> DriverPlugin[Any]:
+        return self.kit.make_plugin()
+
+    @contextlib.asynccontextmanager
+    async def start_emulator(self) -> AsyncIterator[Target]:
+        async with self.kit.start_emulator() as target:
+            yield replace(target, ble=BLUEZ, radio=lambda: self._radio(target))
+
+    def _radio(self, target: Target) -> contextlib.AbstractAsyncContextManager[None]:
+        return bluez_radio(target, self.faults, self._started, agent=self.agent)
+
+    def _started(self, bluez: FakeBluez) -> None:
+        self.bluez = bluez
+
+    def standin(self) -> FakeBluez:
+        """The running stand-in."""
+        if self.bluez is None:
+            raise RuntimeError("the org.bluez stand-in is not running")
+        return self.bluez
+
+    async def force_link_drop(self) -> None:
+        await self.kit.force_link_drop()
+
+    async def corrupt_next(self) -> None:
+        await self.kit.corrupt_next()
+
+    def expected_sequence(self, readings: Sequence[Reading]) -> Sequence[Key]:
+        return self.kit.expected_sequence(readings)
+
+    async def make_readings(self, count: int) -> None:
+        await self.kit.make_readings(count)
