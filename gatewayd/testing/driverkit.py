@@ -185,6 +185,8 @@ class KitGateway:
         self.device, self.supervisor, self.store = device, supervisor, store
         self.stored: list[Reading] = []
         self.yielded: list[Reading] = []
+        #: Every device status the supervisor reported, in order (attempts, backoff, parking).
+        self.statuses: list[DeviceStatus] = []
         self.opened = self.closed = 0
         self._changed = asyncio.Event()
 
@@ -294,6 +296,7 @@ class _Publisher(Publisher):
     def set_status(self, status: DeviceStatus) -> None:
         super().set_status(status)
         if self._gateway:
+            self._gateway[0].statuses.append(status)
             self._gateway[0].changed()
 
 

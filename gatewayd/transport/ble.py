@@ -156,24 +156,22 @@ async def establish(
 ) -> BleakClient:
     """A connected `BleakClient` (services discovered), or `DeviceNotFound` / `DeviceError`.
 
-    BlueZ: bleak-retry-connector's `establish_connection` (up to `max_attempts`, with its own
-    backoff, per-attempt timeout and BlueZ's stale-connection workarounds; `timeout` is not
-    used). Bumble: one connect (+ MTU + discovery) bounded by `timeout`; there is no BlueZ state
-    to work around, and the caller (the supervisor) owns retries and backoff.
+    BlueZ: up to `max_attempts` attempts of bleak-retry-connector's `establish_connection`
+    (its per-attempt timeout, backoff and BlueZ's stale-connection workarounds; `timeout` is not
+    used), each with a fresh `BleakClient` (see `_establish_bluez`). Bumble: one connect (+ MTU +
+    discovery) bounded by `timeout`; there is no BlueZ state to work around, and the caller (the
+    supervisor) owns retries and backoff.
     """
     label = name or device.name or device.address
     try:
         if cfg.stack == "bluez":
-            from bleak_retry_connector import establish_connection
-
-            return await establish_connection(
-                BleakClient,
+            return await _establish_bluez(
                 device,
+                cfg,
                 label,
                 disconnected_callback=disconnected_callback,
-                max_attempts=max_attempts,
                 pair=pair,
-                **client_kwargs(cfg),
+                max_attempts=max_attempts,
             )
         client = BleakClient(
             device,
@@ -196,6 +194,57 @@ async def establish(
         error = DeviceNotFound if _not_found(exc) else DeviceError
         raise error(f"{label}: cannot connect: {exc}", device=device.address) from exc
     return client
+
+
+async def _establish_bluez(
+    device: BLEDevice,
+    cfg: BleConfig,
+    label: str,
+    *,
+    disconnected_callback: Callable[[BleakClient], None] | None,
+    pair: bool,
+    max_attempts: int,
+) -> BleakClient:
+    """`establish_connection` one attempt at a time, each with a fresh `BleakClient`.
+
+    bleak-retry-connector makes one client for all its attempts. bleak's BlueZ client marks
+    itself connected when bluetoothd answers Connect and unmarks itself only on the device's
+    ``Connected=false`` signal; when an attempt times out waiting for ``ServicesResolved``, bleak
+    stops listening before bluetoothd sends that signal (it answers Disconnect first), so every
+    later attempt with the same client fails at once with "Client is already connected": all
+    attempts burnt in milliseconds. A fresh client per attempt makes each one a real attempt;
+    between them bleak-retry-connector has already waited for the disconnection and backed off.
+
+    `disconnected_callback` hears only of the client returned, once returned: bleak also calls
+    it inside `connect()` when bluetoothd answers "le-connection-abort-by-local" (the link came
+    up and went; bleak then tries again), which would end the session about to start.
+    """
+    from bleak_retry_connector import establish_connection
+
+    connected: list[BleakClient] = []
+
+    def on_disconnected(client: BleakClient) -> None:
+        if disconnected_callback is not None and connected and client is connected[0]:
+            disconnected_callback(client)
+
+    for attempt in range(1, max_attempts + 1):
+        try:
+            client = await establish_connection(
+                BleakClient,
+                device,
+                label,
+                disconnected_callback=on_disconnected,
+                max_attempts=1,
+                pair=pair,
+                **client_kwargs(cfg),
+            )
+        except (BleakError, TimeoutError):
+            if attempt == max_attempts:
+                raise
+        else:
+            connected.append(client)
+            return client
+    raise DeviceError(f"{label}: max_attempts must be >= 1", device=device.address)
 
 
 def _not_found(exc: BleakError) -> bool:

@@ -18,7 +18,7 @@ radio timing; see docs/ble.md for the list of what it reproduces and what only h
 """
 
 from .daemon import DbusDaemon
-from .kit import BLUEZ, BluezKit, bluez_radio
+from .kit import BLUEZ, BluezKit
 from .standin import FakeBluez, Faults
 
-__all__ = ["BLUEZ", "BluezKit", "DbusDaemon", "FakeBluez", "Faults", "bluez_radio"]
+__all__ = ["BLUEZ", "BluezKit", "DbusDaemon", "FakeBluez", "Faults"]

@@ -90,6 +90,15 @@ class BluezDevice(ServiceInterface):
         return self._bluez.faults.drop_early_notifications
 
     @property
+    def cccd_answer_delay(self) -> float:
+        """Seconds the CCCD write's answer takes (fault knob)."""
+        return self._bluez.faults.cccd_answer_delay
+
+    def count(self, event: str) -> None:
+        """Count an event of this device (see `FakeBluez.calls`)."""
+        self._bluez.count(event)
+
+    @property
     def alias(self) -> str:
         return self._adv.local_name or self.text.replace(":", "-")
 
@@ -178,6 +187,23 @@ class BluezDevice(ServiceInterface):
             changed["ServiceData"] = self.ServiceData
         if changed:
             self.emit_properties_changed(changed)
+
+    @property
+    def gatt_paths(self) -> list[str]:
+        """The object paths of the GATT objects exported for the current link."""
+        return [path for path, _ in self._objects]
+
+    async def wait_released(self, path: str) -> None:
+        """Wait until the client closed the acquired notification socket of `path`."""
+        chars = [i for p, i in self._objects if p == path and isinstance(i, Characteristic)]
+        if not chars:
+            raise KeyError(path)
+        await chars[0].released.wait()
+
+    @property
+    def paired(self) -> bool:
+        """Whether the device is paired (and bonded)."""
+        return self._paired
 
     @property
     def removable(self) -> bool:

@@ -33,6 +33,8 @@ from .errors import IN_PROGRESS, NOT_SUPPORTED, bluez_error
 
 __all__ = ["Characteristic", "Descriptor", "GattHost", "Service", "bumble_uuid"]
 
+#: Seconds after an AcquireNotify reply by which dbus-fast has sent the fd (in-process: ~ms).
+FD_HANDOVER = 0.5
 DBusStrList = Annotated[list[str], DBusSignature("as")]
 DBusObjectPathList = Annotated[list[str], DBusSignature("ao")]
 DBusFdMtu = Annotated[list[Any], DBusSignature("hq")]
@@ -43,9 +45,13 @@ class GattHost(Protocol):
 
     mtu: int
     drop_early_notifications: bool
+    cccd_answer_delay: float
 
     async def att(self, what: str, operation: Callable[[], Awaitable[Any]]) -> Any:
         """Run one ATT procedure on the link (security upgrade, errors as bluetoothd's)."""
+
+    def count(self, event: str) -> None:
+        """Count an event of the stand-in (what tests assert on)."""
 
     def gatt_client(self) -> Any:
         """The link's Bumble GATT client."""
@@ -96,6 +102,8 @@ class Characteristic(ServiceInterface):
         self._notifying = self._acquired = False
         self._subscribing = False
         self._socket: socket.socket | None = None
+        #: Set when the client closed an acquired notification socket (bluetoothd unsubscribes).
+        self.released = asyncio.Event()
 
     @dbus_property(access=PropertyAccess.READ)
     def UUID(self) -> DBusStr:  # noqa: N802
@@ -154,7 +162,8 @@ class Characteristic(ServiceInterface):
 
     def _on_value(self, value: bytes) -> None:
         if self._subscribing and self._host.drop_early_notifications:
-            return  # arrived before the CCCD write was answered: lost, as with AcquireNotify
+            self._host.count("notification-lost")
+            return  # arrived before the CCCD write was answered: lost
         if self._socket is not None:
             with contextlib.suppress(OSError):
                 self._socket.send(bytes(value))
@@ -173,11 +182,14 @@ class Characteristic(ServiceInterface):
                 f"subscribe {self._uuid}",
                 lambda: gatt.subscribe(self._proxy, self._on_value, prefer_notify=True),
             )
+            if self._host.cccd_answer_delay:
+                await asyncio.sleep(self._host.cccd_answer_delay)  # the answer still on air
         finally:
             self._subscribing = False
 
     @dbus_method()
     async def StartNotify(self) -> None:  # noqa: N802
+        self._host.count("StartNotify")
         if self._notifying:
             return
         await self._subscribe()
@@ -197,6 +209,7 @@ class Characteristic(ServiceInterface):
 
     @dbus_method()
     async def AcquireNotify(self, options: DBusDict) -> DBusFdMtu:  # noqa: N802
+        self._host.count("AcquireNotify")
         if self._acquired or self._notifying:
             raise bluez_error(IN_PROGRESS, "In Progress")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -211,9 +224,12 @@ class Characteristic(ServiceInterface):
         self._acquired = True
         self.emit_properties_changed({"NotifyAcquired": True})
         # bluetoothd ends the subscription when the client closes its end.
-        asyncio.get_running_loop().add_reader(ours.fileno(), self._on_socket_event)
-        fd = theirs.detach()
-        return [fd, self._host.mtu]
+        loop = asyncio.get_running_loop()
+        loop.add_reader(ours.fileno(), self._on_socket_event)
+        # dbus-fast sends (a copy of) the fd with the reply after this method returned; the
+        # stand-in's own copy must close then, or the client's close would never show.
+        loop.call_later(FD_HANDOVER, theirs.close)
+        return [theirs.fileno(), self._host.mtu]
 
     def _on_socket_event(self) -> None:
         sock = self._socket
@@ -228,6 +244,7 @@ class Characteristic(ServiceInterface):
             pass
         self._release_socket()
         self._acquired = False
+        self.released.set()
         self.emit_properties_changed({"NotifyAcquired": False})
         gatt = self._host.gatt_client()
         gatt.notification_subscribers.get(self._proxy.handle, set()).discard(self._on_value)

@@ -3,14 +3,14 @@
 The wrapped kit's emulator and hooks are used as they are; only the hub's side changes: the
 driver gets ``[ble] stack = "bluez"`` (so `gatewayd.transport.ble.establish` takes its
 bleak-retry-connector branch and bleak its BlueZ backend), and the hub's radio becomes the
-`org.bluez` stand-in on the Bumble host the wrapped kit would have used, brought up inside the
-daemon's own `ble_session` (which registers the daemon's pairing agent, as in production).
+`org.bluez` stand-in on the Bumble host the wrapped kit would have used, with the daemon's own
+`ble_session` inside it (which registers the hub's pairing agent, as in production).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -22,7 +22,7 @@ from gatewayd.transport.bumble_registry import current_bumble_host
 
 from .standin import FakeBluez, Faults
 
-__all__ = ["BLUEZ", "BluezKit", "bluez_radio"]
+__all__ = ["BLUEZ", "BluezKit"]
 
 #: The hub's `[ble]` on BlueZ (the default stack).
 BLUEZ = BleConfig(stack="bluez")
@@ -30,32 +30,18 @@ _SETTINGS = ("readings_before", "readings_after", "live", "drops", "timeout", "r
              "backfills_after_drop", "device_id")  # fmt: skip
 
 
-@contextlib.asynccontextmanager
-async def bluez_radio(
-    target: Target, faults: Faults, started: Callable[[FakeBluez], None], *, agent: bool = True
-) -> AsyncIterator[None]:
-    """The target's Bumble radio, the stand-in on it, and the daemon's BlueZ `ble_session`
-    (`agent`: as in production; False: without it, as bleak alone would be)."""
-    inner = target.radio() if target.radio is not None else ble_session(target.ble)
-    async with inner, FakeBluez(current_bumble_host(), faults) as bluez:
-        started(bluez)
-        if agent:
-            async with ble_session(BLUEZ):
-                yield
-        else:
-            yield
-        if not bluez.calls["StartDiscovery"]:
-            raise AssertionError("the gateway never went through org.bluez (no StartDiscovery)")
-
-
 class BluezKit(DriverKit):
-    """`kit` with the hub on BlueZ: same emulator, same hooks, same checks."""
+    """`kit` with the hub on BlueZ: same emulator, same hooks, same checks.
+
+    `agent`: the daemon's `ble_session` runs (it registers the hub's pairing agent), as in
+    production; False: it does not, as with bleak alone.
+    """
 
     def __init__(self, kit: DriverKit, faults: Faults | None = None, *, agent: bool = True) -> None:
         self.kit = kit
         self.faults = faults or Faults()
         self.agent = agent
-        self.bluez: FakeBluez | None = None
+        self._bluez: FakeBluez | None = None
         for name in _SETTINGS:
             setattr(self, name, getattr(kit, name))
 
@@ -67,17 +53,37 @@ class BluezKit(DriverKit):
         async with self.kit.start_emulator() as target:
             yield replace(target, ble=BLUEZ, radio=lambda: self._radio(target))
 
-    def _radio(self, target: Target) -> contextlib.AbstractAsyncContextManager[None]:
-        return bluez_radio(target, self.faults, self._started, agent=self.agent)
-
-    def _started(self, bluez: FakeBluez) -> None:
-        self.bluez = bluez
+    @contextlib.asynccontextmanager
+    async def _radio(self, target: Target) -> AsyncIterator[None]:
+        inner = target.radio() if target.radio is not None else ble_session(target.ble)
+        async with inner:
+            self._bluez = FakeBluez(current_bumble_host(), self.faults)
+            await self._bluez.start()
+            try:
+                if self.agent:
+                    async with ble_session(BLUEZ):
+                        yield
+                else:
+                    yield
+            finally:
+                await self.standin().stop()
+            if not self.standin().calls["StartDiscovery"]:
+                raise AssertionError("the gateway never went through org.bluez (no discovery)")
 
     def standin(self) -> FakeBluez:
-        """The running stand-in."""
-        if self.bluez is None:
+        """The running stand-in (the last one, after a restart)."""
+        if self._bluez is None:
             raise RuntimeError("the org.bluez stand-in is not running")
-        return self.bluez
+        return self._bluez
+
+    async def restart_bluez(self) -> FakeBluez:
+        """bluetoothd restarts: the running stand-in stops (links dropped, objects removed, its
+        bus connection closed) and a new one takes ``org.bluez``; returns the new one."""
+        old = self.standin()
+        await old.stop()
+        self._bluez = FakeBluez(old.host, self.faults)
+        await self._bluez.start()
+        return self._bluez
 
     async def force_link_drop(self) -> None:
         await self.kit.force_link_drop()

@@ -58,6 +58,9 @@ class Faults:
     agent_required: bool = False
     #: Notifications that arrive before the CCCD write is answered are lost.
     drop_early_notifications: bool = False
+    #: Seconds the CCCD write's answer takes to come back (on air: a connection interval or
+    #: more; on the emulated link: nothing), the window in which notifications can be early.
+    cccd_answer_delay: float = 0.0
     #: Seconds after StopDiscovery that temporary devices (not connected, not paired) are
     #: removed (bluetoothd's TemporaryTimeout is 30 s); None: kept.
     remove_after_discovery: float | None = None
@@ -88,6 +91,8 @@ class AgentManager(ServiceInterface):
         self.agents: dict[str, tuple[str, str]] = {}  # owner -> (path, capability)
         self.default: tuple[str, str] | None = None  # (owner, path)
         self.sender = ""  # of the call being dispatched (set by FakeBluez's message handler)
+        #: Set when an agent becomes the default one.
+        self.has_default = asyncio.Event()
 
     @dbus_method()
     def RegisterAgent(self, agent: DBusObjectPath, capability: DBusStr) -> None:  # noqa: N802
@@ -111,6 +116,7 @@ class AgentManager(ServiceInterface):
         if self.agents.get(self.sender, ("",))[0] != agent:
             raise bluez_error(DOES_NOT_EXIST, "No such agent")
         self.default = (self.sender, agent)
+        self.has_default.set()
 
 
 class Adapter(ServiceInterface):
