@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -215,16 +216,26 @@ async def _establish_bluez(
     attempts burnt in milliseconds. A fresh client per attempt makes each one a real attempt;
     between them bleak-retry-connector has already waited for the disconnection and backed off.
 
-    `disconnected_callback` hears only of the client returned, once returned: bleak also calls
-    it inside `connect()` when bluetoothd answers "le-connection-abort-by-local" (the link came
-    up and went; bleak then tries again), which would end the session about to start.
+    `disconnected_callback` hears only of the client returned, once returned, and once: bleak
+    also calls it inside `connect()` when bluetoothd answers "le-connection-abort-by-local" (the
+    link came up and went; bleak then tries again), which would end the session about to start.
+    It is also called when bluetoothd goes away (`gatewayd.transport.bluez_watch`): after a
+    crash bleak never learns that the link dropped.
     """
     from bleak_retry_connector import establish_connection
 
+    from gatewayd.transport.bluez_watch import when_bluez_lost
+
     connected: list[BleakClient] = []
+    forget: list[Callable[[], None]] = []
 
     def on_disconnected(client: BleakClient) -> None:
-        if disconnected_callback is not None and connected and client is connected[0]:
+        if not connected or client is not connected[0]:
+            return
+        connected.clear()
+        for cancel in forget:
+            cancel()
+        if disconnected_callback is not None:
             disconnected_callback(client)
 
     for attempt in range(1, max_attempts + 1):
@@ -243,6 +254,7 @@ async def _establish_bluez(
                 raise
         else:
             connected.append(client)
+            forget.append(when_bluez_lost(functools.partial(on_disconnected, client)))
             return client
     raise DeviceError(f"{label}: max_attempts must be >= 1", device=device.address)
 

@@ -31,6 +31,8 @@ from dbus_fast.annotations import DBusObjectPath, DBusStr, DBusUInt16, DBusUInt3
 from dbus_fast.errors import DBusError
 from dbus_fast.service import ServiceInterface, dbus_method
 
+from gatewayd.transport.bluez_watch import bluez_watch
+
 __all__ = ["AGENT_PATH", "CAPABILITY", "HubAgent", "bluez_agent"]
 
 AGENT_PATH: Final = "/org/gatewayd/agent"
@@ -38,10 +40,7 @@ CAPABILITY: Final = "NoInputNoOutput"
 #: Seconds bluetoothd may take to answer a registration (it answers in milliseconds).
 REGISTER_TIMEOUT: Final = 5.0
 _REJECTED: Final = "org.bluez.Error.Rejected"
-_OWNER_CHANGED: Final = (
-    "type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',"
-    "member='NameOwnerChanged',arg0='org.bluez'"
-)
+
 
 log = structlog.get_logger().bind(component="ble_bluez_agent")
 
@@ -112,80 +111,57 @@ async def _call(bus: MessageBus, member: str, signature: str, body: list[object]
         raise DBusError(reply.error_name or "org.bluez.Error.Failed", str(reply.body))
 
 
-async def _register(bus: MessageBus) -> None:
-    async with asyncio.timeout(REGISTER_TIMEOUT):
-        await _call(bus, "RegisterAgent", "os", [AGENT_PATH, CAPABILITY])
-        await _call(bus, "RequestDefaultAgent", "o", [AGENT_PATH])
+async def _register(bus: MessageBus) -> bool:
+    """Register the agent and make it the default one; False (logged) when BlueZ refuses or
+    is not there."""
+    try:
+        async with asyncio.timeout(REGISTER_TIMEOUT):
+            await _call(bus, "RegisterAgent", "os", [AGENT_PATH, CAPABILITY])
+            await _call(bus, "RequestDefaultAgent", "o", [AGENT_PATH])
+    except (OSError, DBusError, EOFError, TimeoutError) as exc:
+        log.warning("bluez_agent_unavailable", error=repr(exc))
+        return False
     log.info("bluez_agent_registered", path=AGENT_PATH, capability=CAPABILITY)
-
-
-class _Reregister:
-    """bluetoothd forgets its agents when it restarts: register again when ``org.bluez`` gets a
-    new owner (NameOwnerChanged)."""
-
-    def __init__(self, bus: MessageBus) -> None:
-        self._bus = bus
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def watch(self) -> None:
-        await self._bus.call(
-            Message(
-                destination="org.freedesktop.DBus",
-                path="/org/freedesktop/DBus",
-                interface="org.freedesktop.DBus",
-                member="AddMatch",
-                signature="s",
-                body=[_OWNER_CHANGED],
-            )
-        )
-        self._bus.add_message_handler(self._on_message)
-
-    def _on_message(self, message: Message) -> None:
-        if message.member != "NameOwnerChanged" or message.body[:1] != ["org.bluez"]:
-            return
-        if message.body[2]:  # a new owner: bluetoothd (re)started
-            task = asyncio.get_running_loop().create_task(self._again())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _again(self) -> None:
-        try:
-            await _register(self._bus)
-        except (OSError, DBusError, EOFError, TimeoutError) as exc:
-            log.warning("bluez_agent_unavailable", error=repr(exc))
-
-    async def close(self) -> None:
-        self._bus.remove_message_handler(self._on_message)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+    return True
 
 
 @contextlib.asynccontextmanager
 async def bluez_agent() -> AsyncIterator[HubAgent | None]:
-    """Register the hub's agent as BlueZ's default one while inside (again after a restart of
-    bluetoothd); yields it, or None when BlueZ cannot be reached (logged: pairing may then fail
-    on BlueZ >= 5.72)."""
-    agent = HubAgent()
-    bus: MessageBus | None = None
+    """The hub's agent, BlueZ's default one while inside: registered now if bluetoothd runs,
+    and again whenever it (re)starts (`gatewayd.transport.bluez_watch`, whose watch of
+    bluetoothd runs as long). Yields None when there is no system bus (logged)."""
     try:
         async with asyncio.timeout(REGISTER_TIMEOUT):
             bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
-        bus.export(AGENT_PATH, agent)
-        await _register(bus)
-        watcher = _Reregister(bus)
-        await watcher.watch()
-    except (OSError, DBusError, EOFError, TimeoutError) as exc:
+    except (OSError, EOFError, TimeoutError) as exc:
         log.warning("bluez_agent_unavailable", error=repr(exc))
-        if bus is not None:
-            bus.disconnect()
         yield None
         return
+    agent = HubAgent()
+    tasks: set[asyncio.Task[bool]] = set()
+
+    def register_again() -> None:
+        task = asyncio.get_running_loop().create_task(_register(bus))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
     try:
-        yield agent
+        bus.export(AGENT_PATH, agent)
+        async with bluez_watch(bus) as watch:
+            watch.on_new_owner(register_again)
+            await _register(bus)
+            try:
+                yield agent
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                await _unregister(bus)
     finally:
-        await watcher.close()
-        with contextlib.suppress(OSError, DBusError, EOFError, TimeoutError):
-            async with asyncio.timeout(REGISTER_TIMEOUT):
-                await _call(bus, "UnregisterAgent", "o", [AGENT_PATH])
         bus.disconnect()
+
+
+async def _unregister(bus: MessageBus) -> None:
+    with contextlib.suppress(OSError, DBusError, EOFError, TimeoutError):
+        async with asyncio.timeout(REGISTER_TIMEOUT):
+            await _call(bus, "UnregisterAgent", "o", [AGENT_PATH])

@@ -221,6 +221,17 @@ async def test_bluetoothd_restarting_ends_the_session_and_the_daemon_reconnects(
     assert_contract(kit, gw, kit.make_plugin())
 
 
+async def test_bluetoothd_crashing_ends_the_session_and_the_daemon_reconnects() -> None:
+    kit = cgms()
+    async with gateway(kit) as gw:
+        await gw.wait_for(3, live=True)
+        await kit.restart_bluez(crash=True)  # no signal: bleak's client says "connected"
+        await gw.wait_for_session(1)
+        await gw.wait_for(gw.count(live=True) + 3, live=True)
+    assert len(backoffs(gw)) == 1
+    assert_contract(kit, gw, kit.make_plugin())
+
+
 async def test_notifications_lost_before_the_cccd_write_completes_are_backfilled() -> None:
     kit = cgms(Faults(drop_early_notifications=True, cccd_answer_delay=0.3))
     async with gateway(kit) as gw:

@@ -6,8 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from dbus_fast import BusType, Message, MessageType
-from dbus_fast.aio import MessageBus
+from dbus_fast import Message, MessageType
 
 from gatewayd.transport.bluez_agent import AGENT_PATH, CAPABILITY, HubAgent, bluez_agent
 from gatewayd.transport.bumble_link import in_process_link
@@ -84,10 +83,10 @@ async def test_registers_again_when_bluetoothd_restarts(bluez: FakeBluez) -> Non
             assert restarted.agents.default[1] == AGENT_PATH
 
 
-async def test_without_bluez_on_the_bus_there_is_no_agent_and_no_failure() -> None:
-    bus = await MessageBus(bus_type=BusType.SYSTEM).connect()  # the bus is there, org.bluez not
-    try:
-        async with bluez_agent() as agent:
-            assert agent is None
-    finally:
-        bus.disconnect()
+async def test_registers_when_bluetoothd_starts_after_the_daemon() -> None:
+    async with bluez_agent() as agent, in_process_link() as link:
+        assert agent is not None  # the bus is there, org.bluez is not (yet)
+        async with FakeBluez(link.central) as late:
+            await late.agents.has_default.wait()
+            assert late.agents.default is not None
+            assert late.agents.default[1] == AGENT_PATH

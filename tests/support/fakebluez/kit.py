@@ -76,11 +76,11 @@ class BluezKit(DriverKit):
             raise RuntimeError("the org.bluez stand-in is not running")
         return self._bluez
 
-    async def restart_bluez(self) -> FakeBluez:
-        """bluetoothd restarts: the running stand-in stops (links dropped, objects removed, its
-        bus connection closed) and a new one takes ``org.bluez``; returns the new one."""
+    async def restart_bluez(self, *, crash: bool = False) -> FakeBluez:
+        """bluetoothd restarts: the running stand-in stops (`FakeBluez.stop`: cleanly, or by a
+        `crash`) and a new one takes ``org.bluez``; returns the new one."""
         old = self.standin()
-        await old.stop()
+        await old.stop(crash=crash)
         self._bluez = FakeBluez(old.host, self.faults)
         await self._bluez.start()
         return self._bluez

@@ -128,6 +128,7 @@ class Adapter(ServiceInterface):
         self.discovering = False
         self.uuids: set[str] = set()
         self._token: object | None = None
+        self._starting: asyncio.Task[None] | None = None
         self._seen: set[str] = set()  # devices reported in this discovery session
 
     @dbus_property(access=PropertyAccess.READ)
@@ -179,9 +180,14 @@ class Adapter(ServiceInterface):
         if bluez.faults.take("discovery_in_progress") or self.discovering:
             raise bluez_error(IN_PROGRESS, "Operation already in progress")
         self._seen.clear()
-        self._token = await bluez.host.start_scan(self._on_advertisement)
         self.discovering = True
         self.emit_properties_changed({"Discovering": True})
+        # bluetoothd answers once the controller was told to scan; devices are found after the
+        # answer (clients register their callbacks on it): the radio starts after the reply.
+        self._starting = asyncio.get_running_loop().create_task(self._start_scan())
+
+    async def _start_scan(self) -> None:
+        self._token = await self._bluez.host.start_scan(self._on_advertisement)
 
     @dbus_method()
     async def StopDiscovery(self) -> None:  # noqa: N802
@@ -197,6 +203,9 @@ class Adapter(ServiceInterface):
 
     async def stop_scan(self) -> None:
         """Stop the host's scan for this adapter (also when bluetoothd stops)."""
+        starting, self._starting = self._starting, None
+        if starting is not None:
+            await starting
         token, self._token = self._token, None
         self.discovering = False
         if token is not None:
@@ -268,18 +277,20 @@ class FakeBluez:
         await bus.request_name(BLUEZ)
 
     async def stop(self, *, crash: bool = False) -> None:
-        """bluetoothd exits: cleanly (links dropped, objects removed) or by a crash (the bus
-        connection just goes; the links drop with the controller's reset on the next start)."""
+        """bluetoothd exits: cleanly (links dropped and objects removed, with their signals) or
+        by a crash (its bus connection goes first: no signal at all; the links drop)."""
         bus, adapter = self._bus, self._adapter
         if bus is None:
             return
+        if crash:
+            self._bus = None
+            bus.disconnect()
         if adapter is not None:
             await adapter.stop_scan()
         for device in list(self.devices.values()):
             await device.disconnect_quietly()
             if not crash:
-                with contextlib.suppress(Exception):
-                    bus.unexport(device.path, device)
+                bus.unexport(device.path, device)
         if adapter is not None and not crash:
             bus.unexport(self.adapter_path, adapter)
         self.devices.clear()
