@@ -222,10 +222,10 @@ class BluezDevice(ServiceInterface):
             raise bluez_error(IN_PROGRESS, "In Progress")
         if self.connection is not None:
             raise bluez_error(ALREADY_CONNECTED, "Already Connected")
-        await self._connect(resolve=True)
+        await self._connect()
 
-    async def _connect(self, *, resolve: bool) -> None:
-        task = asyncio.get_running_loop().create_task(self._link_up(resolve=resolve))
+    async def _connect(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._link_up())
         self._connecting = task
         try:
             await asyncio.shield(task)
@@ -236,12 +236,12 @@ class BluezDevice(ServiceInterface):
         finally:
             self._connecting = None
 
-    async def _link_up(self, *, resolve: bool) -> None:
+    async def _link_up(self) -> None:
         faults = self._bluez.faults
         try:
             connection = await self._bluez.host.connect(self.address)
         except BaseBumbleError as exc:
-            raise bluez_error(FAILED, f"le-connection-abort-by-local ({exc})") from exc
+            raise bluez_error(FAILED, f"Connection failed: {exc}") from exc
         self._attach(connection)
         if faults.take("abort_by_local"):
             # bluetoothd saw the link come up and go at once: Connected true then false, then
@@ -255,8 +255,7 @@ class BluezDevice(ServiceInterface):
             self.mtu = connection.att_mtu
             if faults.stall_services_resolved:
                 return  # the reply comes, ServicesResolved never does (ATT stalled)
-            if resolve:
-                await self._resolve(connection)
+            await self._resolve(connection)
         except (att.ATT_Error, BaseBumbleError) as exc:
             await self._drop(connection)
             raise bluez_error(FAILED, f"Connection failed: {exc}") from exc
@@ -343,7 +342,7 @@ class BluezDevice(ServiceInterface):
         if self._paired:
             raise bluez_error(ALREADY_EXISTS, "Already Exists")
         if self.connection is None:
-            await self._connect(resolve=True)
+            await self._connect()
         connection = self._link()
         if not await self._pair(connection):
             raise bluez_error(AUTHENTICATION_FAILED, "Authentication Failed")
