@@ -65,6 +65,13 @@ def count(gw: KitGateway, state: LinkState) -> int:
     return sum(s.state is state for s in gw.statuses)
 
 
+def parked_reason(gw: KitGateway) -> str:
+    """The reason the device was parked with (it must say what a person has to fix)."""
+    parked = [s for s in gw.statuses if s.state is LinkState.PARKED]
+    assert len(parked) == 1, f"not parked: {[(s.state, s.reason) for s in gw.statuses]}"
+    return parked[0].reason or ""
+
+
 def backoffs(gw: KitGateway) -> list[str]:
     """The reasons of the BACKOFF statuses, in order (each one waited `retry_in_s` > 0)."""
     assert all(s.retry_in_s for s in gw.statuses if s.state is LinkState.BACKOFF)
@@ -119,7 +126,7 @@ async def test_a_stalled_service_resolution_costs_real_attempts_not_a_retry_stor
     reasons = backoffs(gw)
     assert len(reasons) == 2
     assert all("already connected" not in r for r in reasons)
-    assert all("3 attempt" in r or "TimeoutError" in r for r in reasons)
+    assert all("TimeoutError" in r for r in reasons)
 
 
 async def test_bonding_sensor_is_bonded_by_bluetoothd_itself_whatever_bond_says() -> None:
@@ -144,8 +151,7 @@ async def test_not_paired_with_bond_never_parks_the_device() -> None:
             "parked (or a second attempt)",
             20,
         )
-    assert count(gw, LinkState.PARKED) == 1
-    assert "bond" in (gw.statuses[-2].reason or "")
+    assert "bond" in parked_reason(gw)
 
 
 @NEEDS_GATT_LINK
@@ -157,7 +163,7 @@ async def test_a_refused_bond_parks_the_device_instead_of_a_reconnect_loop() -> 
             "parked (or a second attempt)",
             20,
         )
-    assert count(gw, LinkState.PARKED) == 1
+    assert "pair" in parked_reason(gw).lower() or "bond" in parked_reason(gw)
     assert count(gw, LinkState.BACKOFF) == 0
 
 
@@ -191,7 +197,7 @@ async def test_without_an_agent_a_failed_pairing_parks_the_device() -> None:
             20,
         )
     assert kit.standin().calls["RegisterAgent"] == 0
-    assert count(gw, LinkState.PARKED) == 1
+    assert "pair" in parked_reason(gw).lower() or "bond" in parked_reason(gw)
 
 
 async def test_a_device_removed_when_scanning_stopped_backs_off_and_comes_back() -> None:
