@@ -306,6 +306,8 @@ class KitGateway:
         self.yielded: list[Reading] = []
         #: Connection attempts (sessions created), sessions opened and closed.
         self.attempts = self.opened = self.closed = 0
+        #: Every device status the supervisor reported, in order (attempts, backoff, parking).
+        self.statuses: list[DeviceStatus] = []
         self._changed = asyncio.Event()
 
     def changed(self, *, attempted: int = 0, opened: int = 0, closed: int = 0) -> None:
@@ -415,6 +417,7 @@ class _Publisher(Publisher):
     def set_status(self, status: DeviceStatus) -> None:
         super().set_status(status)
         if self._gateway:
+            self._gateway[0].statuses.append(status)
             self._gateway[0].changed()
 
 

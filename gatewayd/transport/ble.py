@@ -19,13 +19,16 @@ against bleak's public API only:
     client = await establish(device, cfg, disconnected_callback=on_lost)
 
 and the daemon runs them inside `async with ble_session(cfg):`, which opens (and finally closes)
-the Bumble host of the loop when `stack = "bumble"` and does nothing for BlueZ.
+the Bumble host of the loop when `stack = "bumble"`, and on BlueZ registers the hub's pairing
+agent (`gatewayd.transport.bluez_agent`: bluetoothd >= 5.72 refuses Just Works pairing without
+one).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -35,7 +38,7 @@ from bleak import BleakClient
 from bleak.backends.device import BLEDevice
 from bleak.exc import BleakError
 
-from gatewayd.errors import DeviceNotFound
+from gatewayd.errors import DeviceError, DeviceNotFound
 from gatewayd.options import OptionReader
 
 __all__ = [
@@ -149,9 +152,13 @@ def client_kwargs(cfg: BleConfig) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def ble_session(cfg: BleConfig) -> AsyncIterator[None]:
-    """Bring the configured stack up for this event loop (Bumble: open the host; BlueZ: nothing)."""
+    """Bring the configured stack up for this event loop (Bumble: open the host; BlueZ: register
+    the hub's pairing agent)."""
     if cfg.stack != "bumble":
-        yield
+        from gatewayd.transport.bluez_agent import bluez_agent
+
+        async with bluez_agent():
+            yield
         return
     from gatewayd.transport.bumble_registry import bumble_session
 
@@ -173,24 +180,22 @@ async def establish(
     """A connected `BleakClient` (services discovered), or `DeviceNotFound` / `DeviceError`
     (bleak's errors mapped by `gatewayd.transport.gatt.ble_error`).
 
-    BlueZ: bleak-retry-connector's `establish_connection` (up to `max_attempts`, with its own
-    backoff, per-attempt timeout and BlueZ's stale-connection workarounds; `timeout` is not
-    used). Bumble: one connect (+ MTU + discovery) bounded by `timeout`; there is no BlueZ state
-    to work around, and the caller (the supervisor) owns retries and backoff.
+    BlueZ: up to `max_attempts` attempts of bleak-retry-connector's `establish_connection`
+    (its per-attempt timeout, backoff and BlueZ's stale-connection workarounds; `timeout` is not
+    used), each with a fresh `BleakClient` (see `_establish_bluez`). Bumble: one connect (+ MTU +
+    discovery) bounded by `timeout`; there is no BlueZ state to work around, and the caller (the
+    supervisor) owns retries and backoff.
     """
     label = name or device.name or device.address
     try:
         if cfg.stack == "bluez":
-            from bleak_retry_connector import establish_connection
-
-            return await establish_connection(
-                BleakClient,
+            return await _establish_bluez(
                 device,
+                cfg,
                 label,
                 disconnected_callback=disconnected_callback,
-                max_attempts=max_attempts,
                 pair=pair,
-                **client_kwargs(cfg),
+                max_attempts=max_attempts,
             )
         client = BleakClient(
             device,
@@ -215,3 +220,65 @@ async def establish(
         what = f"{label}: cannot connect"
         raise ble_error(exc, what, device=device.address, phase="connect") from exc
     return client
+
+
+async def _establish_bluez(
+    device: BLEDevice,
+    cfg: BleConfig,
+    label: str,
+    *,
+    disconnected_callback: Callable[[BleakClient], None] | None,
+    pair: bool,
+    max_attempts: int,
+) -> BleakClient:
+    """`establish_connection` one attempt at a time, each with a fresh `BleakClient`.
+
+    bleak-retry-connector makes one client for all its attempts. bleak's BlueZ client marks
+    itself connected when bluetoothd answers Connect and unmarks itself only on the device's
+    ``Connected=false`` signal; when an attempt times out waiting for ``ServicesResolved``, bleak
+    stops listening before bluetoothd sends that signal (it answers Disconnect first), so every
+    later attempt with the same client fails at once with "Client is already connected": all
+    attempts burnt in milliseconds. A fresh client per attempt makes each one a real attempt;
+    between them bleak-retry-connector has already waited for the disconnection and backed off.
+
+    `disconnected_callback` hears only of the client returned, once returned, and once: bleak
+    also calls it inside `connect()` when bluetoothd answers "le-connection-abort-by-local" (the
+    link came up and went; bleak then tries again), which would end the session about to start.
+    It is also called when bluetoothd goes away (`gatewayd.transport.bluez_watch`): after a
+    crash bleak never learns that the link dropped.
+    """
+    from bleak_retry_connector import establish_connection
+
+    from gatewayd.transport.bluez_watch import when_bluez_lost
+
+    connected: list[BleakClient] = []
+    forget: list[Callable[[], None]] = []
+
+    def on_disconnected(client: BleakClient) -> None:
+        if not connected or client is not connected[0]:
+            return
+        connected.clear()
+        for cancel in forget:
+            cancel()
+        if disconnected_callback is not None:
+            disconnected_callback(client)
+
+    for attempt in range(1, max_attempts + 1):
+        try:
+            client = await establish_connection(
+                BleakClient,
+                device,
+                label,
+                disconnected_callback=on_disconnected,
+                max_attempts=1,
+                pair=pair,
+                **client_kwargs(cfg),
+            )
+        except (BleakError, TimeoutError):
+            if attempt == max_attempts:
+                raise
+        else:
+            connected.append(client)
+            forget.append(when_bluez_lost(functools.partial(on_disconnected, client)))
+            return client
+    raise DeviceError(f"{label}: max_attempts must be >= 1", device=device.address)

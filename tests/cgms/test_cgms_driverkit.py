@@ -17,8 +17,10 @@ Check = Callable[[driverkit.DriverKit], Awaitable[None]]
 
 @pytest.mark.timeout(40)
 @pytest.mark.parametrize("check", driverkit.CHECKS, ids=driverkit.check_name)
-async def test_cgms_driver_honours_the_contract_in_process(check: Check) -> None:
-    await check(CgmsKit())
+async def test_cgms_driver_honours_the_contract_in_process(
+    check: Check, on_stack: Callable[[driverkit.DriverKit], driverkit.DriverKit]
+) -> None:
+    await check(on_stack(CgmsKit()))
 
 
 @pytest.mark.timeout(40)

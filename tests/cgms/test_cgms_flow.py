@@ -12,9 +12,9 @@ from datetime import timedelta
 
 import pytest
 import structlog
-from cgms_fake import FakeCgm, pump
 from structlog.testing import capture_logs
 
+from cgms_fake import FakeCgm, pump
 from drivers.cgms.convert import to_reading
 from drivers.cgms.flow import RecordFlow
 from gatewayd.driver import DAMAGED_RETRIES, DeviceContext, DeviceFindings

@@ -19,8 +19,9 @@ pytestmark = pytest.mark.timeout(40)
 @pytest.mark.parametrize("check", driverkit.CHECKS, ids=driverkit.check_name)
 async def test_g6_driver_honours_the_contract(
     check: Callable[[driverkit.DriverKit], Awaitable[None]],
+    on_stack: Callable[[driverkit.DriverKit], driverkit.DriverKit],
 ) -> None:
-    await check(G6Kit())
+    await check(on_stack(G6Kit()))
 
 
 @pytest.mark.parametrize("check", driverkit.BOND_CHECKS, ids=driverkit.check_name)

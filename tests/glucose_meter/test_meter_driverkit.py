@@ -111,9 +111,14 @@ class ClosingMeterKit(MeterKit):
 Check = Callable[[driverkit.DriverKit], Awaitable[None]]
 
 
+OnStack = Callable[[driverkit.DriverKit], driverkit.DriverKit]
+
+
 @pytest.mark.parametrize("check", driverkit.CHECKS, ids=driverkit.check_name)
-async def test_a_meter_that_keeps_the_link_honours_the_contract(check: Check) -> None:
-    await check(MeterKit())
+async def test_a_meter_that_keeps_the_link_honours_the_contract(
+    check: Check, on_stack: OnStack
+) -> None:
+    await check(on_stack(MeterKit()))
 
 
 @pytest.mark.parametrize(
@@ -121,8 +126,10 @@ async def test_a_meter_that_keeps_the_link_honours_the_contract(check: Check) ->
     [c for c in driverkit.CHECKS if c is not driverkit.check_readings_arrive],
     ids=driverkit.check_name,
 )
-async def test_a_meter_that_closes_the_link_honours_the_contract(check: Check) -> None:
-    await check(ClosingMeterKit())
+async def test_a_meter_that_closes_the_link_honours_the_contract(
+    check: Check, on_stack: OnStack
+) -> None:
+    await check(on_stack(ClosingMeterKit()))
 
 
 @pytest.mark.parametrize("check", driverkit.BOND_CHECKS, ids=driverkit.check_name)

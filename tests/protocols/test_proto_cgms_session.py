@@ -9,10 +9,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from cgms_fake import START, FakeCgm, pump
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cgms_fake import START, FakeCgm, pump
 from protocols.cgms import (
     CGM_FEATURE,
     CGM_MEASUREMENT,
