@@ -37,6 +37,7 @@ def run_export(
     tz: str | None = None,
     paper: str = "a4",
     include_serial: bool = False,
+    unit: str | None = None,
 ) -> int:
     """Write the export; returns the exit status."""
     if fmt not in FORMATS:
@@ -75,7 +76,10 @@ def run_export(
                 raise OptionError("--format", reason) from None
             picture = io.BytesIO()
             title = f"{device} on hub {cfg.hub.id}"
-            agp.render(readings, summary, picture, title=title, tz=local, fmt=fmt, paper=paper)
+            agp.render(
+                readings, summary, picture, title=title, tz=local, fmt=fmt, paper=paper,
+                unit=unit or cfg.hub.unit,
+            )  # fmt: skip
             with _output(output, binary=True) as file:
                 file.write(picture.getvalue())
     if output is not None:
