@@ -1,16 +1,23 @@
-"""Home Assistant: device-based MQTT discovery of every configured device.
+"""Home Assistant: device-based MQTT discovery of the hub and every configured device.
 
-One retained config per device on `<prefix>/device/gatewayd_<hub>_<device>/config` announces:
+One retained config per device on `<prefix>/device/gatewayd_<hub>_<device>/config` announces
+(the device as its sensor reported itself, `via_device` the hub; QoS 1 on every component):
 
 - `glucose`: `device_class: blood_glucose_concentration`, `state_class: measurement`, in the
   configured unit, from the device's retained `state` (an out-of-range reading shows as 39/401
   mg/dL or 2.2/22.3 mmol/L, Nightscout's LOW/HIGH, with `out_of_range` as an attribute, so
   that an automation on "below 70" still fires on a LOW);
-- `trend` (per minute, same unit) and `direction` (Nightscout's arrow names, an enum);
+- `trend` (per minute, same unit) and `direction` (the arrow in words, an enum; Nightscout's
+  name as an attribute);
 - `reading_time` (diagnostic timestamp of the newest reading: how stale the data is);
 - `link` (diagnostic enum of the device's link state, with the reason as an attribute);
 - `alert`: a `problem` binary sensor, ON while the device's retained `alerts` payload lists an
-  active alert (announced only when alerts are configured).
+  active alert (only on a device that has alerts);
+- the retained `summary` of 24 h and 14 d: time in range, below 70, above 180, GMI, CV, mean.
+
+The hub's own config, `<prefix>/device/gatewayd_<hub>/config`: its connectivity (birth and last
+will) and, from `<root>/<hub>/outbox` (gatewayd.hubstate), the readings waiting and the last
+delivery.
 
 The reading entities carry `expire_after` and are available while the hub says `online` AND
 the device is neither `parked` nor `stopped` (`availability_mode: all`). A device that connects
@@ -62,6 +69,8 @@ DIRECTION_NAMES: dict[Direction, str] = {
     Direction.NOT_COMPUTABLE: "Not computable",
     Direction.RATE_OUT_OF_RANGE: "Rate out of range",
 }  # NONE (no arrow at all) leaves the state unknown
+_DIRECTION_WORDS = {str(arrow): words for arrow, words in DIRECTION_NAMES.items()}
+_DIRECTION_TEMPLATE = f"{{{{ {_DIRECTION_WORDS!r}.get(value_json.direction, 'None') }}}}"
 _ORIGIN = {"name": "gatewayd", "sw": __version__}
 #: What an out-of-range reading shows as (Nightscout's LOW and HIGH codes), per unit.
 _OUT_OF_RANGE = {"mg/dL": ("39", "401"), "mmol/L": ("2.2", "22.3")}
@@ -179,10 +188,7 @@ def discovery_payload(
             "options": list(DIRECTION_NAMES.values()),
             # Discovery has no icon template, so one icon that points nowhere.
             "icon": "mdi:swap-vertical",
-            "value_template": (
-                f"{{{{ { ({str(k): v for k, v in DIRECTION_NAMES.items()})!r}"
-                ".get(value_json.direction, 'None') }}"
-            ),
+            "value_template": _DIRECTION_TEMPLATE,
             "json_attributes_topic": topics.state(device),
             "json_attributes_template": "{{ {'direction': value_json.direction} | tojson }}",
             **expiry,
@@ -221,12 +227,8 @@ def discovery_payload(
             "json_attributes_template": _ACTIVE + "{{ {'alerts': active} | tojson }}",
         }
     if summary_options.read(context.config).enabled:
-        components |= _summary_components(uid, topics.device(device, "summary"), options.unit)
-        for key in _SUMMARY_KEYS:
-            components[key]["availability"] = [hub_online]
-    for component in components.values():
-        # Home Assistant 2025.4 does not pass a device-level `qos` down to its components.
-        component["qos"] = 1
+        summary = topics.device(device, "summary")
+        components |= _summary_components(uid, summary, options.unit, [hub_online])
     identity = context.store.identity(device)
     dev = {"ids": [uid], "name": device, "mf": "gatewayd", "mdl": driver}
     if identity is not None:
@@ -234,15 +236,23 @@ def discovery_payload(
         if identity.firmware:
             dev["sw"] = identity.firmware
     dev["via_device"] = node_id(topics.hub, HUB)
-    return {
-        "dev": dev,
-        "o": _ORIGIN,
-        "cmps": components,
-        "state_topic": topics.state(device),
-        "availability": [hub_online, device_running],
-        "availability_mode": "all",
-        "qos": 1,
-    }
+    return _config(
+        dev,
+        components,
+        state_topic=topics.state(device),
+        availability=[hub_online, device_running],
+        availability_mode="all",
+    )
+
+
+def _config(
+    dev: dict[str, Any], components: dict[str, dict[str, Any]], **shared: Any
+) -> dict[str, Any]:
+    """A device-based discovery config: QoS 1 for all, on each component too (Home Assistant
+    2025.4 does not pass a device-level `qos` down to the components)."""
+    for component in components.values():
+        component["qos"] = 1
+    return {"dev": dev, "o": _ORIGIN, "cmps": components, **shared, "qos": 1}
 
 
 def hub_payload(context: ServiceContext) -> dict[str, Any]:
@@ -285,20 +295,8 @@ def hub_payload(context: ServiceContext) -> dict[str, Any]:
             "availability": hub_online,
         },
     }
-    for component in components.values():
-        component["qos"] = 1
-    return {
-        "dev": {
-            "ids": [uid],
-            "name": f"gatewayd {topics.hub}",
-            "mf": "gatewayd",
-            "mdl": "CGM hub",
-            "sw": __version__,
-        },
-        "o": _ORIGIN,
-        "cmps": components,
-        "qos": 1,
-    }
+    dev = {"ids": [uid], "name": f"gatewayd {topics.hub}", "mf": "gatewayd", "mdl": "CGM hub"}
+    return _config(dev | {"sw": __version__}, components)
 
 
 #: The summary sensors of each window: (key, name, the summary fields it adds up, unit).
@@ -310,13 +308,13 @@ SUMMARY_METRICS = (
     ("cv", "CV", ("cv_pct",), "%"),
     ("mean", "Mean glucose", ("mean_mgdl",), ""),
 )
-_SUMMARY_KEYS = tuple(
-    f"{key}_{label}" for label, _ in STANDARD_WINDOWS for key, *_ in SUMMARY_METRICS
-)
 
 
-def _summary_components(uid: str, topic: str, unit: str) -> dict[str, dict[str, Any]]:
-    """Sensors of the retained `summary`: each metric of each standard window (24h, 14d)."""
+def _summary_components(
+    uid: str, topic: str, unit: str, availability: list[dict[str, str]]
+) -> dict[str, dict[str, Any]]:
+    """Sensors of the retained `summary`: each metric of each standard window (24h, 14d),
+    available with the hub (the store has the summary whatever the device does)."""
     limits = {"low": "70 mg/dL", "high": "180 mg/dL"}
     if unit == "mmol/L":
         limits = {"low": "3.9 mmol/L", "high": "10.0 mmol/L"}
@@ -341,6 +339,7 @@ def _summary_components(uid: str, topic: str, unit: str) -> dict[str, dict[str, 
                 "unit_of_measurement": metric_unit or unit,
                 "state_class": "measurement",
                 "suggested_display_precision": 1,
+                "availability": availability,
             }
             if key == "mean":
                 component["device_class"] = "blood_glucose_concentration"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import stat
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -140,8 +141,14 @@ def _output(path: Path | None, *, binary: bool = False) -> Iterator[Any]:
         file = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")
     except OSError as exc:
         raise OptionError("--output", f"cannot write {path}: {exc.strerror}") from None
-    with file:
-        yield file
+    regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    try:
+        with file:
+            yield file
+    except BaseException:
+        if regular:  # no half-written export left behind (but never unlink a device or a pipe)
+            path.unlink(missing_ok=True)
+        raise
 
 
 def _now() -> datetime:

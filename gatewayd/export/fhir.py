@@ -209,27 +209,31 @@ class _Builder:
     def cgm_device(
         self, driver: str, identity: DeviceIdentity | None, *, include_serial: bool
     ) -> dict[str, Any]:
-        name = f"{driver} CGM ({self.device} on hub {self.hub})"
-        device: dict[str, Any] = {
+        """The CGM Device: named as the sensor reported itself, else by driver and device id."""
+        known = identity or DeviceIdentity("", "", "")
+        reported = {
+            "manufacturer": known.manufacturer,
+            "serialNumber": known.serial if include_serial else "",
+            "modelNumber": known.model,
+        }
+        name = f"{known.manufacturer} {known.model}".strip()
+        firmware = [{"type": {"text": "firmware"}, "value": known.firmware}]
+        return {
             "resourceType": "Device",
             "meta": {"profile": [f"{IG}/cgm-device"]},
             "identifier": [
                 {"system": _URI, "value": _urn(self.hub, self.device, "device-identifier")}
             ],
+            **{key: value for key, value in reported.items() if value},
+            "deviceName": [
+                {
+                    "name": name or f"{driver} CGM ({self.device} on hub {self.hub})",
+                    "type": "user-friendly-name",
+                }
+            ],
+            **({"version": firmware} if known.firmware else {}),
+            "patient": {"reference": self.patient},
         }
-        if identity is not None:
-            name = f"{identity.manufacturer} {identity.model}".strip() or name
-            if identity.manufacturer:
-                device["manufacturer"] = identity.manufacturer
-            if include_serial and identity.serial:
-                device["serialNumber"] = identity.serial
-        device["deviceName"] = [{"name": name, "type": "user-friendly-name"}]
-        if identity is not None and identity.model:
-            device["modelNumber"] = identity.model
-        if identity is not None and identity.firmware:
-            device["version"] = [{"type": {"text": "firmware"}, "value": identity.firmware}]
-        device["patient"] = {"reference": self.patient}
-        return device
 
 
 def bundle_entries(
