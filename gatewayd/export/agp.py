@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 
 from gatewayd import __version__
 from gatewayd.models import MGDL_PER_MMOLL, Reading
-from gatewayd.summaries.metrics import Summary
+from gatewayd.summaries.metrics import RANGE_LABELS, Summary
 
 from .profile import (
     HIGH_AS_MGDL,
@@ -86,16 +86,8 @@ class Scale:
 #: The axes' tick values (mg/dL): 0, the range limits, the top.
 TICKS_MGDL = (0.0, 54.0, 70.0, 180.0, 250.0, TOP_MGDL)
 SCALES = {
-    "mg/dL": Scale(
-        "mg/dL",
-        ("<54", "54-69", "70-180", "181-250", ">250"),
-        ("0", "54", "70", "180", "250", "350"),
-    ),
-    "mmol/L": Scale(
-        "mmol/L",
-        ("<3.0", "3.0-3.8", "3.9-10.0", "10.1-13.9", ">13.9"),
-        ("0", "3.0", "3.9", "10.0", "13.9", "19.4"),
-    ),
+    "mg/dL": Scale("mg/dL", RANGE_LABELS["mg/dL"], ("0", "54", "70", "180", "250", "350")),
+    "mmol/L": Scale("mmol/L", RANGE_LABELS["mmol/L"], ("0", "3.0", "3.9", "10.0", "13.9", "19.4")),
 }
 #: Consensus goals (2019): (label, ranges it adds up, "<" or ">", percent).
 GOALS = (

@@ -42,6 +42,11 @@ _TICK = timedelta(microseconds=1)
 
 #: Index of each range in `Summary.ranges_pct` and `range_index`.
 VERY_LOW, LOW, IN_RANGE, HIGH, VERY_HIGH = range(5)
+#: The ranges as people read them, very low first, per unit (mmol/L as the consensus gives it).
+RANGE_LABELS = {
+    "mg/dL": ("<54", "54-69", "70-180", "181-250", ">250"),
+    "mmol/L": ("<3.0", "3.0-3.8", "3.9-10.0", "10.1-13.9", ">13.9"),
+}
 
 
 def range_index(reading: Reading) -> int:
