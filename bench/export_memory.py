@@ -1,8 +1,8 @@
 """Export footprint: peak memory and time of `gatewayd export` over 90 days of 2 devices.
 
 A store with 90 days of readings every 5 minutes from 2 devices (51,840 readings, the
-`outbox_drain` generator) in a temp folder; `gatewayd export --format fhir|csv` of one device
-over the 90 days runs as a subprocess (the venv's Python, `-m gatewayd`), writing to a file.
+`outbox_drain` generator) in a temp folder; `gatewayd export --format fhir|csv|pdf` of one
+device over the 90 days runs as a subprocess (the venv's Python, `-m gatewayd`), writing to a file.
 Measured per run: peak resident memory (VmHWM of /proc/self/status, read by the process as it
 ends: `ru_maxrss` would report the forking parent's size, which the child inherits), CPU time
 (user + system, from `os.wait4`) and wall time.
@@ -12,7 +12,8 @@ device's rows of the store in order and writes them to a file one at a time: the
 streaming export in Python. Every round runs the baseline and both exports (the order rotating);
 reported are the medians of the per-round ratios to the baseline, and the absolute medians.
 
-Target: peak RSS <= 64 MiB for each export.
+Target: peak RSS <= 64 MiB for the streamed exports (FHIR, CSV); the AGP PDF is reported beside
+them (it holds the readings to draw them, and matplotlib alone takes ~110 MiB).
 Run: `.venv/bin/python bench/export_memory.py` (or `scripts/bench export_memory`).
 """
 
@@ -37,7 +38,10 @@ TARGET_PEAK_MIB = 64.0
 DAYS = 90
 DEVICES = 2
 READINGS_PER_DAY = 288
-VARIANTS = ("baseline", "fhir", "csv")
+VARIANTS = ("baseline", "fhir", "csv", "pdf")
+#: The streamed formats, which the memory target is for; the AGP (pdf) is information: it
+#: holds the period's readings, and matplotlib alone takes ~110 MiB.
+STREAMED = ("fhir", "csv")
 
 #: The floor: stream the device's stored records to a file with nothing but the stdlib.
 BASELINE_CODE = """
@@ -139,7 +143,8 @@ def summarize(runs: list[Run], rounds: int) -> dict[str, Any]:
             pairs = list(zip(mine, by["baseline"], strict=True))
             entry["peak_ratio"] = statistics.median(a.peak_mib / b.peak_mib for a, b in pairs)
             entry["cpu_ratio"] = statistics.median(a.cpu_s / b.cpu_s for a, b in pairs)
-            entry["within_target"] = entry["peak_mib"] <= TARGET_PEAK_MIB
+            if variant in STREAMED:
+                entry["within_target"] = entry["peak_mib"] <= TARGET_PEAK_MIB
         result[variant] = entry
     result["rounds"] = rounds
     return result
@@ -156,7 +161,8 @@ def main() -> int:
         per_device = prepare(folder)
         runs: list[Run] = []
         for round_ in range(args.rounds):
-            order = VARIANTS[round_ % 3 :] + VARIANTS[: round_ % 3]
+            shift = round_ % len(VARIANTS)
+            order = VARIANTS[shift:] + VARIANTS[:shift]
             for variant in order:
                 runs.append(measure(variant, folder))
                 print(f"round {round_ + 1}: {runs[-1]}", file=sys.stderr)

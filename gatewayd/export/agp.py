@@ -5,9 +5,9 @@ Its four parts on one landscape page: the glucose statistics, the time in ranges
 with each range's percentage, the time per day it means and the consensus goals), the AGP (the
 modal day: 5-95 and 25-75 percentile bands and the median, the 70-180 mg/dL target range) and
 the daily glucose profiles (one small panel per local day, midnight to midnight). The glucose
-axes run from 0 to 350 mg/dL (19.4 mmol/L); higher values plot at the top edge. The first page shows
-the last 14 days' profiles; a longer period has the earlier days on further PDF pages (the PNG
-is the first page).
+axes run from 0 to 350 mg/dL (19.4 mmol/L); higher values plot at the top edge. The first
+page shows the last 14 days' profiles; a longer period has the earlier days on further PDF
+pages (the PNG is the first page), from the first day with a reading and 14 weeks at most.
 Every label is in the chosen unit, mg/dL or mmol/L. PNG at 1600x1000 px; PDF on A4 or letter.
 """
 
@@ -50,6 +50,8 @@ TOP_MGDL = 350.0
 WEEK = 7
 FIRST_PAGE_ROWS = 2
 MORE_PAGE_ROWS = 5
+#: At most this many daily profiles, the last ones: 14 weeks (3 more pages).
+MAX_DAYS = 98
 #: The smallest height (of 100) a range that holds any reading gets in the bar.
 MIN_SEGMENT = 3.0
 #: Readings further apart than this break a daily profile's line.
@@ -109,9 +111,9 @@ def pages(
     size: tuple[float, float] = (PNG_SIZE[0] / PNG_DPI, PNG_SIZE[1] / PNG_DPI),
 ) -> list[Figure]:
     """The report's pages: the AGP page with the last 14 days' profiles, then pages of 35 days
-    with the earlier ones (in order)."""
+    with the earlier ones (in order; at most `MAX_DAYS` days from the first with a reading)."""
     scale = SCALES[unit]
-    days = daily_profiles(readings, tz, summary.start, summary.end, GAP)
+    days = _shown(daily_profiles(readings, tz, summary.start, summary.end, GAP))
     # The first page has the most recent two weeks; earlier days follow on further pages.
     recent = max(0, len(days) - FIRST_PAGE_ROWS * WEEK)
     page = _figure(size, title, summary, tz, scale)
@@ -131,6 +133,16 @@ def pages(
         _daily(page, chunk, (0.06, 0.05, 0.91, 0.8), rows=MORE_PAGE_ROWS, scale=scale, more="")
         figures.append(page)
     return figures
+
+
+def _shown(days: list[Day]) -> list[Day]:
+    """The days that get a profile: from the first with a reading (before it, the sensor was
+    not there; a period of years must not make thousands of pages), the last `MAX_DAYS`; the
+    last two weeks of the period when it has no reading at all."""
+    first = next((i for i, day in enumerate(days) if day.points), None)
+    if first is None:
+        return days[-FIRST_PAGE_ROWS * WEEK :]
+    return days[max(first, len(days) - MAX_DAYS) :]
 
 
 def render(

@@ -192,3 +192,23 @@ def test_a_long_period_continues_on_more_pdf_pages() -> None:
     summary = summarize(readings, START, START + timedelta(days=60), interval=None)
     agp.render(readings, summary, out, title="t", tz=UTC_ZONE, fmt="pdf")
     assert len(re.findall(rb"/Type\s*/Page\b", out.getvalue())) == 3
+
+
+def test_profiles_start_with_the_data_and_stop_at_14_weeks() -> None:
+    # 30 days of readings in a period of 10 years: 30 profiles, not 3,650.
+    readings = trace(30)
+    summary = summarize(readings, START - timedelta(days=3650), START + timedelta(days=30))
+    pages = agp.pages(readings, summary, title="t", tz=UTC_ZONE)
+    shown = [_day_label(ax) for page in pages for ax in daily_axes(page)]
+    assert len(shown) == 30
+    assert f"{START:%a %d %b}" in shown
+    # 120 days of readings: the last 98.
+    pages = draw(trace(120), 120)
+    assert sum(len(daily_axes(page)) for page in pages) == agp.MAX_DAYS == 98
+    # No reading at all: the period's last two weeks, every one "no data".
+    (page,) = agp.pages(
+        [], summarize([], START, START + timedelta(days=60)), title="t", tz=UTC_ZONE
+    )
+    panels = daily_axes(page)
+    assert len(panels) == 14
+    assert all(any(t.get_text() == "no data" for t in ax.texts) for ax in panels)
