@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -42,23 +41,12 @@ def parse(config: Config) -> HubStateOptions | None:
     return HubStateOptions() if options is not None and options.enabled else None
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 class HubState:
     """Publishes `<root>/<hub>/outbox` (retained) when it changes."""
 
-    def __init__(
-        self,
-        options: HubStateOptions,
-        context: ServiceContext,
-        *,
-        clock: Callable[[], datetime] = _now,
-    ) -> None:
+    def __init__(self, options: HubStateOptions, context: ServiceContext) -> None:
         self.options = options
         self.context = context
-        self.clock = clock
         self.last_delivery: datetime | None = None
         self._delivered = context.publisher.delivered
         self._sent: dict[str, Any] | None = None
@@ -77,7 +65,7 @@ class HubState:
         ctx = self.context
         if ctx.publisher.delivered != self._delivered:
             self._delivered = ctx.publisher.delivered
-            self.last_delivery = self.clock()
+            self.last_delivery = datetime.now(UTC)
         payload = {
             "schema": SCHEMA,
             "hub": ctx.topics.hub,

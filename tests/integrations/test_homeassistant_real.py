@@ -175,26 +175,21 @@ def test_home_assistant_shows_the_hub_and_its_cgms(
         assert names[f"{hub_name} Readings waiting"]["state"] == "0"
 
         # Availability: a clean stop says offline at once.
+        def offline(h: HomeAssistant) -> bool:
+            states = by_name(h)
+            return (
+                states["cgm-a Glucose"]["state"] == "unavailable"
+                and states[f"{hub_name} Connectivity"]["state"] == "off"
+            )
+
         daemon.terminate()
-        ha.wait(
-            lambda h: (
-                by_name(h)["cgm-a Glucose"]["state"] == "unavailable"
-                and by_name(h)[f"{hub_name} Connectivity"]["state"] == "off"
-            ),
-            "unavailable after a clean stop",
-        )
+        ha.wait(offline, "unavailable after a clean stop")
         assert by_name(ha)["cgm-b Time in range (14d)"]["state"] == "unavailable"
         # ... and so does the broker, for the hub, on a kill -9.
         daemon.start()
         ha.wait(lambda h: by_name(h)["cgm-a Glucose"]["state"] != "unavailable", "back")
         daemon.kill()
-        ha.wait(
-            lambda h: (
-                by_name(h)["cgm-a Glucose"]["state"] == "unavailable"
-                and by_name(h)[f"{hub_name} Connectivity"]["state"] == "off"
-            ),
-            "unavailable after kill -9",
-        )
+        ha.wait(offline, "unavailable after kill -9")
     finally:
         if daemon.process is not None and daemon.process.poll() is None:
             daemon.terminate()
