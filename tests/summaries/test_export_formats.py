@@ -22,6 +22,7 @@ import fhir_cgm_ig as cgm_ig
 import numpy as np
 import pytest
 
+from gatewayd.export.fhir import bundle_entries, write_bundle
 from gatewayd.export.profile import PERCENTILES, modal_day, percentile
 from gatewayd.export.table import read_csv
 from gatewayd.models import DeviceIdentity, Direction, Reading
@@ -448,3 +449,20 @@ def test_percentile_matches_numpy_linear() -> None:
     assert percentile([7.0], 95) == 7.0
     with pytest.raises(ValueError, match="no values"):
         percentile([], 50)
+
+
+def test_fhir_one_value_has_no_cv_so_no_summary() -> None:
+    (one,) = make_readings()[:1]
+    start, end = one.time - timedelta(hours=1), one.time + timedelta(hours=1)
+    summary = summarize([one], start, end)
+    assert summary.mean_mgdl is not None
+    assert summary.cv_pct is None
+    entries = list(
+        bundle_entries([one], summary, hub="h", device="cgm-1", driver="simulator", tz=UTC)
+    )
+    assert [e["resource"]["resourceType"] for e in entries] == ["Patient", "Device", "Observation"]
+    out = io.StringIO()
+    write_bundle(out, iter(entries), summary, hub="h", device="cgm-1", now=end)
+    bundle = json.loads(out.getvalue())
+    assert len(bundle["entry"]) == 3
+    assert cgm_ig.violations(bundle) == []
