@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gatewayd import __version__
+from gatewayd.config import UNITS
 from gatewayd.errors import ConfigError, GatewayError, PluginError, UsageError
 
 #: Exit status for errors in what the user gave us (config, drivers); 1 is for runtime failures.
@@ -105,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--tz", help="IANA time zone for dates and the AGP (default local)")
     export.add_argument("--paper", choices=("a4", "letter"), default="a4", help="PDF page size")
     export.add_argument("--include-serial", action="store_true", help="CSV: the sensor serial")
+    export.add_argument("--unit", choices=UNITS, help="AGP: glucose unit (default [hub] unit)")
     return parser
 
 
@@ -143,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911, PLR0912 - 
                 tz=args.tz,
                 paper=args.paper,
                 include_serial=args.include_serial,
+                unit=args.unit,
             )
         if args.command == "demo":
             from gatewayd.demo import run_demo

@@ -27,11 +27,18 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 _TOPIC_ROOT = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*\Z")
 
 
+#: The glucose units a person may choose to see (`[hub] unit`).
+UNITS = ("mg/dL", "mmol/L")
+
+
 @dataclass(frozen=True, slots=True)
 class HubConfig:
     """`[hub]`: the hub's own identity (used in topics; choose one that names no person)."""
 
     id: str
+    #: How glucose is shown to people (reports, Home Assistant); stored and published values
+    #: carry both units whatever this says.
+    unit: str = "mg/dL"
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +235,7 @@ def _identifier(r: OptionReader, name: str, default: str | None = None) -> str:
 
 
 def _hub(r: OptionReader) -> HubConfig:
-    hub = HubConfig(id=_identifier(r, "id"))
+    hub = HubConfig(id=_identifier(r, "id"), unit=r.choice("unit", UNITS, "mg/dL"))
     r.finish()
     return hub
 

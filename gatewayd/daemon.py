@@ -127,6 +127,7 @@ class Daemon:
             self.publisher.topics,
             tuple(d.id for d in devices),
             tuple(devices),
+            self.supervisor.identity_listeners,
         )
         self.services = [spec.create(options, context) for spec, options in plan.services]
         self.supervisor.listeners.extend(service.on_reading for service in self.services)

@@ -1,16 +1,23 @@
-"""Home Assistant: device-based MQTT discovery of every configured device.
+"""Home Assistant: device-based MQTT discovery of the hub and every configured device.
 
-One retained config per device on `<prefix>/device/gatewayd_<hub>_<device>/config` announces:
+One retained config per device on `<prefix>/device/gatewayd_<hub>_<device>/config` announces
+(the device as its sensor reported itself, `via_device` the hub; QoS 1 on every component):
 
 - `glucose`: `device_class: blood_glucose_concentration`, `state_class: measurement`, in the
   configured unit, from the device's retained `state` (an out-of-range reading shows as 39/401
   mg/dL or 2.2/22.3 mmol/L, Nightscout's LOW/HIGH, with `out_of_range` as an attribute, so
   that an automation on "below 70" still fires on a LOW);
-- `trend` (per minute, same unit) and `direction` (Nightscout's arrow names, an enum);
+- `trend` (per minute, same unit) and `direction` (the arrow in words, an enum; Nightscout's
+  name as an attribute);
 - `reading_time` (diagnostic timestamp of the newest reading: how stale the data is);
 - `link` (diagnostic enum of the device's link state, with the reason as an attribute);
 - `alert`: a `problem` binary sensor, ON while the device's retained `alerts` payload lists an
-  active alert (announced only when alerts are configured).
+  active alert (only on a device that has alerts);
+- the retained `summary` of 24 h and 14 d: time in range, below 70, above 180, GMI, CV, mean.
+
+The hub's own config, `<prefix>/device/gatewayd_<hub>/config`: its connectivity (birth and last
+will) and, from `<root>/<hub>/outbox` (gatewayd.hubstate), the readings waiting and the last
+delivery.
 
 The reading entities carry `expire_after` and are available while the hub says `online` AND
 the device is neither `parked` nor `stopped` (`availability_mode: all`). A device that connects
@@ -37,17 +44,37 @@ from typing import Any
 import structlog
 
 from gatewayd import __version__
-from gatewayd.config import Config
+from gatewayd.alerts import settings as alert_settings
+from gatewayd.config import UNITS, Config
 from gatewayd.errors import ConfigError
 from gatewayd.models import MGDL_PER_MMOLL, Direction, Reading
 from gatewayd.services import ServiceContext, ServiceSpec
 from gatewayd.status import LinkState
+from gatewayd.summaries import options as summary_options
+from gatewayd.summaries.payload import STANDARD_WINDOWS
 
 _PREFIX = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*\Z")
 #: Leaf of the retained list of active alerts (published by the alerts service).
 ALERTS_LEAF = "alerts"
 #: The active alerts: the `active` list of the alerts payload (or the payload, if a bare list).
 _ACTIVE = "{% set active = value_json.active if value_json is mapping else value_json %}"
+#: The key of the hub itself among the announced nodes (no device id is empty).
+HUB = ""
+#: The direction sensor's states: Nightscout's arrows in words (the arrow is an attribute).
+DIRECTION_NAMES: dict[Direction, str] = {
+    Direction.DOUBLE_UP: "Rising fast",
+    Direction.SINGLE_UP: "Rising",
+    Direction.FORTY_FIVE_UP: "Rising slowly",
+    Direction.FLAT: "Steady",
+    Direction.FORTY_FIVE_DOWN: "Falling slowly",
+    Direction.SINGLE_DOWN: "Falling",
+    Direction.DOUBLE_DOWN: "Falling fast",
+    Direction.NOT_COMPUTABLE: "Not computable",
+    Direction.RATE_OUT_OF_RANGE: "Rate out of range",
+}  # NONE (no arrow at all) leaves the state unknown
+_DIRECTION_WORDS = {str(arrow): words for arrow, words in DIRECTION_NAMES.items()}
+_DIRECTION_TEMPLATE = f"{{{{ {_DIRECTION_WORDS!r}.get(value_json.direction, 'None') }}}}"
+_ORIGIN = {"name": "gatewayd", "sw": __version__}
 #: What an out-of-range reading shows as (Nightscout's LOW and HIGH codes), per unit.
 _OUT_OF_RANGE = {"mg/dL": ("39", "401"), "mmol/L": ("2.2", "22.3")}
 #: An `online` burst ends once this many seconds pass without another; then one re-announcement
@@ -89,7 +116,7 @@ def parse(config: Config) -> HomeAssistantOptions | None:
     options = HomeAssistantOptions(
         enabled=r.boolean("enabled", True),
         discovery_prefix=prefix,
-        unit=r.choice("unit", ("mg/dL", "mmol/L"), "mg/dL"),
+        unit=r.choice("unit", UNITS, config.hub.unit),
         expire_after=r.integer("expire_after", 900, minimum=0, maximum=7 * 86400),
     )
     r.finish()
@@ -108,19 +135,22 @@ def parse(config: Config) -> HomeAssistantOptions | None:
 
 
 def node_id(hub: str, device: str) -> str:
-    """The discovery node of a device (HA allows only A-Z a-z 0-9 _ - there)."""
-    return f"gatewayd_{hub}_{device}".replace(".", "_")
+    """The discovery node of a device, or of the hub itself for `HUB` (HA allows only
+    A-Z a-z 0-9 _ - there)."""
+    return (f"gatewayd_{hub}" if device == HUB else f"gatewayd_{hub}_{device}").replace(".", "_")
 
 
 def config_topic(prefix: str, hub: str, device: str) -> str:
-    """The device-based discovery topic of a device."""
+    """The device-based discovery topic of a device (or of the hub: `HUB`)."""
     return f"{prefix}/device/{node_id(hub, device)}/config"
 
 
 def discovery_payload(
     context: ServiceContext, options: HomeAssistantOptions, device: str, driver: str
 ) -> dict[str, Any]:
-    """The device-based discovery config of one device."""
+    """The device-based discovery config of one device, or of the hub for `HUB`."""
+    if device == HUB:
+        return hub_payload(context)
     topics = context.topics
     uid = f"gatewayd_{context.topics.hub}_{device}"
     hub_online = {"topic": topics.hub_status, "payload_available": "online"}
@@ -164,9 +194,12 @@ def discovery_payload(
             "name": "Direction",
             "unique_id": f"{uid}_direction",
             "device_class": "enum",
-            "options": [str(d) for d in Direction],
-            "icon": "mdi:arrow-top-right",
-            "value_template": "{{ value_json.direction }}",
+            "options": list(DIRECTION_NAMES.values()),
+            # Discovery has no icon template, so one icon that points nowhere.
+            "icon": "mdi:swap-vertical",
+            "value_template": _DIRECTION_TEMPLATE,
+            "json_attributes_topic": topics.state(device),
+            "json_attributes_template": "{{ {'direction': value_json.direction} | tojson }}",
             **expiry,
         },
         "reading_time": {
@@ -191,7 +224,7 @@ def discovery_payload(
             "availability": [hub_online],
         },
     }
-    if _alerts_configured(context.config):
+    if device in _alert_devices(context.config):
         components["alert"] = {
             "p": "binary_sensor",
             "name": "Alert",
@@ -202,15 +235,126 @@ def discovery_payload(
             "json_attributes_topic": topics.device(device, ALERTS_LEAF),
             "json_attributes_template": _ACTIVE + "{{ {'alerts': active} | tojson }}",
         }
-    return {
-        "dev": {"ids": [uid], "name": device, "mf": "gatewayd", "mdl": driver},
-        "o": {"name": "gatewayd", "sw": __version__},
-        "cmps": components,
-        "state_topic": topics.state(device),
-        "availability": [hub_online, device_running],
-        "availability_mode": "all",
-        "qos": 1,
+    if summary_options.read(context.config).enabled:
+        summary = topics.device(device, "summary")
+        components |= _summary_components(uid, summary, options.unit, [hub_online])
+    identity = context.store.identity(device)
+    dev = {"ids": [uid], "name": device, "mf": "gatewayd", "mdl": driver}
+    if identity is not None:
+        dev |= {"mf": identity.manufacturer, "mdl": identity.model}
+        if identity.firmware:
+            dev["sw"] = identity.firmware
+    dev["via_device"] = node_id(topics.hub, HUB)
+    return _config(
+        dev,
+        components,
+        state_topic=topics.state(device),
+        availability=[hub_online, device_running],
+        availability_mode="all",
+    )
+
+
+def _config(
+    dev: dict[str, Any], components: dict[str, dict[str, Any]], **shared: Any
+) -> dict[str, Any]:
+    """A device-based discovery config: QoS 1 for all, on each component too (Home Assistant
+    2025.4 does not pass a device-level `qos` down to the components)."""
+    for component in components.values():
+        component["qos"] = 1
+    return {"dev": dev, "o": _ORIGIN, "cmps": components, **shared, "qos": 1}
+
+
+def hub_payload(context: ServiceContext) -> dict[str, Any]:
+    """The hub as a device of its own: its link to the broker, what waits in its outbox."""
+    topics = context.topics
+    uid = node_id(topics.hub, HUB)
+    hub_online = [{"topic": topics.hub_status, "payload_available": "online"}]
+    components: dict[str, dict[str, Any]] = {
+        "connectivity": {
+            "p": "binary_sensor",
+            "name": "Connectivity",
+            "unique_id": f"{uid}_connectivity",
+            "device_class": "connectivity",
+            "entity_category": "diagnostic",
+            # The hub's birth (`online`) and last will (`offline`): shown off, not unavailable.
+            "state_topic": topics.hub_status,
+            "payload_on": "online",
+            "payload_off": "offline",
+        },
+        "outbox": {
+            "p": "sensor",
+            "name": "Readings waiting",
+            "unique_id": f"{uid}_outbox",
+            "state_topic": topics.hub_outbox,
+            "value_template": "{{ value_json.readings_waiting }}",
+            "unit_of_measurement": "readings",
+            "state_class": "measurement",
+            "icon": "mdi:tray-full",
+            "entity_category": "diagnostic",
+            "availability": hub_online,
+        },
+        "last_delivery": {
+            "p": "sensor",
+            "name": "Last delivery",
+            "unique_id": f"{uid}_last_delivery",
+            "device_class": "timestamp",
+            "state_topic": topics.hub_outbox,
+            "value_template": "{{ value_json.last_delivery or None }}",
+            "entity_category": "diagnostic",
+            "availability": hub_online,
+        },
     }
+    dev = {"ids": [uid], "name": f"gatewayd {topics.hub}", "mf": "gatewayd", "mdl": "CGM hub"}
+    return _config(dev | {"sw": __version__}, components)
+
+
+#: The summary sensors of each window: (key, name, the summary fields it adds up, unit).
+SUMMARY_METRICS = (
+    ("tir", "Time in range", ("tir_pct",), "%"),
+    ("below_70", "Time below {low}", ("tbr1_pct", "tbr2_pct"), "%"),
+    ("above_180", "Time above {high}", ("tar1_pct", "tar2_pct"), "%"),
+    ("gmi", "GMI", ("gmi_pct",), "%"),
+    ("cv", "CV", ("cv_pct",), "%"),
+    ("mean", "Mean glucose", ("mean_mgdl",), ""),
+)
+
+
+def _summary_components(
+    uid: str, topic: str, unit: str, availability: list[dict[str, str]]
+) -> dict[str, dict[str, Any]]:
+    """Sensors of the retained `summary`: each metric of each standard window (24h, 14d),
+    available with the hub (the store has the summary whatever the device does)."""
+    limits = {"low": "70 mg/dL", "high": "180 mg/dL"}
+    if unit == "mmol/L":
+        limits = {"low": "3.9 mmol/L", "high": "10.0 mmol/L"}
+    components = {}
+    for label, _ in STANDARD_WINDOWS:
+        pick = f"{{% set w = value_json.windows | selectattr('window', 'eq', '{label}') | first %}}"
+        for key, name, fields, metric_unit in SUMMARY_METRICS:
+            total = " + ".join(f"w.{f}" for f in fields)
+            value = f"({total})"
+            if key == "mean" and unit == "mmol/L":
+                value = f"({total} / {MGDL_PER_MMOLL})"
+            present = " and ".join(f"w.{f} is not none" for f in fields)
+            component: dict[str, Any] = {
+                "p": "sensor",
+                "name": f"{name.format(**limits)} ({label})",
+                "unique_id": f"{uid}_{key}_{label}",
+                "state_topic": topic,
+                "value_template": (
+                    f"{pick}{{% if w and {present} %}}{{{{ {value} | round(2) }}}}"
+                    "{% else %}None{% endif %}"
+                ),
+                "unit_of_measurement": metric_unit or unit,
+                "state_class": "measurement",
+                "suggested_display_precision": 1,
+                "availability": availability,
+            }
+            if key == "mean":
+                component["device_class"] = "blood_glucose_concentration"
+                component["suggested_display_precision"] = 0 if unit == "mg/dL" else 1
+            components[f"{key}_{label}"] = component
+    return components
 
 
 def _glucose_template(unit: str) -> str:
@@ -234,8 +378,10 @@ def _trend_template(unit: str) -> str:
     )
 
 
-def _alerts_configured(config: Config) -> bool:
-    return "alerts" in config.sections or any("alerts" in d.services for d in config.devices)
+def _alert_devices(config: Config) -> frozenset[str]:
+    """The devices that have alerts (`[alerts]` for all, or their own `[devices.alerts]`)."""
+    options = alert_settings.parse(config)
+    return frozenset(options.devices) if options is not None else frozenset()
 
 
 def _json(payload: dict[str, Any]) -> bytes:
@@ -255,6 +401,8 @@ class HomeAssistant:
             if options.enabled
             else {}
         )
+        if self.devices:  # the hub too, first: the parent (`via_device`) of its devices
+            self.devices = {HUB: "hub", **self.devices}
         #: Set once the configs (and removals) of this start are queued.
         self.synced = asyncio.Event()
         #: `online` messages received since the last re-announcement.
@@ -294,6 +442,14 @@ class HomeAssistant:
 
     def on_reading(self, reading: Reading) -> None:
         """Nothing to do: entities read the retained `state` topic."""
+
+    def on_identity(self, device: str) -> None:
+        """A device reported a new model or firmware: announce it again with them."""
+        if device in self.devices:
+            prefix, hub = self.options.discovery_prefix, self.context.topics.hub
+            with self.context.store.transaction() as db:
+                self._queue(db, device, config_topic(prefix, hub, device))
+            self.context.publisher.notify()
 
     def sync(self) -> list[str]:
         """Queue the configs of configured devices and empty ones for the rest; the removed."""
@@ -339,7 +495,9 @@ class HomeAssistant:
 
 def create(options: HomeAssistantOptions, context: ServiceContext) -> HomeAssistant:
     """Build the service (subscribes to Home Assistant's status before the publisher runs)."""
-    return HomeAssistant(options, context)
+    service = HomeAssistant(options, context)
+    context.identity_listeners.append(service.on_identity)
+    return service
 
 
 SPEC: ServiceSpec[HomeAssistantOptions] = ServiceSpec("homeassistant", parse, create)

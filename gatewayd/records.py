@@ -14,7 +14,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from gatewayd.models import Direction, Reading, isoformat_utc
+from gatewayd.models import DeviceIdentity, Direction, Reading, isoformat_utc
 
 #: Version of the `reading` payload; bumped on any incompatible change (fields only get added).
 READING_SCHEMA = "gatewayd/reading/1"
@@ -73,6 +73,22 @@ def encode_record(reading: Reading) -> str:
 def decode_record(text: str) -> Reading:
     """A reading from its stored form."""
     return from_record(json.loads(text))
+
+
+def identity_key(device: str) -> str:
+    """The store's `meta` key under which a device's identity is kept."""
+    return f"identity/{device}"
+
+
+def encode_identity(identity: DeviceIdentity) -> str:
+    """The stored form of what a device said about itself (compact JSON)."""
+    fields = ("manufacturer", "model", "serial", "firmware")
+    return json.dumps({f: getattr(identity, f) for f in fields}, separators=(",", ":"))
+
+
+def decode_identity(text: str) -> DeviceIdentity:
+    """The identity an `encode_identity` text was made from."""
+    return DeviceIdentity(**json.loads(text))
 
 
 def reading_payload(

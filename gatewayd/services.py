@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from gatewayd.config import Config
@@ -48,6 +48,9 @@ class ServiceContext:
     devices: tuple[str, ...]
     #: The device loops with their live counters and status (read-only; used by metrics).
     device_loops: tuple[Device, ...] = ()
+    #: Called with a device id when it reports a new identity, already in the store
+    #: (`Store.identity`); a service that shows it appends itself. Must not block.
+    identity_listeners: list[Callable[[str], None]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +67,7 @@ _MODULES: tuple[str, ...] = (
     "gatewayd.alerts",
     "gatewayd.summaries",
     "gatewayd.homeassistant",
+    "gatewayd.hubstate",
     "gatewayd.nightscout",
     "gatewayd.metrics",
 )

@@ -25,8 +25,14 @@ import structlog
 
 from gatewayd.driver import ResumePoint
 from gatewayd.errors import StoreError, StorePathError
-from gatewayd.models import Reading
-from gatewayd.records import decode_record, encode_record
+from gatewayd.models import DeviceIdentity, Reading
+from gatewayd.records import (
+    decode_identity,
+    decode_record,
+    encode_identity,
+    encode_record,
+    identity_key,
+)
 from gatewayd.storefile import identity, is_corrupt, move_aside, quick_check, restore
 
 _SCHEMA_VERSION = 1
@@ -289,6 +295,23 @@ class Store:
                     (cur.lastrowid, hold.boot_id, hold.received_mono),
                 )
             return True
+
+    def remember_identity(self, device: str, identity: DeviceIdentity) -> bool:
+        """Keep what a device said about itself (model, firmware; for exports and Home
+        Assistant); True when it differs from what was kept."""
+        value = encode_identity(identity)
+        key = identity_key(device)
+        with self.transaction() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            if row is not None and row[0] == value:
+                return False
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+            return True
+
+    def identity(self, device: str) -> DeviceIdentity | None:
+        """What `remember_identity` kept for the device, if anything."""
+        rows = self.query("SELECT value FROM meta WHERE key = ?", (identity_key(device),))
+        return decode_identity(rows[0][0]) if rows else None
 
     def ensure_schema(self, ddl: str) -> None:
         """Create a service's tables (idempotent DDL: CREATE … IF NOT EXISTS)."""

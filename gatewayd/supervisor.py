@@ -84,6 +84,9 @@ class Supervisor:
         #: Called with every newly stored reading (alerts, summaries, sinks); must not block.
         #: Readings held for the hub's clock reach them once re-dated (gatewayd.timesync).
         self.listeners: list[Callable[[Reading], None]] = []
+        #: Called with a device id when the device reports a new identity (model, firmware),
+        #: once it is in the store (`Store.identity`); must not block.
+        self.identity_listeners: list[Callable[[str], None]] = []
         #: The clock policy of the accept step (None: the wall clock is taken as it is).
         self.timekeeper = timekeeper
         if timekeeper is not None:
@@ -189,6 +192,9 @@ class Supervisor:
         )
         async with device.plugin.open(ctx) as session:
             identity = session.identity
+            if identity is not None and self.store.remember_identity(device.id, identity):
+                for listener in self.identity_listeners:
+                    listener(device.id)
             log.info(
                 "device_connected",
                 model=identity.model if identity else None,

@@ -29,6 +29,11 @@ class Topics:
         """Hub availability (LWT)."""
         return f"{self.root}/{self.hub}/status"
 
+    @property
+    def hub_outbox(self) -> str:
+        """What waits in the hub's outbox and its last delivery (retained; gatewayd.hubstate)."""
+        return f"{self.root}/{self.hub}/outbox"
+
     def device(self, device: str, leaf: str) -> str:
         """A per-device topic: leaf is `reading`, `state` or `status`."""
         return f"{self.root}/{self.hub}/{device}/{leaf}"

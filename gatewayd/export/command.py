@@ -7,16 +7,21 @@ The period is [--from, --to): dates or date-times in --tz (default the hub's loc
 
 from __future__ import annotations
 
+import contextlib
 import io
-import json
 import os
+import stat
 import sys
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
+from typing import Any, TextIO
 
+from gatewayd.config import Config
 from gatewayd.summaries import options as summary_options
 from gatewayd.summaries.inputs import OptionError, open_device, parse_time, zone
-from gatewayd.summaries.metrics import DEFAULT_INTERVAL, estimate_interval, summarize
+from gatewayd.summaries.metrics import summarize
+from gatewayd.summaries.readonly import ReadOnlyStore
 
 FORMATS = ("fhir", "csv", "pdf", "png")
 DEFAULT_DAYS = 14
@@ -33,6 +38,7 @@ def run_export(
     tz: str | None = None,
     paper: str = "a4",
     include_serial: bool = False,
+    unit: str | None = None,
 ) -> int:
     """Write the export; returns the exit status."""
     if fmt not in FORMATS:
@@ -46,57 +52,104 @@ def run_export(
         raise OptionError("--from", f"must be before --to ({since.isoformat()} >= {until})")
     cfg, store = open_device(config_path, device)
     with store:
-        readings = store.readings(device, since, until)
-    interval = summary_options.read(cfg).interval
-    interval = interval or estimate_interval([r.time for r in readings]) or DEFAULT_INTERVAL
-    summary = summarize(readings, since, until, interval=interval, window="export")
-    driver = next((d.driver for d in cfg.devices if d.id == device), None)
-    driver = driver or (readings[0].driver if readings else "unknown")
+        interval = summary_options.read(cfg).interval
+        if fmt in {"csv", "fhir"}:
+            # Streamed from the store's cursor to the output: memory stays flat over months.
+            with _output(output) as out:
+                if fmt == "csv":
+                    from gatewayd.export.table import write_csv
 
-    if fmt == "csv":
-        from gatewayd.export.table import write_csv
-
-        text = io.StringIO()
-        write_csv(readings, text, include_serial=include_serial)
-        body = text.getvalue().encode()
-    elif fmt == "fhir":
-        from gatewayd.export.fhir import bundle
-
-        document = bundle(
-            readings,
-            summary,
-            hub=cfg.hub.id,
-            device=device,
-            driver=driver,
-            tz=local,
-            now=datetime.now(UTC),
-        )
-        body = (json.dumps(document, indent=2) + "\n").encode()
-    else:
-        try:
-            from gatewayd.export import agp
-        except ImportError as exc:
-            reason = f"needs matplotlib ({exc}): pip install 'gatewayd[reports]'"
-            raise OptionError("--format", reason) from None
-        picture = io.BytesIO()
-        title = f"{device} on hub {cfg.hub.id}"
-        agp.render(readings, summary, picture, title=title, tz=local, fmt=fmt, paper=paper)
-        body = picture.getvalue()
-
-    if output is None:
-        sys.stdout.buffer.write(body)
-        sys.stdout.flush()
-    else:
-        _write_private(output, body)
-        print(f"gatewayd: wrote {len(readings)} readings of {device} to {output}", file=sys.stderr)
+                    rows = store.iter_readings(device, since, until)
+                    count = write_csv(rows, out, include_serial=include_serial)
+                else:
+                    count = _write_fhir(
+                        out, store, cfg, device, since=since, until=until, tz=local,
+                        interval=interval, include_serial=include_serial,
+                    )  # fmt: skip
+        else:
+            readings = store.readings(device, since, until)
+            summary = summarize(readings, since, until, interval=interval, window="export")
+            count = len(readings)
+            try:
+                from gatewayd.export import agp
+            except ImportError as exc:
+                reason = f"needs matplotlib ({exc}): pip install 'gatewayd[reports]'"
+                raise OptionError("--format", reason) from None
+            picture = io.BytesIO()
+            title = f"{device} on hub {cfg.hub.id}"
+            agp.render(
+                readings, summary, picture, title=title, tz=local, fmt=fmt, paper=paper,
+                unit=unit or cfg.hub.unit,
+            )  # fmt: skip
+            with _output(output, binary=True) as file:
+                file.write(picture.getvalue())
+    if output is not None:
+        print(f"gatewayd: wrote {count} readings of {device} to {output}", file=sys.stderr)
     return 0
 
 
-def _write_private(path: Path, body: bytes) -> None:
-    """Write health data readable by its owner only (like the store)."""
+def _write_fhir(
+    out: TextIO,
+    store: ReadOnlyStore,
+    cfg: Config,
+    device: str,
+    *,
+    since: datetime,
+    until: datetime,
+    tz: tzinfo,
+    interval: timedelta | None,
+    include_serial: bool,
+) -> int:
+    """The FHIR bundle: one pass over the readings for the summary, one to write them."""
+    from gatewayd.export.fhir import bundle_entries, write_bundle
+
+    readings = store.iter_readings(device, since, until)
+    summary = summarize(readings, since, until, interval=interval, window="export")
+    driver = next((d.driver for d in cfg.devices if d.id == device), None)
+    if driver is None:
+        first = next(store.iter_readings(device, since, until), None)
+        driver = first.driver if first is not None else "unknown"
+    entries = bundle_entries(
+        store.iter_readings(device, since, until),
+        summary,
+        hub=cfg.hub.id,
+        device=device,
+        driver=driver,
+        tz=tz,
+        identity=store.identity(device),
+        include_serial=include_serial,
+    )
+    write_bundle(out, entries, summary, hub=cfg.hub.id, device=device, now=_now())
+    return summary.n
+
+
+@contextlib.contextmanager
+def _output(path: Path | None, *, binary: bool = False) -> Iterator[Any]:
+    """stdout, or a new file readable by its owner only (health data, like the store)."""
+    if path is None:
+        sys.stdout.flush()
+        if binary:
+            yield sys.stdout.buffer
+        else:
+            text = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="")
+            yield text
+            text.detach()  # flushes; stdout itself stays open
+        sys.stdout.buffer.flush()
+        return
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as file:
-            file.write(body)
+        file = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")
     except OSError as exc:
         raise OptionError("--output", f"cannot write {path}: {exc.strerror}") from None
+    regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    try:
+        with file:
+            yield file
+    except BaseException:
+        if regular:  # no half-written export left behind (but never unlink a device or a pipe)
+            path.unlink(missing_ok=True)
+        raise
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

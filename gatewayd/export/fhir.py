@@ -1,40 +1,55 @@
-"""A FHIR R4 Bundle of a device's readings and summary, after the HL7 CGM IG (hl7.fhir.uv.cgm).
+"""A FHIR R4 Bundle of a device's readings and summary, after the HL7 CGM IG 1.0.0
+(hl7.fhir.uv.cgm, STU 1).
 
 A `transaction` Bundle (the IG's CGM Data Submission Bundle) with:
 
 - a Patient placeholder (no name or other identifier of a person: the hub knows none) that every
   Observation's `subject` references — the receiving system links it to its patient;
-- a CGM Device (the configured device id on this hub, its driver);
-- one CGM Sensor Reading (Mass) Observation per reading: LOINC 99504-3, UCUM mg/dL. A reading
-  outside the sensor's range has no value but a `dataAbsentReason` and the interpretation
-  `<` (off scale low) or `>` (off scale high);
-- the CGM Summary panel over the export period and its members: mean glucose 97507-8, times
-  in ranges 106793-3 (components 104642-4, 104641-6, 97510-2, 104640-8, 104639-0), GMI
-  97506-0, CV 104638-2, days of wear 104636-6 and sensor active % 104637-4.
+- a CGM Device: its name is the manufacturer and model the sensor reported (the driver and the
+  device id on this hub until it has reported them), with `manufacturer`, `modelNumber` and the
+  firmware as `version`; the serial only when asked for;
+- one CGM Sensor Reading (Mass) Observation per reading: LOINC 99504-3, `valueQuantity` with
+  the profile's fixed pattern (system UCUM, code `mg/dL`, unit `mg/dl`). A reading outside the
+  sensor's range has no value but the data-absent reason `negative-infinity` (below) or
+  `positive-infinity` (above) and the interpretation `<` / `>` (off scale low / high). The
+  profile allows a value with a comparator instead, but that needs the sensor's limit (39? 40?)
+  and sensor models differ, so the hub would have to invent a number;
+- the CGM Summary (LOINC 107931-8) over the export period and its members: mean glucose
+  97507-8, times in ranges 106793-3 (components 104642-4, 104641-6, 97510-2, 104640-8,
+  104639-0), GMI 97506-0, CV 104638-2, days of wear 104636-6 (unit `days`) and sensor active %
+  104637-4. The IG requires a value in every member but the mean, so a period without the
+  values for all of them (no reading, or fewer than two to compute a CV from) has no summary.
 
 `fullUrl`s are `urn:uuid:` ids derived from the hub, device and reading id, so exporting the
-same data twice yields the same resources (receivers can de-duplicate).
+same data twice yields the same resources (receivers can de-duplicate). `write_bundle` writes
+the JSON as it goes: memory stays flat however long the period is.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta, tzinfo
-from typing import Any
+from typing import Any, TextIO
 
-from gatewayd.models import Reading, isoformat_utc
+from gatewayd.models import DeviceIdentity, Reading, isoformat_utc
 from gatewayd.summaries.metrics import Summary
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
 IG = "http://hl7.org/fhir/uv/cgm/StructureDefinition"
-_TEMP_CODES = "http://hl7.org/fhir/uv/cgm/CodeSystem/cgm-summary-codes-temporary"
 _CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 _ABSENT = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
 _INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 _URI = "urn:ietf:rfc:3986"
 _NAMESPACE = uuid.UUID("6f1c8a52-3b7e-5d0a-9c41-2e8f7b6d5a90")
+
+#: (UCUM code, the human-readable `unit` the IG's profiles fix for it).
+Unit = tuple[str, str]
+MGDL: Unit = ("mg/dL", "mg/dl")
+PERCENT: Unit = ("%", "%")
+DAYS: Unit = ("d", "days")
 
 #: (LOINC code, the published display or None where only a source comment names it, text).
 Code = tuple[str, str | None, str]
@@ -72,22 +87,15 @@ def _urn(*parts: str) -> str:
     return f"urn:uuid:{uuid.uuid5(_NAMESPACE, '/'.join(parts))}"
 
 
-def _concept(code: Code, *extra: dict[str, str]) -> dict[str, Any]:
+def _concept(code: Code) -> dict[str, Any]:
     loinc = {"system": LOINC, "code": code[0]}
     if code[1] is not None:
         loinc["display"] = code[1]
-    return {"coding": [loinc, *extra], "text": code[2]}
+    return {"coding": [loinc], "text": code[2]}
 
 
-def _quantity(value: float, unit: str) -> dict[str, Any]:
-    return {"value": round(value, 2), "unit": unit, "system": UCUM, "code": unit}
-
-
-def _value(value: float | None, unit: str) -> dict[str, Any]:
-    """`valueQuantity`, or a `dataAbsentReason` when there was nothing to compute it from."""
-    if value is None:
-        return {"dataAbsentReason": {"coding": [{"system": _ABSENT, "code": "not-applicable"}]}}
-    return {"valueQuantity": _quantity(value, unit)}
+def _quantity(value: float, unit: Unit) -> dict[str, Any]:
+    return {"value": round(value, 2), "unit": unit[1], "system": UCUM, "code": unit[0]}
 
 
 def _entry(full_url: str, resource: dict[str, Any]) -> dict[str, Any]:
@@ -106,13 +114,13 @@ class _Builder:
         self.patient = _urn(hub, device, "patient")
         self.device_url = _urn(hub, device, "device")
 
-    def observation(self, profile: str, code: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    def observation(self, profile: str, code: Code, **fields: Any) -> dict[str, Any]:
         return {
             "resourceType": "Observation",
             "meta": {"profile": [f"{IG}/{profile}"]},
             "status": "final",
             "category": [{"coding": [{"system": _CATEGORY, "code": "laboratory"}]}],
-            "code": code,
+            "code": _concept(code),
             "subject": {"reference": self.patient},
             **fields,
             "device": {"reference": self.device_url},
@@ -121,10 +129,11 @@ class _Builder:
     def reading(self, reading: Reading) -> dict[str, Any]:
         fields: dict[str, Any] = {"effectiveDateTime": isoformat_utc(reading.time)}
         if reading.glucose_mgdl is not None:
-            fields["valueQuantity"] = _quantity(reading.glucose_mgdl, "mg/dL")
+            fields["valueQuantity"] = _quantity(reading.glucose_mgdl, MGDL)
         else:
             low = reading.out_of_range == "low"
-            fields["dataAbsentReason"] = {"coding": [{"system": _ABSENT, "code": "unknown"}]}
+            absent = "negative-infinity" if low else "positive-infinity"
+            fields["dataAbsentReason"] = {"coding": [{"system": _ABSENT, "code": absent}]}
             fields["interpretation"] = [
                 {
                     "coding": [
@@ -137,9 +146,7 @@ class _Builder:
                     "text": f"{'below' if low else 'above'} the sensor's measurable range",
                 }
             ]
-        return self.observation(
-            "cgm-sensor-reading-mass-per-volume", _concept(READING_CODE), **fields
-        )
+        return self.observation("cgm-sensor-reading-mass-per-volume", READING_CODE, **fields)
 
     def period(self, summary: Summary) -> dict[str, str]:
         last = summary.end - timedelta(milliseconds=1)
@@ -148,106 +155,135 @@ class _Builder:
             "end": last.astimezone(self.tz).date().isoformat(),
         }
 
-    def member(
-        self, profile: str, code: Code, value: float | None, unit: str, period: Any
-    ) -> dict[str, Any]:
-        return self.observation(
-            profile, _concept(code), effectivePeriod=period, **_value(value, unit)
-        )
-
     def summary(self, summary: Summary) -> list[tuple[str, dict[str, Any]]]:
-        period = self.period(summary)
-        key = (self.hub, self.device, isoformat_utc(summary.start), isoformat_utc(summary.end))
-        ranges = summary.ranges_pct or (None,) * len(RANGE_CODES)
-        tir = self.observation(
-            "cgm-summary-times-in-ranges",
-            _concept(TIR_PANEL_CODE),
-            effectivePeriod=period,
-            component=[
-                {"code": _concept(code), **_value(value, "%")}
-                for code, value in zip(RANGE_CODES, ranges, strict=True)
-            ],
-        )
+        """The summary and its members, or nothing when a member the IG requires has no value."""
+        s = summary
+        if s.gmi_pct is None or s.cv_pct is None or s.ranges_pct is None or s.mean_mgdl is None:
+            return []
+        period = self.period(s)
+        key = (self.hub, self.device, isoformat_utc(s.start), isoformat_utc(s.end))
+
+        def member(name: str, profile: str, code: Code, **fields: Any) -> tuple[str, Any]:
+            resource = self.observation(profile, code, effectivePeriod=period, **fields)
+            return _urn(*key, name), resource
+
+        def value(number: float, unit: Unit) -> dict[str, Any]:
+            return {"valueQuantity": _quantity(number, unit)}
+
         members = [
-            (
-                _urn(*key, "mean"),
-                self.member(
-                    "cgm-summary-mean-glucose-mass-per-volume",
-                    MEAN_CODE,
-                    summary.mean_mgdl,
-                    "mg/dL",
-                    period,
-                ),
+            member(
+                "mean",
+                "cgm-summary-mean-glucose-mass-per-volume",
+                MEAN_CODE,
+                **value(s.mean_mgdl, MGDL),
             ),
-            (_urn(*key, "tir"), tir),
-            (
-                _urn(*key, "gmi"),
-                self.member("cgm-summary-gmi", GMI_CODE, summary.gmi_pct, "%", period),
+            member(
+                "tir",
+                "cgm-summary-times-in-ranges",
+                TIR_PANEL_CODE,
+                component=[
+                    {"code": _concept(code), **value(share, PERCENT)}
+                    for code, share in zip(RANGE_CODES, s.ranges_pct, strict=True)
+                ],
             ),
-            (
-                _urn(*key, "cv"),
-                self.member(
-                    "cgm-summary-coefficient-of-variation", CV_CODE, summary.cv_pct, "%", period
-                ),
+            member("gmi", "cgm-summary-gmi", GMI_CODE, **value(s.gmi_pct, PERCENT)),
+            member(
+                "cv", "cgm-summary-coefficient-of-variation", CV_CODE, **value(s.cv_pct, PERCENT)
             ),
-            (
-                _urn(*key, "days"),
-                self.member("cgm-summary-days-of-wear", DAYS_CODE, summary.days, "d", period),
-            ),
-            (
-                _urn(*key, "active"),
-                self.member(
-                    "cgm-summary-sensor-active-percentage",
-                    ACTIVE_CODE,
-                    summary.coverage_pct,
-                    "%",
-                    period,
-                ),
+            member("days", "cgm-summary-days-of-wear", DAYS_CODE, **value(s.days, DAYS)),
+            member(
+                "active",
+                "cgm-summary-sensor-active-percentage",
+                ACTIVE_CODE,
+                **value(s.coverage_pct, PERCENT),
             ),
         ]
-        panel = self.observation(
+        panel = member(
+            "summary",
             "cgm-summary",
-            _concept(SUMMARY_CODE, {"system": _TEMP_CODES, "code": "cgm-summary"}),
-            effectivePeriod=period,
+            SUMMARY_CODE,
             hasMember=[{"reference": url} for url, _ in members],
         )
-        return [(_urn(*key, "summary"), panel), *members]
+        return [panel, *members]
+
+    def cgm_device(
+        self, driver: str, identity: DeviceIdentity | None, *, include_serial: bool
+    ) -> dict[str, Any]:
+        """The CGM Device: named as the sensor reported itself, else by driver and device id."""
+        known = identity or DeviceIdentity("", "", "")
+        reported = {
+            "manufacturer": known.manufacturer,
+            "serialNumber": known.serial if include_serial else "",
+            "modelNumber": known.model,
+        }
+        name = f"{known.manufacturer} {known.model}".strip()
+        firmware = [{"type": {"text": "firmware"}, "value": known.firmware}]
+        return {
+            "resourceType": "Device",
+            "meta": {"profile": [f"{IG}/cgm-device"]},
+            "identifier": [
+                {"system": _URI, "value": _urn(self.hub, self.device, "device-identifier")}
+            ],
+            **{key: value for key, value in reported.items() if value},
+            "deviceName": [
+                {
+                    "name": name or f"{driver} CGM ({self.device} on hub {self.hub})",
+                    "type": "user-friendly-name",
+                }
+            ],
+            **({"version": firmware} if known.firmware else {}),
+            "patient": {"reference": self.patient},
+        }
 
 
-def bundle(
-    readings: Sequence[Reading],
+def bundle_entries(
+    readings: Iterable[Reading],
     summary: Summary,
     *,
     hub: str,
     device: str,
     driver: str,
     tz: tzinfo,
-    now: datetime,
-) -> dict[str, Any]:
-    """The Bundle (JSON-ready) of `readings` and their `summary` over the export period."""
+    identity: DeviceIdentity | None = None,
+    include_serial: bool = False,
+) -> Iterator[dict[str, Any]]:
+    """The Bundle's entries, one at a time: Patient, Device, the summary, then every reading."""
     b = _Builder(hub, device, tz)
     # Identifiers that are URIs (RFC 3986): stable per hub and device, naming no person.
     patient = {
         "resourceType": "Patient",
         "identifier": [{"system": _URI, "value": _urn(hub, device, "patient-identifier")}],
     }
-    cgm = {
-        "resourceType": "Device",
-        "meta": {"profile": [f"{IG}/cgm-device"]},
-        "identifier": [{"system": _URI, "value": _urn(hub, device, "device-identifier")}],
-        "deviceName": [
-            {"name": f"{driver} CGM ({device} on hub {hub})", "type": "user-friendly-name"}
-        ],
-        "patient": {"reference": b.patient},
-    }
-    entries = [_entry(b.patient, patient), _entry(b.device_url, cgm)]
-    entries += [_entry(url, resource) for url, resource in b.summary(summary)]
-    entries += [_entry(_urn(hub, device, r.id), b.reading(r)) for r in readings]
-    return {
+    yield _entry(b.patient, patient)
+    yield _entry(b.device_url, b.cgm_device(driver, identity, include_serial=include_serial))
+    for url, resource in b.summary(summary):
+        yield _entry(url, resource)
+    for reading in readings:
+        yield _entry(_urn(hub, device, reading.id), b.reading(reading))
+
+
+def write_bundle(
+    out: TextIO,
+    entries: Iterable[dict[str, Any]],
+    summary: Summary,
+    *,
+    hub: str,
+    device: str,
+    now: datetime,
+) -> int:
+    """Write the Bundle (indented JSON) of `entries` to `out`, entry by entry; how many."""
+    head = {
         "resourceType": "Bundle",
         "id": str(uuid.uuid5(_NAMESPACE, f"{hub}/{device}/{summary.start}/{summary.end}")),
         "meta": {"profile": [f"{IG}/cgm-data-submission-bundle"]},
         "type": "transaction",
         "timestamp": isoformat_utc(now),
-        "entry": entries,
     }
+    out.write(json.dumps(head, indent=2).removesuffix("\n}") + ',\n  "entry": [')
+    count = 0
+    for entry in entries:
+        out.write(",\n    " if count else "\n    ")
+        out.write(json.dumps(entry, indent=2).replace("\n", "\n    "))
+        count += 1
+    out.write("\n  ]\n}\n")
+    return count

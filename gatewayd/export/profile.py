@@ -1,9 +1,13 @@
-"""The AGP modal day, pure: glucose percentiles by time of day over many days.
+"""What the AGP report draws, computed (pure): the modal day, the daily profiles, the bar.
 
-Every `step` minutes from 00:00 to 24:00 local time, the 5th, 25th, 50th, 75th and 95th
-percentiles of the readings within `span` minutes centred there (wrapping midnight), by linear
-interpolation between order statistics (numpy's default, R's type 7). Out-of-range readings
-count as the usual sensor limits, 40 and 400 mg/dL, so a "low" stays at the bottom.
+Modal day: every `step` minutes from 00:00 to 24:00 local time, the 5th, 25th, 50th, 75th and
+95th percentiles of the readings within `span` minutes centred there (wrapping midnight), by
+linear interpolation between order statistics (numpy's default, R's type 7). Out-of-range
+readings count as the usual sensor limits, 40 and 400 mg/dL, so a "low" stays at the bottom.
+
+Daily profiles: each local day of the period, midnight to midnight, its readings in order with
+a break wherever readings are missing. The time-in-ranges bar: every range that holds a reading
+gets a visible minimum height (`bar_heights`); the printed percentages stay exact.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import tzinfo
+from datetime import date, datetime, time, timedelta, tzinfo
 
 from gatewayd.models import Reading
 
@@ -75,3 +79,56 @@ def modal_day(
 def _circular_distance(a: float, b: float) -> float:
     d = abs(a - b) % _DAY_MIN
     return min(d, _DAY_MIN - d)
+
+
+@dataclass(frozen=True, slots=True)
+class Day:
+    """One local day of the period: (minutes after midnight, mg/dL) in time order, with a NaN
+    value wherever readings are missing (so a line breaks there); empty without readings."""
+
+    day: date
+    points: list[tuple[float, float]]
+
+
+def daily_profiles(
+    readings: Sequence[Reading], tz: tzinfo, start: datetime, end: datetime, gap: timedelta
+) -> list[Day]:
+    """Every local day that [start, end) touches, with its readings (in time order)."""
+    first, last = start.astimezone(tz).date(), (end - timedelta(microseconds=1)).astimezone(tz)
+    days = {first + timedelta(days=k): Day(first + timedelta(days=k), []) for k in
+            range((last.date() - first).days + 1)}  # fmt: skip
+    previous: dict[date, datetime] = {}
+    for reading in readings:
+        local = reading.time.astimezone(tz)
+        day = days.get(local.date())
+        if day is None:
+            continue
+        before = previous.get(day.day)
+        if before is not None and reading.time - before > gap:
+            day.points.append((time_of_day(reading, tz) - 1e-6, math.nan))
+        day.points.append((time_of_day(reading, tz), agp_value(reading)))
+        previous[day.day] = reading.time
+    return list(days.values())
+
+
+def day_start(day: date, tz: tzinfo) -> datetime:
+    """Local midnight of a day."""
+    return datetime.combine(day, time(), tz)
+
+
+def bar_heights(shares: Sequence[float], minimum: float) -> list[float]:
+    """Heights (of 100) for the time-in-ranges bar: each non-zero share at least `minimum`,
+    the surplus taken from the larger ones in proportion to what they have above it."""
+    heights = [max(s, minimum) if s > 0 else 0.0 for s in shares]
+    surplus = sum(heights) - sum(shares)
+    room = sum(h - minimum for h in heights if h > minimum)
+    if surplus <= 0 or room <= 0:
+        return heights
+    return [h - surplus * (h - minimum) / room if h > minimum else h for h in heights]
+
+
+def per_day(pct: float) -> str:
+    """The time a day that a percentage of it means: "1 h 12 min", "45 min", "0 min"."""
+    minutes = round(pct / 100 * 1440)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"

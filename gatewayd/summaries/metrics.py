@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -42,6 +42,11 @@ _TICK = timedelta(microseconds=1)
 
 #: Index of each range in `Summary.ranges_pct` and `range_index`.
 VERY_LOW, LOW, IN_RANGE, HIGH, VERY_HIGH = range(5)
+#: The ranges as people read them, very low first, per unit (mmol/L as the consensus gives it).
+RANGE_LABELS = {
+    "mg/dL": ("<54", "54-69", "70-180", "181-250", ">250"),
+    "mmol/L": ("<3.0", "3.0-3.8", "3.9-10.0", "10.1-13.9", ">13.9"),
+}
 
 
 def range_index(reading: Reading) -> int:
@@ -98,31 +103,45 @@ def estimate_interval(times: Sequence[datetime]) -> timedelta | None:
 
 
 def summarize(
-    readings: Sequence[Reading],
+    readings: Iterable[Reading],
     start: datetime,
     end: datetime,
     *,
-    interval: timedelta = DEFAULT_INTERVAL,
+    interval: timedelta | None = DEFAULT_INTERVAL,
     window: str = "",
 ) -> Summary:
     """The metrics of the readings measured in [start, end), with readings expected every
-    `interval` (for coverage)."""
-    inside = [r for r in readings if start <= r.time < end]
-    n = len(inside)
-    values = [r.glucose_mgdl for r in inside if r.glucose_mgdl is not None]
+    `interval` (for coverage; None: the median spacing of these readings, else 5 minutes).
+
+    One pass that keeps only the values and counts, so `readings` may stream from the store.
+    """
+    n = 0
+    values: list[float] = []
+    times: list[datetime] = []
+    counts = [0] * 5
+    slices: set[int] = set()
+    for reading in readings:
+        if not start <= reading.time < end:
+            continue
+        n += 1
+        if reading.glucose_mgdl is not None:
+            values.append(reading.glucose_mgdl)
+        counts[range_index(reading)] += 1
+        # Slice k is [end - (k+1) days, end - k days); `end - time` is at least 1 µs.
+        slices.add((end - reading.time - _TICK) // _DAY)
+        if interval is None:
+            times.append(reading.time)
+    if interval is None:
+        interval = estimate_interval(times) or DEFAULT_INTERVAL
     mean = math.fsum(values) / len(values) if values else None
     sd = statistics.stdev(values) if len(values) >= 2 else None
-    counts = [0] * 5
-    for reading in inside:
-        counts[range_index(reading)] += 1
     expected = (end - start) / interval
     return Summary(
         window=window,
         start=start,
         end=end,
         n=n,
-        # Slice k is [end - (k+1) days, end - k days); `end - time` is at least 1 µs.
-        days=len({(end - r.time - _TICK) // _DAY for r in inside}),
+        days=len(slices),
         coverage_pct=min(100.0, 100.0 * n / expected) if expected > 0 else 0.0,
         mean_mgdl=mean,
         sd_mgdl=sd,

@@ -7,14 +7,15 @@ WAL lets it read a consistent snapshot while the daemon writes.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from gatewayd.errors import StoreError
-from gatewayd.models import Reading
-from gatewayd.records import decode_record
+from gatewayd.models import DeviceIdentity, Reading
+from gatewayd.records import decode_identity, decode_record, identity_key
 
 
 def _ms(dt: datetime) -> int:
@@ -56,12 +57,27 @@ class ReadOnlyStore:
         self, device: str, start: datetime | None = None, end: datetime | None = None
     ) -> list[Reading]:
         """Stored readings of a device in [start, end), by measured time."""
-        rows = self._query(
-            "SELECT record FROM readings WHERE device = ? AND time_ms >= ? AND time_ms < ? "
-            "ORDER BY time_ms, rowid",
-            (device, _ms(start) if start else -(2**62), _ms(end) if end else 2**62),
-        )
-        return [decode_record(text) for (text,) in rows]
+        return list(self.iter_readings(device, start, end))
+
+    def iter_readings(
+        self, device: str, start: datetime | None = None, end: datetime | None = None
+    ) -> Iterator[Reading]:
+        """`readings`, one at a time from the cursor (an export of months stays small)."""
+        try:
+            cursor = self._db.execute(
+                "SELECT record FROM readings WHERE device = ? AND time_ms >= ? AND time_ms < ? "
+                "ORDER BY time_ms, rowid",
+                (device, _ms(start) if start else -(2**62), _ms(end) if end else 2**62),
+            )
+            for (text,) in cursor:
+                yield decode_record(text)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read store {self.path}: {exc}") from exc
+
+    def identity(self, device: str) -> DeviceIdentity | None:
+        """What the device last said about itself (`Store.remember_identity`), if anything."""
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (identity_key(device),))
+        return decode_identity(rows[0][0]) if rows else None
 
     def devices(self) -> list[str]:
         """Ids of the devices that have readings in the store."""

@@ -13,28 +13,35 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+from gatewayd.models import MGDL_PER_MMOLL
 from gatewayd.summaries import options as summary_options
 from gatewayd.summaries.inputs import OptionError, open_device, parse_time
+from gatewayd.summaries.metrics import RANGE_LABELS
 from gatewayd.summaries.payload import STANDARD_WINDOWS, device_summaries, summary_payload
 
 #: Longest `--days` (the default retention is 90 days).
 MAX_DAYS = 366
-_ROWS = (
-    ("from", "from"),
-    ("to", "to"),
-    ("readings", "n"),
-    ("days with data", "days"),
-    ("coverage %", "coverage_pct"),
-    ("mean mg/dL", "mean_mgdl"),
-    ("SD mg/dL", "sd_mgdl"),
-    ("CV %", "cv_pct"),
-    ("GMI %", "gmi_pct"),
-    ("very low <54 %", "tbr2_pct"),
-    ("low 54-69 %", "tbr1_pct"),
-    ("in range 70-180 %", "tir_pct"),
-    ("high 181-250 %", "tar1_pct"),
-    ("very high >250 %", "tar2_pct"),
-)
+_RANGE_KEYS = ("tbr2_pct", "tbr1_pct", "tir_pct", "tar1_pct", "tar2_pct")
+_RANGE_NAMES = ("very low", "low", "in range", "high", "very high")
+#: The keys in mg/dL, converted for a hub that shows mmol/L.
+_GLUCOSE_KEYS = ("mean_mgdl", "sd_mgdl")
+
+
+def _rows(unit: str) -> tuple[tuple[str, str], ...]:
+    """(label, payload key) of every row, glucose and ranges in `unit`."""
+    ranges = zip(_RANGE_NAMES, RANGE_LABELS[unit], _RANGE_KEYS, strict=True)
+    return (
+        ("from", "from"),
+        ("to", "to"),
+        ("readings", "n"),
+        ("days with data", "days"),
+        ("coverage %", "coverage_pct"),
+        (f"mean {unit}", "mean_mgdl"),
+        (f"SD {unit}", "sd_mgdl"),
+        ("CV %", "cv_pct"),
+        ("GMI %", "gmi_pct"),
+        *((f"{name} {label} %", key) for name, label, key in ranges),
+    )
 
 
 def run_report(
@@ -60,21 +67,29 @@ def run_report(
     if fmt == "json":
         stream.write(json.dumps(payload, indent=2) + "\n")
     else:
-        stream.write(render_text(payload))
+        stream.write(render_text(payload, cfg.hub.unit))
     return 0
 
 
-def render_text(payload: dict[str, Any]) -> str:
-    """The payload as a table: one row per metric, one column per window."""
+def render_text(payload: dict[str, Any], unit: str = "mg/dL") -> str:
+    """The payload as a table: one row per metric, one column per window; glucose in `unit`
+    (the JSON stays in mg/dL)."""
     windows: Sequence[dict[str, Any]] = payload["windows"]
+    rows = _rows(unit)
     header = f"hub {payload['hub']}, device {payload['device']}"
-    label_width = max(len(label) for label, _ in _ROWS)
-    cells = [[_cell(w[key]) for w in windows] for _, key in _ROWS]
+    label_width = max(len(label) for label, _ in rows)
+    cells = [[_cell(_in_unit(w[key], key, unit)) for w in windows] for _, key in rows]
     width = max(len(c) for row in [[w["window"] for w in windows], *cells] for c in row)
     lines = [header, " " * label_width + "".join(f"  {w['window']:>{width}}" for w in windows)]
-    for (label, _), row in zip(_ROWS, cells, strict=True):
+    for (label, _), row in zip(rows, cells, strict=True):
         lines.append(f"{label:<{label_width}}" + "".join(f"  {c:>{width}}" for c in row))
     return "\n".join(lines) + "\n"
+
+
+def _in_unit(value: Any, key: str, unit: str) -> Any:
+    if key in _GLUCOSE_KEYS and value is not None and unit == "mmol/L":
+        return value / MGDL_PER_MMOLL
+    return value
 
 
 def _cell(value: Any) -> str:

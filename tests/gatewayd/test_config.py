@@ -966,3 +966,11 @@ def test_error_with_newline_in_path_stays_one_line(tmp_path: Path) -> None:
         "mqtt.ca_file",
         "no such file",
     )
+
+
+def test_hub_unit_is_the_unit_shown_to_people(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, '[hub]\nid = "hub1"\nunit = "mmol/L"\n'))
+    assert cfg.hub == HubConfig(id="hub1", unit="mmol/L")
+    config_error(
+        tmp_path, '[hub]\nid = "hub1"\nunit = "mmol"\n', "hub.unit", "mg/dL, mmol/L", "'mmol'"
+    )

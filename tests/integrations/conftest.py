@@ -128,7 +128,14 @@ class Rig:
         self.hub = f"hub-{uuid.uuid4().hex[:8]}"
         self.feeds: dict[str, Feed] = {}
 
-    def config(self, devices: tuple[str, ...] = ("cgm-a",), **sections: dict[str, Any]) -> Config:
+    def config(
+        self,
+        devices: tuple[str, ...] = ("cgm-a",),
+        *,
+        tables: dict[str, dict[str, Any]] | None = None,
+        **sections: dict[str, Any],
+    ) -> Config:
+        """A config of `devices` (each with its `tables`, e.g. `alerts`) and `sections`."""
         return parse(
             {
                 "hub": {"id": self.hub},
@@ -139,7 +146,10 @@ class Rig:
                     "password": self.broker.password,
                 },
                 "supervisor": {"backoff_min": 0.05, "backoff_max": 0.2},
-                "devices": [{"driver": "fed", "id": d, "serial": f"SN-{d}"} for d in devices],
+                "devices": [
+                    {"driver": "fed", "id": d, "serial": f"SN-{d}", **(tables or {}).get(d, {})}
+                    for d in devices
+                ],
                 **sections,
             },
             self.folder / "gatewayd.toml",

@@ -7,7 +7,8 @@ import json
 import sqlite3
 import time
 import uuid
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +17,16 @@ import jsonschema
 import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from gatewayd import homeassistant
+from gatewayd import homeassistant, hubstate
 from gatewayd.errors import ConfigError
+from gatewayd.homeassistant import SUMMARY_METRICS
 from gatewayd.publisher import Publisher
 from gatewayd.records import reading_payload, to_record
-from gatewayd.services import ServiceContext
+from gatewayd.services import ServiceContext, ServiceSpec
 from gatewayd.status import DeviceStatus, LinkState
 from gatewayd.store import Store
+from gatewayd.summaries.metrics import summarize
+from gatewayd.summaries.payload import STANDARD_WINDOWS, summary_payload
 from gatewayd.testing.subscriber import Received, Subscriber
 
 pytestmark = pytest.mark.timeout(30)
@@ -84,6 +88,7 @@ async def test_discovery_is_valid_and_its_templates_read_the_real_topics(rig: An
     )
     root = f"gatewayd/{rig.hub}"
     topic_a = f"{prefix}/device/gatewayd_{rig.hub}_cgm-a/config"
+    topic_hub = f"{prefix}/device/gatewayd_{rig.hub}/config"
     async with (
         Subscriber(rig.broker, [f"{prefix}/#", f"{root}/#"]) as sub,
         rig.running(rig.daemon(config, homeassistant.SPEC)),
@@ -91,7 +96,8 @@ async def test_discovery_is_valid_and_its_templates_read_the_real_topics(rig: An
         rig.feed("cgm-a", rig.reading("cgm-a", 1, 99.0, trend=-2.5))
         await sub.wait_for(
             lambda m: (
-                len(configs(m)) == 2
+                # the hub and two devices, then both again with the identity they reported
+                len(configs(m)) == 5
                 and any(x.topic == f"{root}/cgm-a/state" for x in m)
                 and any(x.topic == f"{root}/cgm-a/status" and b"connected" in x.payload for x in m)
             )
@@ -102,10 +108,11 @@ async def test_discovery_is_valid_and_its_templates_read_the_real_topics(rig: An
         # What the broker holds for the device while it runs.
         state = [m for m in sub.messages if m.topic == f"{root}/cgm-a/state"][-1].json()
         status = [m for m in sub.messages if m.topic == f"{root}/cgm-a/status"][-1].json()
-    assert set(retained) == {topic_a, topic_a.replace("cgm-a", "cgm-b")}
+    assert set(retained) == {topic_hub, topic_a, topic_a.replace("cgm-a", "cgm-b")}
     assert all(m.retain for m in retained.values())
+    assert all(schema_errors(m.json()) == [] for m in retained.values())
     payload = retained[topic_a].json()
-    assert schema_errors(payload) == []
+    summaries = {f"{k}_{w}" for k, *_ in SUMMARY_METRICS for w in ("24h", "14d")}
     assert set(payload["cmps"]) == {
         "glucose",
         "trend",
@@ -113,7 +120,22 @@ async def test_discovery_is_valid_and_its_templates_read_the_real_topics(rig: An
         "reading_time",
         "link",
         "alert",
+        *summaries,
     }
+    # Home Assistant 2025.4 reads `qos` per component only.
+    assert {c["qos"] for c in payload["cmps"].values()} == {1}
+    # The device as the sensor reported itself, under the hub.
+    assert payload["dev"] == {
+        "ids": [f"gatewayd_{rig.hub}_cgm-a"],
+        "name": "cgm-a",
+        "mf": "Test Co",
+        "mdl": "Fed CGM",
+        "via_device": f"gatewayd_{rig.hub}",
+    }
+    hub = retained[topic_hub].json()
+    assert hub["dev"]["ids"] == [f"gatewayd_{rig.hub}"]
+    assert set(hub["cmps"]) == {"connectivity", "outbox", "last_delivery"}
+    assert hub["cmps"]["connectivity"]["state_topic"] == f"{root}/status"
     glucose = payload["cmps"]["glucose"]
     assert glucose["device_class"] == "blood_glucose_concentration"
     assert glucose["unit_of_measurement"] == "mmol/L"
@@ -127,15 +149,19 @@ async def test_discovery_is_valid_and_its_templates_read_the_real_topics(rig: An
     ]
     assert payload["cmps"]["alert"]["state_topic"] == f"{root}/cgm-a/alerts"
     unique_ids = [c["unique_id"] for p in retained.values() for c in p.json()["cmps"].values()]
-    assert len(set(unique_ids)) == len(unique_ids) == 12
+    assert len(set(unique_ids)) == len(unique_ids) == 2 * (6 + 12) + 3
 
     # The templates, on the real payloads.
     cmps = payload["cmps"]
     assert render(glucose["value_template"], state) == "5.5"
     assert json.loads(render(glucose["json_attributes_template"], state))["out_of_range"] is None
     assert render(cmps["trend"]["value_template"], state) == "-0.14"
-    assert render(cmps["direction"]["value_template"], state) == "SingleDown"
+    assert render(cmps["direction"]["value_template"], state) == "Falling"
     assert render(cmps["direction"]["value_template"], state) in cmps["direction"]["options"]
+    assert json.loads(render(cmps["direction"]["json_attributes_template"], state)) == {
+        "direction": "SingleDown"
+    }
+    assert cmps["direction"]["icon"] == "mdi:swap-vertical"
     assert render(cmps["reading_time"]["value_template"], state) == state["time"]
     assert render(cmps["link"]["value_template"], status) == "connected"
     hub_online, device_running = payload["availability"]
@@ -215,14 +241,17 @@ async def test_reannounces_when_home_assistant_comes_online(rig: Any) -> None:
         Subscriber(rig.broker, [f"{prefix}/#"]) as sub,
         rig.running(rig.daemon(config, homeassistant.SPEC)) as daemon,
     ):
-        await sub.wait_for(lambda m: len(configs(m)) == 1)
+        # The hub and its device, then the device again with the identity it reported.
+        await sub.wait_for(lambda m: len(configs(m)) == 3)
+        await drained(rig, daemon)
+        before = {m.topic: m.payload for m in configs(sub.messages)}
         await publish(rig, f"{prefix}/status", b"offline", b"online")
-        await sub.wait_for(lambda m: len(configs(m)) >= 2)
+        await sub.wait_for(lambda m: len(configs(m)) >= 5)
         await drained(rig, daemon)
         await fence(rig, sub, prefix)
-        first, again = configs(sub.messages)  # `offline` announced nothing
-        assert again.payload == first.payload
-        assert again.topic == first.topic
+        again = configs(sub.messages)[3:]  # `offline` announced nothing
+        assert {m.topic: m.payload for m in again} == before
+        assert len(again) == 2
 
 
 def _write_bytes() -> int:
@@ -279,6 +308,7 @@ async def test_a_device_removed_from_config_is_removed_from_home_assistant(rig: 
     prefix = f"ha-{uuid.uuid4().hex[:8]}"
     topic_a = f"{prefix}/device/gatewayd_{rig.hub}_cgm-a/config"
     topic_b = f"{prefix}/device/gatewayd_{rig.hub}_cgm-b/config"
+    topic_hub = f"{prefix}/device/gatewayd_{rig.hub}/config"
     store = rig.folder / "gatewayd.db"
 
     def announced() -> list[str]:
@@ -304,16 +334,16 @@ async def test_a_device_removed_from_config_is_removed_from_home_assistant(rig: 
             return {m.topic: m.payload for m in configs(sub.messages)}
 
     await run(("cgm-a", "cgm-b"))
-    assert set(await retained()) == {topic_a, topic_b}
-    assert sorted(announced()) == ["cgm-a", "cgm-b"]
+    assert set(await retained()) == {topic_hub, topic_a, topic_b}
+    assert sorted(announced()) == ["", "cgm-a", "cgm-b"]  # "": the hub
 
     seen = await run(("cgm-a",))
     assert [m.payload for m in seen if m.topic == topic_b] == [b""]
-    assert set(await retained()) == {topic_a}
-    assert announced() == ["cgm-a"]
+    assert set(await retained()) == {topic_hub, topic_a}
+    assert sorted(announced()) == ["", "cgm-a"]
 
     seen = await run(("cgm-a",), enabled=False)
-    assert [m.payload for m in seen] == [b""]
+    assert [m.payload for m in seen] == [b"", b""]
     assert await retained() == {}
     assert announced() == []
 
@@ -352,4 +382,100 @@ async def test_a_new_discovery_prefix_clears_the_old_configs(rig: Any) -> None:
             await drained(rig, daemon)
     async with Subscriber(rig.broker, [f"{old}/#", f"{new}/#"]) as sub:
         await fence(rig, sub, new)
-        assert [m.topic for m in configs(sub.messages)] == [f"{new}/device/{node}/config"]
+        assert sorted(m.topic for m in configs(sub.messages)) == [
+            f"{new}/device/gatewayd_{rig.hub}/config",
+            f"{new}/device/{node}/config",
+        ]
+
+
+def payload_of(rig: Any, config: Any, device: str) -> dict[str, Any]:
+    """The discovery config of `device` under `config`, built as the service builds it."""
+    options = homeassistant.parse(config)
+    assert options is not None
+    store = Store(rig.folder / "payload.db")
+    publisher = Publisher(config.mqtt, rig.hub, store)
+    context = ServiceContext(config, store, publisher, publisher.topics, ("cgm-a", "cgm-b"))
+    try:
+        return homeassistant.discovery_payload(context, options, device, "fed")
+    finally:
+        store.close()
+
+
+def test_only_devices_with_alerts_get_an_alert_entity(rig: Any) -> None:
+    config = rig.config(
+        ("cgm-a", "cgm-b"), tables={"cgm-a": {"alerts": {"low": 75}}}, homeassistant={}
+    )
+    assert "alert" in payload_of(rig, config, "cgm-a")["cmps"]
+    assert "alert" not in payload_of(rig, config, "cgm-b")["cmps"]
+    everyone = rig.config(("cgm-a", "cgm-b"), homeassistant={}, alerts={})
+    assert all("alert" in payload_of(rig, everyone, d)["cmps"] for d in ("cgm-a", "cgm-b"))
+    nobody = rig.config(("cgm-a", "cgm-b"), homeassistant={})
+    assert not any("alert" in payload_of(rig, nobody, d)["cmps"] for d in ("cgm-a", "cgm-b"))
+
+
+@pytest.mark.parametrize("unit", ["mg/dL", "mmol/L"])
+def test_summary_sensors_read_the_retained_summary(rig: Any, unit: str) -> None:
+    end = datetime(2026, 3, 2, tzinfo=UTC)
+    readings = [
+        rig.reading("cgm-a", i, value, minutes_ago=0)
+        for i, value in enumerate((50.0, 65.0, 100.0, 150.0, 200.0, 300.0, 120.0, 110.0))
+    ]
+    readings = [
+        replace(r, time=end - timedelta(minutes=5 * (i + 1))) for i, r in enumerate(readings)
+    ]
+    windows = [summarize(readings, end - length, end, window=label) for label, length in
+               STANDARD_WINDOWS]  # fmt: skip
+    summary = summary_payload(rig.hub, "cgm-a", windows)
+    cmps = payload_of(rig, rig.config(homeassistant={"unit": unit}), "cgm-a")["cmps"]
+    assert schema_errors({"dev": {"ids": ["x"]}, "o": {"name": "x"}, "cmps": cmps}) == []
+    assert render(cmps["tir_14d"]["value_template"], summary) == "50.0"
+    assert render(cmps["below_70_24h"]["value_template"], summary) == "25.0"
+    assert render(cmps["above_180_14d"]["value_template"], summary) == "25.0"
+    mean = sum(r.glucose_mgdl or 0 for r in readings) / len(readings)
+    expected = mean if unit == "mg/dL" else mean / 18.0156
+    assert float(render(cmps["mean_14d"]["value_template"], summary)) == pytest.approx(
+        expected, abs=0.01
+    )
+    assert cmps["mean_14d"]["unit_of_measurement"] == unit
+    assert cmps["gmi_24h"]["state_class"] == "measurement"
+    low_name = "Time below 70 mg/dL (24h)" if unit == "mg/dL" else "Time below 3.9 mmol/L (24h)"
+    assert cmps["below_70_24h"]["name"] == low_name
+    # No reading in the window: HA's unknown, not 0.
+    empty = summary_payload(
+        rig.hub, "cgm-a", [summarize([], end - timedelta(1), end, window="24h")]
+    )
+    assert render(cmps["tir_24h"]["value_template"], empty) == "None"
+    assert render(cmps["tir_14d"]["value_template"], empty) == "None"  # no such window
+    off = rig.config(homeassistant={}, summaries={"enabled": False})
+    assert not [k for k in payload_of(rig, off, "cgm-a")["cmps"] if k.startswith("tir")]
+
+
+async def test_the_hub_publishes_its_outbox_for_its_device(rig: Any) -> None:
+    config = rig.config(("cgm-a",), homeassistant={})
+    assert hubstate.parse(config) == hubstate.HubStateOptions()
+    assert hubstate.parse(rig.config(("cgm-a",), homeassistant={"enabled": False})) is None
+    quick = ServiceSpec(
+        "hubstate", lambda c: hubstate.HubStateOptions(check_s=0.02), hubstate.SPEC.create
+    )
+    topic = f"gatewayd/{rig.hub}/outbox"
+    async with (
+        Subscriber(rig.broker, [topic]) as sub,
+        rig.running(rig.daemon(config, quick)),
+    ):
+        first = (await sub.wait_for(lambda m: len(m) >= 1))[0].json()
+        assert first == {
+            "schema": "gatewayd/outbox/1", "hub": rig.hub, "readings_waiting": 0,
+            "last_delivery": None,
+        }  # fmt: skip
+        rig.feed("cgm-a", rig.reading("cgm-a", 1))
+        delivered = await sub.wait_for(lambda m: m[-1].json()["last_delivery"] is not None)
+    state = delivered[-1].json()
+    assert state["readings_waiting"] == 0
+    assert datetime.fromisoformat(state["last_delivery"]) > datetime.now(UTC) - timedelta(minutes=1)
+
+
+def test_the_unit_follows_the_hubs_unless_set(rig: Any) -> None:
+    hub = {"id": rig.hub, "unit": "mmol/L"}
+    assert homeassistant.parse(rig.config(hub=hub, homeassistant={})).unit == "mmol/L"  # type: ignore[union-attr]
+    chosen = rig.config(hub=hub, homeassistant={"unit": "mg/dL"})
+    assert homeassistant.parse(chosen).unit == "mg/dL"  # type: ignore[union-attr]

@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import fhir_cgm_ig as cgm_ig
 import numpy as np
 import pytest
 
+from gatewayd.export.fhir import bundle_entries, write_bundle
 from gatewayd.export.profile import PERCENTILES, modal_day, percentile
 from gatewayd.export.table import read_csv
-from gatewayd.models import Direction, Reading
+from gatewayd.models import DeviceIdentity, Direction, Reading
 from gatewayd.store import Store
 from gatewayd.summaries.metrics import summarize
 
@@ -224,14 +226,16 @@ def test_fhir_bundle_is_structurally_valid_after_the_cgm_ig(setup: Path) -> None
         if reading.glucose_mgdl is not None:
             assert obs["valueQuantity"] == {
                 "value": reading.glucose_mgdl,
-                "unit": "mg/dL",
+                "unit": "mg/dl",  # the profile's pattern: UCUM code mg/dL, unit "mg/dl"
                 "system": UCUM,
                 "code": "mg/dL",
             }
         else:
+            low = reading.out_of_range == "low"
             (interpretation,) = obs["interpretation"]
-            code = interpretation["coding"][0]["code"]
-            assert code == ("<" if reading.out_of_range == "low" else ">")
+            assert interpretation["coding"][0]["code"] == ("<" if low else ">")
+            (absent,) = obs["dataAbsentReason"]["coding"]
+            assert absent["code"] == ("negative-infinity" if low else "positive-infinity")
             assert "valueQuantity" not in obs
     assert any("dataAbsentReason" in o for o in sensor)
 
@@ -256,13 +260,13 @@ def test_fhir_bundle_is_structurally_valid_after_the_cgm_ig(setup: Path) -> None
     assert summary.ranges_pct is not None
     assert mean["valueQuantity"] == {
         "value": round(summary.mean_mgdl, 2),
-        "unit": "mg/dL",
+        "unit": "mg/dl",
         "system": UCUM,
         "code": "mg/dL",
     }
     assert gmi["valueQuantity"]["value"] == round(summary.gmi_pct, 2)
     assert cv["valueQuantity"]["value"] == round(summary.cv_pct, 2)
-    assert days["valueQuantity"] == {"value": 2, "unit": "d", "system": UCUM, "code": "d"}
+    assert days["valueQuantity"] == {"value": 2, "unit": "days", "system": UCUM, "code": "d"}
     assert active["valueQuantity"]["value"] == 100.0
     for member in (gmi, cv, active):
         assert member["valueQuantity"]["code"] == "%"
@@ -281,22 +285,66 @@ def test_fhir_bundle_is_structurally_valid_after_the_cgm_ig(setup: Path) -> None
     assert sum(values) == pytest.approx(100, abs=0.03)
 
 
-def test_fhir_for_a_period_without_readings_says_so(setup: Path) -> None:
+def test_fhir_bundle_conforms_to_the_cgm_ig_profiles(setup: Path) -> None:
+    args = ("--format", "fhir", "--from", "2026-03-08", "--to", "2026-03-10", "--tz", "UTC")
+    result = gatewayd(*args, cwd=setup)
+    assert result.returncode == 0, result.stderr
+    bundle = json.loads(result.stdout)
+    assert cgm_ig.violations(bundle) == []
+    assert "107931-8" in {c for e in bundle["entry"] for c in codes_of(e["resource"])}
+    # The validator is no rubber stamp: what the export wrote before this IG release fails.
+    by_code = {next(iter(codes_of(e["resource"])), ""): e["resource"] for e in bundle["entry"]}
+    reading = next(e["resource"] for e in bundle["entry"] if "valueQuantity" in e["resource"])
+    reading["valueQuantity"]["unit"] = "mg/dL"
+    by_code["104636-6"]["valueQuantity"]["unit"] = "d"
+    del by_code["97506-0"]["valueQuantity"]
+    by_code["97506-0"]["dataAbsentReason"] = {"text": "no values"}
+    found = cgm_ig.violations(bundle)
+    assert len(found) == 3, found
+    assert sum("does not match the pattern" in message for message in found) == 2, found
+    assert sum("valueQuantity is required" in message for message in found) == 1, found
+
+
+def codes_of(resource: dict[str, Any]) -> set[str]:
+    return codes(resource) if "code" in resource else set()
+
+
+def test_fhir_for_a_period_without_readings_has_no_summary(setup: Path) -> None:
+    """The IG requires a value in GMI, CV and the ranges: no readings, no summary."""
     args = ("--format", "fhir", "--from", "2026-01-01", "--to", "2026-01-07", "--tz", "UTC")
     result = gatewayd(*args, cwd=setup)
     assert result.returncode == 0, result.stderr
-    resources = {e["fullUrl"]: e["resource"] for e in json.loads(result.stdout)["entry"]}
-    observations = [r for r in resources.values() if r["resourceType"] == "Observation"]
-    assert not [o for o in observations if codes(o) == {"99504-3"}]
-    (panel,) = [o for o in observations if "107931-8" in codes(o)]
-    assert panel["effectivePeriod"] == {"start": "2026-01-01", "end": "2026-01-07"}
-    mean, tir, gmi, cv, days, active = (resources[m["reference"]] for m in panel["hasMember"])
-    for member in (mean, gmi, cv):
-        assert "valueQuantity" not in member
-        assert member["dataAbsentReason"]["coding"][0]["code"] == "not-applicable"
-    assert all("dataAbsentReason" in c and "valueQuantity" not in c for c in tir["component"])
-    assert days["valueQuantity"]["value"] == 0
-    assert active["valueQuantity"]["value"] == 0
+    bundle = json.loads(result.stdout)
+    types = [e["resource"]["resourceType"] for e in bundle["entry"]]
+    assert types == ["Patient", "Device"]
+    assert cgm_ig.violations(bundle) == []
+
+
+def test_fhir_device_names_what_the_sensor_reported(setup: Path) -> None:
+    store = Store(setup / "gw.db")
+    identity = DeviceIdentity("Roche", "Accu-Chek SmartGuide", "SN-77", "1.4.2")
+    assert store.remember_identity("cgm-1", identity)
+    assert not store.remember_identity("cgm-1", identity)
+    store.close()
+    args = ("--format", "fhir", "--from", "2026-03-09", "--to", "2026-03-09", "--tz", "UTC")
+    without = json.loads(gatewayd(*args, cwd=setup).stdout)
+    with_serial = json.loads(gatewayd(*args, "--include-serial", cwd=setup).stdout)
+    (device,) = [
+        e["resource"] for e in without["entry"] if e["resource"]["resourceType"] == "Device"
+    ]
+    assert device["deviceName"] == [
+        {"name": "Roche Accu-Chek SmartGuide", "type": "user-friendly-name"}
+    ]
+    assert device["manufacturer"] == "Roche"
+    assert device["modelNumber"] == "Accu-Chek SmartGuide"
+    assert device["version"] == [{"type": {"text": "firmware"}, "value": "1.4.2"}]
+    assert "serialNumber" not in device
+    assert "SN-77" not in json.dumps(without)
+    (device,) = [
+        e["resource"] for e in with_serial["entry"] if e["resource"]["resourceType"] == "Device"
+    ]
+    assert device["serialNumber"] == "SN-77"
+    assert cgm_ig.violations(without) == cgm_ig.violations(with_serial) == []
 
 
 def test_fhir_resources_are_the_same_on_a_second_export(setup: Path) -> None:
@@ -401,3 +449,20 @@ def test_percentile_matches_numpy_linear() -> None:
     assert percentile([7.0], 95) == 7.0
     with pytest.raises(ValueError, match="no values"):
         percentile([], 50)
+
+
+def test_fhir_one_value_has_no_cv_so_no_summary() -> None:
+    (one,) = make_readings()[:1]
+    start, end = one.time - timedelta(hours=1), one.time + timedelta(hours=1)
+    summary = summarize([one], start, end)
+    assert summary.mean_mgdl is not None
+    assert summary.cv_pct is None
+    entries = list(
+        bundle_entries([one], summary, hub="h", device="cgm-1", driver="simulator", tz=UTC)
+    )
+    assert [e["resource"]["resourceType"] for e in entries] == ["Patient", "Device", "Observation"]
+    out = io.StringIO()
+    write_bundle(out, iter(entries), summary, hub="h", device="cgm-1", now=end)
+    bundle = json.loads(out.getvalue())
+    assert len(bundle["entry"]) == 3
+    assert cgm_ig.violations(bundle) == []

@@ -222,3 +222,22 @@ def test_times_and_zones_of_the_command_line(monkeypatch: pytest.MonkeyPatch) ->
     assert datetime(2026, 1, 1, tzinfo=local).utcoffset() is not None
     with pytest.raises(OptionError, match=r"^--tz: unknown time zone 'Nowhere/Town'$"):
         zone("Nowhere/Town")
+
+
+def test_text_in_mmol_when_the_hub_shows_mmol(tmp_path: Path) -> None:
+    config = write_setup(tmp_path)
+    config.write_text(
+        config.read_text().replace('id = "hub-r"\n', 'id = "hub-r"\nunit = "mmol/L"\n')
+    )
+    args = ("report", "-c", "gw.toml", "-d", "cgm-1", "--at", "2026-03-15T12:00:00Z")
+    text = gatewayd(*args, cwd=tmp_path)
+    assert text.returncode == 0, text.stderr
+    rows = {" ".join(line.split()[:-2]): line.split()[-2:] for line in text.stdout.splitlines()[2:]}
+    assert rows["mean mmol/L"] == [f"{120 / 18.0156:.1f}"] * 2
+    assert rows["SD mmol/L"] == [f"{20 / 18.0156:.1f}"] * 2
+    assert rows["very low <3.0 %"] == ["0.0", "25.0"]
+    assert rows["in range 3.9-10.0 %"] == ["100.0", "75.0"]
+    assert "mg/dL" not in text.stdout
+    # The JSON is the MQTT payload: mg/dL whatever the hub shows.
+    payload = json.loads(gatewayd(*args, "--format", "json", cwd=tmp_path).stdout)
+    assert payload["windows"][0]["mean_mgdl"] == 120.0
