@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gatewayd import __version__
-from gatewayd.config import UNITS
 from gatewayd.errors import ConfigError, GatewayError, PluginError, UsageError
+from gatewayd.models import UNITS
 
 #: Exit status for errors in what the user gave us (config, drivers); 1 is for runtime failures.
 EXIT_USAGE = 2

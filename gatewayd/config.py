@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from gatewayd import credentials
 from gatewayd.driver import options_table
 from gatewayd.errors import ConfigError
+from gatewayd.models import UNITS
 from gatewayd.options import OptionReader
 from gatewayd.privacy import PRIVACY_LEVELS
 
@@ -28,7 +29,6 @@ _TOPIC_ROOT = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*\Z")
 
 
 #: The glucose units a person may choose to see (`[hub] unit`).
-UNITS = ("mg/dL", "mmol/L")
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,9 +45,9 @@ import structlog
 
 from gatewayd import __version__
 from gatewayd.alerts import settings as alert_settings
-from gatewayd.config import UNITS, Config
+from gatewayd.config import Config
 from gatewayd.errors import ConfigError
-from gatewayd.models import MGDL_PER_MMOLL, Direction, Reading
+from gatewayd.models import MGDL_PER_MMOLL, UNITS, Direction, Reading
 from gatewayd.services import ServiceContext, ServiceSpec
 from gatewayd.status import LinkState
 from gatewayd.summaries import options as summary_options

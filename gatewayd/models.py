@@ -62,6 +62,10 @@ _FALLING = (
 _RISING = ((1.0, Direction.FLAT), (2.0, Direction.FORTY_FIVE_UP), (3.5, Direction.SINGLE_UP))
 
 
+#: The units glucose is shown to people in (`[hub] unit`, `export --unit`).
+UNITS = ("mg/dL", "mmol/L")
+
+
 def mgdl_to_mmoll(mgdl: float) -> float:
     """mmol/L rounded to one decimal, as shown to people."""
     return round(mgdl / MGDL_PER_MMOLL, 1)
