@@ -324,8 +324,11 @@ class G6Kit(DriverKit):
 
     async def reset_memory(self) -> None:
         """A transmitter reset: its clock restarts at 0, memory erased, a new sensor
-        session (warm-up first)."""
-        self._emulator().transmitter.reset()
+        session (warm-up first: shortened to 15 minutes, so the check waits 3 wake-ups for
+        values, not 24)."""
+        tx = self._emulator().transmitter
+        tx.warmup = min(tx.warmup, 900)
+        tx.reset()
 
     async def disorder_records(self) -> None:
         """The next three backfills carry every record twice, newest first."""

@@ -10,12 +10,23 @@ time (places readings on the wall clock: activation = now - transmitter time), g
 backfill from the newest stored record + 1 up to the transmitter's now. The session then ends
 (our disconnect lets the transmitter sleep); the supervisor scans again for the next wake-up.
 
-Never a gap: the live value is yielded only after the backfill that covers the time before it
-succeeded (length and CRC checked), because the store resumes from its newest reading. A backfill
-that fails is asked once more on the same connection; if it fails again, or the link drops first,
-nothing newer than the stored data is yielded and the next wake-up asks again. A backfill that
-fills all 255 frames (573 records) may have been cut: the rest is asked for from the newest
-record + 1. Malformed notifications are counted and dropped (`DeviceContext.drop_packet`).
+Never a gap: the live value is yielded only after the backfills that cover the time before it
+are done, because the store resumes from its newest reading. A backfill that brings nothing (a
+timeout) is asked once more on the same connection; if it fails again, or the link drops first,
+nothing newer than the stored data is yielded and the next wake-up asks again. A damaged backfill
+(length, CRC, frames) is split in two at its middle record until the bad record is alone; that
+one is asked again while `DeviceContext.record_damaged` says so, then passed over (counted in
+`records_unreadable`) and the rest flows. A backfill that fills all 255 frames (573 records) may
+have been cut: the rest is asked for from the newest record + 1. Malformed notifications are
+counted and dropped (`DeviceContext.drop_packet`).
+
+Clocks (docs/dexcom-g6.md, "Clocks"): a record's time is the hub's now minus the transmitter's
+age of it (transmitter now - record timestamp), never the transmitter's clock at face value.
+The transmitter's activation as anchored now is compared with the one the stored readings were
+anchored with: a difference beyond `CLOCK_JUMP_S` is the clock offset reported
+(`DeviceContext.set_clock_offset`), and a clock that went back (a reset) starts a new clock
+epoch - the session ids after it carry the new activation (`convert.session_id`), so its
+reused timestamps never collide with stored ids and nothing stored is re-dated.
 """
 
 from __future__ import annotations
