@@ -27,7 +27,8 @@ have one frame byte flipped: the summary CRC no longer matches); `reject_auth` (
 answer is refused); `skip_wakeups` (`run()` sleeps through the next n wake-ups: the radio is off
 while the transmitter keeps measuring); `disorder_backfills` (the next n backfills carry their
 records twice, newest first); `drop_in_backfill` (the next backfill stops after n frames: the
-link drops). Records in `Transmitter.damaged` rotted in memory: every backfill that holds one
+link drops); `reset_at_wakeup` (`run()` resets the transmitter once that many wake-ups are
+done). Records in `Transmitter.damaged` rotted in memory: every backfill that holds one
 sends it with a flipped glucose byte under the CRC of the good data (a mismatch each time), and
 a live answer about it has a bad message CRC. The transmitter's own faults (its clock, a reset)
 are `Transmitter` hooks. Counters: `connections`, `wakeups`, `auth_requests`
@@ -129,6 +130,7 @@ class G6Emulator:
         self.skip_wakeups = 0
         self.disorder_backfills = 0
         self.drop_in_backfill: int | None = None
+        self.reset_at_wakeup: int | None = None
         # counters
         self.connections = 0
         self.wakeups = 0
@@ -205,6 +207,10 @@ class G6Emulator:
         while True:
             await tx.clock.sleep_until(tx.wall(tx.next_measurement()))
             honour_cancellation()
+            if self.reset_at_wakeup is not None and self.wakeups >= self.reset_at_wakeup:
+                self.reset_at_wakeup = None
+                tx.reset()
+                log.info("emulator_transmitter_reset", transmitter_time=tx.now())
             if self.skip_wakeups > 0:
                 self.skip_wakeups -= 1
                 self.missed_wakeups += 1

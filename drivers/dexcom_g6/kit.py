@@ -41,7 +41,7 @@ from drivers.dexcom_g6.convert import parse_session, session_id
 from drivers.dexcom_g6.emulator import G6Emulator
 from drivers.dexcom_g6.options import G6Options, parse_options
 from drivers.dexcom_g6.transmitter import Transmitter
-from gatewayd.driver import DeviceContext, DriverPlugin, ResumePoint
+from gatewayd.driver import DeviceContext, DeviceFindings, DriverPlugin, ResumePoint
 from gatewayd.models import Reading
 from gatewayd.options import OptionReader
 from gatewayd.testing.driverkit import DriverKit, Target
@@ -103,6 +103,9 @@ class Rig:
     yielded: list[Reading] = field(default_factory=list)
     #: Reasons of the packets the driver dropped.
     dropped: list[str] = field(default_factory=list)
+    #: What the sessions found (damaged records, the clock offset), kept across connections
+    #: as the supervisor keeps it.
+    findings: DeviceFindings = field(default_factory=DeviceFindings)
 
     def options(self, **overrides: Any) -> G6Options:
         """The driver's options: this transmitter, no first-contact history, unless overridden."""
@@ -130,6 +133,7 @@ class Rig:
             log=structlog.get_logger().bind(device="g6"),
             clock=self.clock.now,
             ble=BLE,
+            findings=self.findings,
         )
         return ctx
 
@@ -304,12 +308,8 @@ class G6Kit(DriverKit):
         its first, middle and last record with a value (the last: the live one too)."""
         tx = self._emulator().transmitter
         wake = tx.next_measurement()
-        first = wake - int(self.table["history"])
-        records = [r for r in tx.measured(first, wake) if r.reliable]
-        at = {"start": 0, "middle": len(records) // 2, "end": len(records) - 1}
-        damaged = [records[at[w]] for w in where]
-        tx.damaged.update(r.timestamp for r in damaged)
-        return [(session_id(tx.reported_session(wake) or 0), r.timestamp) for r in damaged]
+        stamps = tx.damage(list(where), wake - int(self.table["history"]), wake)
+        return [(session_id(tx.reported_session(wake) or 0), ts) for ts in stamps]
 
     async def set_device_clock(self, fault: str) -> float:
         """Jump the transmitter's clock (`CLOCK_SKEWS`); seconds ahead of true time."""

@@ -272,6 +272,17 @@ class Transmitter:
             self.sessions.append(since)
         return since
 
+    def damage(self, where: tuple[str, ...] | list[str], start: int, end: int) -> list[int]:
+        """Damage for good the records with a value measured in true times start..end at
+        `where` ("start", "middle", "end": the first, middle and last); their timestamps."""
+        records = [r for r in self.measured(start, end) if r.reliable]
+        if not records:
+            raise ValueError("no record with a value to damage in that time")
+        at = {"start": 0, "middle": len(records) // 2, "end": len(records) - 1}
+        stamps = [records[at[w]].timestamp for w in where]
+        self.damaged.update(stamps)
+        return stamps
+
     def override(
         self,
         transmitter_time: int,

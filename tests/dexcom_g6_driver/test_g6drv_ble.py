@@ -273,3 +273,67 @@ async def test_a_full_backfill_is_continued_from_its_newest_record() -> None:
         assert len(readings) == sum(counts)
         assert not readings[-1].backfilled
         assert_complete(g6)
+
+
+# -- clocks and damaged records (docs/dexcom-g6.md) ----------------------------------------------
+
+
+async def test_times_come_from_the_hub_clock_and_a_jump_ahead_moves_nothing(g6: Rig) -> None:
+    tx = g6.transmitter
+    first = await g6.connect()
+    assert g6.findings.clock_offset_s == 0.0
+    tx.jump_clock(3600)  # the transmitter's clock jumps an hour ahead after this measurement
+    g6.skip(2)
+    g6.wakeup()
+    after = await g6.connect()
+    # dated hub now - (transmitter now - timestamp): the true times, not the jumped clock
+    assert [r.time for r in after] == [tx.wall(r.seq - 3600) for r in after]
+    assert all(r.seq - 3600 > first[-1].seq for r in after)
+    assert g6.findings.clock_offset_s == 3600.0
+    assert g6.stored[first[-1].id].time == first[-1].time  # nothing stored moved
+    g6.wakeup()
+    await g6.connect()
+    assert g6.findings.clock_offset_s == 3600.0  # the jump stays shown until the next one
+
+
+async def test_a_reset_starts_a_clock_epoch_and_nothing_stored_is_redated(g6: Rig) -> None:
+    tx = g6.transmitter
+    tx.warmup = 0
+    g6.skip(3)
+    g6.wakeup()
+    before = await g6.connect(history=1500)
+    stored = dict(g6.stored)
+    reset = tx.reset()  # clock at 0, memory erased, a new sensor session
+    g6.skip(2)
+    g6.wakeup()
+    after = await g6.connect()
+    # the epoch: the new clock's activation (the reset) as the hub anchored it, Unix seconds
+    assert {r.session for r in after} == {f"{session_id(0)}-{int(tx.wall(reset).timestamp())}"}
+    assert [r.seq for r in after] == [r.timestamp for r in tx.records(0, tx.now())]
+    assert [r.time for r in after] == [tx.wall(reset + r.seq) for r in after]
+    assert min(r.seq for r in after) < max(r.seq for r in before)  # timestamps reused...
+    assert {k: g6.stored[k] for k in stored} == stored  # ...nothing stored re-dated or replaced
+    assert g6.findings.clock_offset_s == pytest.approx(-reset, abs=1)
+    g6.wakeup()
+    again = await g6.connect()  # the epoch is read back from the stored session id
+    assert [r.session for r in again] == [after[0].session]
+
+
+async def test_a_record_damaged_in_memory_is_passed_over_and_the_rest_flows(g6: Rig) -> None:
+    tx = g6.transmitter
+    await g6.connect()
+    g6.skip(8)
+    g6.wakeup()
+    (bad,) = tx.damage(["middle"], tx.elapsed() - 9 * tx.interval, tx.elapsed() - 1)
+    readings = await g6.connect()
+    assert bad not in {r.seq for r in readings}
+    assert g6.findings.unreadable == 1
+    # the whole range, at most log2(9) splits, then the bad record alone: 1 + 2 retries
+    assert set(g6.dropped) == {"crc_mismatch"}
+    assert 1 + 1 + 3 <= len(g6.dropped) <= 1 + 4 + 3
+    held = g6.held(list(g6.stored.values()))
+    assert g6.keys() == [key for key in held if key[1] != bad]
+    assert readings[-1].backfilled is False  # the live value came after the others
+    g6.wakeup()
+    await g6.connect()
+    assert g6.findings.unreadable == 1  # counted once
