@@ -370,10 +370,10 @@ class G6Emulator:
     async def _send_backfill(self, connection: Connection, message: BackfillTx) -> None:
         tx = self.transmitter
         records = tx.records(message.start, message.end)[:BACKFILL_CAPACITY]
-        if self.disorder_backfills > 0:
+        if self.disorder_backfills > 0:  # the oldest that fit twice, newest first
             self.disorder_backfills -= 1
-            records = [r for record in reversed(records) for r in (record, record)]
-            records = records[:BACKFILL_CAPACITY]
+            kept = records[: BACKFILL_CAPACITY // 2]
+            records = [r for record in reversed(kept) for r in (record, record)]
         frames = build_backfill_frames(records)
         summary = BackfillRx.for_frames(frames, message.start, message.end, status=tx.status)
         self.backfills.append((message.start, message.end, len(records)))

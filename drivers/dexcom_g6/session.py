@@ -16,9 +16,10 @@ timeout) is asked once more on the same connection; if it fails again, or the li
 nothing newer than the stored data is yielded and the next wake-up asks again. A damaged backfill
 (length, CRC, frames) is split in two at its middle record until the bad record is alone; that
 one is asked again while `DeviceContext.record_damaged` says so, then passed over (counted in
-`records_unreadable`) and the rest flows. A backfill that fills all 255 frames (573 records) may
-have been cut: the rest is asked for from the newest record + 1. Malformed notifications are
-counted and dropped (`DeviceContext.drop_packet`).
+`records_unreadable`) and the rest flows. A backfill that fills all 255 frames (573 records), or
+whose newest record is more than `BACKFILL_SLACK_S` before the end asked, may have been cut: the
+rest is asked for from the newest record + 1 (until a backfill brings nothing newer). Malformed
+notifications are counted and dropped (`DeviceContext.drop_packet`).
 
 Clocks (docs/dexcom-g6.md, "Clocks"): a record's time is the hub's now minus the transmitter's
 age of it (transmitter now - record timestamp), never the transmitter's clock at face value.
@@ -403,11 +404,13 @@ class DexcomG6Session:
             oldest = min(r.transmitter_time for r in records)
             if oldest - event.start > BACKFILL_SLACK_S:  # e.g. the hub was away for days
                 self._log.warning("backfill_gap", lost_from=event.start, lost_until=oldest)
-        if len(records) >= MAX_BACKFILL_RECORDS:  # full: the transmitter may have cut it
-            start = max(r.transmitter_time for r in records) + 1
-            self._log.info("backfill_continue", start=start)
-            if start <= event.end:
-                run.pending.appendleft((start, event.end))
+        newest = max((r.transmitter_time for r in records), default=None)
+        # full, or ending well before the end asked: the transmitter may have cut it
+        if newest is not None and (
+            len(records) >= MAX_BACKFILL_RECORDS or event.end - newest > BACKFILL_SLACK_S
+        ):
+            self._log.info("backfill_continue", start=newest + 1)
+            run.pending.appendleft((newest + 1, event.end))
         for record in records:
             self._ctx.record_recovered(self._key(run, record.transmitter_time))
         yield from self._after_backfill(g6, run, records)

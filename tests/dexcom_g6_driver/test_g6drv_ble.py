@@ -337,3 +337,14 @@ async def test_a_record_damaged_in_memory_is_passed_over_and_the_rest_flows(g6: 
     g6.wakeup()
     await g6.connect()
     assert g6.findings.unreadable == 1  # counted once
+
+
+async def test_a_backfill_cut_short_and_disordered_is_continued_in_order(g6: Rig) -> None:
+    g6.emulator.disorder_backfills = 1  # a day's records: the oldest 286 twice, newest first
+    readings = await g6.connect(history=86_400)
+    start, end, sent = g6.emulator.backfills[0]
+    assert sent == 2 * 286
+    assert g6.emulator.backfills[1][0] > start  # the rest asked from the newest record + 1
+    assert [r.seq for r in readings] == sorted({r.seq for r in readings})
+    assert readings[-1].seq <= end
+    assert_complete(g6)
