@@ -106,6 +106,8 @@ class Rig:
     #: What the sessions found (damaged records, the clock offset), kept across connections
     #: as the supervisor keeps it.
     findings: DeviceFindings = field(default_factory=DeviceFindings)
+    #: How far the hub's clock is ahead of the transmitter's world (default: none).
+    hub_ahead: timedelta = timedelta(0)
 
     def options(self, **overrides: Any) -> G6Options:
         """The driver's options: this transmitter, no first-contact history, unless overridden."""
@@ -131,7 +133,7 @@ class Rig:
             options=options,
             resume=self.resume(),
             log=structlog.get_logger().bind(device="g6"),
-            clock=self.clock.now,
+            clock=lambda: self.clock.now() + self.hub_ahead,
             ble=BLE,
             findings=self.findings,
         )

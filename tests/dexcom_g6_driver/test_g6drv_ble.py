@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from bleak import BleakClient, BleakScanner
@@ -348,3 +348,14 @@ async def test_a_backfill_cut_short_and_disordered_is_continued_in_order(g6: Rig
     assert [r.seq for r in readings] == sorted({r.seq for r in readings})
     assert readings[-1].seq <= end
     assert_complete(g6)
+
+
+async def test_readings_are_dated_by_the_hub_clock_never_the_transmitters(g6: Rig) -> None:
+    g6.hub_ahead = timedelta(seconds=90)  # the hub's clock, not the transmitter's, is the truth
+    g6.skip(3)
+    g6.wakeup()
+    readings = await g6.connect(history=1500)
+    tx = g6.transmitter
+    assert readings
+    assert [r.time for r in readings] == [tx.wall(r.seq) + g6.hub_ahead for r in readings]
+    assert [r.seq for r in readings] == [r.timestamp for r in tx.records(tx.now() - 1500, tx.now())]
