@@ -91,10 +91,13 @@ give events, `ProtocolError` or `AuthenticationFailed` only.
   0x81), `glucose_mgdl` (reliable and 40..400, else None), `out_of_range` ("low"/"high").
 * `BackfillRecords(records, start, end)`: `Glucose` events with `backfill=True`, emitted only
   when the summary's length and buffer CRC match the frames.
+* `BackfillDamaged(start, end, reason, timestamps, data)`: the backfill asked for start..end
+  arrived damaged (reason "crc_mismatch", "malformed" or "frame_sequence"); `timestamps` are
+  the unverified ones of the records it seemed to carry (where to split the range).
 * `Completed()`: all queued control work is done; `ProcedureFailed(request, reason, code,
-  data)` with reason "timeout", "malformed", "crc_mismatch" (message or backfill buffer) or
-  "frame_sequence"; `RecordRejected(reason, data)` for an unsolicited bad message or a backfill
-  frame out of sequence; `UnexpectedData(characteristic, data)`.
+  data)` with reason "timeout", "malformed" or "crc_mismatch" (a message);
+  `RecordRejected(reason, data)` for an unsolicited bad message or a backfill frame out of
+  sequence; `UnexpectedData(characteristic, data)`.
 
 Confidence (protocols.md tags): VERIFIED - auth hash, XMODEM framing and the three commands,
 time, glucose (incl. display-only), backfill request, frames, summary length/CRC. [H] - UUIDs,
@@ -161,6 +164,7 @@ from protocols.dexcom_g6_glucose import (
 )
 from protocols.dexcom_g6_session import (
     Authenticated,
+    BackfillDamaged,
     BackfillRecords,
     BondRequested,
     Completed,
@@ -196,6 +200,7 @@ __all__ = [
     "AuthStatusRx",
     "Authenticated",
     "AuthenticationFailed",
+    "BackfillDamaged",
     "BackfillRecords",
     "BackfillRx",
     "BackfillStream",

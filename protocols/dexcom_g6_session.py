@@ -180,6 +180,21 @@ class BackfillRecords(G6Event):
 
 
 @dataclass(frozen=True, slots=True)
+class BackfillDamaged(G6Event):
+    """The backfill of `start`..`end` (as asked) arrived damaged: buffer length or CRC
+    mismatch, frames out of sequence, or a summary that does not parse (`reason`:
+    "crc_mismatch", "malformed", "frame_sequence"). `timestamps`: those of the records the
+    frames seem to carry (unverified: where to split the range to find the bad one); `data`:
+    the frames and the summary as received."""
+
+    start: int
+    end: int
+    reason: str
+    timestamps: tuple[int, ...]
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Completed(G6Event):
     """Every queued step is done (or failed): disconnect, or queue more work."""
 
@@ -242,6 +257,8 @@ class G6Session:
         self._busy = False
         self._stream = BackfillStream()
         self._stream_error: str | None = None
+        #: The range of the backfill asked last.
+        self._asked: tuple[int, int] | None = None
 
     # -- commands -------------------------------------------------------------------------------
 
@@ -281,6 +298,7 @@ class G6Session:
             end = self._transmitter_now() if end is None else end
             if end is not None and start <= end:
                 self._stream, self._stream_error = BackfillStream(), None
+                self._asked = (start, end)
                 data = BackfillTx(start, end).build()
                 return _write(CONTROL, data, "backfill", True)
         return None
@@ -426,9 +444,9 @@ class G6Session:
             else:
                 self._summary(BackfillRx.parse(data), request, data, events)
         except ProtocolError as exc:
-            if label == "backfill":
-                self._stream = BackfillStream()
-            if request is None:
+            if label == "backfill" and request is not None:
+                self._damaged(_reason(exc), data, events)
+            elif request is None:
                 events.append(RecordRejected(_reason(exc), data))
             else:
                 events.append(ProcedureFailed(request, _reason(exc), None, data))
@@ -456,18 +474,40 @@ class G6Session:
     def _summary(
         self, summary: BackfillRx, request: Request | None, data: bytes, events: list[G6Event]
     ) -> None:
-        stream, error = self._stream, self._stream_error
-        self._stream, self._stream_error = BackfillStream(), None
-        request = request or _write(CONTROL, b"", "backfill", True)
-        if error is not None:
-            events.append(ProcedureFailed(request, "frame_sequence", None, data))
+        stream, reason = self._stream, self._stream_error and "frame_sequence"
+        found: list[GlucoseRecord] = []
+        if reason is None:
+            try:
+                stream.check(summary)
+                found = stream.records()
+            except ProtocolError as exc:
+                reason = _reason(exc)
+        if reason is not None:
+            if request is None:  # not asked (late): nothing to ask again
+                self._stream, self._stream_error = BackfillStream(), None
+                events.append(RecordRejected(reason, data))
+            else:
+                self._damaged(reason, data, events)
             return
-        stream.check(summary)
+        self._stream, self._stream_error = BackfillStream(), None
         records = tuple(
             Glucose.from_record(r, self.activation, status=summary.status, backfill=True)
-            for r in stream.records()
+            for r in found
         )
         events.append(BackfillRecords(records, summary.start, summary.end))
+
+    def _damaged(self, reason: str, summary: bytes, events: list[G6Event]) -> None:
+        """The backfill asked last arrived damaged: report its range and what it seemed to
+        hold."""
+        stream = self._stream
+        self._stream, self._stream_error = BackfillStream(), None
+        try:
+            stamps = tuple(r.timestamp for r in stream.records())
+        except ProtocolError:
+            stamps = ()
+        start, end = self._asked or (0, 0)
+        data = b"".join(stream.frames) + summary
+        events.append(BackfillDamaged(start, end, reason, stamps, data))
 
     def _frame(self, data: bytes, events: list[G6Event]) -> None:
         try:

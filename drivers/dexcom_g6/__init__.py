@@ -16,9 +16,13 @@ a missed wake-up, an outage of the hub or a dropped link leaves no gap (within t
 memory). A transmitter that fails authentication (wrong transmitter_id) is parked, not retried.
 
 Readings: id = (transmitter id, sensor session start in transmitter seconds, the record's
-transmitter timestamp): a value read live and again from the backfill is one reading. mg/dL as
-the transmitter gives them; values only in calibration states OK / needs calibration (CGMBLEKit);
-below 40 / above 400 they are out_of_range "low" / "high". Records in any other state
+transmitter timestamp): a value read live and again from the backfill is one reading. Time =
+the hub's now - (transmitter now - record timestamp). A transmitter clock that went back (a
+reset) starts a new clock epoch: session ids after it end in "-<activation, Unix s>", so no id
+collides and nothing stored is re-dated; a jump is shown as the device's clock_offset_s. A record
+damaged in the transmitter's memory is asked again twice, then passed over (records_unreadable).
+mg/dL as the transmitter gives them; values only in calibration states OK / needs calibration
+(CGMBLEKit); below 40 / above 400 they are out_of_range "low" / "high". Records in any other state
 (warm-up, stopped, calibration error, sensor failed, "???", expired) carry no value: they are
 not published, and logged as record_skipped with the state. Status flags: "needs_calibration",
 "battery_low", and "display_only" for values the transmitter marks display-only. Trend: the

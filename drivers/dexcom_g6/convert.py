@@ -35,17 +35,26 @@ from protocols.dexcom_g6 import Glucose
 DRIVER: Final = "dexcom_g6"
 #: The status flag of a value the transmitter marks "display only" (§2.5).
 DISPLAY_ONLY: Final = "display_only"
-_SESSION = re.compile(r"[0-9]{10}")
+_SESSION = re.compile(r"([0-9]{10})(?:-([0-9]+))?")
 
 
-def session_id(start: int) -> str:
-    """The `Reading.session` of a sensor session started at transmitter time `start`."""
-    return f"{start:010d}"
+def session_id(start: int, epoch: int | None = None) -> str:
+    """The `Reading.session` of a sensor session started at transmitter time `start`, in the
+    clock epoch `epoch` (None: the first one the hub saw; else the transmitter's activation, in
+    Unix seconds, as anchored when its clock was found gone back - see `DexcomG6Session`)."""
+    return f"{start:010d}" if epoch is None else f"{start:010d}-{epoch}"
 
 
 def parse_session(session: str) -> int | None:
     """The session start of one of our session ids, or None when it is not one."""
-    return int(session) if _SESSION.fullmatch(session) else None
+    match = _SESSION.fullmatch(session)
+    return int(match[1]) if match else None
+
+
+def session_epoch(session: str) -> int | None:
+    """The clock epoch of one of our session ids (None: the first, or not one of ours)."""
+    match = _SESSION.fullmatch(session)
+    return int(match[2]) if match and match[2] else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +73,7 @@ def to_reading(
     serial: str,
     session: int | None,
     received: datetime,
+    epoch: int | None = None,
 ) -> Reading | Skip:
     """The `Reading` of one glucose event of sensor session `session`, or why it is none."""
     ts = event.transmitter_time
@@ -81,7 +91,7 @@ def to_reading(
         device=device,
         driver=DRIVER,
         serial=serial,
-        session=session_id(session),
+        session=session_id(session, epoch),
         seq=ts,
         time=event.time,
         received=received,

@@ -25,7 +25,13 @@ Test hooks: `drop_link()` (now); `fail_next` (a set of "time" / "glucose" / "bac
 link instead of answering that command, once each); `corrupt_backfills` (the next n backfills
 have one frame byte flipped: the summary CRC no longer matches); `reject_auth` (the challenge
 answer is refused); `skip_wakeups` (`run()` sleeps through the next n wake-ups: the radio is off
-while the transmitter keeps measuring). Counters: `connections`, `wakeups`, `auth_requests`
+while the transmitter keeps measuring); `disorder_backfills` (the next n backfills carry their
+records twice, newest first); `drop_in_backfill` (the next backfill stops after n frames: the
+link drops); `reset_at_wakeup` (`run()` resets the transmitter once that many wake-ups are
+done). Records in `Transmitter.damaged` rotted in memory: every backfill that holds one
+sends it with a flipped glucose byte under the CRC of the good data (a mismatch each time), and
+a live answer about it has a bad message CRC. The transmitter's own faults (its clock, a reset)
+are `Transmitter` hooks. Counters: `connections`, `wakeups`, `auth_requests`
 (with their end byte: 0x01 = the alternate slot), `keep_alives`, `bond_requests`, `commands`
 (labels of the Control commands answered) with `requests` (the messages), `backfills`.
 
@@ -45,6 +51,7 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import Coroutine
+from dataclasses import replace
 from typing import Any, Final
 
 import structlog
@@ -121,6 +128,9 @@ class G6Emulator:
         self.corrupt_backfills = 0
         self.reject_auth = False
         self.skip_wakeups = 0
+        self.disorder_backfills = 0
+        self.drop_in_backfill: int | None = None
+        self.reset_at_wakeup: int | None = None
         # counters
         self.connections = 0
         self.wakeups = 0
@@ -197,6 +207,10 @@ class G6Emulator:
         while True:
             await tx.clock.sleep_until(tx.wall(tx.next_measurement()))
             honour_cancellation()
+            if self.reset_at_wakeup is not None and self.wakeups >= self.reset_at_wakeup:
+                self.reset_at_wakeup = None
+                tx.reset()
+                log.info("emulator_transmitter_reset", transmitter_time=tx.now())
             if self.skip_wakeups > 0:
                 self.skip_wakeups -= 1
                 self.missed_wakeups += 1
@@ -331,7 +345,7 @@ class G6Emulator:
             if isinstance(message, TransmitterTimeTx):
                 await self._indicate(connection, self.transmitter.time_message().build())
             elif isinstance(message, GlucoseTx):
-                await self._indicate(connection, self._glucose(message).build())
+                await self._indicate(connection, self._glucose_answer(message))
             elif isinstance(message, BackfillTx):
                 await self._send_backfill(connection, message)
         except Exception as exc:  # noqa: BLE001 - the link went down mid-answer, in any of Bumble's ways
@@ -346,16 +360,38 @@ class G6Emulator:
         sequence, record = latest
         return GlucoseRx(tx.status, sequence, record, g6=message.g6)
 
+    def _glucose_answer(self, message: GlucoseTx) -> bytes:
+        answer = self._glucose(message)
+        data = answer.build()
+        if answer.record.timestamp in self.transmitter.damaged:
+            return data[:-3] + bytes([data[-3] ^ 0xFF]) + data[-2:]  # under the old CRC
+        return data
+
     async def _send_backfill(self, connection: Connection, message: BackfillTx) -> None:
         tx = self.transmitter
         records = tx.records(message.start, message.end)[:BACKFILL_CAPACITY]
+        if self.disorder_backfills > 0:  # the oldest that fit twice, newest first
+            self.disorder_backfills -= 1
+            kept = records[: BACKFILL_CAPACITY // 2]
+            records = [r for record in reversed(kept) for r in (record, record)]
         frames = build_backfill_frames(records)
         summary = BackfillRx.for_frames(frames, message.start, message.end, status=tx.status)
         self.backfills.append((message.start, message.end, len(records)))
+        if any(r.timestamp in tx.damaged for r in records):  # the CRC of the good data
+            rotted = [
+                replace(r, glucose=r.glucose ^ 0x155) if r.timestamp in tx.damaged else r
+                for r in records
+            ]
+            frames = build_backfill_frames(rotted)
         if self.corrupt_backfills > 0:
             self.corrupt_backfills -= 1
             frames[-1] = frames[-1][:-1] + bytes([frames[-1][-1] ^ 0xFF])
-        for frame in frames:
+        cut, self.drop_in_backfill = self.drop_in_backfill, None
+        for n, frame in enumerate(frames):
+            if cut is not None and n >= cut:
+                log.info("emulator_drop_in_backfill", frames=n)
+                await self.drop_link()
+                return
             await self.device.notify_subscriber(connection, self.backfill, frame)
         await self._indicate(connection, summary.build())
 

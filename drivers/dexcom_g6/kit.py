@@ -7,11 +7,22 @@
   newest by time, as the supervisor does. `Rig.wakeup()` / `Rig.skip(n)` move the clock to the
   next measurement (a missed wake-up: the transmitter measures on, nobody connects).
 * `G6Kit`: the driver's `gatewayd.testing.driverkit.DriverKit`. The transmitter runs its wake-ups
-  (`G6Emulator.run()`) on a `SteppingClock` started a day ago: each wake-up comes as soon as the
-  gateway is done with the last one. A forced link drop cuts the link being served and makes the
-  transmitter sleep through the next wake-ups (the gateway misses them: backfill); corruption
-  flips a byte of the next backfill (the summary CRC no longer matches).
+  (`G6Emulator.run()`) on a `SteppingClock` started a day ago, which the gateway shares as its
+  clock (`Target.clock`): each wake-up comes as soon as the gateway is done with the last one.
+  A forced link drop cuts the link being served and makes the transmitter sleep through the
+  next wake-ups (the gateway misses them: backfill); corruption flips a byte of the next
+  backfill (the summary CRC no longer matches).
 * `held(transmitter, start, end)`: every (session, seq) the transmitter holds a value for.
+
+`G6Kit` implements every fault hook of the kit (`driverkit.FAULT_CHECKS`) on the emulator:
+records damaged in memory (`Transmitter.damaged`: the backfill's CRC fails on each read), the
+transmitter's clock jumping (`Transmitter.jump_clock`: +1 h, -7 months, back to its epoch;
+the transmitter is 8 months old so that it can be 7 months behind), a reset (the clock
+restarts at 0, memory erased, a new sensor session), backfills with every record twice and
+newest first, a memory of 3,000 records (see `fill_memory`) and a link drop in the middle of
+the first backfill. A G5/G6 has no calendar: "the device's clock" is the activation the hub
+anchored the stored readings with plus the transmitter's time (`DexcomG6Session`), so the
+offset measured is the jump of the transmitter's clock since the hub last anchored it.
 """
 
 from __future__ import annotations
@@ -26,11 +37,11 @@ from typing import Any
 import structlog
 
 from drivers.dexcom_g6.clock import ManualClock, SteppingClock
-from drivers.dexcom_g6.convert import session_id
+from drivers.dexcom_g6.convert import parse_session, session_id
 from drivers.dexcom_g6.emulator import G6Emulator
 from drivers.dexcom_g6.options import G6Options, parse_options
 from drivers.dexcom_g6.transmitter import Transmitter
-from gatewayd.driver import DeviceContext, DriverPlugin, ResumePoint
+from gatewayd.driver import DeviceContext, DeviceFindings, DriverPlugin, ResumePoint
 from gatewayd.models import Reading
 from gatewayd.options import OptionReader
 from gatewayd.testing.driverkit import DriverKit, Target
@@ -47,6 +58,19 @@ BLE = BleConfig(stack="bumble", hci="tcp-client:127.0.0.1:1")
 #: Seed of the simulated person in tests.
 SEED = 7
 Key = tuple[str, int]
+#: The transmitter's clock per `driverkit.CLOCK_FAULTS` (seconds ahead of true time; None:
+#: back to its epoch - 0 at the first such fault, the same skew after).
+CLOCK_SKEWS: dict[str, int | None] = {
+    "ahead_1h": 3600,
+    "behind_7_months": -213 * 86_400,
+    "epoch": None,
+    "right": 0,
+}
+#: The kit's transmitter: 8 months old (it can be 7 months behind; G6 firmwares that can be
+#: reset run past 180 days, protocols.md §2.4).
+KIT_TRANSMITTER_AGE = 240 * 86_400
+#: Frames of the first backfill before `drop_in_report` drops the link (of ~130 for a day).
+DROP_IN_REPORT = 60
 
 
 def held(transmitter: Transmitter, start: int, end: int) -> list[Key]:
@@ -79,6 +103,11 @@ class Rig:
     yielded: list[Reading] = field(default_factory=list)
     #: Reasons of the packets the driver dropped.
     dropped: list[str] = field(default_factory=list)
+    #: What the sessions found (damaged records, the clock offset), kept across connections
+    #: as the supervisor keeps it.
+    findings: DeviceFindings = field(default_factory=DeviceFindings)
+    #: How far the hub's clock is ahead of the transmitter's world (default: none).
+    hub_ahead: timedelta = timedelta(0)
 
     def options(self, **overrides: Any) -> G6Options:
         """The driver's options: this transmitter, no first-contact history, unless overridden."""
@@ -104,8 +133,9 @@ class Rig:
             options=options,
             resume=self.resume(),
             log=structlog.get_logger().bind(device="g6"),
-            clock=self.clock.now,
+            clock=lambda: self.clock.now() + self.hub_ahead,
             ble=BLE,
+            findings=self.findings,
         )
         return ctx
 
@@ -181,9 +211,11 @@ class G6Kit(DriverKit):
             "scan_timeout": 10,
         }
         self.table.update(options or {})
+        transmitter.setdefault("transmitter_age", KIT_TRANSMITTER_AGE)
         self.transmitter_kwargs = transmitter
         self.emulator: G6Emulator | None = None
         self.refusing = False
+        self.epoch_skew: int | None = None
 
     def refuse_bonding(self) -> None:
         """The next transmitter started refuses every pairing request (Control needs a bond)."""
@@ -201,7 +233,8 @@ class G6Kit(DriverKit):
         txid = kwargs.pop("transmitter_id", TXID)
         start = (datetime.now(UTC) - timedelta(days=1)).replace(microsecond=0)
         async with in_process_link() as link:
-            model = Transmitter(txid, clock=SteppingClock(start), **kwargs)
+            clock = SteppingClock(start)
+            model = Transmitter(txid, clock=clock, **kwargs)
             emulator = self.emulator = G6Emulator(
                 link.peripheral, model, refuse_bonding=self.refusing
             )
@@ -212,6 +245,7 @@ class G6Kit(DriverKit):
                     ble=BLE,
                     radio=lambda: bumble_session(link.central),
                     idle=emulator.wait_idle,
+                    clock=clock.now,  # the hub dates readings on the transmitter's timeline
                 )
             finally:
                 wakeups.cancel()
@@ -234,8 +268,89 @@ class G6Kit(DriverKit):
         self._emulator().corrupt_backfills += 1
 
     def expected_sequence(self, readings: Sequence[Reading]) -> Sequence[Key]:
-        """Every (session, seq) the transmitter held from the oldest to the newest reading."""
-        if not readings:
-            return []
-        times = [r.seq for r in readings]
-        return held(self._emulator().transmitter, min(times), max(times))
+        """Per stored session: every (session, seq) with a value the transmitter measured
+        under it between its oldest and newest stored reading, except damaged ones."""
+        tx = self._emulator().transmitter
+        keys: list[Key] = []
+        for session in {r.session for r in readings}:
+            start = parse_session(session)
+            times = [self._true(r) for r in readings if r.session == session]
+            first, last = tx.index_at(min(times) - 1) + 1, tx.index_at(max(times))
+            for index in range(first, last + 1):
+                record = tx.record(index)
+                if record is None or not record.reliable or record.timestamp in tx.damaged:
+                    continue
+                if tx.reported_session(tx.measurement_time(index)) == start:
+                    keys.append((session, record.timestamp))
+        return keys
+
+    def _true(self, reading: Reading) -> int:
+        """The true transmitter time a stored reading was measured at: of the clock's eras,
+        the one where its timestamp is a measurement, nearest the time the hub gave it."""
+        tx = self._emulator().transmitter
+        found: list[int] = []
+        for _begin, skew in tx.eras:
+            true = reading.seq - skew
+            if true < 0 or tx.skew_at(true) != skew:
+                continue
+            if tx.measurement_time(tx.index_at(true)) == true:
+                found.append(true)
+        if not found:
+            raise AssertionError(f"the transmitter measured nothing at {reading.seq}")
+        return min(found, key=lambda true: abs(tx.wall(true) - reading.time))
+
+    # -- fault hooks -----------------------------------------------------------------------------
+
+    def true_time(self, reading: Reading) -> datetime:
+        """When the transmitter truly measured `reading`."""
+        return self._emulator().transmitter.wall(self._true(reading))
+
+    async def damage_in_memory(self, where: Sequence[str]) -> Sequence[Key]:
+        """Damage records of the first backfill (the `history` before the first wake-up):
+        its first, middle and last record with a value (the last: the live one too)."""
+        tx = self._emulator().transmitter
+        wake = tx.next_measurement()
+        stamps = tx.damage(list(where), wake - int(self.table["history"]), wake)
+        return [(session_id(tx.reported_session(wake) or 0), ts) for ts in stamps]
+
+    async def set_device_clock(self, fault: str) -> float:
+        """Jump the transmitter's clock (`CLOCK_SKEWS`); seconds ahead of true time."""
+        tx = self._emulator().transmitter
+        skew = CLOCK_SKEWS[fault]
+        if skew is None:
+            if self.epoch_skew is None:
+                self.epoch_skew = -(tx.elapsed() + 1)  # 0 from the next second
+            skew = self.epoch_skew
+        tx.jump_clock(skew)
+        return float(skew)
+
+    async def reset_memory(self) -> None:
+        """A transmitter reset: its clock restarts at 0, memory erased, a new sensor
+        session (warm-up first: shortened to 15 minutes, so the check waits 3 wake-ups for
+        values, not 24)."""
+        tx = self._emulator().transmitter
+        tx.warmup = min(tx.warmup, 900)
+        tx.reset()
+
+    async def disorder_records(self) -> None:
+        """The next three backfills carry every record twice, newest first."""
+        self._emulator().disorder_backfills += 3
+
+    async def fill_memory(self, count: int) -> None:
+        """`count` records in memory on first contact, all asked for (`history`).
+
+        A G5/G6 is believed to keep about a day (288 records; [L], protocols.md says nothing
+        of its memory): 3,000 records are more than a real one holds. The check still
+        exercises what matters here - a first contact longer than one backfill message
+        (573 records) is asked for in pieces, in order - with a memory of `count` records.
+        """
+        tx = self._emulator().transmitter
+        span = (count + 2) * tx.interval
+        tx.memory = span
+        tx.sessions[-1] = min(tx.sessions[-1], tx.elapsed() - span - tx.warmup)
+        self.table["history"] = span
+
+    async def drop_in_report(self) -> None:
+        """The first backfill (a day of memory) stops after `DROP_IN_REPORT` frames."""
+        self.table["history"] = self._emulator().transmitter.memory
+        self._emulator().drop_in_backfill = DROP_IN_REPORT

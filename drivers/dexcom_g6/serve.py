@@ -34,6 +34,17 @@ Options (``--set KEY=VALUE``):
                   parks the transmitter: "bonding refused by the transmitter")
   outage          wake-ups SIGUSR2 makes the transmitter sleep through (default 6)
 
+Faults (docs/dexcom-g6.md, "Clocks" and "Damaged records"):
+
+  damaged         records damaged for good in memory, among those of the last `memory`
+                  seconds at start: "start", "middle", "end", comma-separated (default none)
+  clock_skew      seconds the transmitter's clock is off from the start, >= -age (negative:
+                  behind, e.g. -18403200 for 7 months; -age: back to its epoch; default 0)
+  reset_after     wake-ups after which the transmitter resets: clock at 0, memory erased, a
+                  new sensor session (default 0: never)
+  disorder        backfills that carry every record twice, newest first (default 0)
+  drop_in_backfill  frames of the first backfill before the link drops (default: none)
+
 Signals: SIGUSR1 = drop the link now; SIGUSR2 = miss the next `outage` wake-ups (the hub is
 out of range; the transmitter keeps measuring); SIGHUP = a new sensor session (warm-up again).
 SIGTERM / SIGINT / ``--duration`` stop it.
@@ -89,6 +100,11 @@ class TransmitterSettings:
     require_bond: bool = True
     refuse_bonding: bool = False
     outage: int = 6
+    damaged: tuple[str, ...] = ()
+    clock_skew: int = 0
+    reset_after: int = 0
+    disorder: int = 0
+    drop_in_backfill: int | None = None
 
 
 def parse_emulator_options(reader: OptionReader) -> TransmitterSettings:
@@ -118,11 +134,31 @@ def parse_emulator_options(reader: OptionReader) -> TransmitterSettings:
         require_bond=reader.boolean("require_bond", d.require_bond),
         refuse_bonding=reader.boolean("refuse_bonding", d.refuse_bonding),
         outage=reader.integer("outage", d.outage, minimum=0),
+        damaged=_positions(reader),
+        clock_skew=reader.integer("clock_skew", d.clock_skew, minimum=-int(age)),
+        reset_after=reader.integer("reset_after", d.reset_after, minimum=0),
+        disorder=reader.integer("disorder", d.disorder, minimum=0),
+        drop_in_backfill=(
+            reader.integer("drop_in_backfill", minimum=0)
+            if reader.has("drop_in_backfill")
+            else None
+        ),
     )
     reader.finish()
     if settings.memory < settings.interval:
         raise reader.error("memory", f"must be >= interval ({settings.interval})")
     return settings
+
+
+def _positions(reader: OptionReader) -> tuple[str, ...]:
+    raw = reader.raw("damaged", "")
+    if not isinstance(raw, str):
+        raise reader.error("damaged", f"must be start, middle and/or end, got {raw!r}")
+    where = tuple(p.strip() for p in raw.split(",") if p.strip())
+    wrong = [p for p in where if p not in ("start", "middle", "end")]
+    if wrong:
+        raise reader.error("damaged", f"unknown positions {wrong}: use start, middle, end")
+    return where
 
 
 def _tcp_server(hci: str | None) -> tuple[str, int]:
@@ -146,6 +182,19 @@ def make_transmitter(settings: TransmitterSettings) -> Transmitter:
         warmup=settings.warmup,
         memory=settings.memory,
     )
+
+
+def _faults(emulator: G6Emulator, settings: TransmitterSettings) -> None:
+    """Set the faults of `settings` on a transmitter about to run."""
+    tx = emulator.transmitter
+    if settings.damaged:
+        now = tx.elapsed()
+        tx.damage(settings.damaged, now - tx.memory, now)
+    if settings.clock_skew:
+        tx.jump_clock(max(settings.clock_skew, -(tx.elapsed() + 1)))
+    emulator.reset_at_wakeup = settings.reset_after or None
+    emulator.disorder_backfills = settings.disorder
+    emulator.drop_in_backfill = settings.drop_in_backfill
 
 
 @contextlib.asynccontextmanager
@@ -190,6 +239,7 @@ async def simulate(context: SimulateContext) -> None:
             require_bond=settings.require_bond,
             refuse_bonding=settings.refuse_bonding,
         )
+        _faults(emulator, settings)
         context.announce(f"HCI {link.hci}")
         wakeups = asyncio.create_task(emulator.run(), name="dexcom-g6-wakeups")
         try:

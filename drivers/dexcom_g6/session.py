@@ -10,25 +10,40 @@ time (places readings on the wall clock: activation = now - transmitter time), g
 backfill from the newest stored record + 1 up to the transmitter's now. The session then ends
 (our disconnect lets the transmitter sleep); the supervisor scans again for the next wake-up.
 
-Never a gap: the live value is yielded only after the backfill that covers the time before it
-succeeded (length and CRC checked), because the store resumes from its newest reading. A backfill
-that fails is asked once more on the same connection; if it fails again, or the link drops first,
-nothing newer than the stored data is yielded and the next wake-up asks again. A backfill that
-fills all 255 frames (573 records) may have been cut: the rest is asked for from the newest
-record + 1. Malformed notifications are counted and dropped (`DeviceContext.drop_packet`).
+Never a gap: the live value is yielded only after the backfills that cover the time before it
+are done, because the store resumes from its newest reading. A backfill that brings nothing (a
+timeout) is asked once more on the same connection; if it fails again, or the link drops first,
+nothing newer than the stored data is yielded and the next wake-up asks again. A damaged backfill
+(length, CRC, frames) is split in two at its middle record until the bad record is alone; that
+one is asked again while `DeviceContext.record_damaged` says so, then passed over (counted in
+`records_unreadable`) and the rest flows. A backfill that fills all 255 frames (573 records), or
+whose newest record is more than `BACKFILL_SLACK_S` before the end asked, may have been cut: the
+rest is asked for from the newest record + 1 (until a backfill brings nothing newer). Malformed
+notifications are counted and dropped (`DeviceContext.drop_packet`).
+
+Clocks (docs/dexcom-g6.md, "Clocks"): a record's time is the hub's now minus the transmitter's
+age of it (transmitter now - record timestamp), never the transmitter's clock at face value.
+The transmitter's activation as anchored now is compared with the one the stored readings were
+anchored with: a difference beyond `CLOCK_JUMP_S` is the clock offset reported
+(`DeviceContext.set_clock_offset`), and a clock that went back (a reset) starts a new clock
+epoch - the session ids after it carry the new activation (`convert.session_id`), so its
+reused timestamps never collide with stored ids and nothing stored is re-dated.
 """
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Final, Self
 
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 
 from drivers.dexcom_g6.cancellation import honour_cancellation
-from drivers.dexcom_g6.convert import Skip, parse_session, to_reading
+from drivers.dexcom_g6.convert import Skip, parse_session, session_epoch, session_id, to_reading
 from drivers.dexcom_g6.options import G6Options
 from gatewayd.driver import DeviceContext
 from gatewayd.errors import DeviceError, DeviceRefused
@@ -43,6 +58,7 @@ from protocols.dexcom_g6 import (
     CONTROL,
     Authenticated,
     AuthenticationFailed,
+    BackfillDamaged,
     BackfillRecords,
     BondRequested,
     Completed,
@@ -67,8 +83,16 @@ BOND_TIMEOUT: Final = 15.0
 #: The most records one backfill can carry: 255 frames (1-byte index) x 18 payload bytes,
 #: minus the 4-byte header, in 8-byte records (§2.6).
 MAX_BACKFILL_RECORDS: Final = (255 * 18 - 4) // 8
-#: Backfill attempts per connection (a CRC mismatch is asked once more).
+#: Backfill attempts per connection that bring nothing (a timeout): the second ends the wake-up.
 BACKFILL_ATTEMPTS: Final = 2
+#: Damaged backfills one connection works through (splitting ranges, asking one record again
+#: `DAMAGED_RETRIES` times): three bad records in a day's 288 take ~40; beyond this the link,
+#: not the memory, is bad - the wake-up ends and nothing is passed over for it.
+DAMAGED_PER_WAKEUP: Final = 64
+#: Seconds the transmitter's activation, anchored now, may differ from the one the stored
+#: readings were anchored with before its clock counts as jumped (gone back: a reset): link
+#: latency and a crystal's drift over a transmitter's life stay well below it.
+CLOCK_JUMP_S: Final = 120
 #: A backfill whose first record comes later than this after the start asked for (1.5
 #: measurement intervals) did not reach back that far: the transmitter's memory ended.
 BACKFILL_SLACK_S: Final = 450
@@ -79,14 +103,36 @@ def _never(_request: Request) -> bool:
     return False
 
 
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """The newest stored reading of this transmitter, and how it was anchored."""
+
+    seq: int
+    session: int
+    epoch: int | None
+    time: datetime
+
+    @property
+    def activation(self) -> datetime:
+        """The transmitter's activation as anchored when that reading was stored."""
+        return self.time - timedelta(seconds=self.seq)
+
+
 @dataclass(slots=True)
 class _Run:
     """Progress of one connection's procedure."""
 
-    #: Start of the backfill asked last (None: none asked yet).
-    backfill_from: int | None
-    #: Session start of the resume point, when it is this transmitter's.
-    resume_session: int | None
+    stored: _Stored | None
+    #: Start of the backfill asked first (None: none asked yet).
+    backfill_from: int | None = None
+    #: Session start of the resume point, while the clock epoch is the same.
+    resume_session: int | None = None
+    #: The clock epoch of this connection's readings (`convert.session_id`).
+    epoch: int | None = None
+    #: Backfill ranges still to ask, in order; `asked` the one asked last.
+    pending: deque[tuple[int, int]] = field(default_factory=deque)
+    asked: tuple[int, int] | None = None
+    damaged: int = 0
     time: TransmitterTimeRx | None = None
     #: The live value, held back until the backfill before it succeeded.
     live: Glucose | None = None
@@ -203,28 +249,26 @@ class DexcomG6Session:
             self._ctx.drop_packet(data, "unexpected_characteristic")
             return []
 
-    def _resume(self) -> tuple[int | None, int | None]:
-        """(first transmitter time to backfill, session start of the resume point)."""
+    def _resume(self) -> _Stored | None:
+        """The newest stored reading, when it is this transmitter's."""
         resume = self._ctx.resume
         if resume is None:
-            return None, None
+            return None
         start = parse_session(resume.session)
         if resume.serial != self._options.transmitter_id or start is None:
             self._log.info("resume_other_transmitter", serial=resume.serial)
-            return None, None
-        return resume.seq + 1, start
+            return None
+        return _Stored(resume.seq, start, session_epoch(resume.session), resume.time)
 
     async def readings(self) -> AsyncIterator[Reading]:
         """Backfilled records after the newest stored one, then the live value; ends after
         one wake-up's work (the supervisor scans again for the next one)."""
         opts = self._options
-        backfill_from, resume_session = self._resume()
         g6 = G6Session(
             opts.transmitter_id,
             alternate=opts.alternate,
             bond=opts.bond != "never",
             g6_glucose=opts.g6_glucose,
-            backfill_from=backfill_from,
         )
         loop: CollectorLoop[G6Event] = CollectorLoop(
             self._link,
@@ -236,7 +280,7 @@ class DexcomG6Session:
             before=self._before,
             after=self._after,
         )
-        run = _Run(backfill_from, resume_session)
+        run = _Run(self._resume())
         async for events in loop.steps():
             honour_cancellation()
             run.more = False
@@ -255,12 +299,13 @@ class DexcomG6Session:
     # -- events ------------------------------------------------------------------------------
 
     def _handle(self, g6: G6Session, run: _Run, events: list[G6Event]) -> Iterator[Reading]:
-        log = self._log
         for event in events:
             if isinstance(event, Glucose):
                 run.live = event
             elif isinstance(event, BackfillRecords):
                 yield from self._backfilled(g6, run, event)
+            elif isinstance(event, BackfillDamaged):
+                yield from self._damaged(g6, run, event)
             elif isinstance(event, TimeRead):
                 self._time_read(g6, run, event)
             elif isinstance(event, Completed):
@@ -272,19 +317,25 @@ class DexcomG6Session:
                 run.completed = True
             elif isinstance(event, ProcedureFailed):
                 self._failed(g6, run, event)
-            elif isinstance(event, RecordRejected):
-                self._ctx.drop_packet(event.data, event.reason)
-            elif isinstance(event, Authenticated):
-                log.info("transmitter_authenticated", bonded=event.bonded)
-            elif isinstance(event, BondRequested):
-                log.info("transmitter_bond_requested")
-            elif isinstance(event, UnexpectedData):
-                log.info("transmitter_unexpected_data", characteristic=event.characteristic)
+            else:
+                self._note(event)
+
+    def _note(self, event: G6Event) -> None:
+        """Events that only count or log."""
+        log = self._log
+        if isinstance(event, RecordRejected):
+            self._ctx.drop_packet(event.data, event.reason)
+        elif isinstance(event, Authenticated):
+            log.info("transmitter_authenticated", bonded=event.bonded)
+        elif isinstance(event, BondRequested):
+            log.info("transmitter_bond_requested")
+        elif isinstance(event, UnexpectedData):
+            log.info("transmitter_unexpected_data", characteristic=event.characteristic)
 
     def _time_read(self, g6: G6Session, run: _Run, event: TimeRead) -> None:
         message = g6.time
         run.time = message
-        if message is None:
+        if message is None or event.activation is None:
             return
         current = message.current_time
         session = message.session_start_time if message.has_session else None
@@ -292,38 +343,119 @@ class DexcomG6Session:
             "transmitter_time",
             transmitter_time=current,
             session_start=session,
-            activation=None if event.activation is None else event.activation.isoformat(),
+            activation=event.activation.isoformat(),
             status=event.status,
         )
         if session is None:
             self._log.warning("transmitter_no_session")
-        if run.backfill_from is not None and run.backfill_from > current + 1:
-            self._log.warning(
-                "transmitter_clock_behind_store", transmitter_time=current, stored=run.backfill_from
-            )
-        if run.backfill_from is None and session is not None and self._options.history > 0:
+        start = self._anchor(run, event.activation, current)
+        if start is None and session is not None and self._options.history > 0:
             start = max(session, current - int(self._options.history), 0)
+        if start is not None and start <= current:
             run.backfill_from = start
-            run.more = True
-            g6.request_backfill(start)
+            run.pending.append((start, current))
+            self._ask_next(g6, run)
+
+    def _anchor(self, run: _Run, activation: datetime, current: int) -> int | None:
+        """Measure the transmitter's clock against the stored readings' anchor; choose the
+        clock epoch; the first transmitter time to backfill (None: first contact).
+
+        A G5/G6 has no calendar: its clock is its activation, as the hub anchored the stored
+        readings, plus its time now. Against the hub's clock that is 0 while the transmitter
+        counts as the hub does; a jump beyond `CLOCK_JUMP_S` is reported as the clock offset
+        (kept until the next jump: the next readings are anchored anew). An activation that
+        came later means the clock went back (a reset): its timestamps start again, so a new
+        clock epoch (`session_id(start, epoch)`) keeps their ids apart from the stored ones,
+        and the backfill starts at the new clock's time of the newest stored reading.
+        """
+        stored, known = run.stored, self._ctx.findings.clock_offset_s is not None
+        if stored is None:
+            if not known:
+                self._ctx.set_clock_offset(0.0)  # first contact: the anchor is now
+            return None
+        offset = (stored.activation - activation).total_seconds()
+        if abs(offset) > CLOCK_JUMP_S or not known:
+            self._ctx.set_clock_offset(offset)
+        if -offset <= CLOCK_JUMP_S:
+            run.epoch, run.resume_session = stored.epoch, stored.session
+            if offset > CLOCK_JUMP_S:
+                self._log.warning("transmitter_clock_jumped_ahead", seconds=round(offset))
+            return stored.seq + 1
+        run.epoch = math.floor(activation.timestamp())
+        since = math.ceil((stored.time - activation).total_seconds()) + 1
+        self._log.warning(
+            "transmitter_clock_went_back", seconds=round(-offset), transmitter_time=current
+        )
+        return max(since, 0)
+
+    def _ask_next(self, g6: G6Session, run: _Run) -> bool:
+        """Ask the next pending backfill range; False when none is left."""
+        if not run.pending:
+            return False
+        run.asked = run.pending.popleft()
+        run.more = True
+        g6.request_backfill(*run.asked)
+        return True
 
     def _backfilled(self, g6: G6Session, run: _Run, event: BackfillRecords) -> Iterator[Reading]:
         records = list(event.records)
         self._log.info("backfill_received", count=len(records), start=event.start, end=event.end)
-        if records and run.resume_session is not None:
+        if records and run.stored is not None and event.start == run.backfill_from:
             oldest = min(r.transmitter_time for r in records)
             if oldest - event.start > BACKFILL_SLACK_S:  # e.g. the hub was away for days
                 self._log.warning("backfill_gap", lost_from=event.start, lost_until=oldest)
-        if len(records) >= MAX_BACKFILL_RECORDS:  # full: the transmitter may have cut it
-            start = max(r.transmitter_time for r in records) + 1
-            self._log.info("backfill_continue", start=start)
-            run.backfill_from, run.more = start, True
-            g6.request_backfill(start)
-        elif run.live is not None:  # the time before the live value is covered: release it
+        newest = max((r.transmitter_time for r in records), default=None)
+        # full, or ending well before the end asked: the transmitter may have cut it
+        if newest is not None and (
+            len(records) >= MAX_BACKFILL_RECORDS or event.end - newest > BACKFILL_SLACK_S
+        ):
+            self._log.info("backfill_continue", start=newest + 1)
+            run.pending.appendleft((newest + 1, event.end))
+        for record in records:
+            self._ctx.record_recovered(self._key(run, record.transmitter_time))
+        yield from self._after_backfill(g6, run, records)
+
+    def _after_backfill(
+        self, g6: G6Session, run: _Run, records: list[Glucose]
+    ) -> Iterator[Reading]:
+        """Yield a backfill's records; ask the next range, or - none left: the time before
+        the live value is covered - release the live value after them."""
+        if not self._ask_next(g6, run) and run.live is not None:
             records = [r for r in records if r.transmitter_time != run.live.transmitter_time]
             records.append(run.live)
             run.live = None
         yield from self._yield(run, records)
+
+    def _damaged(self, g6: G6Session, run: _Run, event: BackfillDamaged) -> Iterator[Reading]:
+        """A damaged backfill: split a range of several records in two (the bad one is found
+        in a few requests, the good ones flow); ask a single record again while
+        `DeviceContext.record_damaged` says so, then pass over it."""
+        run.damaged += 1
+        if run.damaged > DAMAGED_PER_WAKEUP:
+            raise DeviceError(
+                f"{run.damaged} damaged backfills in one wake-up: asking again at the next one",
+                device=self._ctx.device_id,
+            )
+        start, end = event.start, event.end
+        stamps = sorted({t for t in event.timestamps if start <= t <= end})
+        if len(stamps) > 1:
+            middle = stamps[(len(stamps) - 1) // 2]
+            self._ctx.drop_packet(event.data, event.reason)
+            self._log.info("backfill_split", start=start, end=end, at=middle)
+            run.pending.extendleft([(middle + 1, end), (start, middle)])
+        else:
+            at = stamps[0] if stamps else start
+            position = f"transmitter time {at} (backfill {start}..{end})"
+            if self._ctx.record_damaged(
+                self._key(run, at), event.data, position=position, reason=event.reason
+            ):
+                run.pending.appendleft((start, end))
+        yield from self._after_backfill(g6, run, [])
+
+    def _key(self, run: _Run, ts: int) -> tuple[str, int]:
+        """A record's key across connections: (session id, transmitter time)."""
+        session = self._session_of(run, ts)
+        return ("?" if session is None else session_id(session, run.epoch), ts)
 
     def _failed(self, g6: G6Session, run: _Run, event: ProcedureFailed) -> None:
         label = event.request.label
@@ -339,7 +471,7 @@ class DexcomG6Session:
         if label != "backfill":
             return  # glucose: the backfill covers it; auth steps: `g6.failed` ends the run
         run.backfill_failures += 1
-        if run.backfill_failures >= BACKFILL_ATTEMPTS or run.backfill_from is None:
+        if run.backfill_failures >= BACKFILL_ATTEMPTS or run.asked is None:
             if run.live is not None:
                 self._log.info("live_withheld", transmitter_time=run.live.transmitter_time)
             raise DeviceError(
@@ -347,8 +479,8 @@ class DexcomG6Session:
                 "at the next wake-up",
                 device=device,
             )
-        run.more = True
-        g6.request_backfill(run.backfill_from)
+        run.pending.appendleft(run.asked)
+        self._ask_next(g6, run)
 
     def _session_of(self, run: _Run, ts: int) -> int | None:
         message = run.time
@@ -372,6 +504,7 @@ class DexcomG6Session:
                 serial=serial,
                 session=self._session_of(run, ts),
                 received=self._ctx.now(),
+                epoch=run.epoch,
             )
             if isinstance(result, Skip):
                 self._log.info("record_skipped", reason=result.reason, transmitter_time=ts)

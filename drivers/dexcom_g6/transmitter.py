@@ -14,6 +14,17 @@ ones in its range, and nothing that is not in memory. Everything is a pure funct
 the sessions and the time, except the test hooks: `start_session()` (a new sensor: warm-up
 again), `override(transmitter_time, state=..., display_only=..., glucose=...)` (e.g. a
 needs-calibration or display-only record) and `status` (0x81: low battery).
+
+Clock faults: measurements, sessions and warm-up follow the *true* time since activation
+(`elapsed()`, `measurement_time`, `index_at`, `wall`); what the transmitter says (`now()`, the
+time message, record timestamps) is that plus the counter's `skew` of the moment.
+`jump_clock(skew)` changes it from now on (a counter that jumped; a negative skew down to
+`-elapsed()`: reset to its epoch). A session start is reported as true start + skew (0 when
+that is negative). A record keeps the timestamp it was measured with; when the counter goes
+back, the memory is erased (the only way a G5/G6 clock goes back is a reset, a new activation,
+which starts an empty memory; ours). `reset()`: the counter restarts at 0, the memory is
+erased and a new sensor session starts. `damaged`: timestamps of records whose
+stored bytes rotted (the emulator sends them with a bad buffer CRC).
 """
 
 from __future__ import annotations
@@ -91,21 +102,46 @@ class Transmitter:
         self.overrides: dict[int, Override] = {}
         #: Transmitter status byte of time and glucose answers (0x81: low battery).
         self.status = STATUS_OK
+        #: (true time from, counter skew), oldest first.
+        self.eras: list[tuple[int, int]] = [(0, 0)]
+        #: True time before which the memory was erased (`reset`).
+        self.floor = 0
+        #: Timestamps of records damaged in memory.
+        self.damaged: set[int] = set()
 
     # -- time --------------------------------------------------------------------------------
 
-    def now(self) -> int:
-        """Transmitter time: whole seconds since activation."""
+    def elapsed(self) -> int:
+        """True time: whole seconds since activation."""
         return (self.clock.now() - self.activation) // timedelta(seconds=1)
 
+    def skew_at(self, true_time: int) -> int:
+        """The counter's skew at a true time."""
+        return next(skew for start, skew in reversed(self.eras) if start <= true_time)
+
+    def counter(self, true_time: int) -> int:
+        """What the transmitter's clock said at a true time."""
+        return true_time + self.skew_at(true_time)
+
+    def now(self) -> int:
+        """Transmitter time: what its clock says now (`elapsed()` unless it jumped)."""
+        return self.counter(self.elapsed())
+
     def wall(self, transmitter_time: int) -> datetime:
-        """The wall time of a transmitter time."""
+        """The wall time of a true transmitter time."""
         return self.activation + timedelta(seconds=transmitter_time)
 
     @property
     def session_start(self) -> int | None:
-        """Start of the running sensor session (None: no session)."""
-        return self.sessions[-1] if self.sessions else None
+        """Start of the running sensor session as the transmitter says it (None: none)."""
+        if not self.sessions:
+            return None
+        return max(0, self.sessions[-1] + self.skew_at(self.elapsed()))
+
+    def reported_session(self, true_time: int) -> int | None:
+        """The session start the transmitter gave at a true time (None: no session)."""
+        start = self.session_of(true_time)
+        return None if start is None else max(0, start + self.skew_at(true_time))
 
     def time_message(self) -> TransmitterTimeRx:
         """The answer to a time request."""
@@ -129,8 +165,8 @@ class Transmitter:
         return index
 
     def next_measurement(self) -> int:
-        """Transmitter time of the next measurement (the next wake-up)."""
-        return self.measurement_time(self.index_at(self.now()) + 1)
+        """True time of the next measurement (the next wake-up)."""
+        return self.measurement_time(self.index_at(self.elapsed()) + 1)
 
     def _session_index(self, transmitter_time: int) -> int | None:
         position = bisect.bisect_right(self.sessions, transmitter_time)
@@ -152,7 +188,7 @@ class Transmitter:
                 value = LOW_VALUE if s.out_of_range == "low" else HIGH_VALUE
             trend = max(-126, min(126, round(s.trend_mgdl_min * 10)))
             record = GlucoseRecord(ts, value, CalibrationState.OK, trend)
-        return self._overridden(record)
+        return replace(self._overridden(record), timestamp=self.counter(ts))
 
     def _overridden(self, record: GlucoseRecord) -> GlucoseRecord:
         change = self.overrides.get(record.timestamp)
@@ -168,22 +204,31 @@ class Transmitter:
 
     def latest(self) -> tuple[int, GlucoseRecord] | None:
         """(sequence in its session, record) of the newest measurement, None without one."""
-        index = self.index_at(self.now())
+        index = self.index_at(self.elapsed())
         record = self.record(index)
         if record is None:
             return None
-        session = self._session_index(record.timestamp)
+        session = self._session_index(self.measurement_time(index))
         assert session is not None  # noqa: S101 - record() found one
         first = self.index_at(self.sessions[session] - 1) + 1
         return index - first + 1, record
 
     def records(self, start: int, end: int) -> list[GlucoseRecord]:
         """The records in memory with transmitter time in start..end, oldest first."""
-        now = self.now()
-        return self.measured(max(start, now - self.memory, 0), min(end, now))
+        if len(self.eras) == 1 and not self.floor:
+            now = self.now()
+            return self.measured(max(start, now - self.memory, 0), min(end, now))
+        elapsed = self.elapsed()
+        lo = max(elapsed - self.memory, self.floor, 0)
+        found = []
+        for index in range(self.index_at(lo - 1) + 1, self.index_at(elapsed) + 1):
+            record = self.record(index)
+            if record is not None and start <= record.timestamp <= end:
+                found.append(record)
+        return found
 
     def measured(self, start: int, end: int) -> list[GlucoseRecord]:
-        """Every record with transmitter time in start..end, in memory or not (tests: what the
+        """Every record with true time in start..end, in memory or not (tests: what the
         transmitter held), oldest first."""
         found = []
         for index in range(self.index_at(start - 1) + 1, self.index_at(end) + 1):
@@ -201,11 +246,42 @@ class Transmitter:
 
     def start_session(self) -> int:
         """A new sensor session starts now (warm-up first); returns its start."""
-        start = self.now()
+        start = self.elapsed()
         if self.sessions and start <= self.sessions[-1]:
             raise ValueError("a new session must start after the current one")
         self.sessions.append(start)
         return start
+
+    def jump_clock(self, skew: int) -> None:
+        """From the next second on, the transmitter's clock says true time + `skew` (>= -the
+        true time then; what was measured this second keeps the old clock); a clock that goes
+        back erases the memory."""
+        since = self.elapsed() + 1
+        if skew < -since:
+            raise ValueError("the transmitter's clock cannot go below 0")
+        if skew < self.skew_at(since):
+            self.floor = since
+        self.eras = [era for era in self.eras if era[0] < since] + [(since, skew)]
+
+    def reset(self) -> int:
+        """A reset: from the next second the clock restarts at 0, the memory is erased, and a
+        new sensor session starts (its warm-up included); returns the true time of the reset."""
+        since = self.elapsed() + 1
+        self.jump_clock(-since)
+        if not self.sessions or self.sessions[-1] < since:
+            self.sessions.append(since)
+        return since
+
+    def damage(self, where: tuple[str, ...] | list[str], start: int, end: int) -> list[int]:
+        """Damage for good the records with a value measured in true times start..end at
+        `where` ("start", "middle", "end": the first, middle and last); their timestamps."""
+        records = [r for r in self.measured(start, end) if r.reliable]
+        if not records:
+            raise ValueError("no record with a value to damage in that time")
+        at = {"start": 0, "middle": len(records) // 2, "end": len(records) - 1}
+        stamps = [records[at[w]].timestamp for w in where]
+        self.damaged.update(stamps)
+        return stamps
 
     def override(
         self,

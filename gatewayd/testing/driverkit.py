@@ -109,7 +109,7 @@ import tempfile
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NoReturn, Self
@@ -183,6 +183,9 @@ class Target:
     radio: Callable[[], contextlib.AbstractAsyncContextManager[Any]] | None = None
     #: Awaits the moment the emulator has no link up (checked after shutdown when given).
     idle: Callable[[], Awaitable[None]] | None = None
+    #: The hub's clock, when the emulator runs on its own (e.g. an accelerated one the hub must
+    #: share to date readings as on a real hub); None: the wall clock.
+    clock: Callable[[], datetime] | None = None
 
 
 class DriverKit(abc.ABC):
@@ -388,7 +391,8 @@ async def run_gateway(
         recording = replace(plugin, open=lambda ctx: _Recording(_open(plugin, ctx), holder[0]))
         device = Device(device_id, recording, options)
         config = SupervisorConfig(backoff_min=backoff[0], backoff_max=backoff[1])
-        supervisor = Supervisor([device], store, publisher, config, ble=target.ble)
+        clock = target.clock or (lambda: datetime.now(UTC))
+        supervisor = Supervisor([device], store, publisher, config, clock=clock, ble=target.ble)
         gateway = KitGateway(device, supervisor, store)
         holder.append(gateway)
         supervisor.listeners.append(gateway.on_stored)

@@ -27,6 +27,7 @@ from protocols.dexcom_g6 import (
     AuthRequestRx,
     AuthRequestTx,
     AuthStatusRx,
+    BackfillDamaged,
     BackfillRecords,
     BackfillRx,
     BackfillTx,
@@ -330,9 +331,13 @@ def test_backfill_crc_mismatch_is_reported() -> None:
     tx = FakeTransmitter(bonded=True, corrupt_frame=True)
     events, _ = drive(G6Session(TXID, token=TOKEN, backfill_from=5_439_415), tx)
     assert not of(events, BackfillRecords)
-    (failed,) = of(events, ProcedureFailed)
-    assert isinstance(failed, ProcedureFailed)
-    assert (failed.request.label, failed.reason) == ("backfill", "crc_mismatch")
+    (failed,) = of(events, BackfillDamaged)
+    assert isinstance(failed, BackfillDamaged)
+    assert failed.reason == "crc_mismatch"
+    # the range asked, and the (unverified) timestamps of the five records it seemed to hold
+    assert (failed.start, failed.timestamps[0], len(failed.timestamps)) == (5_439_415,) * 2 + (5,)
+    assert failed.data.startswith(bytes.fromhex("0100bc46"))
+    assert failed.data[-20] == 0x51
     assert isinstance(events[-1], Completed)
 
 
@@ -340,16 +345,16 @@ def test_missing_middle_frame_is_a_sequence_error() -> None:
     tx = FakeTransmitter(bonded=True, drop_frame=1)
     events, _ = drive(G6Session(TXID, token=TOKEN, backfill_from=5_439_415), tx)
     assert of(events, RecordRejected)
-    (failed,) = of(events, ProcedureFailed)
-    assert isinstance(failed, ProcedureFailed)
+    (failed,) = of(events, BackfillDamaged)
+    assert isinstance(failed, BackfillDamaged)
     assert failed.reason == "frame_sequence"
 
 
 def test_missing_last_frame_is_a_length_error() -> None:
     tx = FakeTransmitter(bonded=True, drop_frame=2)
     events, _ = drive(G6Session(TXID, token=TOKEN, backfill_from=5_439_415), tx)
-    (failed,) = of(events, ProcedureFailed)
-    assert isinstance(failed, ProcedureFailed)
+    (failed,) = of(events, BackfillDamaged)
+    assert isinstance(failed, BackfillDamaged)
     assert failed.reason == "malformed"
 
 

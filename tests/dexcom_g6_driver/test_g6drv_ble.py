@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from bleak import BleakClient, BleakScanner
@@ -20,7 +20,7 @@ from bleak.backends.scanner import AdvertisementData
 from drivers.dexcom_g6.convert import session_id
 from drivers.dexcom_g6.emulator import BACKFILL_CAPACITY
 from drivers.dexcom_g6.kit import TXID, Rig, rig
-from gatewayd.errors import DeviceError, DeviceRefused, LinkLost
+from gatewayd.errors import DeviceRefused, LinkLost
 from gatewayd.models import Direction
 from gatewayd.transport.bumble_backend import BumbleClient, BumbleScanner
 from gatewayd.transport.bumble_link import refuse_pairing
@@ -172,23 +172,21 @@ async def test_a_corrupt_backfill_is_dropped_counted_and_asked_again(g6: Rig) ->
     g6.emulator.corrupt_backfills = 1
     readings = await g6.connect()
     assert g6.dropped == ["crc_mismatch"]
-    assert len(g6.emulator.backfills) == 2  # this wake-up asked twice (the first: none)
+    # the damaged range of three records was split in two halves, each asked once
+    first, second = g6.emulator.backfills[1:]
+    assert (first[2], second[2], second[0] - first[1]) == (2, 1, 1)
     assert [r.backfilled for r in readings] == [True] * 2 + [False]
     assert_complete(g6)
 
 
-async def test_a_backfill_failing_twice_ends_the_session_and_withholds_the_live_value(
-    g6: Rig,
-) -> None:
+async def test_a_record_damaged_twice_on_the_link_is_asked_again_and_arrives(g6: Rig) -> None:
     await g6.connect()
     g6.wakeup()
     g6.emulator.corrupt_backfills = 2
-    with pytest.raises(DeviceError, match="backfill failed 2 times") as failed:
-        await g6.connect()
-    assert failed.value.retryable
-    assert len(g6.yielded) == 1
-    g6.wakeup()
-    assert len(await g6.connect()) == 2
+    readings = await g6.connect()
+    assert g6.dropped == ["crc_mismatch"] * 2
+    assert len(g6.emulator.backfills) == 3  # one record: asked again DAMAGED_RETRIES times
+    assert [r.backfilled for r in readings] == [False]
     assert_complete(g6)
 
 
@@ -275,3 +273,89 @@ async def test_a_full_backfill_is_continued_from_its_newest_record() -> None:
         assert len(readings) == sum(counts)
         assert not readings[-1].backfilled
         assert_complete(g6)
+
+
+# -- clocks and damaged records (docs/dexcom-g6.md) ----------------------------------------------
+
+
+async def test_times_come_from_the_hub_clock_and_a_jump_ahead_moves_nothing(g6: Rig) -> None:
+    tx = g6.transmitter
+    first = await g6.connect()
+    assert g6.findings.clock_offset_s == 0.0
+    tx.jump_clock(3600)  # the transmitter's clock jumps an hour ahead after this measurement
+    g6.skip(2)
+    g6.wakeup()
+    after = await g6.connect()
+    # dated hub now - (transmitter now - timestamp): the true times, not the jumped clock
+    assert [r.time for r in after] == [tx.wall(r.seq - 3600) for r in after]
+    assert all(r.seq - 3600 > first[-1].seq for r in after)
+    assert g6.findings.clock_offset_s == 3600.0
+    assert g6.stored[first[-1].id].time == first[-1].time  # nothing stored moved
+    g6.wakeup()
+    await g6.connect()
+    assert g6.findings.clock_offset_s == 3600.0  # the jump stays shown until the next one
+
+
+async def test_a_reset_starts_a_clock_epoch_and_nothing_stored_is_redated(g6: Rig) -> None:
+    tx = g6.transmitter
+    tx.warmup = 0
+    g6.skip(3)
+    g6.wakeup()
+    before = await g6.connect(history=1500)
+    stored = dict(g6.stored)
+    reset = tx.reset()  # clock at 0, memory erased, a new sensor session
+    g6.skip(2)
+    g6.wakeup()
+    after = await g6.connect()
+    # the epoch: the new clock's activation (the reset) as the hub anchored it, Unix seconds
+    assert {r.session for r in after} == {f"{session_id(0)}-{int(tx.wall(reset).timestamp())}"}
+    assert [r.seq for r in after] == [r.timestamp for r in tx.records(0, tx.now())]
+    assert [r.time for r in after] == [tx.wall(reset + r.seq) for r in after]
+    assert min(r.seq for r in after) < max(r.seq for r in before)  # timestamps reused...
+    assert {k: g6.stored[k] for k in stored} == stored  # ...nothing stored re-dated or replaced
+    assert g6.findings.clock_offset_s == pytest.approx(-reset, abs=1)
+    g6.wakeup()
+    again = await g6.connect()  # the epoch is read back from the stored session id
+    assert [r.session for r in again] == [after[0].session]
+
+
+async def test_a_record_damaged_in_memory_is_passed_over_and_the_rest_flows(g6: Rig) -> None:
+    tx = g6.transmitter
+    await g6.connect()
+    g6.skip(8)
+    g6.wakeup()
+    (bad,) = tx.damage(["middle"], tx.elapsed() - 9 * tx.interval, tx.elapsed() - 1)
+    readings = await g6.connect()
+    assert bad not in {r.seq for r in readings}
+    assert g6.findings.unreadable == 1
+    # the whole range, at most log2(9) splits, then the bad record alone: 1 + 2 retries
+    assert set(g6.dropped) == {"crc_mismatch"}
+    assert 1 + 1 + 3 <= len(g6.dropped) <= 1 + 4 + 3
+    held = g6.held(list(g6.stored.values()))
+    assert g6.keys() == [key for key in held if key[1] != bad]
+    assert readings[-1].backfilled is False  # the live value came after the others
+    g6.wakeup()
+    await g6.connect()
+    assert g6.findings.unreadable == 1  # counted once
+
+
+async def test_a_backfill_cut_short_and_disordered_is_continued_in_order(g6: Rig) -> None:
+    g6.emulator.disorder_backfills = 1  # a day's records: the oldest 286 twice, newest first
+    readings = await g6.connect(history=86_400)
+    start, end, sent = g6.emulator.backfills[0]
+    assert sent == 2 * 286
+    assert g6.emulator.backfills[1][0] > start  # the rest asked from the newest record + 1
+    assert [r.seq for r in readings] == sorted({r.seq for r in readings})
+    assert readings[-1].seq <= end
+    assert_complete(g6)
+
+
+async def test_readings_are_dated_by_the_hub_clock_never_the_transmitters(g6: Rig) -> None:
+    g6.hub_ahead = timedelta(seconds=90)  # the hub's clock, not the transmitter's, is the truth
+    g6.skip(3)
+    g6.wakeup()
+    readings = await g6.connect(history=1500)
+    tx = g6.transmitter
+    assert readings
+    assert [r.time for r in readings] == [tx.wall(r.seq) + g6.hub_ahead for r in readings]
+    assert [r.seq for r in readings] == [r.timestamp for r in tx.records(tx.now() - 1500, tx.now())]

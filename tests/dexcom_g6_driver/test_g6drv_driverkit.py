@@ -29,3 +29,10 @@ async def test_a_transmitter_that_refuses_to_bond_is_parked(
     check: Callable[[driverkit.DriverKit], Awaitable[None]],
 ) -> None:
     await check(G6Kit())
+
+
+@pytest.mark.parametrize("check", driverkit.FAULT_CHECKS, ids=driverkit.check_name)
+async def test_g6_driver_survives_the_kit_faults(
+    check: Callable[[driverkit.DriverKit], Awaitable[None]],
+) -> None:
+    await check(G6Kit())

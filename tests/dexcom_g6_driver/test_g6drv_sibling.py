@@ -25,11 +25,14 @@ from typing import Any
 
 import pytest
 
+from drivers.dexcom_g6 import plugin
 from drivers.dexcom_g6.kit import TXID
 from gatewayd.config import parse
 from gatewayd.daemon import Daemon, plan
+from gatewayd.testing.driverkit import Target, run_gateway
 from gatewayd.testing.mosquitto import Mosquitto
 from gatewayd.testing.subscriber import Received, Subscriber
+from gatewayd.transport.ble import BleConfig
 
 pytestmark = pytest.mark.timeout(40)
 
@@ -38,10 +41,11 @@ SETTINGS = [f"transmitter_id={TXID}", "history=7200", "speed=600", "window=5", "
 
 
 @asynccontextmanager
-async def simulate() -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    """The emulator process and the ``tcp-client:...`` transport it announced."""
+async def simulate(*extra: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """The emulator process (`SETTINGS` + `extra`) and the ``tcp-client:...`` transport it
+    announced."""
     args = [GATEWAYD, "simulate", "--device", "dexcom-g6", "--hci", "tcp-server:127.0.0.1:0"]
-    for setting in SETTINGS:
+    for setting in [*SETTINGS, *extra]:
         args += ["--set", setting]
     process = await asyncio.create_subprocess_exec(
         *args,
@@ -122,3 +126,25 @@ async def test_gatewayd_simulate_in_a_sibling_process_backfills_a_missed_stretch
     assert {p["session"] for p in published} == {published[0]["session"]}
     after = [p for p in published[seen:] if p["backfilled"]]
     assert len(after) >= 4  # the missed stretch came from the transmitter's memory
+
+
+async def test_gatewayd_simulate_with_a_damaged_record_and_disordered_backfills() -> None:
+    """``--set damaged=middle --set disorder=3``: the first contact backfills the day; the
+    record damaged in memory is passed over (counted once), every other one stored once."""
+    async with simulate("damaged=middle", "disorder=3") as (_process, hci):
+        target = Target(
+            options={"transmitter_id": TXID, "scan_timeout": 10},
+            ble=BleConfig(stack="bumble", hci=hci),
+        )
+        async with run_gateway(plugin, target, backoff=(0.05, 0.2)) as gateway:
+            findings = gateway.device.findings
+            await gateway.wait_until(lambda: findings.unreadable >= 1, "the damaged one", 20)
+            await gateway.wait_for(gateway.count(live=True) + 2, 20, live=True)
+    keys = gateway.keys()
+    assert findings.unreadable == 1
+    assert len(keys) == len(set(keys)) > 200  # a day's backfill (less warm-up and the bad one)
+    seqs = [seq for _, seq in keys]
+    assert seqs == sorted(seqs)
+    gaps = sorted(b - a for a, b in itertools.pairwise(seqs))
+    assert gaps[-1] in range(598, 603)  # one measurement missing: the damaged one
+    assert gaps[-2] <= 301

@@ -12,7 +12,14 @@ import pytest
 
 from drivers.dexcom_g6 import plugin
 from drivers.dexcom_g6.clock import ManualClock, SteppingClock
-from drivers.dexcom_g6.convert import DRIVER, Skip, parse_session, session_id, to_reading
+from drivers.dexcom_g6.convert import (
+    DRIVER,
+    Skip,
+    parse_session,
+    session_epoch,
+    session_id,
+    to_reading,
+)
 from drivers.dexcom_g6.options import G6Options, parse_options
 from drivers.dexcom_g6.serve import _tcp_server, make_transmitter, parse_emulator_options
 from drivers.dexcom_g6.transmitter import Transmitter
@@ -104,6 +111,14 @@ def test_session_ids_sort_and_parse() -> None:
     assert session_id(999) < session_id(1_000_000)
     assert parse_session("s00000001") is None
     assert parse_session("777600") is None
+    # a clock epoch (after the transmitter's clock went back) keeps the start parseable
+    assert session_id(0, 1_764_748_800) == "0000000000-1764748800"
+    assert parse_session("0000000000-1764748800") == 0
+    assert (session_epoch("0000000000-1764748800"), session_epoch("0000777600")) == (
+        1_764_748_800,
+        None,
+    )
+    assert parse_session("0000000000-") is None
 
 
 def test_live_and_backfilled_copies_of_a_record_have_one_id() -> None:
@@ -196,6 +211,33 @@ def test_transmitter_clock_sessions_and_spacing() -> None:
     assert tx.now() == 864_007  # whole seconds, never rounded up
 
 
+def test_transmitter_clock_jumps_and_reset() -> None:
+    clock = ManualClock(T0)
+    tx = Transmitter("8G1234", clock=clock, seed=7)
+    held = tx.records(0, tx.now())
+    tx.jump_clock(3600)  # from the next second
+    assert tx.now() == 864_000  # this second keeps the old clock
+    clock.advance(600)
+    assert tx.now() == 864_600 + 3600
+    kept = tx.records(0, tx.now())
+    assert kept[: len(held) - 2] == held[2:]  # a jump ahead keeps the memory (10 min moved on)
+    assert tx.time_message().session_start_time == 864_000 - 86_400 + 3600
+    tx.jump_clock(-100)  # back: a transmitter whose clock went back starts an empty memory
+    clock.advance(600)
+    assert [r.timestamp for r in tx.records(0, tx.now())] == [
+        tx.measurement_time(i) - 100
+        for i in range(tx.index_at(864_601) + 1, tx.index_at(tx.elapsed()) + 1)
+    ]
+    reset = tx.reset()
+    clock.advance(900)
+    assert tx.now() == tx.elapsed() - reset
+    assert tx.time_message().session_start_time == 0  # a new session with the new clock
+    with pytest.raises(ValueError, match="below 0"):
+        tx.jump_clock(-(10**9))
+    stamps = tx.damage(["start", "end"], 0, tx.elapsed())
+    assert tx.damaged == set(stamps)
+
+
 def test_transmitter_memory_warmup_and_values() -> None:
     clock = ManualClock(T0)
     tx = Transmitter("8G1234", clock=clock, seed=7, session_age=3 * 3600, memory=3600)
@@ -271,6 +313,10 @@ def test_emulator_options() -> None:
     assert (settings.speed, settings.history, settings.outage) == (60, 3600, 3)
     assert (settings.require_bond, settings.refuse_bonding) == (True, False)
     assert emulator_options(refuse_bonding=True).refuse_bonding
+    faults = emulator_options(damaged="start, end", clock_skew=-3600, reset_after=5, disorder=2)
+    assert (faults.damaged, faults.clock_skew, faults.reset_after) == (("start", "end"), -3600, 5)
+    assert (faults.disorder, faults.drop_in_backfill) == (2, None)
+    assert emulator_options(drop_in_backfill=0).drop_in_backfill == 0
     tx = make_transmitter(settings)
     assert tx.transmitter_id == "812345"
     assert datetime.now(UTC) - tx.clock.now() >= timedelta(seconds=3599)  # replaying the past
@@ -281,6 +327,9 @@ def test_emulator_options() -> None:
         ({"memory": 10**6}, "memory"),
         ({"colour": "red"}, "colour"),
         ({"refuse_bonding": "yes"}, "refuse_bonding"),
+        ({"damaged": "start,somewhere"}, "damaged"),
+        ({"damaged": 3}, "damaged"),
+        ({"clock_skew": -(10**9)}, "clock_skew"),
     ]:
         with pytest.raises(ConfigError) as error:
             emulator_options(**table)
