@@ -13,7 +13,7 @@ from drivers.glucose.convert import SESSION, Skip, status_names, to_reading
 from drivers.glucose.emulator import make_record
 from drivers.glucose.options import GlucoseOptions, hub_zone, parse_options, zone
 from drivers.glucose.serve import MeterSettings, parse_meter_options
-from drivers.glucose.session import GlucoseSession, _State, rejected_seq
+from drivers.glucose.session import MAX_ASKS, GlucoseSession, _State, rejected_seq
 from gatewayd.errors import ConfigError
 from gatewayd.models import Reading
 from gatewayd.options import OptionReader
@@ -125,7 +125,7 @@ def test_the_spec_vector_becomes_a_reading() -> None:
     assert (reading.seq, reading.glucose_mgdl, reading.out_of_range) == (7, 106.0, None)
     assert reading.time == datetime(2024, 5, 2, 7, 30, tzinfo=UTC)
     assert (reading.serial, reading.session, reading.driver) == ("SN1", SESSION, "glucose")
-    assert reading.status == ()
+    assert reading.status == ("device_clock_unverified",)  # no hub anchor given: as it is
     assert reading.backfilled
     same = to_reading(event(m), device="meter", serial="SN1", received=RECEIVED + timedelta(1))
     assert isinstance(same, Reading)
@@ -187,6 +187,7 @@ def test_status_bits_and_context_become_status_names() -> None:
         "time_fault",
         "meal_bedtime",
         "tester_health_care_professional",
+        "device_clock_unverified",
     )
 
 
@@ -250,16 +251,14 @@ def test_the_seq_a_rejected_packet_carries() -> None:
 
 def test_where_to_ask_again() -> None:
     session = GlucoseSession.__new__(GlucoseSession)  # only the bookkeeping
-    session._asked = set()
-    state = _State(last=6, rejected=7)
-    assert session._ask_from(state) == 7  # after the last one yielded
-    session._asked.add(7)
-    assert session._ask_from(state) == 8  # it failed twice: past the damaged one
-    session._asked.add(8)
-    assert session._ask_from(_State(last=6, rejected=None)) is None  # 7 and 8 asked already
+    session._asks = 0
+    assert session._ask_from(_State(last=6)) == 7  # after the last one yielded
+    state = _State(last=6, passed=7)
+    assert session._ask_from(state) == 8  # past the damaged one passed over
+    assert (state.passed, state.floor) == (None, 8)
     assert session._ask_from(_State(last=None)) == 0  # nothing yielded yet: all
-    session._asked.update({20, 30})
-    assert session._ask_from(_State(last=40)) is None  # MAX_ASKS
+    session._asks = MAX_ASKS
+    assert session._ask_from(_State(last=40)) is None
 
 
 # -- the emulator process's options ----------------------------------------------------------
