@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from drivers.glucose import plugin
+from drivers.glucose.clock import MeterClock
 from drivers.glucose.convert import SESSION, Skip, status_names, to_reading
 from drivers.glucose.emulator import make_record
 from drivers.glucose.options import GlucoseOptions, hub_zone, parse_options, zone
@@ -18,7 +19,9 @@ from gatewayd.errors import ConfigError
 from gatewayd.models import Reading
 from gatewayd.options import OptionReader
 from protocols import glucose as gls
+from protocols.errors import ProtocolError
 from protocols.gatt import DateTime, SampleLocation, SampleType
+from protocols.glucose_clock import AdjustReason, CurrentTime
 from protocols.glucose_session import GlucoseReading
 from protocols.sfloat import SFloat, SFloatSpecial
 
@@ -295,3 +298,67 @@ def test_meter_settings() -> None:
 
 def test_parse_options_is_the_plugins() -> None:
     assert plugin.parse_options is parse_options
+
+
+def test_meter_fault_settings() -> None:
+    parsed = meter_settings(current_time=True, clock=-3600, clock_reset=True, drop_after=8)
+    assert (parsed.current_time, parsed.clock, parsed.clock_reset, parsed.drop_after) == (
+        True,
+        -3600.0,
+        True,
+        8,
+    )
+    assert meter_settings(damaged="1, 10,20").damaged == {1, 10, 20}
+    assert meter_settings(damaged=7).damaged == {7}  # one number comes as a number
+    for bad, message in (
+        ({"damaged": "1,x"}, "damaged: not comma-separated"),
+        ({"damaged": "70000"}, "damaged: sequence numbers are 0..65535"),
+        ({"drop_after": -1}, "drop_after: must be >= 0"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            meter_settings(**bad)
+
+
+# -- the meter's clock ---------------------------------------------------------------------------
+
+HUB = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+
+
+def test_current_time_round_trips_on_a_known_vector() -> None:
+    # 2026-11-20 13:00:05, Friday, 128/256 s, manual time update
+    data = bytes.fromhex("ea07 0b 14 0d 00 05 05 80 01")
+    value = CurrentTime.parse(data)
+    assert value.build() == data
+    assert value.adjust_reason == AdjustReason.MANUAL_TIME_UPDATE
+    assert value.to_datetime(UTC) == datetime(2026, 11, 20, 13, 0, 5, 500000, tzinfo=UTC)
+    assert CurrentTime.from_datetime(value.to_datetime(UTC) or HUB, value.adjust_reason) == value
+    with pytest.raises(ProtocolError):
+        CurrentTime.parse(data[:-1])
+    assert CurrentTime.parse(bytes(10)).to_datetime(UTC) is None  # date not known
+
+
+def test_records_are_dated_on_the_hub_clock_through_the_meter_offset() -> None:
+    clock = MeterClock()
+    assert clock.measure(HUB + timedelta(hours=1, seconds=0.4), HUB) == 3600.0  # whole seconds
+    when, anchored = clock.date(HUB + timedelta(minutes=50), HUB)
+    assert (when, anchored) == (HUB - timedelta(minutes=10), True)
+    # jitter below STEADY keeps the offset: records a second apart keep their order
+    assert clock.measure(HUB + timedelta(hours=1, seconds=1.6), HUB) == 3600.0
+
+
+def test_a_record_stamped_before_the_calendar_was_set_keeps_the_offset_before() -> None:
+    # the calendar ran an hour ahead on the last connection; it was set right since
+    clock = MeterClock(previous=3600.0, floor=HUB - timedelta(minutes=30))
+    clock.measure(HUB, HUB)
+    # stamped by the old calendar 10 minutes ago: the new offset would date it in the future
+    assert clock.date(HUB + timedelta(minutes=50), HUB) == (HUB - timedelta(minutes=10), True)
+    # stamped by the new calendar
+    assert clock.date(HUB - timedelta(minutes=5), HUB) == (HUB - timedelta(minutes=5), True)
+
+
+def test_a_record_no_offset_explains_keeps_the_meter_calendar_unverified() -> None:
+    clock = MeterClock()  # first contact after a reset to the epoch: the calendar reads 2000
+    clock.measure(datetime(2000, 1, 1, 0, 10, tzinfo=UTC), HUB)
+    stamped = HUB - timedelta(days=1)  # stored before the reset: ahead of the meter's now
+    assert clock.date(stamped, HUB) == (stamped, False)
+    assert MeterClock().date(stamped, HUB) == (stamped, False)  # no Current Time at all
