@@ -24,7 +24,8 @@ notified at once to a connected collector, as some meters do), `notify_live(reco
 `drop_link()` (now), `drop_after(n)` (after n more records: mid-transfer), `corrupt(seq, times)`
 (the next `times` notifications of that record are sent one byte short), `corrupt_next(times)`
 (the next notifications of any record), `damaged` (sequence numbers of records damaged in
-memory: sent one byte short on every read), `reset_memory()` (every record erased, sequence
+memory: sent one byte short on every read), `disorder_next()` (the next new result is notified
+late, the one after it twice), `reset_memory()` (every record erased, sequence
 numbers start again at 1; each erased memory is kept in `erased`), `wait_idle()` (no link up).
 A report of "all" or ">= n" includes the results taken while it runs. `require_bonding` makes
 the Feature and RACP answer "insufficient authentication" on an unencrypted link;
@@ -269,6 +270,8 @@ class GlucoseMeterEmulator:
         self._corrupt_next = 0
         #: Sequence numbers of the records damaged in memory (sent one byte short every time).
         self.damaged: set[int] = set()
+        self._late = False  # `disorder_next`: the next result's notification is held back
+        self._held_live: MeterRecord | None = None
         #: The memories erased by `reset_memory`, oldest first.
         self.erased: list[list[MeterRecord]] = []
         #: The calendar: the true time plus `skew`, or since `_reset_at` (true) from the epoch.
@@ -352,8 +355,22 @@ class GlucoseMeterEmulator:
         record = replace(record, measured=true if when is None else when)
         self.records.append(record)
         if self.notify_new:
-            self._spawn(self.notify_live(record))
+            if self._late:  # `disorder_next`
+                self._late, self._held_live = False, record
+            elif self._held_live is not None:
+                held, self._held_live = self._held_live, None
+                self._spawn(self._notify_each(record, held, record))
+            else:
+                self._spawn(self.notify_live(record))
         return record
+
+    def disorder_next(self) -> None:
+        """The next result is notified late (after the one after it), and that one twice."""
+        self._late = True
+
+    async def _notify_each(self, *records: MeterRecord) -> None:
+        for record in records:
+            await self.notify_live(record)
 
     async def notify_live(self, record: MeterRecord) -> None:
         """Notify `record` now to every subscribed link that had a report, outside any report

@@ -26,7 +26,12 @@ after the last one yielded are asked for again on the same connection; once it s
 over", the report is asked for again past the damaged record, so everything before and after
 it flows. A damaged result notified outside a report is counted (`drop_packet`) and ends the
 session, so that the next connection asks from the newest stored one (where the same policy
-applies). A meter that refuses
+applies). A result notified outside a report that repeats one yielded is dropped; one that
+does not follow the last one yielded (another came late or not at all) is left to a report
+asked for at once from there, so results are yielded once and in order; one numbered below
+the newest with another time means the meter's memory was reset: the session ends, and the
+next connection, finding the newest stored record gone ("number of records >= it" is 0),
+starts a new session (`drivers.glucose.convert.era_session`). A meter that refuses
 "records >= n" is asked for all of them (those before n are skipped); a meter that needs bonding
 while `bond = "never"`, or refuses the bond, is `DeviceRefused` (`gatewayd.transport.gatt`).
 """
@@ -112,7 +117,8 @@ class GlucoseSession:
     def __init__(self, ctx: DeviceContext[GlucoseOptions]) -> None:
         self.identity: DeviceIdentity | None = None
         self._asks = 0  # times records were asked for again
-        self._seen: set[int] = set()  # sequence numbers yielded (or not wanted)
+        #: Sequence numbers yielded (or not wanted), with the meter's time of each.
+        self._seen: dict[int, datetime | None] = {}
         self._clock = MeterClock()
         self._session = SESSION
         self._ctx = ctx
@@ -319,37 +325,11 @@ class GlucoseSession:
         log = self._log
         for event in events:
             if isinstance(event, GlucoseReading):
-                seq = event.sequence_number
-                # the report (or the one asked for again) brings it too
-                early = not event.backfill and (not state.complete or state.asking)
-                if (
-                    state.done
-                    and not event.backfill
-                    and state.last is not None
-                    and seq < state.last
-                ):
-                    # a live result numbered below the newest: sequence numbers started again
-                    log.warning("meter_memory_reset", seq=seq, after_seq=state.last)
-                    state.end = True
+                reading = self._record(collector, state, event, serial)
+                if state.end:
                     return
-                if state.skipping or early or seq in self._seen or seq < state.floor:
-                    log.debug("record_passed", seq=seq, hole=state.skipping, early=early)
-                    continue
-                self._seen.add(seq)
-                state.last = seq if state.last is None else max(state.last, seq)
-                state.run = 0
-                result = to_reading(
-                    event,
-                    device=self._ctx.device_id,
-                    serial=serial,
-                    received=self._ctx.now(),
-                    dated=self._clock.date,
-                    session=self._session,
-                )
-                if isinstance(result, Skip):
-                    log.info("record_skipped", reason=result.reason, seq=seq)
-                    continue
-                yield result
+                if reading is not None:
+                    yield reading
             elif isinstance(event, RecordRejected):
                 self._rejected(state, event)
             elif isinstance(event, TransferComplete):
@@ -381,6 +361,57 @@ class GlucoseSession:
             collector.request_records(None)
         else:
             collector.request_records(state.floor)
+
+    def _record(
+        self, collector: GlucoseCollector, state: _State, event: GlucoseReading, serial: str
+    ) -> Reading | None:
+        """The reading of one record, or None when it is not to be yielded (now)."""
+        log, seq = self._log, event.sequence_number
+        # the report (or the one asked for again) brings it too
+        early = not event.backfill and (not state.complete or state.asking)
+        live = state.done and not event.backfill and not state.asking
+        if live and self._live_unusable(collector, state, event):
+            return None
+        if state.skipping or early or seq in self._seen or seq < state.floor:
+            log.debug("record_passed", seq=seq, hole=state.skipping, early=early)
+            return None
+        self._seen[seq] = event.time
+        state.last = seq if state.last is None else max(state.last, seq)
+        state.run = 0
+        result = to_reading(
+            event,
+            device=self._ctx.device_id,
+            serial=serial,
+            received=self._ctx.now(),
+            dated=self._clock.date,
+            session=self._session,
+        )
+        if isinstance(result, Skip):
+            log.info("record_skipped", reason=result.reason, seq=seq)
+            return None
+        return result
+
+    def _live_unusable(
+        self, collector: GlucoseCollector, state: _State, event: GlucoseReading
+    ) -> bool:
+        """A result notified outside a report once the reports ended: whether it is not to be
+        yielded now - a repeat (same number, same time); one after a gap, left to a report of
+        the records after the last one yielded, asked for at once; one numbered at or below the
+        newest with another time: the memory was reset, the session ends (`state.end`)."""
+        seq, log = event.sequence_number, self._log
+        if seq in self._seen and self._seen[seq] == event.time:
+            log.info("record_repeated", seq=seq)
+            return True
+        if seq in self._seen or (state.last is not None and seq < state.last):
+            log.warning("meter_memory_reset", seq=seq, after_seq=state.last)
+            state.end = True
+            return True
+        if state.last is not None and seq > state.last + 1:  # one came late, or not at all
+            log.info("live_gap", seq=seq, after_seq=state.last)
+            state.asking = True
+            collector.request_records(state.last + 1)
+            return True
+        return False
 
     def _rejected(self, state: _State, event: RecordRejected) -> None:
         if state.done and not state.awaiting:

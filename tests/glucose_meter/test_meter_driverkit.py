@@ -9,9 +9,10 @@ kit drops the link, so the reconnection always has something to backfill.
 
 Both serve the Current Time Service, so every fault check of the kit runs
 (`driverkit.FAULT_CHECKS`): records damaged in memory, the meter's calendar an hour ahead,
-seven months behind or reset to its epoch, a memory reset, a 3,000-record memory and a link
-drop in the middle of the first report. A meter without it (`NoClockMeterKit`) cannot have its
-records anchored: the clock checks skip for it (`set_device_clock`).
+seven months behind or reset to its epoch, a memory reset, a new result notified late and the
+next one twice, a 3,000-record memory and a link drop in the middle of the first report. A
+meter without it (`NoClockMeterKit`) cannot have its records anchored: the clock checks skip
+for it (`set_device_clock`).
 """
 
 from __future__ import annotations
@@ -172,6 +173,9 @@ class MeterKit(driverkit.DriverKit):
 
     async def reset_memory(self) -> None:
         self.meter.reset_memory()
+
+    async def disorder_records(self) -> None:
+        self.meter.disorder_next()
 
     async def fill_memory(self, count: int) -> None:
         self._fill(count)
