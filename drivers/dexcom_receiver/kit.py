@@ -82,6 +82,8 @@ class ReceiverKit(DriverKit):
         self.emulator: ReceiverEmulator | None = None
         #: The options the running emulator's `Target` carries (hooks widen its backfill).
         self.options: dict[str, Any] = {}
+        #: Database index of the record of each reading id (`expected_sequence` places them).
+        self.indices: dict[str, int] = {}
         #: The wall clock when the receiver's replay started.
         self.started = datetime.now(UTC)
 
@@ -119,20 +121,43 @@ class ReceiverKit(DriverKit):
         """Give the next answer a wrong CRC."""
         self._emulator().corrupt_next()
 
-    def _index(self, reading: Reading) -> int:
-        """The database index of the record `reading` came from: of the records stamped
-        `reading.seq` (a clock that went back stamps some seconds twice), the one measured
-        nearest to `reading.time`."""
+    def _candidates(self, reading: Reading) -> list[int]:
+        """The database indices of the records stamped `reading.seq` (a clock that went back
+        stamps some seconds twice)."""
         database = self._emulator().database
-        candidates = []
+        found = []
         for since, error in database.clock_steps:
             index, rest = divmod(reading.seq - error - database.origin, database.interval)
             true = database.true_time(index)
             if not rest and true >= since and database.clock_error(true) == error:
-                candidates.append(index)
-        if not candidates:
+                found.append(index)
+        if not found:
             raise AssertionError(f"no record of the receiver is stamped {reading.seq}")
-        return min(candidates, key=lambda i: abs(self._wall(database.true_time(i)) - reading.time))
+        return found
+
+    def _place(self, readings: Sequence[Reading]) -> None:
+        """The index of each reading's record: sessions follow each other in time, so a
+        reading's record comes after every record of the sessions stored before its own."""
+        before: dict[str, int] = {}  # per session: the newest index of the sessions before it
+        newest = -1
+        for reading in readings:
+            if reading.session not in before:
+                before[reading.session] = newest
+            later = [i for i in self._candidates(reading) if i > before[reading.session]]
+            index = min(later) if later else max(self._candidates(reading))
+            self.indices[reading.id] = index
+            newest = max(newest, index)
+
+    def _index(self, reading: Reading) -> int:
+        """The database index of the record `reading` came from (placed by `_place`, or the
+        record stamped `reading.seq` measured nearest to `reading.time`)."""
+        if reading.id in self.indices:
+            return self.indices[reading.id]
+        database = self._emulator().database
+        return min(
+            self._candidates(reading),
+            key=lambda i: abs(self._wall(database.true_time(i)) - reading.time),
+        )
 
     def _wall(self, true: int) -> datetime:
         """The wall-clock moment the receiver's replayed clock read `true` (right)."""
@@ -145,6 +170,7 @@ class ReceiverKit(DriverKit):
         """Every record with a glucose value and intact in memory from the oldest to the newest
         reading of each session (a session's records are consecutive in the database)."""
         database = self._emulator().database
+        self._place(readings)
         keys: list[Key] = []
         for session in {r.session for r in readings}:
             indices = [self._index(r) for r in readings if r.session == session]

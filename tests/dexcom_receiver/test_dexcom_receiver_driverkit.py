@@ -25,29 +25,16 @@ async def test_receiver_driver_honours_the_contract(
     await check(ReceiverKit())
 
 
-#: Faults the receiver driver does not survive yet (found by these checks; strict where the
-#: failure is certain, so a fix shows).
-KNOWN_FAULTS = {
-    # intermittent (not strict): it depends on where a poll falls against the jump
-    "device_clock_ahead_1h": "at times the record stamped as the clock jumps ahead is lost",
-    "device_clock_behind_7_months": (
-        "a clock set back to an offset it had before reuses that era's session name "
-        "(timeline.era_session): two eras' records mix in one session, out of order"
-    ),
-    "device_clock_at_epoch": (
-        "two resets to the epoch in the same minute get the same era session name "
-        "(timeline.era_session)"
-    ),
-    "duplicated_and_out_of_order": (
-        "records are delivered in storage order: one stored late comes after newer ones"
-    ),
+#: Seen to fail once, under load (one record missing around the jump ahead): not strict, so the
+#: run goes on while the cause is looked for; a failure shows as XFAIL with this reason.
+FLAKY = {
+    "device_clock_ahead_1h": "once under load the record stamped as the clock jumped was missing",
 }
 
 
 def _fault(check: Callable[[driverkit.DriverKit], Awaitable[None]]) -> object:
-    reason = KNOWN_FAULTS.get(driverkit.check_name(check))
-    strict = driverkit.check_name(check) != "device_clock_ahead_1h"
-    marks = [pytest.mark.xfail(reason=reason, strict=strict)] if reason else []
+    reason = FLAKY.get(driverkit.check_name(check))
+    marks = [pytest.mark.xfail(reason=reason, strict=False)] if reason else []
     return pytest.param(check, marks=marks, id=driverkit.check_name(check))
 
 
