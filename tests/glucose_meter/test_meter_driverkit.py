@@ -123,7 +123,8 @@ class MeterKit(driverkit.DriverKit):
         meter = self.meter
         memories = [*meter.erased, meter.records]
         later = sorted({r.session for r in readings} - {SESSION})
-        return dict(zip([SESSION, *later], memories[-len(later) - 1 :], strict=True))
+        self.memories = dict(zip([SESSION, *later], memories[-len(later) - 1 :], strict=True))
+        return self.memories
 
     def expected_sequence(self, readings: Sequence[Reading]) -> Sequence[driverkit.Key]:
         keys: list[driverkit.Key] = []
@@ -143,8 +144,11 @@ class MeterKit(driverkit.DriverKit):
 
     damaged: frozenset[driverkit.Key] = frozenset()
 
+    #: The memory behind each session, as `expected_sequence` found them (all readings known).
+    memories: dict[str, list[MeterRecord]] | None = None
+
     def true_time(self, reading: Reading) -> datetime:
-        memory = self._memories([reading])[reading.session]
+        memory = (self.memories or self._memories([reading]))[reading.session]
         record = next(r for r in memory if r.seq == reading.seq)
         return self.meter.true_time(record)
 
