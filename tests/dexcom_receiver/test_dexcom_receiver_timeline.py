@@ -122,3 +122,12 @@ def test_a_clock_reset_twice_in_a_minute_gives_each_era_its_own_session() -> Non
     assert poll(line, 10, HUB + 50 * SECOND, [*stored, *records(4, 5)]) == [
         (f"{era}-2", HUB + 45 * SECOND)  # the epoch's minute again: not the same session
     ]
+
+
+def test_a_record_stored_late_in_a_poll_goes_out_in_time_order() -> None:
+    line = Timeline(
+        newest=NOW - 300, newest_time=HUB - 300 * SECOND, offset=0.0, backfill=timedelta(hours=1)
+    )
+    # stamped NOW, but stored after the record stamped NOW + 300
+    out = poll(line, NOW + 300, HUB + 300 * SECOND, records(50, NOW - 300, NOW + 300, NOW))
+    assert out == [(SESSION, HUB), (SESSION, HUB + 300 * SECOND)]
