@@ -26,19 +26,22 @@ order: the records before it are dated with the old offset, the ones after with 
   newest system time delivered, a record falls back by more than the tolerance after the one
   before it, or a record is ahead of the receiver's clock), the records stored after it get a
   new session, ``egv-YYYYMMDDHHMM``: the minute, by the hub's clock, at which the receiver's
-  clock read its epoch (for a reset to the epoch: when the reset happened). The split is after
+  clock read its epoch (for a reset to the epoch: when the reset happened), with "-2", "-3"...
+  when that is the session's own name (the clock went back to an offset it had, or was reset
+  twice in a minute): records of two eras never share a session. The split is after
   the last record that is ahead of the receiver's clock or is followed by such a fall.
 
-Delivered records are never yielded again: the cursor is the record's position in the
-database (its page header's first index plus its place in the page), not its time, so records
-stored after it with smaller system times (a clock that went back, records stored out of
-order) are still read once. A new connection finds its place again from the newest stored
-reading (the same system time in the same database); when that record is gone (the database
-was erased or wrapped past it), from its time: everything dated after it. A database whose
-newest position falls below the cursor was erased: the same rule by time. A record ahead of
-the receiver's clock that no measured jump explains was stamped before a reset the hub never
-saw (first contact after it): its time cannot be known, it is passed over and counted
-(`unanchored`, logged as `egv_ahead_of_clock`).
+The records a poll delivers go out in time order within each session (a record the receiver
+stored late, after newer ones of the same poll, is not delivered out of order). Delivered
+records are never yielded again: the cursor is the record's position in the database (its page
+header's first index plus its place in the page), not its time, so records stored after it with
+smaller system times (a clock that went back, records stored out of order) are still read once.
+A new connection finds its place again from the newest stored reading (the same system time in
+the same database); when that record is gone (the database was erased or wrapped past it), from
+its time: everything dated after it. A database whose newest position falls below the cursor was
+erased: the same rule by time. A record ahead of the receiver's clock that no measured jump
+explains was stamped before a reset the hub never saw (first contact after it): its time cannot
+be known, it is passed over and counted (`unanchored`, logged as `egv_ahead_of_clock`).
 """
 
 from __future__ import annotations
@@ -215,6 +218,9 @@ class Timeline:
             last = max(stored, key=lambda s: s.position)
             if self.position is None or last.position >= self.position:
                 self.position, self.page = last.position, last.page
+        # a record stored late (after newer ones) goes out in time order within its session
+        sessions = {session: n for n, session in enumerate(dict.fromkeys(d.session for d in out))}
+        out.sort(key=lambda d: (sessions[d.session], d.stored.record.system_time))
         return out
 
     def _split(self, pending: Sequence[Stored], jump: Jump) -> tuple[int, bool]:
@@ -245,7 +251,11 @@ class Timeline:
 
     def _new_era(self) -> None:
         assert self.offset is not None  # noqa: S101 - measured before any record is placed
-        self.session, self.newest = era_session(self.offset), None
+        session = era_session(self.offset)
+        if self.session.startswith(session):  # back to the same offset, or reset in the minute
+            tail = self.session.removeprefix(session).removeprefix("-")
+            session += f"-{int(tail) + 1 if tail.isdigit() else 2}"
+        self.session, self.newest = session, None
 
     def _deliver(self, dated: Dated) -> bool:
         key = (dated.session, dated.stored.record.system_time)

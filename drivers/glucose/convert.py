@@ -1,8 +1,9 @@
 """A Glucose Service record (measurement + context) as a gatewayd `Reading`.
 
-* id: (driver ``glucose``, meter serial, session `SESSION`, sequence number). The meter's
-  sequence number is its record key; the serial already names the meter, so the session is a
-  constant.
+* id: (driver ``glucose``, meter serial, session, sequence number). The meter's sequence
+  number is its record key; the serial already names the meter, so the session is a constant
+  (`SESSION`) until the meter's memory is reset and its sequence numbers start again: then
+  ``gls-`` and the hub's time the reset was seen (`era_session`).
 * glucose: kg/L x 100 000 or mol/L x 18.0156 x 1000, mg/dL with one decimal.
 * out of range: the status bits "result higher / lower than the device can process" (SIG bits
   5 / 6), or a concentration of +INFINITY / -INFINITY, give an `out_of_range` marker, never the
@@ -11,8 +12,10 @@
   ``result_above_device_range``... as `protocols.cgms_state.status_names` names CGMS bits) and
   the context's meal, tester and health (``meal_preprandial``, ``tester_self``,
   ``health_under_stress``...).
-* time: base time + offset read in the meter's zone; a meter whose clock was never set (an
-  invalid date) gives the time the hub received it and the status ``time_unknown``.
+* time: base time + offset read in the meter's zone, anchored to the hub's clock by the session
+  (`drivers.glucose.clock`: ``dated``; a record it cannot anchor keeps the meter's calendar and
+  gets the status ``device_clock_unverified``); a meter whose clock was never set (an invalid
+  date) gives the time the hub received it and the status ``time_unknown``.
 * skipped (`Skip`): control solution tests (sample type or location "control solution": not
   the person's glucose) and results without a value (a strip error: the meter shows an error,
   there is no glucose to publish).
@@ -20,9 +23,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from drivers.glucose.clock import UNVERIFIED
 from gatewayd.models import OutOfRange, Reading
 from protocols.gatt import SampleLocation, SampleType
 from protocols.glucose import GlucoseContext, GlucoseStatus, Health, Meal, Tester
@@ -30,8 +35,20 @@ from protocols.glucose_session import GlucoseReading
 from protocols.sfloat import SFloatSpecial
 
 DRIVER = "glucose"
-#: The `Reading.session` of every meter reading (see the module docstring).
+#: The `Reading.session` of a meter's readings until its memory is reset (sequence numbers
+#: start again): then `era_session`.
 SESSION = "gls"
+
+
+def era_session(at: datetime) -> str:
+    """The session of the records a meter stores after a memory reset seen at hub time `at`."""
+    return f"{SESSION}-{at:%Y%m%d%H%M%S}"
+
+
+def is_gls_session(session: str) -> bool:
+    """Whether `session` is one this driver gives readings."""
+    return session == SESSION or session.startswith(SESSION + "-")
+
 
 #: Status flag names of the measurement's Sensor Status Annunciation bits: the members' names in
 #: lower case, as `protocols.cgms_state.status_names` names the CGMS bits they share.
@@ -116,9 +133,17 @@ def is_control_solution(event: GlucoseReading) -> bool:
 
 
 def to_reading(
-    event: GlucoseReading, *, device: str, serial: str, received: datetime
+    event: GlucoseReading,
+    *,
+    device: str,
+    serial: str,
+    received: datetime,
+    dated: Callable[[datetime, datetime], tuple[datetime, bool]] | None = None,
+    session: str = SESSION,
 ) -> Reading | Skip:
-    """The `Reading` of one record, or why it is not one."""
+    """The `Reading` of one record, or why it is not one; `dated(time, received)` maps the
+    meter's calendar to the hub's clock (and whether it could; default: the calendar as it is,
+    unverified)."""
     m = event.measurement
     seq = m.sequence_number
     if is_control_solution(event):
@@ -133,11 +158,15 @@ def to_reading(
     if time is None:
         time = received
         status.append(TIME_UNKNOWN)
+    else:
+        time, anchored = (time, False) if dated is None else dated(time, received)
+        if not anchored:
+            status.append(UNVERIFIED)
     return Reading(
         device=device,
         driver=DRIVER,
         serial=serial,
-        session=SESSION,
+        session=session,
         seq=seq,
         time=time,
         received=received,

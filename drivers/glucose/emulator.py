@@ -12,14 +12,25 @@ it closes the link once a report has been answered and no new request came for
 `close_after_transfer` seconds (0: at once, later requests unanswered; None: never), and
 advertises again.
 
+With `current_time` it also serves the Current Time Service (0x1805: Current Time 0x2A2B, read
+and notify): what its calendar reads now. The calendar is the true time (`clock`) plus `skew`
+(`set_calendar(skew)`; `since_start`: the records already stored were stamped by it too), or
+restarts at `METER_EPOCH` (`reset_calendar()`, a battery change); each change is notified to
+a subscribed collector (adjust reason "manual time update"), and every record keeps the true
+time it was measured at (`MeterRecord.measured`).
+
 Test hooks: `add_measurement(...)` (a new fingerstick result; with `notify_new` it is also
 notified at once to a connected collector, as some meters do), `notify_live(record)`,
 `drop_link()` (now), `drop_after(n)` (after n more records: mid-transfer), `corrupt(seq, times)`
 (the next `times` notifications of that record are sent one byte short), `corrupt_next(times)`
-(the next notifications of any record), `wait_idle()` (no link up). A report of "all" or
-">= n" includes the results taken while it runs. `require_bonding` makes the Feature and RACP
-answer "insufficient authentication" on an unencrypted link; `refuse_bonding` makes the meter
-refuse every pairing request (a meter bonded to a phone, not in pairing mode).
+(the next notifications of any record), `damaged` (sequence numbers of records damaged in
+memory: sent one byte short on every read), `disorder_next()` (the next new result is notified
+late, the one after it twice), `reset_memory()` (every record erased, sequence
+numbers start again at 1; each erased memory is kept in `erased`), `wait_idle()` (no link up).
+A report of "all" or ">= n" includes the results taken while it runs. `require_bonding` makes
+the Feature and RACP answer "insufficient authentication" on an unencrypted link;
+`refuse_bonding` makes the meter refuse every pairing request (a meter bonded to a phone,
+not in pairing mode).
 
 In this process::
 
@@ -72,6 +83,7 @@ from protocols.glucose import (
     Tester,
     build_feature,
 )
+from protocols.glucose_clock import CURRENT_TIME, CURRENT_TIME_SERVICE, AdjustReason, CurrentTime
 from protocols.racp import (
     RacpCommand,
     RacpFilter,
@@ -110,6 +122,8 @@ P = Characteristic.Properties
 NO_STATUS = GlucoseStatus(0)
 #: The emulated meter's default serial number.
 SERIAL = "GLS-EMU-0001"
+#: Where the emulated meter's calendar restarts after a reset (its local time).
+METER_EPOCH = datetime(2000, 1, 1)  # noqa: DTZ001 - a calendar reading, zone given by the meter
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +132,8 @@ class MeterRecord:
 
     measurement: GlucoseMeasurement
     context: GlucoseContext | None = None
+    #: When it was truly measured (None: as its calendar says).
+    measured: datetime | None = None
 
     @property
     def seq(self) -> int:
@@ -229,6 +245,7 @@ class GlucoseMeterEmulator:
         require_bonding: bool = False,
         refuse_bonding: bool = False,
         serial_characteristic: bool = True,
+        current_time: bool = False,
     ) -> None:
         self.device = device
         self.records: list[MeterRecord] = sorted(records, key=lambda r: r.seq)
@@ -251,6 +268,15 @@ class GlucoseMeterEmulator:
         self._drop_after: int | None = None
         self._corrupt: dict[int, int] = {}
         self._corrupt_next = 0
+        #: Sequence numbers of the records damaged in memory (sent one byte short every time).
+        self.damaged: set[int] = set()
+        self._late = False  # `disorder_next`: the next result's notification is held back
+        self._held_live: MeterRecord | None = None
+        #: The memories erased by `reset_memory`, oldest first.
+        self.erased: list[list[MeterRecord]] = []
+        #: The calendar: the true time plus `skew`, or since `_reset_at` (true) from the epoch.
+        self.skew = timedelta(0)
+        self._reset_at: datetime | None = None
         self._reported: set[int] = set()  # what the last report sent
         self._synced: set[Connection] = set()  # links that had a report: new results go live
         self._open = 0  # links up
@@ -282,6 +308,15 @@ class GlucoseMeterEmulator:
         ]
         if serial_characteristic:
             info.insert(2, (SERIAL_NUMBER, serial))
+        self.current_time: Characteristic[bytes] | None = None
+        if current_time:
+            self.current_time = Characteristic(
+                CURRENT_TIME,
+                P.READ | P.NOTIFY,
+                "READABLE",
+                CharacteristicValue(read=lambda _connection: self._current_time().build()),
+            )
+            device.add_service(Service(CURRENT_TIME_SERVICE, [self.current_time]))
         device.add_service(
             Service(
                 DEVICE_INFORMATION,
@@ -306,7 +341,8 @@ class GlucoseMeterEmulator:
     ) -> MeterRecord:
         """A new result (`when`: default the meter clock's now), stored with the next seq."""
         seq = (self.records[-1].seq + 1) & 0xFFFF if self.records else 1
-        moment = (when or self.clock()).astimezone(self.tz)
+        true = self.clock()
+        moment = self.calendar(true) if when is None else when.astimezone(self.tz)
         record = make_record(
             seq,
             moment,
@@ -316,10 +352,25 @@ class GlucoseMeterEmulator:
             status=status,
             unit=self.unit,
         )
+        record = replace(record, measured=true if when is None else when)
         self.records.append(record)
         if self.notify_new:
-            self._spawn(self.notify_live(record))
+            if self._late:  # `disorder_next`
+                self._late, self._held_live = False, record
+            elif self._held_live is not None:
+                held, self._held_live = self._held_live, None
+                self._spawn(self._notify_each(record, held, record))
+            else:
+                self._spawn(self.notify_live(record))
         return record
+
+    def disorder_next(self) -> None:
+        """The next result is notified late (after the one after it), and that one twice."""
+        self._late = True
+
+    async def _notify_each(self, *records: MeterRecord) -> None:
+        for record in records:
+            await self.notify_live(record)
 
     async def notify_live(self, record: MeterRecord) -> None:
         """Notify `record` now to every subscribed link that had a report, outside any report
@@ -333,6 +384,60 @@ class GlucoseMeterEmulator:
         for connection in list(self.device.connections.values()):
             if connection in self._synced and self._subscribed(connection, self.measurement) & 1:
                 await self._send(connection, record)
+
+    def calendar(self, true: datetime | None = None) -> datetime:
+        """What the meter's calendar reads (in its zone) at true time `true` (default now)."""
+        true = self.clock() if true is None else true
+        if self._reset_at is not None:
+            return METER_EPOCH.replace(tzinfo=self.tz) + (true - self._reset_at)
+        return (true + self.skew).astimezone(self.tz)
+
+    def true_time(self, record: MeterRecord) -> datetime:
+        """When `record` was truly measured."""
+        if record.measured is not None:
+            return record.measured
+        when = record.measurement.time(self.tz)
+        assert when is not None  # noqa: S101 - the emulator stamps valid dates
+        return when
+
+    def set_calendar(self, skew: timedelta, *, since_start: bool = False) -> None:
+        """The calendar reads the true time plus `skew` from now (`since_start`: it always did,
+        the stored records are stamped by it)."""
+        self.skew, self._reset_at = skew, None
+        if since_start:
+            self.records = [self._stamped(r) for r in self.records]
+        self._clock_set()
+
+    def reset_calendar(self) -> None:
+        """The calendar restarts at `METER_EPOCH` now (a battery change)."""
+        self._reset_at, self.skew = self.clock(), timedelta(0)
+        self._clock_set()
+
+    def _stamped(self, record: MeterRecord) -> MeterRecord:
+        true = self.true_time(record)
+        m = record.measurement
+        base = self.calendar(true) - timedelta(minutes=m.time_offset or 0)
+        measurement = replace(m, base_time=DateTime.from_datetime(base))
+        return replace(record, measurement=measurement, measured=true)
+
+    def _current_time(self, reason: AdjustReason = AdjustReason.NONE) -> CurrentTime:
+        return CurrentTime.from_datetime(self.calendar(), reason)
+
+    def _clock_set(self) -> None:
+        """Notify the new Current Time to a subscribed collector."""
+        characteristic = self.current_time
+        if characteristic is None:
+            return
+        value = self._current_time(AdjustReason.MANUAL_TIME_UPDATE).build()
+        for connection in list(self.device.connections.values()):
+            if self._subscribed(connection, characteristic) & 1:
+                self._spawn(self.device.notify_subscriber(connection, characteristic, value))
+
+    def reset_memory(self) -> None:
+        """Every record is erased; sequence numbers start again at 1."""
+        self.erased.append(self.records)
+        self.records = []
+        self.damaged.clear()
 
     async def drop_link(self) -> None:
         """Disconnect every connection now (the meter advertises again)."""
@@ -500,7 +605,9 @@ class GlucoseMeterEmulator:
     async def _send(self, connection: Connection, record: MeterRecord) -> bool:
         """Notify one record (damaged when a hook says so); False when the link was dropped."""
         data = record.measurement.build()
-        if self._corrupt.get(record.seq, 0) > 0 or self._corrupt_next > 0:
+        if record.seq in self.damaged:
+            data = data[:-1]
+        elif self._corrupt.get(record.seq, 0) > 0 or self._corrupt_next > 0:
             if self._corrupt.get(record.seq, 0) > 0:
                 self._corrupt[record.seq] -= 1
             else:

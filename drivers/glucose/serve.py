@@ -19,10 +19,19 @@ Options (``--set KEY=VALUE``):
   bonding        true: the meter requires an encrypted (bonded) link (default false)
   refuse_bonding true: the meter refuses every pairing request (default false; with bonding
                  the gateway parks it: "bonding refused by the meter")
+  current_time   true: the meter serves the Current Time Service (default false)
+  clock          seconds the meter's calendar is off (+ ahead, - behind), its records
+                 stamped by it too (default 0; e.g. 3600, -18403200 for seven months)
+  clock_reset    true: the calendar restarted at the meter's epoch (2000-01-01) at start,
+                 after the records in memory were stored (default false)
+  damaged        sequence numbers of records damaged in memory, comma separated ("1,10,20"):
+                 sent one byte short on every read (default none)
+  drop_after     the link drops after this many records were sent, once (mid-report; 0: no)
   commands       true: test commands on stdin, one per line, each answered with one line on
                  stdout (``ok ...`` or ``error ...``): ``add MGDL``, ``high``, ``low``, ``drop``,
-                 ``drop-after N``, ``corrupt SEQ [TIMES]``, ``count`` (answers ``ok RECORDS
-                 CONNECTIONS``); the end of stdin stops the meter
+                 ``drop-after N``, ``corrupt SEQ [TIMES]``, ``damage SEQ``, ``clock SECONDS``,
+                 ``clock-reset``, ``reset-memory`` (sequence numbers start again), ``count``
+                 (answers ``ok RECORDS CONNECTIONS``); the end of stdin stops the meter
 
 Signals: SIGUSR1 = a new result, SIGUSR2 = drop the link; SIGTERM / SIGINT / ``--duration``
 stop it.
@@ -38,6 +47,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 from drivers.glucose.emulator import SERIAL, GlucoseMeterEmulator, sample_records
 from drivers.glucose.options import zone
@@ -60,6 +70,11 @@ class MeterSettings:
     close_after: float = 0.5
     bonding: bool = False
     refuse_bonding: bool = False
+    current_time: bool = False
+    clock: float = 0.0
+    clock_reset: bool = False
+    damaged: frozenset[int] = frozenset()
+    drop_after: int = 0
     commands: bool = False
 
 
@@ -80,10 +95,29 @@ def parse_meter_options(reader: OptionReader) -> MeterSettings:
         close_after=reader.number("close_after", d.close_after, minimum=0),
         bonding=reader.boolean("bonding", d.bonding),
         refuse_bonding=reader.boolean("refuse_bonding", d.refuse_bonding),
+        current_time=reader.boolean("current_time", d.current_time),
+        clock=reader.number("clock", d.clock),
+        clock_reset=reader.boolean("clock_reset", d.clock_reset),
+        damaged=_sequence_numbers(reader),
+        drop_after=reader.integer("drop_after", d.drop_after, minimum=0),
         commands=reader.boolean("commands", d.commands),
     )
     reader.finish()
     return settings
+
+
+def _sequence_numbers(reader: OptionReader) -> frozenset[int]:
+    value = reader.raw("damaged", "")  # one number comes as a number
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if not isinstance(text, str):
+        raise reader.error("damaged", f"not comma-separated sequence numbers: {value!r}")
+    try:
+        seqs = frozenset(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise reader.error("damaged", f"not comma-separated sequence numbers: {text!r}") from None
+    if any(not 0 <= seq <= 0xFFFF for seq in seqs):
+        raise reader.error("damaged", "sequence numbers are 0..65535")
+    return seqs
 
 
 async def command(meter: GlucoseMeterEmulator, line: str) -> str:
@@ -101,6 +135,14 @@ async def command(meter: GlucoseMeterEmulator, line: str) -> str:
                 meter.drop_after(int(count))
             case ["corrupt", seq, *times]:
                 meter.corrupt(int(seq), int(times[0]) if times else 1)
+            case ["damage", seq]:
+                meter.damaged.add(int(seq))
+            case ["clock", seconds]:
+                meter.set_calendar(timedelta(seconds=float(seconds)))
+            case ["clock-reset"]:
+                meter.reset_calendar()
+            case ["reset-memory"]:
+                meter.reset_memory()
             case ["count"]:
                 answer = f"ok {len(meter.records)} {meter.connections}"
             case _:
@@ -176,7 +218,15 @@ async def simulate(context: SimulateContext) -> None:
             close_after_transfer=settings.close_after,
             require_bonding=settings.bonding,
             refuse_bonding=settings.refuse_bonding,
+            current_time=settings.current_time,
         )
+        if settings.clock:
+            meter.set_calendar(timedelta(seconds=settings.clock), since_start=True)
+        if settings.clock_reset:
+            meter.reset_calendar()
+        meter.damaged.update(settings.damaged)
+        if settings.drop_after:
+            meter.drop_after(settings.drop_after)
         await meter.start()
         context.announce(f"HCI {link.hci}")
         context.announce(

@@ -11,26 +11,43 @@ ended the session waits `linger` seconds for the meter to close the link (meters
 seconds after a transfer) or to notify a new result, then ends; the supervisor reconnects with
 its backoff.
 
+Clock (`drivers.glucose.clock`): where the meter serves the Current Time Service (0x1805), its
+Current Time is read at connect (and followed while connected when it notifies) and every
+record is dated on the hub's clock, ``hub_now - (meter_now - record_time)``; the offset is
+reported (`DeviceContext.set_clock_offset`, meter minus hub). Without it, a record keeps the
+meter's calendar and the status ``device_clock_unverified``.
+
 Failures: a link lost before the report ended raises `LinkLost` (what was yielded is stored; the
-next connection asks from there). A record that cannot be decoded is counted and dropped
-(`DeviceContext.drop_packet`); the rest of that report is not yielded (never a reading after a
-hole) and the records after the last one yielded are asked for again on the same connection (a
-record that fails again is then passed over); a damaged result notified outside a report ends
-the session, so that the next connection asks from the newest stored one. A meter that refuses
+next connection asks from there). A record that cannot be decoded in a report follows
+`DeviceContext.record_damaged`, keyed by its place - ("gls", sequence number of the intact
+record before it, damaged ones between) - the same on every connection: while it says "ask
+again", the rest of that report is not yielded (never a reading after a hole) and the records
+after the last one yielded are asked for again on the same connection; once it says "passed
+over", the report is asked for again past the damaged record, so everything before and after
+it flows. A damaged result notified outside a report is counted (`drop_packet`) and ends the
+session, so that the next connection asks from the newest stored one (where the same policy
+applies). A result notified outside a report that repeats one yielded is dropped; one that
+does not follow the last one yielded (another came late or not at all) is left to a report
+asked for at once from there, so results are yielded once and in order; one numbered below
+the newest with another time means the meter's memory was reset: the session ends, and the
+next connection, finding the newest stored record gone ("number of records >= it" is 0),
+starts a new session (`drivers.glucose.convert.era_session`). A meter that refuses
 "records >= n" is asked for all of them (those before n are skipped); a meter that needs bonding
 while `bond = "never"`, or refuses the bond, is `DeviceRefused` (`gatewayd.transport.gatt`).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Final, Self
 
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 
-from drivers.glucose.convert import SESSION, Skip, to_reading
+from drivers.glucose.clock import MeterClock
+from drivers.glucose.convert import SESSION, Skip, era_session, is_gls_session, to_reading
 from drivers.glucose.options import GlucoseOptions
 from gatewayd.driver import DeviceContext
 from gatewayd.errors import AttError, DeviceError, LinkLost
@@ -38,6 +55,7 @@ from gatewayd.models import DeviceIdentity, Reading
 from gatewayd.transport.ble import BleConfig
 from gatewayd.transport.collector import CollectorLoop
 from gatewayd.transport.gatt import GattLink, gatt_text
+from protocols.errors import ProtocolError
 from protocols.gatt import (
     FIRMWARE_REVISION,
     MANUFACTURER_NAME,
@@ -56,6 +74,7 @@ from protocols.glucose import (
     GLUCOSE_SERVICE,
     RECORD_ACCESS_CONTROL_POINT,
 )
+from protocols.glucose_clock import CURRENT_TIME, CurrentTime
 from protocols.glucose_session import (
     GlucoseCollector,
     GlucoseReading,
@@ -77,8 +96,9 @@ FILTER_REFUSED: Final = frozenset(
         RacpResponseCode.OPERAND_NOT_SUPPORTED,
     }
 )
-#: Times one session asks for records again after rejected ones.
-MAX_ASKS: Final = 4
+#: Times one session asks for records again after rejected ones (`record_damaged` bounds
+#: each record's retries; this bounds a meter whose damaged packets carry no usable place).
+MAX_ASKS: Final = 32
 
 
 def rejected_seq(data: bytes) -> int | None:
@@ -96,8 +116,11 @@ class GlucoseSession:
 
     def __init__(self, ctx: DeviceContext[GlucoseOptions]) -> None:
         self.identity: DeviceIdentity | None = None
-        self._asked: set[int] = set()  # where records were asked for again
-        self._seen: set[int] = set()  # sequence numbers yielded (or not wanted)
+        self._asks = 0  # times records were asked for again
+        #: Sequence numbers yielded (or not wanted), with the meter's time of each.
+        self._seen: dict[int, datetime | None] = {}
+        self._clock = MeterClock()
+        self._session = SESSION
         self._ctx = ctx
         self._options = ctx.options
         self._log = ctx.log
@@ -165,6 +188,50 @@ class GlucoseSession:
                     continue  # optional in GLS
                 raise DeviceError(f"{link.address} has no {uuid[4:8]}", device=self._ctx.device_id)
             await link.subscribe(uuid, what=f"subscribe {uuid[4:8]}")
+        await self._read_clock()
+
+    async def _read_clock(self) -> None:
+        """The meter's Current Time, where it serves one (see the module docstring)."""
+        ctx, link = self._ctx, self._link
+        resume, serial = ctx.resume, self.identity.serial if self.identity else None
+        fits = resume is not None and resume.serial == serial and is_gls_session(resume.session)
+        self._clock = MeterClock(
+            previous=ctx.findings.clock_offset_s,
+            floor=resume.time if fits and resume is not None else None,
+        )
+        if not link.has_characteristic(CURRENT_TIME):
+            self._log.info("meter_clock_unverified", reason="no Current Time Service")
+            ctx.set_clock_offset(None)
+            return
+        before = ctx.now()
+        value = await link.read(CURRENT_TIME, what="read current time")
+        self._measure(value, before + (ctx.now() - before) / 2)
+        characteristic = link.client.services.get_characteristic(CURRENT_TIME)
+        if characteristic is not None and "notify" in characteristic.properties:
+            await link.subscribe(CURRENT_TIME, what="subscribe 2a2b")
+
+    def _measure(self, value: bytes, hub_now: datetime) -> None:
+        """One Current Time value of the meter, read at `hub_now`."""
+        try:
+            meter_now = CurrentTime.parse(value).to_datetime(self._tz)
+        except ProtocolError as exc:
+            self._ctx.drop_packet(value, str(exc))
+            return
+        if meter_now is None:
+            self._log.warning("meter_clock_not_set")
+            return
+        offset = self._clock.measure(meter_now, hub_now)
+        self._ctx.set_clock_offset(offset)
+
+    def _notified(
+        self, collector: GlucoseCollector, uuid: str, data: bytes
+    ) -> Sequence[SessionEvent]:
+        """What the meter sends by itself: a new Current Time is measured at once."""
+        if uuid == CURRENT_TIME:
+            self._measure(data, self._ctx.now())
+            self._log.info("meter_clock_set", clock_offset_s=self._ctx.findings.clock_offset_s)
+            return []
+        return collector.receive(uuid, data)
 
     async def _read_identity(self) -> DeviceIdentity:
         link = self._link
@@ -197,9 +264,10 @@ class GlucoseSession:
         resume = self._ctx.resume
         if resume is None:
             return None
-        if resume.serial != serial or resume.session != SESSION:
+        if resume.serial != serial or not is_gls_session(resume.session):
             self._log.info("resume_other_meter", serial=resume.serial, session=resume.session)
             return None
+        self._session = resume.session
         return (resume.seq + 1) & 0xFFFF
 
     async def readings(self) -> AsyncIterator[Reading]:
@@ -208,15 +276,20 @@ class GlucoseSession:
             raise RuntimeError("readings() outside `async with`")
         serial = self.identity.serial
         start = self._backfill_from(serial)
-        collector = GlucoseCollector(backfill_from=start, tz=self._tz)
+        # Resuming: first ask whether the meter still holds the newest stored record (none
+        # from there: its memory was reset, sequence numbers start again).
+        collector = GlucoseCollector(backfill_from=start, tz=self._tz, transfer=start is None)
+        if start is not None:
+            collector.request_count((start - 1) & 0xFFFF)
         loop: CollectorLoop[SessionEvent] = CollectorLoop(
             self._link,
             collector,
             collector.receive,
+            notified=lambda uuid, data: self._notified(collector, uuid, data),
             idle_timeout=self._options.linger,
             skip_refused=_is_read,
         )
-        state = _State(floor=start or 0)
+        state = _State(floor=start or 0, checking=start is not None)
         self._log.info("backfill_start", first_seq=start)
         while not state.end:
             for reading in self._handle(collector, state, await self._step(loop, state), serial):
@@ -252,20 +325,11 @@ class GlucoseSession:
         log = self._log
         for event in events:
             if isinstance(event, GlucoseReading):
-                seq = event.sequence_number
-                early = not event.backfill and not state.complete  # the report brings it too
-                if state.skipping or early or seq in self._seen or seq < state.floor:
-                    log.debug("record_passed", seq=seq, hole=state.skipping, early=early)
-                    continue
-                self._seen.add(seq)
-                state.last = seq if state.last is None else max(state.last, seq)
-                result = to_reading(
-                    event, device=self._ctx.device_id, serial=serial, received=self._ctx.now()
-                )
-                if isinstance(result, Skip):
-                    log.info("record_skipped", reason=result.reason, seq=seq)
-                    continue
-                yield result
+                reading = self._record(collector, state, event, serial)
+                if state.end:
+                    return
+                if reading is not None:
+                    yield reading
             elif isinstance(event, RecordRejected):
                 self._rejected(state, event)
             elif isinstance(event, TransferComplete):
@@ -283,27 +347,106 @@ class GlucoseSession:
                 log.info("meter_unexpected_data", characteristic=event.characteristic)
             elif isinstance(event, RecordCount):
                 state.awaiting = False
+                self._counted(collector, state, event.count)
+
+    def _counted(self, collector: GlucoseCollector, state: _State, count: int) -> None:
+        """The meter's answer to "records >= the newest stored one"."""
+        if not state.checking:
+            return
+        state.checking = False
+        if count == 0:  # the newest stored record is gone: the memory was reset
+            self._session = era_session(self._ctx.now())
+            self._log.warning("meter_memory_reset", session=self._session)
+            state.floor, state.fell_back = 0, True
+            collector.request_records(None)
+        else:
+            collector.request_records(state.floor)
+
+    def _record(
+        self, collector: GlucoseCollector, state: _State, event: GlucoseReading, serial: str
+    ) -> Reading | None:
+        """The reading of one record, or None when it is not to be yielded (now)."""
+        log, seq = self._log, event.sequence_number
+        # the report (or the one asked for again) brings it too
+        early = not event.backfill and (not state.complete or state.asking)
+        live = state.done and not event.backfill and not state.asking
+        if live and self._live_unusable(collector, state, event):
+            return None
+        if state.skipping or early or seq in self._seen or seq < state.floor:
+            log.debug("record_passed", seq=seq, hole=state.skipping, early=early)
+            return None
+        self._seen[seq] = event.time
+        state.last = seq if state.last is None else max(state.last, seq)
+        state.run = 0
+        result = to_reading(
+            event,
+            device=self._ctx.device_id,
+            serial=serial,
+            received=self._ctx.now(),
+            dated=self._clock.date,
+            session=self._session,
+        )
+        if isinstance(result, Skip):
+            log.info("record_skipped", reason=result.reason, seq=seq)
+            return None
+        return result
+
+    def _live_unusable(
+        self, collector: GlucoseCollector, state: _State, event: GlucoseReading
+    ) -> bool:
+        """A result notified outside a report once the reports ended: whether it is not to be
+        yielded now - a repeat (same number, same time); one after a gap, left to a report of
+        the records after the last one yielded, asked for at once; one numbered at or below the
+        newest with another time: the memory was reset, the session ends (`state.end`)."""
+        seq, log = event.sequence_number, self._log
+        if seq in self._seen and self._seen[seq] == event.time:
+            log.info("record_repeated", seq=seq)
+            return True
+        if seq in self._seen or (state.last is not None and seq < state.last):
+            log.warning("meter_memory_reset", seq=seq, after_seq=state.last)
+            state.end = True
+            return True
+        if state.last is not None and seq > state.last + 1:  # one came late, or not at all
+            log.info("live_gap", seq=seq, after_seq=state.last)
+            state.asking = True
+            collector.request_records(state.last + 1)
+            return True
+        return False
 
     def _rejected(self, state: _State, event: RecordRejected) -> None:
-        self._ctx.drop_packet(event.data, event.reason)
-        state.rejected = rejected_seq(event.data)
         if state.done and not state.awaiting:
             # A live result: later live ones would come before it is asked for again.
+            self._ctx.drop_packet(event.data, event.reason)
             self._log.info("meter_reconnect", reason="damaged live result", after_seq=state.last)
             state.end = True
-        else:
+            return
+        if state.skipping:
+            self._ctx.drop_packet(event.data, event.reason)  # after the hole: asked for again
+            return
+        before = state.floor - 1 if state.last is None else state.last
+        key = ("gls", before, state.run)
+        position = f"record after seq {before}" + (f" (+{state.run})" if state.run else "")
+        state.run += 1
+        if self._ctx.record_damaged(key, event.data, position=position, reason=event.reason):
             state.skipping = True  # nothing more from this report: never a reading after a hole
+            return
+        # passed over: what follows it flows (asked for past it, as its number says)
+        seq = rejected_seq(event.data)
+        state.passed = seq if seq is not None and seq > before else before + 1
+        state.skipping = True
 
     def _transfer_complete(
         self, collector: GlucoseCollector, state: _State, event: TransferComplete
     ) -> None:
         self._log.info("backfill_done", count=event.count, first_seq=event.first_sequence)
         state.complete = True
+        state.asking = False
         if state.skipping:
             state.skipping = False
             first = self._ask_from(state)
             if first is not None:
-                self._asked.add(first)
+                self._asks += 1
+                state.asking = True
                 self._log.info("backfill_retry", first_seq=first)
                 collector.request_records(first)
                 return
@@ -311,13 +454,14 @@ class GlucoseSession:
         state.done = True
 
     def _ask_from(self, state: _State) -> int | None:
-        """Where to ask again after a hole: after the last record yielded; when that was asked
-        for already, past the damaged record (it failed twice); None after `MAX_ASKS`."""
+        """Where to ask again after a hole: after the last record yielded, or past a record
+        passed over; None after `MAX_ASKS`."""
         first = state.floor if state.last is None else state.last + 1
-        if first in self._asked:
-            damaged = state.rejected
-            first = damaged + 1 if damaged is not None and damaged >= first else first + 1
-        if first in self._asked or first > 0xFFFF or len(self._asked) >= MAX_ASKS:
+        if state.passed is not None:
+            first, state.passed = max(first, state.passed + 1), None
+            state.floor = max(state.floor, first)
+        state.run = 0
+        if first > 0xFFFF or self._asks >= MAX_ASKS:
             return None
         return first
 
@@ -328,6 +472,9 @@ class GlucoseSession:
         self._log.warning(
             "meter_procedure_failed", what=label, reason=event.reason, code=event.code
         )
+        if label == "racp_count" and state.checking:  # cannot tell: ask from the newest one
+            self._counted(collector, state, 1)
+            return
         if label != "racp_report":
             return  # the Feature: optional, the transfer goes on
         if event.code in FILTER_REFUSED and not state.fell_back:
@@ -352,6 +499,9 @@ class _State:
     complete: bool = False  # the first report ended
     done: bool = False  # every report ended
     skipping: bool = False  # a record of this report was rejected: the rest is asked again
-    rejected: int | None = None  # the sequence number the last rejected packet carried
+    run: int = 0  # damaged records since the last one yielded (in this report)
+    passed: int | None = None  # the sequence number of a damaged record passed over
+    asking: bool = False  # records were asked for again: live ones are left to that report
+    checking: bool = False  # asked whether the meter still holds the newest stored record
     fell_back: bool = False  # asked for all records after "records >= n" was refused
     end: bool = False  # the session is over

@@ -23,7 +23,9 @@ from typing import Literal
 from drivers.simulator.clock import SimClock, from_us
 from drivers.simulator.physiology import Sample, sample, stable_int
 
-LinkEvent = Literal["drop", "miss"]
+#: What happens to a live notification besides arriving: the link drops, it is lost, it arrives
+#: damaged, it arrives again after the next one ("twice"), or only after it ("late").
+LinkEvent = Literal["drop", "miss", "corrupt", "twice", "late"]
 
 _US = 1_000_000
 _DAY_US = 86_400 * _US
@@ -161,7 +163,7 @@ class SimulatedSensor:
         self.dropout_readings = dropout_readings
         self.missed_rate = missed_rate
         self._down_until_us: int | None = None
-        self._forced: list[LinkEvent] = []
+        self._forced: list[LinkEvent | None] = []
 
     # -- memory ------------------------------------------------------------------------------
 
@@ -229,3 +231,7 @@ class SimulatedSensor:
     def force_miss(self) -> None:
         """Test hook: the next live notification is lost (the record stays in memory)."""
         self._forced.append("miss")
+
+    def force(self, *events: LinkEvent | None) -> None:
+        """Test hook: what happens to the next live notifications, in order (None: arrives)."""
+        self._forced.extend(events)

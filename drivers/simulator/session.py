@@ -17,7 +17,14 @@ from typing import Self
 
 from drivers.simulator.clock import SimClock, from_us, to_us
 from drivers.simulator.physiology import stable_int
-from drivers.simulator.sensor import Grid, Record, SimulatedSensor, sensor_serial, session_id
+from drivers.simulator.sensor import (
+    Grid,
+    LinkEvent,
+    Record,
+    SimulatedSensor,
+    sensor_serial,
+    session_id,
+)
 from gatewayd.driver import DeviceContext
 from gatewayd.errors import DeviceNotFound, LinkLost
 from gatewayd.models import DeviceIdentity, Direction, Reading
@@ -209,6 +216,29 @@ class SimulatorSession:
                 return
             after = newest
 
+    def _arrives(
+        self, sensor: SimulatedSensor, record: Record, event: LinkEvent | None, again: list[Record]
+    ) -> bool:
+        """Whether the live notification of `record` arrives now (`event`: what happens to
+        it; `again` collects those that arrive after the next one)."""
+        log = self._ctx.log
+        if event == "drop":
+            sensor.drop_link(record.time_us)
+            log.warning(
+                "link_lost", session=record.session, seq=record.seq, until=_iso(sensor.down_until)
+            )
+            raise LinkLost("simulated link loss", device=self._ctx.device_id)
+        if event == "miss":
+            log.info("notification_missed", session=record.session, seq=record.seq)
+            return False
+        if event == "corrupt":  # a damaged notification: the record is fetched from memory
+            self._ctx.drop_packet(record.seq.to_bytes(4, "little"), "simulated_damage")
+            return False
+        if event == "late":  # it comes after the next one (fetched in order before that)
+            again.append(record)
+            return False
+        return True
+
     async def readings(self) -> AsyncIterator[Reading]:
         """Backfill everything after the resume point, then live records until the link drops."""
         sensor = self._sensor
@@ -225,6 +255,7 @@ class SimulatorSession:
             log.info("backfill_done", count=count, until=from_us(after))
         delivered = after  # the newest record the consumer has (or where it started)
         current = sensor.grid.active_session(after)
+        again: list[Record] = []  # notifications that arrive again, or late
         while True:
             record = sensor.next_record(after)
             if current is not None and record.session_index != current:
@@ -235,20 +266,19 @@ class SimulatorSession:
             await sensor.clock.sleep_until(record.time_us)
             after = record.time_us
             event = sensor.link_event(record)
-            if event == "drop":
-                sensor.drop_link(record.time_us)
-                log.warning(
-                    "link_lost",
-                    session=record.session,
-                    seq=record.seq,
-                    until=_iso(sensor.down_until),
-                )
-                raise LinkLost("simulated link loss", device=self._ctx.device_id)
-            if event == "miss":
-                log.info("notification_missed", session=record.session, seq=record.seq)
+            if not self._arrives(sensor, record, event, again):
                 continue
             # A gap before this record (a lost notification): fetch it from memory first.
             for missed in sensor.records(delivered, record.time_us - 1):
                 yield self._reading(missed, backfilled=True)
             yield self._reading(record, backfilled=False)
             delivered = record.time_us
+            if event == "twice":
+                again.append(record)
+            for notified in again:  # arriving now: one already delivered (or passed) is stale
+                if notified.time_us <= delivered:
+                    log.info("notification_stale", session=notified.session, seq=notified.seq)
+                else:
+                    yield self._reading(notified, backfilled=False)
+                    delivered = notified.time_us
+            again.clear()

@@ -105,3 +105,29 @@ def test_a_reset_seen_before_any_record_after_it_switches_the_session_at_once() 
     # Its first record, stamped 290 (a system time the hub may well have seen before).
     out = poll(line, 300, later + 290 * SECOND, records(0, NOW - 300, NOW, 290))
     assert out == [(f"{SESSION}-202611201200", later + 280 * SECOND)]
+
+
+def test_a_clock_reset_twice_in_a_minute_gives_each_era_its_own_session() -> None:
+    line = Timeline(backfill=timedelta(hours=1))
+    poll(line, NOW, HUB, records(0, NOW - 300, NOW))
+    # reset to the epoch at 12:00:00 by the hub's clock; a record stamped 15
+    assert poll(line, 10, HUB + 10 * SECOND, records(0, NOW - 300, NOW)) == []
+    era = f"{SESSION}-202611201200"
+    assert poll(line, 20, HUB + 20 * SECOND, records(0, NOW - 300, NOW, 15)) == [
+        (era, HUB + 15 * SECOND)
+    ]
+    # set right (a jump ahead: the same session), then reset again at 12:00:40
+    stored = records(0, NOW - 300, NOW, 15, NOW + 25)
+    assert poll(line, NOW + 30, HUB + 30 * SECOND, stored) == [(era, HUB + 25 * SECOND)]
+    assert poll(line, 10, HUB + 50 * SECOND, [*stored, *records(4, 5)]) == [
+        (f"{era}-2", HUB + 45 * SECOND)  # the epoch's minute again: not the same session
+    ]
+
+
+def test_a_record_stored_late_in_a_poll_goes_out_in_time_order() -> None:
+    line = Timeline(
+        newest=NOW - 300, newest_time=HUB - 300 * SECOND, offset=0.0, backfill=timedelta(hours=1)
+    )
+    # stamped NOW, but stored after the record stamped NOW + 300
+    out = poll(line, NOW + 300, HUB + 300 * SECOND, records(50, NOW - 300, NOW + 300, NOW))
+    assert out == [(SESSION, HUB), (SESSION, HUB + 300 * SECOND)]

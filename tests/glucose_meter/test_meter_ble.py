@@ -20,6 +20,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from drivers.glucose import GlucoseOptions, plugin
+from drivers.glucose.clock import UNVERIFIED
 from drivers.glucose.convert import SESSION
 from drivers.glucose.emulator import SERIAL, GlucoseMeterEmulator, make_record, sample_records
 from gatewayd.driver import DeviceContext, ResumePoint
@@ -29,7 +30,7 @@ from gatewayd.transport.ble import BleConfig
 from gatewayd.transport.bumble_backend import bumble_session
 from gatewayd.transport.bumble_link import PERIPHERAL_ADDRESS, InProcessLink, in_process_link
 from protocols import glucose as gls
-from protocols.racp import RacpOperator, RacpResponseCode, parse_racp
+from protocols.racp import RacpOpCode, RacpOperator, RacpResponseCode, parse_racp
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -101,10 +102,12 @@ async def start_meter(link: InProcessLink, **kwargs: object) -> GlucoseMeterEmul
 
 
 def report_requests(meter: GlucoseMeterEmulator) -> list[tuple[RacpOperator, tuple[object, ...]]]:
+    """The report requests (not the "number of records >= the newest stored" checks)."""
     out = []
     for data in meter.requests:
         command = parse_racp(data)
-        out.append((command.operator, command.values))  # type: ignore[union-attr]
+        if command.opcode == RacpOpCode.REPORT_STORED_RECORDS:  # type: ignore[union-attr]
+            out.append((command.operator, command.values))  # type: ignore[union-attr]
     return out
 
 
@@ -166,9 +169,10 @@ async def test_context_is_paired_by_sequence_number_into_status(link: InProcessL
     meter.add_measurement(180, when=NOW - timedelta(minutes=5), context=context)
     meter.add_measurement(95, when=NOW)
     got = await Hub().connect()
+    # no Current Time Service: the meter's calendar, as it is
     assert [r.status for r in got] == [
-        ("meal_postprandial", "tester_self", "health_under_stress"),
-        (),
+        ("meal_postprandial", "tester_self", "health_under_stress", UNVERIFIED),
+        (UNVERIFIED,),
     ]
     assert [r.glucose_mgdl for r in got] == [180.0, 95.0]
 
@@ -215,25 +219,22 @@ async def test_after_a_corrupted_record_nothing_later_is_yielded_before_it(
 
 async def test_a_record_corrupted_for_good_is_passed_over(link: InProcessLink) -> None:
     meter = await start_meter(link)
-    meter.corrupt(7, times=2)
+    meter.damaged.add(7)
     hub = Hub()
     got = await hub.connect()
     assert [r.seq for r in got] == [1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12]
-    assert hub.dropped == Counter({"malformed": 2})  # the first try and the one retry
-    assert [v for op, v in report_requests(meter)] == [(), (7,), (8,)]
+    assert hub.dropped == Counter({"malformed": 3})  # the first try and the two retries
+    assert [v for op, v in report_requests(meter)] == [(), (7,), (7,), (8,)]
     assert hub.seqs() == sorted(hub.seqs())
 
 
 async def test_a_damaged_last_record_is_asked_for_again(link: InProcessLink) -> None:
     meter = await start_meter(link)
-    meter.corrupt(12, times=2)  # the last one: passed over after two tries
+    meter.corrupt(12, times=2)  # the last one: intact on the second retry
     hub = Hub()
     got = await hub.connect()
-    assert [r.seq for r in got] == list(range(1, 12))
-    assert [v for op, v in report_requests(meter)] == [(), (12,), (13,)]
-    # the next connection asks from the newest stored one: seq 12 again (now intact)
-    got = await hub.connect()
-    assert [r.seq for r in got] == [12]
+    assert [r.seq for r in got] == list(range(1, 13))
+    assert [v for op, v in report_requests(meter)] == [(), (12,), (12,)]
 
 
 async def test_meter_time_is_read_in_the_configured_zone(link: InProcessLink) -> None:

@@ -16,6 +16,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,37 @@ async def test_readings_reach_mqtt_across_link_drops_without_gaps_or_duplicates(
     assert sample_high["glucose_mgdl"] is None
     with_context = published[0]  # seq 1 of the sample memory: preprandial, by the person
     assert with_context["status"][:2] == ["meal_preprandial", "tester_self"]
+
+
+async def test_a_meter_calendar_an_hour_ahead_is_anchored_and_a_damaged_record_passed_over(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    hub = f"hub-{uuid.uuid4().hex[:10]}"
+    settings = ("records=12", "close_after=0.2", "current_time=true", "clock=3600", "damaged=5")
+    async with (
+        meter_process(*settings) as meter,
+        Subscriber(broker, [f"gatewayd/{hub}/+/reading"]) as sub,
+    ):
+        started = datetime.now(UTC)
+        gateway = daemon(tmp_path, broker, hub, meter.hci)
+        async with running(gateway):
+            await sub.wait_for(lambda m: len(readings(m)) >= 11, timeout=30)
+            assert await meter.do("add 150") == "ok 13"
+            await sub.wait_for(lambda m: len(readings(m)) >= 12, timeout=30)
+            offset = gateway.supervisor.devices[0].findings.clock_offset_s
+        published = readings(sub.messages)
+
+    # seq 5 stays damaged: asked for again twice, then passed over; the rest flows in order
+    assert [p["seq"] for p in published] == [1, 2, 3, 4, *range(6, 14)]
+    # the meter's calendar reads an hour ahead: measured, and every record dated by the hub
+    assert offset is not None
+    assert abs(offset - 3600) <= 2
+    newest_sample = datetime.fromisoformat(published[10]["time"])  # seq 12: taken at start
+    assert abs(newest_sample - started) < timedelta(seconds=60)
+    assert abs(datetime.fromisoformat(published[-1]["time"]) - datetime.now(UTC)) < timedelta(
+        seconds=60
+    )
+    assert not [p for p in published if "device_clock_unverified" in p["status"]]
 
 
 async def test_the_meter_process_obeys_signals_and_stops_on_sigterm() -> None:

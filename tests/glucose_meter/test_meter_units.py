@@ -9,16 +9,19 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from drivers.glucose import plugin
+from drivers.glucose.clock import MeterClock
 from drivers.glucose.convert import SESSION, Skip, status_names, to_reading
 from drivers.glucose.emulator import make_record
 from drivers.glucose.options import GlucoseOptions, hub_zone, parse_options, zone
 from drivers.glucose.serve import MeterSettings, parse_meter_options
-from drivers.glucose.session import GlucoseSession, _State, rejected_seq
+from drivers.glucose.session import MAX_ASKS, GlucoseSession, _State, rejected_seq
 from gatewayd.errors import ConfigError
 from gatewayd.models import Reading
 from gatewayd.options import OptionReader
 from protocols import glucose as gls
+from protocols.errors import ProtocolError
 from protocols.gatt import DateTime, SampleLocation, SampleType
+from protocols.glucose_clock import AdjustReason, CurrentTime
 from protocols.glucose_session import GlucoseReading
 from protocols.sfloat import SFloat, SFloatSpecial
 
@@ -125,7 +128,7 @@ def test_the_spec_vector_becomes_a_reading() -> None:
     assert (reading.seq, reading.glucose_mgdl, reading.out_of_range) == (7, 106.0, None)
     assert reading.time == datetime(2024, 5, 2, 7, 30, tzinfo=UTC)
     assert (reading.serial, reading.session, reading.driver) == ("SN1", SESSION, "glucose")
-    assert reading.status == ()
+    assert reading.status == ("device_clock_unverified",)  # no hub anchor given: as it is
     assert reading.backfilled
     same = to_reading(event(m), device="meter", serial="SN1", received=RECEIVED + timedelta(1))
     assert isinstance(same, Reading)
@@ -187,6 +190,7 @@ def test_status_bits_and_context_become_status_names() -> None:
         "time_fault",
         "meal_bedtime",
         "tester_health_care_professional",
+        "device_clock_unverified",
     )
 
 
@@ -250,16 +254,14 @@ def test_the_seq_a_rejected_packet_carries() -> None:
 
 def test_where_to_ask_again() -> None:
     session = GlucoseSession.__new__(GlucoseSession)  # only the bookkeeping
-    session._asked = set()
-    state = _State(last=6, rejected=7)
-    assert session._ask_from(state) == 7  # after the last one yielded
-    session._asked.add(7)
-    assert session._ask_from(state) == 8  # it failed twice: past the damaged one
-    session._asked.add(8)
-    assert session._ask_from(_State(last=6, rejected=None)) is None  # 7 and 8 asked already
+    session._asks = 0
+    assert session._ask_from(_State(last=6)) == 7  # after the last one yielded
+    state = _State(last=6, passed=7)
+    assert session._ask_from(state) == 8  # past the damaged one passed over
+    assert (state.passed, state.floor) == (None, 8)
     assert session._ask_from(_State(last=None)) == 0  # nothing yielded yet: all
-    session._asked.update({20, 30})
-    assert session._ask_from(_State(last=40)) is None  # MAX_ASKS
+    session._asks = MAX_ASKS
+    assert session._ask_from(_State(last=40)) is None
 
 
 # -- the emulator process's options ----------------------------------------------------------
@@ -296,3 +298,67 @@ def test_meter_settings() -> None:
 
 def test_parse_options_is_the_plugins() -> None:
     assert plugin.parse_options is parse_options
+
+
+def test_meter_fault_settings() -> None:
+    parsed = meter_settings(current_time=True, clock=-3600, clock_reset=True, drop_after=8)
+    assert (parsed.current_time, parsed.clock, parsed.clock_reset, parsed.drop_after) == (
+        True,
+        -3600.0,
+        True,
+        8,
+    )
+    assert meter_settings(damaged="1, 10,20").damaged == {1, 10, 20}
+    assert meter_settings(damaged=7).damaged == {7}  # one number comes as a number
+    for bad, message in (
+        ({"damaged": "1,x"}, "damaged: not comma-separated"),
+        ({"damaged": "70000"}, "damaged: sequence numbers are 0..65535"),
+        ({"drop_after": -1}, "drop_after: must be >= 0"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            meter_settings(**bad)
+
+
+# -- the meter's clock ---------------------------------------------------------------------------
+
+HUB = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+
+
+def test_current_time_round_trips_on_a_known_vector() -> None:
+    # 2026-11-20 13:00:05, Friday, 128/256 s, manual time update
+    data = bytes.fromhex("ea07 0b 14 0d 00 05 05 80 01")
+    value = CurrentTime.parse(data)
+    assert value.build() == data
+    assert value.adjust_reason == AdjustReason.MANUAL_TIME_UPDATE
+    assert value.to_datetime(UTC) == datetime(2026, 11, 20, 13, 0, 5, 500000, tzinfo=UTC)
+    assert CurrentTime.from_datetime(value.to_datetime(UTC) or HUB, value.adjust_reason) == value
+    with pytest.raises(ProtocolError):
+        CurrentTime.parse(data[:-1])
+    assert CurrentTime.parse(bytes(10)).to_datetime(UTC) is None  # date not known
+
+
+def test_records_are_dated_on_the_hub_clock_through_the_meter_offset() -> None:
+    clock = MeterClock()
+    assert clock.measure(HUB + timedelta(hours=1, seconds=0.4), HUB) == 3600.0  # whole seconds
+    when, anchored = clock.date(HUB + timedelta(minutes=50), HUB)
+    assert (when, anchored) == (HUB - timedelta(minutes=10), True)
+    # jitter below STEADY keeps the offset: records a second apart keep their order
+    assert clock.measure(HUB + timedelta(hours=1, seconds=1.6), HUB) == 3600.0
+
+
+def test_a_record_stamped_before_the_calendar_was_set_keeps_the_offset_before() -> None:
+    # the calendar ran an hour ahead on the last connection; it was set right since
+    clock = MeterClock(previous=3600.0, floor=HUB - timedelta(minutes=30))
+    clock.measure(HUB, HUB)
+    # stamped by the old calendar 10 minutes ago: the new offset would date it in the future
+    assert clock.date(HUB + timedelta(minutes=50), HUB) == (HUB - timedelta(minutes=10), True)
+    # stamped by the new calendar
+    assert clock.date(HUB - timedelta(minutes=5), HUB) == (HUB - timedelta(minutes=5), True)
+
+
+def test_a_record_no_offset_explains_keeps_the_meter_calendar_unverified() -> None:
+    clock = MeterClock()  # first contact after a reset to the epoch: the calendar reads 2000
+    clock.measure(datetime(2000, 1, 1, 0, 10, tzinfo=UTC), HUB)
+    stamped = HUB - timedelta(days=1)  # stored before the reset: ahead of the meter's now
+    assert clock.date(stamped, HUB) == (stamped, False)
+    assert MeterClock().date(stamped, HUB) == (stamped, False)  # no Current Time at all

@@ -1,0 +1,92 @@
+"""The meter's clock: Current Time Service (CTS, 0x1805) Current Time (0x2A2B), pure codec.
+
+A glucose record carries the meter's calendar (Base Time + Time Offset), never a time the hub
+can trust by itself. A meter that also serves CTS says what its calendar reads now, so the hub
+can anchor every record to its own clock: ``time = hub_now - (meter_now - record_time)``.
+
+Current Time (CTS 1.1 §3.1, "Exact Time 256" + Adjust Reason), 10 bytes, little endian:
+Date Time (year u16, month, day, hours, minutes, seconds), Day of Week (1 = Monday .. 7, 0 =
+unknown), Fractions256 (1/256 s), Adjust Reason (bit 0 manual time update, bit 1 external
+reference time update, bit 2 change of time zone, bit 3 change of DST). The characteristic is
+readable and notifiable: a meter notifies it when its clock is set (by the user: bit 0).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from datetime import datetime, timedelta, tzinfo
+from enum import IntFlag
+
+from protocols.errors import ProtocolError
+from protocols.gatt import DateTime
+
+__all__ = [
+    "CURRENT_TIME",
+    "CURRENT_TIME_SERVICE",
+    "AdjustReason",
+    "CurrentTime",
+]
+
+CURRENT_TIME_SERVICE = "00001805-0000-1000-8000-00805f9b34fb"
+CURRENT_TIME = "00002a2b-0000-1000-8000-00805f9b34fb"
+
+_FORMAT = struct.Struct("<HBBBBBBBB")
+
+
+class AdjustReason(IntFlag):
+    """Why the clock was last set (CTS Adjust Reason)."""
+
+    NONE = 0x00
+    MANUAL_TIME_UPDATE = 0x01
+    EXTERNAL_REFERENCE_TIME_UPDATE = 0x02
+    CHANGE_OF_TIME_ZONE = 0x04
+    CHANGE_OF_DST = 0x08
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentTime:
+    """One Current Time value."""
+
+    time: DateTime
+    day_of_week: int = 0
+    fractions256: int = 0
+    adjust_reason: AdjustReason = AdjustReason.NONE
+
+    @classmethod
+    def parse(cls, data: bytes) -> CurrentTime:
+        """Decode a read or notified value (`ProtocolError` when it is not 10 bytes)."""
+        if len(data) != _FORMAT.size:
+            raise ProtocolError(f"current time: {len(data)} bytes, not 10", bytes(data))
+        year, month, day, hours, minutes, seconds, weekday, fractions, reason = _FORMAT.unpack(data)
+        return cls(
+            DateTime(year, month, day, hours, minutes, seconds),
+            weekday,
+            fractions,
+            AdjustReason(reason & 0x0F),
+        )
+
+    def build(self) -> bytes:
+        """The 10 bytes of this value."""
+        t = self.time
+        return _FORMAT.pack(
+            t.year, t.month, t.day, t.hours, t.minutes, t.seconds,
+            self.day_of_week, self.fractions256, int(self.adjust_reason),
+        )  # fmt: skip
+
+    @classmethod
+    def from_datetime(cls, when: datetime, reason: AdjustReason = AdjustReason.NONE) -> CurrentTime:
+        """`when` as it reads on its own clock (its tzinfo is dropped)."""
+        return cls(
+            DateTime.from_datetime(when),
+            when.isoweekday(),
+            when.microsecond * 256 // 1_000_000,
+            reason,
+        )
+
+    def to_datetime(self, tz: tzinfo) -> datetime | None:
+        """The meter's now, read in `tz`; None when the date is unknown or invalid."""
+        when = self.time.to_datetime(tz)
+        if when is None:
+            return None
+        return when + timedelta(seconds=self.fractions256 / 256)
