@@ -157,3 +157,46 @@ def ratio_text(figure: dict[str, Any]) -> str:
 def wall_cpu_text(wall: dict[str, Any], cpu: dict[str, Any]) -> str:
     """A wall-time ratio with its CPU-time ratio beside it (two `paired()` figures)."""
     return f"{ratio_text(wall)}   CPU time {ratio_text(cpu)}"
+
+
+class BenchSubscriber:
+    """A paho subscriber thread of the bench process on the test broker, subscribed (SUBACK
+    received) when the constructor returns; subclasses take each message in `on_message`, which
+    runs on paho's thread (guard shared state with `self.lock`).
+    """
+
+    def __init__(self, broker: Any, client_id: str, filters: list[tuple[str, int]]) -> None:
+        import threading
+
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.lock = threading.Lock()
+        self._filters = filters
+        ready = threading.Event()
+        self._client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv311
+        )
+        self._client.username_pw_set(broker.username, broker.password)
+        self._client.on_connect = self._on_connect
+        self._client.on_subscribe = lambda *_: ready.set()
+        self._client.on_message = lambda _client, _userdata, msg: self.on_message(msg)
+        self._client.connect("127.0.0.1", broker.port)
+        self._client.loop_start()
+        if not ready.wait(10.0):
+            raise RuntimeError(f"{client_id} did not subscribe")
+
+    def _on_connect(
+        self, client: Any, _userdata: Any, _flags: Any, reason: Any, _props: Any
+    ) -> None:
+        if not reason.is_failure:
+            client.subscribe(self._filters)
+
+    def on_message(self, msg: Any) -> None:
+        """One message (paho's thread)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Disconnect."""
+        self._client.disconnect()
+        self._client.loop_stop()

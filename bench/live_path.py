@@ -30,7 +30,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -38,12 +37,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
-
 from _common import (
+    BenchSubscriber,
     cpu_seconds,
     daemon_config,
     paired,
@@ -103,56 +98,30 @@ asyncio.run(main())
 """
 
 
-class Listener:
-    """A paho subscriber thread: per hub, the readings' arrival minus their `received` time."""
+class Listener(BenchSubscriber):
+    """Per hub, the readings' arrival minus their `received` time (wall clock)."""
 
     def __init__(self, broker: Mosquitto) -> None:
         self.latencies: dict[str, list[tuple[float, float]]] = defaultdict(list)
-        self._lock = threading.Lock()
-        self._ready = threading.Event()
-        self._client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id="bench-live", protocol=paho.MQTTv311
-        )
-        self._client.username_pw_set(broker.username, broker.password)
-        self._client.on_connect = self._on_connect
-        self._client.on_subscribe = lambda *_: self._ready.set()
-        self._client.on_message = self._on_message
-        self._client.connect("127.0.0.1", broker.port)
-        self._client.loop_start()
-        if not self._ready.wait(10.0):
-            raise RuntimeError("the listener did not subscribe")
+        filters = [("gatewayd/+/+/reading", 1), ("bare/+/+/reading", 1)]
+        super().__init__(broker, "bench-live", filters)
 
-    def _on_connect(
-        self,
-        client: paho.Client,
-        _userdata: Any,
-        _flags: paho.ConnectFlags,
-        reason: ReasonCode,
-        _props: Properties | None,
-    ) -> None:
-        if not reason.is_failure:
-            client.subscribe([("gatewayd/+/+/reading", 1), ("bare/+/+/reading", 1)])
-
-    def _on_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
+    def on_message(self, msg: Any) -> None:
+        """Note one reading's latency."""
         arrived = time.time()
         received = datetime.fromisoformat(json.loads(msg.payload)["received"]).timestamp()
-        with self._lock:
+        with self.lock:
             self.latencies[msg.topic.split("/")[1]].append((arrived, arrived - received))
 
     def count(self, hub: str) -> int:
         """Readings of `hub` so far."""
-        with self._lock:
+        with self.lock:
             return len(self.latencies[hub])
 
     def window(self, hub: str, start: float, end: float) -> list[float]:
         """Latencies (s) of `hub`'s readings that arrived within [start, end) (wall clock)."""
-        with self._lock:
+        with self.lock:
             return [lat for at, lat in self.latencies[hub] if start <= at < end]
-
-    def close(self) -> None:
-        """Disconnect."""
-        self._client.disconnect()
-        self._client.loop_stop()
 
 
 def write_bytes(pid: int) -> int:

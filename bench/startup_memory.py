@@ -45,12 +45,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
-
 from _common import (
+    BenchSubscriber,
     cpu_seconds,
     daemon_config,
     paired,
@@ -103,73 +99,37 @@ SIMULATOR_OPTIONS: dict[str, Any] = {
 # -- the subscriber (a paho thread in this process, connected before any spawn) ----------------
 
 
-class Watcher:
+class Watcher(BenchSubscriber):
     """Counts `<root>/<hub>/+/reading` messages per hub and notes when each hub's first came."""
 
     def __init__(self, broker: Mosquitto) -> None:
         self.first: dict[str, float] = {}
         self.counts: Counter[str] = Counter()
-        self._lock = threading.Lock()
-        self._arrived = threading.Condition(self._lock)
-        self._ready = threading.Event()
-        self._client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id="bench-watcher", protocol=paho.MQTTv311
-        )
-        self._client.username_pw_set(broker.username, broker.password)
-        self._client.on_connect = self._on_connect
-        self._client.on_subscribe = self._on_subscribe
-        self._client.on_message = self._on_message
-        self._client.connect("127.0.0.1", broker.port)
-        self._client.loop_start()
-        if not self._ready.wait(10.0):
-            raise RuntimeError("the watcher did not subscribe")
+        #: Guards the counts; notified on each hub's first reading.
+        self.arrived = threading.Condition()
+        super().__init__(broker, "bench-watcher", [(f"{ROOT}/+/+/reading", 1)])
 
-    def _on_connect(
-        self,
-        client: paho.Client,
-        _userdata: Any,
-        _flags: paho.ConnectFlags,
-        reason: ReasonCode,
-        _props: Properties | None,
-    ) -> None:
-        if not reason.is_failure:
-            client.subscribe(f"{ROOT}/+/+/reading", qos=1)
-
-    def _on_subscribe(
-        self,
-        _client: paho.Client,
-        _userdata: Any,
-        _mid: int,
-        _reasons: list[ReasonCode],
-        _props: Properties | None,
-    ) -> None:
-        self._ready.set()
-
-    def _on_message(self, _client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
+    def on_message(self, msg: Any) -> None:
+        """Count one reading."""
         now = time.monotonic()
         hub = msg.topic.split("/")[1]
-        with self._lock:
+        with self.arrived:
             self.counts[hub] += 1
             if hub not in self.first:
                 self.first[hub] = now
-                self._arrived.notify_all()
+                self.arrived.notify_all()
 
     def wait_first(self, hub: str, process: subprocess.Popen[bytes], log: Path) -> float:
         """Monotonic time of `hub`'s first reading; fails if the process exits or it times out."""
         deadline = time.monotonic() + FIRST_PUBLISH_TIMEOUT_S
-        with self._lock:
+        with self.arrived:
             while hub not in self.first:
                 if process.poll() is not None:
                     raise RuntimeError(f"{hub}: exited with {process.returncode}\n{_tail(log)}")
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{hub}: no reading in {FIRST_PUBLISH_TIMEOUT_S} s")
-                self._arrived.wait(0.05)
+                self.arrived.wait(0.05)
             return self.first[hub]
-
-    def close(self) -> None:
-        """Disconnect."""
-        self._client.disconnect()
-        self._client.loop_stop()
 
 
 def _tail(log: Path, lines: int = 15) -> str:

@@ -109,6 +109,7 @@ from protocols.glucose import (
     build_feature,
     parse_feature,
 )
+from protocols.glucose_clock import CurrentTime
 from protocols.glucose_session import GlucoseCollector
 from protocols.racp import (
     RacpNumberOfRecords,
@@ -681,6 +682,14 @@ def exact(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
         return value
 
     return run
+
+
+def _current_time(data: bytes) -> Any:
+    """CTS Current Time: round trip, and a date read in UTC is a datetime or None."""
+    value = round_trip(CurrentTime.parse, CurrentTime.build)(data)
+    when = value.to_datetime(UTC)
+    expect(when is None or when.tzinfo is not None, f"{value!r} read as a naive datetime")
+    return value
 
 
 def _decode_records(order: StatusOctetOrder) -> Callable[[bytes], Any]:
@@ -1502,6 +1511,12 @@ def _targets() -> dict[str, Target]:
         "glucose_context",
         GLS_CONTEXT_GEN,
         round_trip(GlucoseContext.parse, GlucoseContext.build),
+    )
+    add(
+        "glucose_clock.CurrentTime",
+        "glucose_clock",
+        byte_gen(hexes("ea07 0c 03 08 14 1e 04 80 01", "0000 00 00 00 00 00 00 00 00"), max_len=12),
+        _current_time,
     )
     add(
         "glucose_session.GlucoseCollector",
