@@ -530,7 +530,9 @@ async def test_listeners_hear_each_new_reading_once_and_a_failing_one_is_contain
     supervisor.listeners.extend([broken, lambda r: heard.append(r.seq)])
     with capture_logs() as logs:
         async with supervising(supervisor):
-            await wait_until(lambda: dev.received == 3, what="all three received")
+            await wait_until(
+                lambda: dev.received == 3 and dev.stored == 2, what="all three received, stored"
+            )
     assert heard == [0, 1]
     assert sum(e["event"] == "reading_listener_failed" for e in logs) == 2
     assert state_of(dev) is LinkState.CONNECTED
