@@ -40,6 +40,7 @@ from bleak.exc import BleakError
 
 from gatewayd.errors import DeviceError, DeviceNotFound
 from gatewayd.options import OptionReader
+from gatewayd.transport.ble_errors import ble_error
 
 __all__ = [
     "BUMBLE_MISSING",
@@ -215,8 +216,6 @@ async def establish(
             f"{label}: no connection within {timeout} s", device=device.address
         ) from exc
     except BleakError as exc:
-        from gatewayd.transport.gatt import ble_error  # it builds on this module
-
         what = f"{label}: cannot connect"
         raise ble_error(exc, what, device=device.address, phase="connect") from exc
     return client
