@@ -471,13 +471,29 @@ def assert_contract(kit: DriverKit, gateway: KitGateway, plugin: DriverPlugin[An
         _expect(not again, f"{len(again)} readings yielded twice")
 
 
+@contextlib.asynccontextmanager
+async def _warm_gateway(
+    kit: DriverKit, plugin: DriverPlugin[Any], target: Target
+) -> AsyncIterator[KitGateway]:
+    """A gateway on the running emulator, once `readings_before` readings are stored."""
+    async with run_gateway(plugin, target, device_id=kit.device_id) as gateway:
+        await kit.make_readings(kit.readings_before)
+        await gateway.wait_for(kit.readings_before, kit.timeout, live=kit.live)
+        yield gateway
+
+
+async def _more_readings(kit: DriverKit, gateway: KitGateway) -> None:
+    """Have the device make `readings_after` more readings and wait until they are stored."""
+    await kit.make_readings(kit.readings_after)
+    after = gateway.count(live=kit.live) + kit.readings_after
+    await gateway.wait_for(after, kit.timeout, live=kit.live)
+
+
 async def check_readings_arrive(kit: DriverKit) -> None:
     """Readings flow into the store, complete and well formed."""
     plugin = kit.make_plugin()
     async with asyncio.timeout(kit.timeout), kit.start_emulator() as target:
-        async with run_gateway(plugin, target, device_id=kit.device_id) as gateway:
-            await kit.make_readings(kit.readings_before)
-            await gateway.wait_for(kit.readings_before, kit.timeout, live=kit.live)
+        async with _warm_gateway(kit, plugin, target) as gateway:
             state = gateway.device.status.state if gateway.device.status else None
             _expect(state == LinkState.CONNECTED, f"device {state}, not connected")
         assert_contract(kit, gateway, plugin)
@@ -487,17 +503,13 @@ async def check_backfill_after_link_drop(kit: DriverKit) -> None:
     """Forced link drops: the driver reconnects and the gap is backfilled."""
     plugin = kit.make_plugin()
     async with asyncio.timeout(kit.timeout), kit.start_emulator() as target:
-        async with run_gateway(plugin, target, device_id=kit.device_id) as gateway:
-            await kit.make_readings(kit.readings_before)
-            await gateway.wait_for(kit.readings_before, kit.timeout, live=kit.live)
+        async with _warm_gateway(kit, plugin, target) as gateway:
             first_drop = len(gateway.stored)
             for _ in range(kit.drops):
                 opened = gateway.opened
                 await kit.force_link_drop()
                 await gateway.wait_for_session(opened, kit.timeout)
-                await kit.make_readings(kit.readings_after)
-                after = gateway.count(live=kit.live) + kit.readings_after
-                await gateway.wait_for(after, kit.timeout, live=kit.live)
+                await _more_readings(kit, gateway)
         assert_contract(kit, gateway, plugin)
         if kit.backfills_after_drop:
             _expect(any(r.backfilled for r in gateway.stored[first_drop:]), "nothing backfilled")
@@ -507,9 +519,7 @@ async def check_corrupt_packet_survived(kit: DriverKit) -> None:
     """A damaged packet is dropped and counted; the session goes on; nothing is missing."""
     plugin = kit.make_plugin()
     async with asyncio.timeout(kit.timeout), kit.start_emulator() as target:
-        async with run_gateway(plugin, target, device_id=kit.device_id) as gateway:
-            await kit.make_readings(kit.readings_before)
-            await gateway.wait_for(kit.readings_before, kit.timeout, live=kit.live)
+        async with _warm_gateway(kit, plugin, target) as gateway:
             dropped = gateway.device.dropped
             before = sum(dropped.values())
             await kit.corrupt_next()
@@ -526,9 +536,8 @@ async def check_clean_shutdown(kit: DriverKit) -> None:
     """Stopping the gateway closes every session and the device's link."""
     plugin = kit.make_plugin()
     async with asyncio.timeout(kit.timeout), kit.start_emulator() as target:
-        async with run_gateway(plugin, target, device_id=kit.device_id) as gateway:
-            await kit.make_readings(kit.readings_before)
-            await gateway.wait_for(kit.readings_before, kit.timeout, live=kit.live)
+        async with _warm_gateway(kit, plugin, target) as gateway:
+            pass  # the gateway stops here, with readings stored
         _expect(gateway.opened >= 1, "no session was opened")
         _expect(gateway.closed == gateway.opened, "a session was not closed")
         state = gateway.device.status.state if gateway.device.status else None
@@ -596,9 +605,7 @@ async def _drop_and_resume(kit: DriverKit, gateway: KitGateway) -> None:
     opened = gateway.opened
     await kit.force_link_drop()
     await gateway.wait_for_session(opened, kit.timeout)
-    await kit.make_readings(kit.readings_after)
-    after = gateway.count(live=kit.live) + kit.readings_after
-    await gateway.wait_for(after, kit.timeout, live=kit.live)
+    await _more_readings(kit, gateway)
 
 
 async def check_records_damaged_in_memory(kit: DriverKit) -> None:
@@ -611,9 +618,7 @@ async def check_records_damaged_in_memory(kit: DriverKit) -> None:
             await gateway.wait_until(
                 lambda: findings.unreadable >= len(damaged), "the damaged records", kit.timeout
             )
-            await kit.make_readings(kit.readings_after)
-            after = gateway.count(live=kit.live) + kit.readings_after
-            await gateway.wait_for(after, kit.timeout, live=kit.live)
+            await _more_readings(kit, gateway)
         assert_contract(kit, gateway, plugin)
         stored = set(gateway.keys())
         _expect(not damaged & stored, f"damaged records stored: {sorted(damaged & stored)}")
@@ -629,9 +634,7 @@ async def _check_device_clock(kit: DriverKit, fault: str) -> None:
     plugin = kit.make_plugin()
     async with asyncio.timeout(kit.timeout), kit.start_emulator() as target:
         offset = await _hook(kit, "set_device_clock", fault)
-        async with run_gateway(plugin, target, device_id=kit.device_id) as gateway:
-            await kit.make_readings(kit.readings_before)
-            await gateway.wait_for(kit.readings_before, kit.timeout, live=kit.live)
+        async with _warm_gateway(kit, plugin, target) as gateway:
             await _hook(kit, "set_device_clock", "right")
             await _drop_and_resume(kit, gateway)
             await _hook(kit, "set_device_clock", fault)
@@ -672,9 +675,7 @@ async def check_memory_reset(kit: DriverKit) -> None:
     """The memory is erased and sequence numbers start again: the new records arrive."""
     plugin = kit.make_plugin()
     async with asyncio.timeout(kit.timeout), kit.start_emulator() as target:
-        async with run_gateway(plugin, target, device_id=kit.device_id) as gateway:
-            await kit.make_readings(kit.readings_before)
-            await gateway.wait_for(kit.readings_before, kit.timeout, live=kit.live)
+        async with _warm_gateway(kit, plugin, target) as gateway:
             before = len(gateway.stored)
             top = max(r.seq for r in gateway.stored)
             await _hook(kit, "reset_memory")
@@ -691,13 +692,9 @@ async def check_duplicated_and_out_of_order(kit: DriverKit) -> None:
     """New records sent twice and out of order are each stored once, in order."""
     plugin = kit.make_plugin()
     async with asyncio.timeout(kit.timeout), kit.start_emulator() as target:
-        async with run_gateway(plugin, target, device_id=kit.device_id) as gateway:
-            await kit.make_readings(kit.readings_before)
-            await gateway.wait_for(kit.readings_before, kit.timeout, live=kit.live)
+        async with _warm_gateway(kit, plugin, target) as gateway:
             await _hook(kit, "disorder_records")
-            await kit.make_readings(kit.readings_after)
-            after = gateway.count(live=kit.live) + kit.readings_after
-            await gateway.wait_for(after, kit.timeout, live=kit.live)
+            await _more_readings(kit, gateway)
         assert_contract(kit, gateway, plugin)
 
 
