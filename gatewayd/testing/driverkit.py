@@ -677,11 +677,17 @@ async def check_memory_reset(kit: DriverKit) -> None:
     async with asyncio.timeout(kit.timeout), kit.start_emulator() as target:
         async with _warm_gateway(kit, plugin, target) as gateway:
             before = len(gateway.stored)
+            # The backfill may still be running: what is stored later of these sessions with a
+            # higher seq is the old memory; a new session, or a lower seq, is the new sequence.
+            sessions = {r.session for r in gateway.stored}
             top = max(r.seq for r in gateway.stored)
             await _hook(kit, "reset_memory")
             await kit.make_readings(kit.readings_after)
             await gateway.wait_until(
-                lambda: sum(r.seq < top for r in gateway.stored[before:]) >= kit.readings_after,
+                lambda: (
+                    sum(r.session not in sessions or r.seq < top for r in gateway.stored[before:])
+                    >= kit.readings_after
+                ),
                 "readings of the new sequence",
                 kit.timeout,
             )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -50,6 +51,15 @@ async def wait_until(condition: Callable[[], bool], what: str, timeout: float = 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+def _stored(path: Path) -> int:
+    """Readings in the store file (read after the daemon closed it)."""
+    db = sqlite3.connect(path)
+    try:
+        return int(db.execute("SELECT count(*) FROM readings").fetchone()[0])
+    finally:
+        db.close()
 
 
 @dataclass
@@ -108,8 +118,9 @@ async def running_hub(
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             supervisor.mark_stopped()
-    # Every reading the driver yielded was new: nothing was read twice.
-    assert device.received == device.stored
+    # Every reading the driver yielded was new: nothing was read twice. (A reading whose commit
+    # was under way when the supervisor was cancelled is stored, but not counted as stored.)
+    assert 0 <= device.received - device.stored <= 1
 
 
 def receiver(
@@ -382,7 +393,7 @@ async def test_a_3000_record_backfill_cut_by_a_pulled_cable_and_a_restart(
             assert hub.store.count() == 0
             emulator.replug()
             await asyncio.wait_for(restart.wait(), 20)
-        first = hub.device.stored
+        first = _stored(store)  # a commit under way at the stop landed too
         assert 1000 <= first < 3000  # the daemon stopped in the middle of the backfill
         async with running_hub(emulator, store, backfill_hours=hours) as hub:
             await hub.wait_stored(3000)
