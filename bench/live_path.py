@@ -14,7 +14,9 @@ Per run, after a warm-up, a window of `--window` s is measured from outside the 
   WAL and checkpoints included: the figure that decides an SD card's life), per reading;
 - latency: a subscriber's arrival time minus the reading's `received` time, p50 / p99.
 
-Each figure is reported for `synchronous = "full"` and `"normal"`, and as the median of the
+The broker runs with `set_tcp_nodelay true` (mosquitto's default holds the end of a burst for
+the subscriber's delayed ACK, up to 40 ms, whoever publishes: docs/operations.md). Each figure is
+reported for `synchronous = "full"` and `"normal"`, and as the median of the
 per-round ratios gatewayd / bare (min-max beside it). Targets (issue: Raspberry Pi hubs): CPU
 per reading <= 1.2x bare; bytes written per reading <= 1.1x bare; p99 < 5 ms with "full".
 Run: `.venv/bin/python bench/live_path.py` (or `./scripts/bench live_path`).
@@ -162,7 +164,7 @@ class Bench:
 
     def __init__(self, folder: Path, args: argparse.Namespace) -> None:
         self.folder, self.args = folder, args
-        self.broker = Mosquitto(folder / "broker")
+        self.broker = Mosquitto(folder / "broker", extra_config=("set_tcp_nodelay true",))
         self.broker.start()
         self.listener = Listener(self.broker)
         self.gatewayd = Path(sys.executable).parent / "gatewayd"

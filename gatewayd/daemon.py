@@ -181,6 +181,7 @@ class Daemon:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+            self.store.settle()
             depth = self.store.outbox_depth()
             self.store.close()
             self.log.info("gateway_stopped", outbox=depth, delivered=self.publisher.delivered)

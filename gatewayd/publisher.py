@@ -18,10 +18,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import ssl
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import aiomqtt
@@ -34,7 +36,7 @@ from gatewayd.backoff import Backoff
 from gatewayd.brokerstate import BrokerState, LinkState, state_path, write_state
 from gatewayd.config import MqttConfig
 from gatewayd.errors import TlsFileError
-from gatewayd.records import reading_payload, reading_payload_json, to_record
+from gatewayd.records import reading_payload_json
 from gatewayd.status import DeviceStatus
 from gatewayd.store import PendingRow, Store, StoreFull
 from gatewayd.tls import client_context
@@ -123,12 +125,18 @@ class Publisher:
         self._acked: list[int] = []
         self._statuses: dict[str, DeviceStatus] = {}
         self._dirty_status: set[str] = set()
-        self._state_sent: dict[str, str] = {}  # device -> id of the reading last sent as state
+        self._state_sent: dict[str, int] = {}  # device -> rowid of the reading sent as state
+        #: Per device, the newest reading (by measured time) acknowledged in this session.
+        self._newest: dict[str, PendingRow] = {}
         self._dirty_state: set[str] = set()
         self._subscriptions: dict[str, Callable[[str, bytes], None]] = {}
         #: Messages acknowledged by the broker that a full disk kept us from deleting.
         self._sent_messages: set[int] = set()
         self._acks_held = False
+        #: Acknowledgements handed to the store's writer thread, not yet committed.
+        self._writing: set[asyncio.Future[None]] = set()
+        #: Acknowledged messages a full disk kept the writer from deleting.
+        self._undeleted: set[int] = set()
 
     # -- inputs from the rest of the daemon ------------------------------------------------
 
@@ -158,6 +166,8 @@ class Publisher:
         """Stay connected and drain the outbox until `stop()`; never raises on broker faults."""
         try:
             await self._run()
+            if self._writing:  # the last acknowledgements on disk before saying we are done
+                await asyncio.wait(self._writing)
         finally:
             self._leave_state(LinkState.STOPPED, self.url)
 
@@ -187,7 +197,7 @@ class Publisher:
                 error = self._lost(group.exceptions[0])
             finally:
                 self.connected.clear()
-                self._flush_acks()
+                self._flush_acks(lazy=False)
             if self._stopping:
                 return
             self.broker_index = (self.broker_index + 1) % len(self.config.brokers)
@@ -263,6 +273,9 @@ class Publisher:
             tls_context=tls,
             max_inflight_messages=cfg.inflight,
             max_queued_outgoing_messages=0,
+            # A reading and its retained state go out back to back: without this the second
+            # waits for the broker's delayed ACK of the first (Nagle, up to 40 ms on Linux).
+            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
 
     async def _session(self, client: _Client) -> None:
@@ -280,6 +293,7 @@ class Publisher:
             self._dirty_status.update(self._statuses)
             self._dirty_state.update(self._statuses)
             self._state_sent.clear()
+            self._newest.clear()
             await self._drain(client, tasks)
             # Stopping: a clean disconnect does not fire the LWT, so say it ourselves.
             await self._publish_statuses(client)
@@ -300,7 +314,7 @@ class Publisher:
             if not rows:
                 await self._idle(window)
                 await self._publish_messages(client)
-                await self._publish_states(client)
+                await self._publish_states(client, tasks, window)
                 if self._stopping:
                     return
                 if not self._wake.is_set():
@@ -325,8 +339,8 @@ class Publisher:
     async def _publish_messages(self, client: _Client) -> None:
         """Queued alerts, summaries and discovery configs, oldest first, each until PUBACK.
 
-        A message the broker acknowledged but a full disk keeps in the store is not sent again;
-        it is deleted once the disk has room (gatewayd.recovery).
+        An acknowledged message is deleted by the store's writer thread; until that commit (or,
+        on a full disk, until it has room: gatewayd.recovery) it is not sent again.
         """
         self._forget_sent_messages()
         while messages := [
@@ -338,18 +352,25 @@ class Publisher:
                 await client.publish(message.topic, message.payload, qos=1, retain=message.retain)
                 if client.refused:
                     raise BrokerRefused(f"broker refused a publish: {client.refused[0]}")
-                try:
-                    self.store.delete_message(message.rowid)
-                except StoreFull:
-                    self._sent_messages.add(message.rowid)
+                self._sent_messages.add(message.rowid)
+                self._delete_message(message.rowid)
+
+    def _delete_message(self, rowid: int) -> None:
+        future = self.store.delete_message_soon(rowid)
+        self._writing.add(future)
+        future.add_done_callback(partial(self._message_deleted, rowid))
+
+    def _message_deleted(self, rowid: int, future: asyncio.Future[None]) -> None:
+        self._writing.discard(future)
+        if not future.cancelled() and isinstance(future.exception(), StoreFull):
+            self._undeleted.add(rowid)  # sent again to the writer by `_forget_sent_messages`
+            return
+        self._sent_messages.discard(rowid)
 
     def _forget_sent_messages(self) -> None:
-        for rowid in sorted(self._sent_messages):
-            try:
-                self.store.delete_message(rowid)
-            except StoreFull:
-                return
-            self._sent_messages.discard(rowid)
+        undeleted, self._undeleted = self._undeleted, set()
+        for rowid in sorted(undeleted):
+            self._delete_message(rowid)
 
     async def _idle(self, window: asyncio.Semaphore) -> None:
         """Wait for the in-flight window to empty, then persist the acknowledgements."""
@@ -359,39 +380,74 @@ class Publisher:
             window.release()
         self._flush_acks()
 
-    async def _send(self, client: _Client, row: PendingRow, window: asyncio.Semaphore) -> None:
+    async def _send(
+        self, client: _Client, row: PendingRow, window: asyncio.Semaphore, *, state: bool = False
+    ) -> None:
+        """Publish a stored row as its `reading` (or as the device's retained `state`)."""
         try:
             payload = reading_payload_json(
                 row.record, self.hub, include_serial=self.config.include_serial
             )
-            await client.publish(self.topics.reading(row.device), payload, qos=1)
+            topic = (self.topics.state if state else self.topics.reading)(row.device)
+            await client.publish(topic, payload, qos=1, retain=state)
             if client.refused:  # this one or another: keep the row, reconnect and retry
                 raise BrokerRefused(f"broker refused a publish: {client.refused[0]}")
         finally:
             window.release()
+        if state:
+            self._state_sent[row.device] = row.rowid
+            return
         self._acked.append(row.rowid)
-        self._dirty_state.add(row.device)
+        newest = self._newest.get(row.device)
+        if newest is None or (row.time_ms, row.rowid) > (newest.time_ms, newest.rowid):
+            if newest is not None:  # else the store tells the newest (`_publish_states`)
+                self._newest[row.device] = row
+            self._dirty_state.add(row.device)
         self.delivered += 1
         self.published[row.device] += 1
         if len(self._acked) >= _MARK_EVERY:
             self._flush_acks()
 
-    def _flush_acks(self) -> None:
-        if self._acked:
-            acked, self._acked = self._acked, []
-            try:
-                self.store.mark_delivered(acked)
-            except StoreFull:
-                # A full disk: the rows stay in the outbox and the acknowledgements in memory
-                # until it has room (a crash meanwhile only sends them again, same ids).
-                self._acked = acked + self._acked
-                if not self._acks_held:
-                    self._acks_held = True
-                    self.log.warning("acks_held_store_full", count=len(self._acked))
-                return
-            if self._acks_held:
-                self._acks_held = False
-                self.log.info("acks_written", count=len(acked))
+    def _flush_acks(self, *, lazy: bool = True) -> None:
+        """Hand the acknowledged rows to the store's writer thread: deleted from the outbox
+        with the next commit of readings (a crash before that only sends them again); not
+        `lazy`: at once (the link is lost)."""
+        if not self._acked:
+            return
+        acked, self._acked = self._acked, []
+        try:
+            future = self.store.mark_delivered_soon(acked, lazy=lazy)
+        except RuntimeError:  # no running loop (the store is closing): the sync way
+            self._mark_now(acked)
+            return
+        self._writing.add(future)
+        future.add_done_callback(partial(self._acks_written, acked))
+
+    def _acks_written(self, acked: list[int], future: asyncio.Future[None]) -> None:
+        self._writing.discard(future)
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if isinstance(exc, StoreFull):
+            # A full disk: the rows stay in the outbox and the acknowledgements in memory
+            # until it has room (a crash meanwhile only sends them again, same ids).
+            self._acked = acked + self._acked
+            if not self._acks_held:
+                self._acks_held = True
+                self.log.warning("acks_held_store_full", count=len(self._acked))
+            return
+        if exc is not None:
+            self.log.error("acks_not_written", error=str(exc), count=len(acked))
+            return
+        if self._acks_held:
+            self._acks_held = False
+            self.log.info("acks_written", count=len(acked))
+
+    def _mark_now(self, acked: list[int]) -> None:
+        try:
+            self.store.mark_delivered(acked)
+        except StoreFull:
+            self._acked = acked + self._acked
 
     async def _publish_statuses(self, client: aiomqtt.Client) -> None:
         """Retained device statuses that changed since they were last sent."""
@@ -400,15 +456,21 @@ class Publisher:
             payload = self._statuses[device].payload(self.hub)
             await client.publish(self.topics.status(device), _json(payload), qos=1, retain=True)
 
-    async def _publish_states(self, client: aiomqtt.Client) -> None:
-        """Retained `state` (newest reading) of devices whose newest reading changed."""
+    async def _publish_states(
+        self, client: _Client, tasks: asyncio.TaskGroup, window: asyncio.Semaphore
+    ) -> None:
+        """Retained `state` (newest reading by measured time) of devices whose newest reading
+        changed: one per device per drain, the newest, sent as stored (no decode, no re-encode)
+        within the in-flight window like the readings."""
         while self._dirty_state:
             device = self._dirty_state.pop()
-            latest = self.store.latest(device, publishable=True)  # not one held for the clock
-            if latest is None or self._state_sent.get(device) == latest.id:
+            row = self._newest.get(device)
+            if row is None:  # a new session: what the store holds (not one held for the clock)
+                row = self.store.latest_row(device)
+                if row is None:
+                    continue
+                self._newest[device] = row
+            if self._state_sent.get(device) == row.rowid:
                 continue
-            payload = reading_payload(
-                to_record(latest), self.hub, include_serial=self.config.include_serial
-            )
-            await client.publish(self.topics.state(device), _json(payload), qos=1, retain=True)
-            self._state_sent[device] = latest.id
+            await window.acquire()
+            tasks.create_task(self._send(client, row, window, state=True))

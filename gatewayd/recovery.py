@@ -107,8 +107,26 @@ class Intake:
         """Readings waiting in memory."""
         return sum(len(q) for q in self._queues.values())
 
+    async def accept(self, reading: Reading, hold: Hold | None = None) -> Outcome:
+        """`put`, with the commit made by the store's writer thread (in a group with the other
+        devices' readings) while the event loop goes on; returns once the reading is on disk.
+        A refusal (a full disk) goes the way of `put`."""
+        self.store.ensure_file()
+        if not self.full:
+            try:
+                new = await self.store.add_soon(reading, hold=hold)
+            except StoreFull:
+                pass
+            else:
+                if not new:
+                    return Outcome.DUPLICATE
+                self.on_stored(reading, hold)
+                return Outcome.STORED
+        return self.put(reading, hold)
+
     def put(self, reading: Reading, hold: Hold | None = None) -> Outcome:
-        """Store `reading` (`on_stored` is called when it lands, now or later)."""
+        """Store `reading` (`on_stored` is called when it lands, now or later), committing on
+        the caller's thread."""
         self.store.ensure_file()  # never into a deleted file (one stat per reading)
         if self.full:
             self._enqueue(reading, hold)

@@ -5,19 +5,26 @@ holds the rowids not yet acknowledged by the broker, in insertion order. Inserti
 idempotent on the reading's deterministic id, so a backfill that overlaps what was already
 received, or a replay after a crash, adds nothing twice.
 
-All calls are synchronous and short (one statement or one small transaction); the daemon calls
-them from the event loop, which SQLite in WAL mode serves in tens of microseconds.
+Reads are synchronous and short; the daemon makes them on the event loop, which SQLite in WAL
+mode serves in tens of microseconds without waiting for any writer. The live path's writes
+(`add_soon`, `mark_delivered_soon`, `delete_message_soon`) go to the writer thread
+(gatewayd.storewriter), which commits them in groups on its own connection: the event loop never
+waits for a commit or its fsync. The synchronous writes (`add`, `transaction`, …) serve the
+services, the full-disk recovery and the commands.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -34,6 +41,7 @@ from gatewayd.records import (
     identity_key,
 )
 from gatewayd.storefile import identity, is_corrupt, move_aside, quick_check, restore
+from gatewayd.storewriter import Writer
 
 _SCHEMA_VERSION = 1
 _DDL = """
@@ -63,6 +71,10 @@ CREATE TABLE IF NOT EXISTS clock_hold (
 );
 """
 
+_LATEST_ROW = (
+    "SELECT rowid, device, record, time_ms FROM readings WHERE device = ? "
+    "AND rowid NOT IN (SELECT rowid FROM clock_hold) ORDER BY time_ms DESC, rowid DESC LIMIT 1"
+)
 _LATEST = "SELECT record FROM readings WHERE device = ? ORDER BY time_ms DESC, rowid DESC LIMIT 1"
 _LATEST_PUBLISHABLE = (
     "SELECT record FROM readings WHERE device = ? AND rowid NOT IN (SELECT rowid FROM clock_hold) "
@@ -93,7 +105,7 @@ class Hold(NamedTuple):
     received_mono: float
 
 
-def _error(path: Path, exc: sqlite3.Error) -> StoreError:
+def _error(path: Path, exc: BaseException) -> StoreError:
     """The project's error for a SQLite error (`StoreFull` for SQLITE_FULL)."""
     code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
     kind = StoreFull if code == sqlite3.SQLITE_FULL else StoreError
@@ -112,11 +124,38 @@ class PendingMessage:
 
 @dataclass(frozen=True, slots=True)
 class PendingRow:
-    """One outbox entry: the store's rowid, its device and the stored record (JSON)."""
+    """One outbox entry: the store's rowid, its device, the stored record (JSON) and its
+    measured time (ms since the epoch)."""
 
     rowid: int
     device: str
     record: str
+    time_ms: int
+
+
+def _insert(db: sqlite3.Connection, reading: Reading, hold: Hold | None) -> bool:
+    """Insert a reading and queue it in the outbox (and `clock_hold`); False if already there."""
+    cur = db.execute(
+        "INSERT OR IGNORE INTO readings (id, device, time_ms, record) VALUES (?, ?, ?, ?)",
+        (reading.id, reading.device, _ms(reading.time), encode_record(reading)),
+    )
+    if cur.rowcount != 1:
+        return False
+    db.execute("INSERT INTO outbox (rowid) VALUES (?)", (cur.lastrowid,))
+    if hold is not None:
+        db.execute(
+            "INSERT INTO clock_hold (rowid, boot_id, received_mono) VALUES (?, ?, ?)",
+            (cur.lastrowid, hold.boot_id, hold.received_mono),
+        )
+    return True
+
+
+def _delete_outbox(db: sqlite3.Connection, rowids: Iterable[int]) -> None:
+    db.executemany("DELETE FROM outbox WHERE rowid = ?", ((r,) for r in rowids))
+
+
+def _delete_message(db: sqlite3.Connection, rowid: int) -> None:
+    db.execute("DELETE FROM messages WHERE rowid = ?", (rowid,))
 
 
 def _ms(dt: datetime) -> int:
@@ -165,6 +204,36 @@ class Store:
         #: (st_dev, st_ino) of the files opened: `ensure_file` notices them deleted or replaced.
         self._identity = self._identities()
         self._restore_failing = False
+        #: Commits the live path's writes off the event loop, on its own connection.
+        self.writer = Writer(
+            self._open_writer, lambda exc: _error(self.path, exc), self._synchronous
+        )
+        #: Outbox rows acknowledged and handed to the writer, not yet known to be deleted.
+        self._leaving: set[int] = set()
+
+    def _open(self) -> sqlite3.Connection:
+        """A connection with the store's settings (used from one thread at a time)."""
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            self._configure(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _configure(self, db: sqlite3.Connection) -> None:
+        db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+        db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+        db.execute(f"PRAGMA synchronous={self._synchronous}")
+        db.execute("PRAGMA busy_timeout=5000")
+
+    def _open_writer(self) -> sqlite3.Connection:
+        """The writer thread's connection (the file exists and is in WAL mode by then); not
+        while the files at `path` are not the ones open (`ensure_file` has yet to write them
+        back): a connection there would write into another file."""
+        if self._identities()[0] != self._identity[0]:
+            raise StoreError(f"store {self.path}: the file was deleted or replaced")
+        return self._open()
 
     def _connect(self, *, check: bool) -> sqlite3.Connection:
         if not self.path.exists():  # a corrupt store was just moved aside
@@ -173,11 +242,8 @@ class Store:
         try:
             if check:
                 quick_check(db)
+            self._configure(db)
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
-            db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
-            db.execute(f"PRAGMA synchronous={self._synchronous}")
-            db.execute("PRAGMA busy_timeout=5000")
             db.executescript(_DDL)
             db.execute(
                 "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(_SCHEMA_VERSION),)
@@ -213,22 +279,23 @@ class Store:
         else:
             found = "wal deleted" if wal is None else "wal replaced"
         log = structlog.get_logger().bind(component="store")
-        try:
-            moved = restore(self._db, self.path, foreign=found == "replaced")
-        except (sqlite3.Error, OSError) as exc:
-            if not self._restore_failing:
-                self._restore_failing = True
-                log.error(  # noqa: TRY400 - expected (a full disk): no traceback needed
-                    "store_file_replaced",
-                    path=str(self.path),
-                    found=found,
-                    error=str(exc),
-                    action="cannot write the store back yet; still writing to the open file, "
-                    "trying again with every reading",
-                )
-            return False
-        self._db = self._connect(check=False)
-        self._identity = self._identities()
+        with self.writer.paused():  # its connection closed: the loop's is the last one open
+            try:
+                moved = restore(self._db, self.path, foreign=found == "replaced")
+            except (sqlite3.Error, OSError) as exc:
+                if not self._restore_failing:
+                    self._restore_failing = True
+                    log.error(  # noqa: TRY400 - expected (a full disk): no traceback needed
+                        "store_file_replaced",
+                        path=str(self.path),
+                        found=found,
+                        error=str(exc),
+                        action="cannot write the store back yet; still writing to the open "
+                        "file, trying again with every reading",
+                    )
+                return False
+            self._db = self._connect(check=False)
+            self._identity = self._identities()
         self._restore_failing = False
         log.error(
             "store_file_replaced",
@@ -240,9 +307,16 @@ class Store:
         )
         return True
 
+    def settle(self) -> None:
+        """Commit what waits for the writer thread (the acknowledgements it holds back too) and
+        stop the thread; the next write starts it again."""
+        self.writer.close()
+
     def close(self) -> None:
-        """Checkpoint and close (a checkpoint a full disk refuses is left to the next open)."""
+        """Commit what the writer thread holds, checkpoint and close (a checkpoint a full disk
+        refuses is left to the next open)."""
         try:
+            self.settle()
             with contextlib.suppress(sqlite3.OperationalError):
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
@@ -282,19 +356,24 @@ class Store:
         its time and releases it.
         """
         with self.transaction() as db:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO readings (id, device, time_ms, record) VALUES (?, ?, ?, ?)",
-                (reading.id, reading.device, _ms(reading.time), encode_record(reading)),
-            )
-            if cur.rowcount != 1:
-                return False
-            db.execute("INSERT INTO outbox (rowid) VALUES (?)", (cur.lastrowid,))
-            if hold is not None:
-                db.execute(
-                    "INSERT INTO clock_hold (rowid, boot_id, received_mono) VALUES (?, ?, ?)",
-                    (cur.lastrowid, hold.boot_id, hold.received_mono),
-                )
-            return True
+            return _insert(db, reading, hold)
+
+    def add_soon(self, reading: Reading, *, hold: Hold | None = None) -> asyncio.Future[bool]:
+        """`add` committed by the writer thread, in a group with whatever else waits: the
+        future's result once the reading is on disk (`StoreFull` / `StoreError` on failure)."""
+        return self.writer.submit(partial(_insert, reading=reading, hold=hold))
+
+    def mark_delivered_soon(self, rowids: list[int], *, lazy: bool = True) -> asyncio.Future[None]:
+        """`mark_delivered` by the writer thread: `lazy`, riding along with the next commit of
+        readings (or alone within 50 ms, without an fsync: see `mark_delivered`)."""
+        self._leaving.update(rowids)
+        future = self.writer.submit(partial(_delete_outbox, rowids=rowids), lazy=lazy)
+        future.add_done_callback(lambda _future: self._leaving.difference_update(rowids))
+        return future
+
+    def delete_message_soon(self, rowid: int) -> asyncio.Future[None]:
+        """`delete_message` by the writer thread (lazily, as `mark_delivered_soon`)."""
+        return self.writer.submit(partial(_delete_message, rowid=rowid), lazy=True)
 
     def remember_identity(self, device: str, identity: DeviceIdentity) -> bool:
         """Keep what a device said about itself (model, firmware; for exports and Home
@@ -374,16 +453,17 @@ class Store:
     def delete_message(self, rowid: int) -> None:
         """Forget a message the broker acknowledged."""
         with self.transaction() as db:
-            db.execute("DELETE FROM messages WHERE rowid = ?", (rowid,))
+            _delete_message(db, rowid)
 
     def pending(self, limit: int, after: int = 0) -> list[PendingRow]:
         """Undelivered rows after rowid `after`, oldest first, up to the oldest held one."""
         rows = self._db.execute(
-            "SELECT o.rowid, r.device, r.record FROM outbox o JOIN readings r USING (rowid) "
-            "WHERE o.rowid > ? AND o.rowid < ? ORDER BY o.rowid LIMIT ?",
+            "SELECT o.rowid, r.device, r.record, r.time_ms FROM outbox o "
+            "JOIN readings r USING (rowid) WHERE o.rowid > ? AND o.rowid < ? "
+            "ORDER BY o.rowid LIMIT ?",
             (after, self._held_from(), limit),
         ).fetchall()
-        return [PendingRow(rowid, device, record) for rowid, device, record in rows]
+        return [PendingRow(*row) for row in rows]
 
     def mark_delivered(self, rowids: Iterable[int]) -> None:
         """Remove acknowledged rows from the outbox (one transaction).
@@ -397,7 +477,7 @@ class Store:
             self._db.execute("PRAGMA synchronous=NORMAL")
         try:
             with self.transaction() as db:
-                db.executemany("DELETE FROM outbox WHERE rowid = ?", ((r,) for r in rowids))
+                _delete_outbox(db, rowids)
         finally:
             if relaxed:
                 self._db.execute(f"PRAGMA synchronous={self._synchronous}")
@@ -405,7 +485,13 @@ class Store:
     def outbox_depth(self) -> int:
         """How many readings wait for the broker (not those held for the clock: `held_depth`)."""
         barrier = self._held_from()
-        if barrier == _NO_HOLD:  # the common case: count(*) of the whole table is O(1)-ish
+        if self._leaving:  # acknowledged rows the writer is deleting are not waiting
+            (count,) = self._db.execute(
+                "SELECT count(*) FROM outbox WHERE rowid < ? "
+                "AND rowid NOT IN (SELECT value FROM json_each(?))",
+                (barrier, json.dumps(sorted(self._leaving))),
+            ).fetchone()
+        elif barrier == _NO_HOLD:  # the common case: count(*) of the whole table is O(1)-ish
             (count,) = self._db.execute("SELECT count(*) FROM outbox").fetchone()
         else:
             (count,) = self._db.execute(
@@ -432,6 +518,12 @@ class Store:
             (device,),
         ).fetchone()
         return decode_record(row[0]) if row else None
+
+    def latest_row(self, device: str) -> PendingRow | None:
+        """The newest publishable reading of a device (as `latest(publishable=True)`), as its
+        stored row: for the retained `state`, which is sent as stored, never decoded."""
+        row = self._db.execute(_LATEST_ROW, (device,)).fetchone()
+        return PendingRow(*row) if row else None
 
     def resume_point(self, device: str) -> ResumePoint | None:
         """Where a driver should backfill from: the newest stored reading of the device."""

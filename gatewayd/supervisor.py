@@ -202,20 +202,22 @@ class Supervisor:
             )
             self._report(device, LinkState.CONNECTED)
             async for reading in session.readings():
-                self._accept(device, reading, log)
+                await self._accept(device, reading, log)
         log.info("device_link_closed")
         return "link closed by the device"
 
-    def _accept(
+    async def _accept(
         self, device: Device, reading: Reading, log: structlog.typing.FilteringBoundLogger
     ) -> None:
+        """Store a reading before the driver is asked for the next one (its commit off the
+        event loop, grouped with other devices' readings)."""
         device.received += 1
         if reading.device != device.id:
             raise DeviceError(f"driver produced a reading for {reading.device!r}", device=device.id)
         hold = None
         if self.timekeeper is not None:
             reading, hold = self.timekeeper.place(reading)
-        outcome = self.intake.put(reading, hold)
+        outcome = await self.intake.accept(reading, hold)
         if outcome is Outcome.DUPLICATE:
             log.debug("reading_duplicate", seq=reading.seq)
         elif outcome is Outcome.QUEUED:

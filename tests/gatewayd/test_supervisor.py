@@ -393,7 +393,11 @@ async def test_duplicate_readings_are_stored_once(store: Store, publisher: Publi
     supervisor = Supervisor([dev], store, publisher, SupervisorConfig(0.01, 0.02))
     with capture_logs() as logs:
         async with supervising(supervisor):
-            await wait_until(lambda: dev.received == 5, what="all five received")
+            await wait_until(
+                lambda: sum(e["event"] == "reading_duplicate" for e in logs) == 3,
+                what="all five received and stored or found there",
+            )
+    assert dev.received == 5
     assert [e["seq"] for e in logs if e["event"] == "reading_duplicate"] == [0, 1, 0]
     assert dev.stored == 2
     assert store.count() == 2
@@ -530,7 +534,9 @@ async def test_listeners_hear_each_new_reading_once_and_a_failing_one_is_contain
     supervisor.listeners.extend([broken, lambda r: heard.append(r.seq)])
     with capture_logs() as logs:
         async with supervising(supervisor):
-            await wait_until(lambda: dev.received == 3, what="all three received")
+            await wait_until(
+                lambda: dev.received == 3 and dev.stored == 2, what="all three received, stored"
+            )
     assert heard == [0, 1]
     assert sum(e["event"] == "reading_listener_failed" for e in logs) == 2
     assert state_of(dev) is LinkState.CONNECTED

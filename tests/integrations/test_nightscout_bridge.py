@@ -154,8 +154,10 @@ async def test_every_reading_reaches_nightscout_once_across_outages(rig: Any, si
         site.stop()  # down: connection refused
         failures = bridge.failures
         rig.feed("cgm-a", *fed[6:9])
-        await rig.wait_until(lambda: bridge.failures > failures, what="a refused attempt")
-        assert bridge.pending() == 3
+        await rig.wait_until(
+            lambda: bridge.failures > failures and bridge.pending() == 3,
+            what="a refused attempt, the three waiting",
+        )
         site.start()
         await rig.wait_until(lambda: site.stored() == 9, what="9 entries after the outage")
 
@@ -189,7 +191,10 @@ async def test_a_refused_entry_is_isolated_and_skipped(rig: Any, site: Any) -> N
     fed = [rig.reading("cgm-a", s, 250.0 if s == 4 else 100.0 + s) for s in range(1, 8)]
     async with rig.running(rig.daemon(config, nightscout.SPEC)) as daemon:
         bridge = daemon.services[0]
+        site.stop()  # all seven stored before the first batch goes out
         rig.feed("cgm-a", *fed)
+        await rig.wait_until(lambda: bridge.pending() == len(fed), what="all stored")
+        site.start()
         await rig.wait_until(lambda: bridge.pending() == 0 and bridge.skipped == 1)
     assert set(site.entries) == {r.id for i, r in enumerate(fed) if i != 3}
     refused = [batch for batch in site.posts if any(d["sgv"] == 250 for d in batch)]

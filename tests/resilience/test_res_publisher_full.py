@@ -27,6 +27,13 @@ from gatewayd.testing.subscriber import Subscriber
 pytestmark = pytest.mark.timeout(20)
 
 
+def refused() -> asyncio.Future[None]:
+    """What the writer thread answers when SQLite refuses the commit with SQLITE_FULL."""
+    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    future.set_exception(StoreFull("store: database or disk is full"))
+    return future
+
+
 class FullStore(Store):
     """Refuses deletes (outbox acknowledgements, sent messages) while `full` is set."""
 
@@ -37,10 +44,20 @@ class FullStore(Store):
             raise StoreFull("store: database or disk is full")
         super().mark_delivered(rowids)
 
+    def mark_delivered_soon(self, rowids: list[int], *, lazy: bool = True) -> asyncio.Future[None]:
+        if self.full:
+            return refused()
+        return super().mark_delivered_soon(rowids, lazy=lazy)
+
     def delete_message(self, rowid: int) -> None:
         if self.full:
             raise StoreFull("store: database or disk is full")
         super().delete_message(rowid)
+
+    def delete_message_soon(self, rowid: int) -> asyncio.Future[None]:
+        if self.full:
+            return refused()
+        return super().delete_message_soon(rowid)
 
 
 async def test_publisher_keeps_going_and_catches_up_when_space_returns(

@@ -1,0 +1,92 @@
+"""gatewayd.storewriter: the live path's commits in groups on the writer thread (real SQLite)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from tests.gatewayd.test_store import make
+
+from gatewayd.errors import StoreError
+from gatewayd.store import Store
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(tmp_path / "gatewayd.db")
+    yield s
+    s.close()
+
+
+def fail(_db: sqlite3.Connection) -> None:
+    raise sqlite3.IntegrityError("a job that fails")
+
+
+async def test_readings_that_arrive_during_a_commit_share_the_next_one(store: Store) -> None:
+    await store.add_soon(make(0))  # the thread and its connection are up
+    before = store.writer.commits
+    with store.writer.lock:  # as if a commit (and its fsync) were running
+        futures = [store.add_soon(make(seq)) for seq in range(1, 21)]
+    assert await asyncio.gather(*futures) == [True] * 20
+    # The thread took what was queued when it woke (at least one) and the rest together.
+    assert store.writer.commits - before <= 2
+    assert store.count() == 21
+    assert [row.rowid for row in store.pending(100)] == list(range(1, 22))
+
+
+async def test_a_failing_job_fails_alone_and_the_rest_of_its_group_lands(store: Store) -> None:
+    futures = [store.add_soon(make(0)), store.writer.submit(fail), store.add_soon(make(1))]
+    outcomes = await asyncio.gather(*futures, return_exceptions=True)
+    assert outcomes[0] is True
+    assert isinstance(outcomes[1], StoreError)
+    assert "a job that fails" in str(outcomes[1])
+    assert outcomes[2] is True
+    assert [r.seq for r in store.readings("cgm1")] == [0, 1]
+
+
+async def test_a_duplicate_is_reported_and_not_queued_twice(store: Store) -> None:
+    assert await store.add_soon(make(0)) is True
+    assert await store.add_soon(make(0)) is False
+    assert store.outbox_depth() == 1
+
+
+async def test_acknowledgements_ride_along_with_the_next_readings(store: Store) -> None:
+    await store.add_soon(make(0))
+    rowids = [row.rowid for row in store.pending(10)]
+    before = store.writer.commits
+    delivered = store.mark_delivered_soon(rowids)  # lazy: waits for a commit of readings
+    await store.add_soon(make(1))
+    await delivered
+    assert store.writer.commits - before == 1
+    assert [row.device for row in store.pending(10)] == ["cgm1"]
+    assert store.outbox_depth() == 1
+
+
+async def test_acknowledgements_alone_are_committed_soon(store: Store) -> None:
+    await store.add_soon(make(0))
+    delivered = store.mark_delivered_soon([row.rowid for row in store.pending(10)])
+    assert store.outbox_depth() == 0  # acknowledged: no longer waiting, while it is deleted
+    await delivered
+    assert store.outbox_depth() == 0
+    with closing(sqlite3.connect(store.path)) as other:
+        assert other.execute("SELECT count(*) FROM outbox").fetchone() == (0,)
+
+
+async def test_settle_commits_what_waits_and_the_writer_starts_again(store: Store) -> None:
+    await store.add_soon(make(0))
+    delivered = store.mark_delivered_soon([row.rowid for row in store.pending(10)])
+    store.settle()
+    assert store.outbox_depth() == 0
+    await delivered
+    assert await store.add_soon(make(1)) is True
+    assert store.outbox_depth() == 1
+
+
+async def test_writes_land_in_the_file_other_connections_read(store: Store) -> None:
+    await store.add_soon(make(0))
+    with closing(sqlite3.connect(store.path)) as other:
+        assert other.execute("SELECT count(*) FROM outbox").fetchone() == (1,)
