@@ -1,14 +1,14 @@
 """An emulated Bluetooth Glucose Service meter: a Bumble GATT server built from `protocols`.
 
-The meter has a record memory (`MeterRecord`: sequence number, base time + offset in the
-meter's local clock, some with a Measurement Context, some out of range), the Glucose Service
-(0x1808: Measurement 0x2A18 notify, Context 0x2A34 notify, Feature 0x2A51 read, RACP 0x2A52
-write/indicate; a RACP write without indications enabled is refused with ATT 0xFD, one while
-a procedure runs with 0xFE) and Device Information (0x180A: manufacturer, model, serial,
-firmware). RACP answers "report / delete / report number of stored records" with the operators
-all, <=, >=, range, first and last on sequence numbers (filter 0x01; user facing time is
-answered "operand not supported", as many meters do), and "abort operation". Like a real meter
-it closes the link once a report has been answered and no new request came for
+The meter has a record memory (`drivers.glucose.records.MeterRecord`: sequence number, base time
++ offset in the meter's local clock, some with a Measurement Context, some out of range), the
+Glucose Service (0x1808: Measurement 0x2A18 notify, Context 0x2A34 notify, Feature 0x2A51 read,
+RACP 0x2A52 write/indicate; a RACP write without indications enabled is refused with ATT 0xFD,
+one while a procedure runs with 0xFE) and Device Information (0x180A: manufacturer, model,
+serial, firmware). RACP answers "report / delete / report number of stored records" with the
+operators all, <=, >=, range, first and last on sequence numbers (filter 0x01; user facing time
+is answered "operand not supported", as many meters do), and "abort operation". Like a real
+meter it closes the link once a report has been answered and no new request came for
 `close_after_transfer` seconds (0: at once, later requests unanswered; None: never), and
 advertises again.
 
@@ -46,7 +46,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Literal
 
@@ -55,6 +55,7 @@ from bumble.core import AdvertisingData
 from bumble.device import Connection, Device
 from bumble.gatt import Characteristic, CharacteristicValue, Service
 
+from drivers.glucose.records import NO_STATUS, MeterRecord, make_record, sample_records
 from gatewayd.transport.bumble_link import refuse_pairing
 from protocols.errors import ControlPointError, ProtocolError
 from protocols.gatt import (
@@ -63,24 +64,17 @@ from protocols.gatt import (
     MODEL_NUMBER,
     SERIAL_NUMBER,
     DateTime,
-    SampleLocation,
-    SampleType,
 )
 from protocols.glucose import (
     GLUCOSE_FEATURE,
     GLUCOSE_MEASUREMENT,
     GLUCOSE_MEASUREMENT_CONTEXT,
     GLUCOSE_SERVICE,
-    MGDL_PER_MMOLL,
     RECORD_ACCESS_CONTROL_POINT,
     GlucoseContext,
     GlucoseFeature,
-    GlucoseMeasurement,
     GlucoseStatus,
     GlucoseUnit,
-    Health,
-    Meal,
-    Tester,
     build_feature,
 )
 from protocols.glucose_clock import CURRENT_TIME, CURRENT_TIME_SERVICE, AdjustReason, CurrentTime
@@ -94,7 +88,6 @@ from protocols.racp import (
     RacpResponseCode,
     parse_racp,
 )
-from protocols.sfloat import SFloat
 
 __all__ = [
     "GlucoseMeterEmulator",
@@ -111,117 +104,15 @@ FEATURES = (
     | GlucoseFeature.SENSOR_RESULT_HIGH_LOW_DETECTION
     | GlucoseFeature.TIME_FAULT
 )
-#: What an out-of-range result carries beside its status bit (the meter's limits, mg/dL).
-HIGH_LIMIT_MGDL = 600
-LOW_LIMIT_MGDL = 20
 #: ATT "procedure already in progress" (GLS: a RACP write while a procedure runs).
 PROCEDURE_ALREADY_IN_PROGRESS = 0xFE
 #: ATT "CCCD improperly configured" (a RACP write without indications enabled).
 CCCD_IMPROPERLY_CONFIGURED = 0xFD
 P = Characteristic.Properties
-NO_STATUS = GlucoseStatus(0)
 #: The emulated meter's default serial number.
 SERIAL = "GLS-EMU-0001"
 #: Where the emulated meter's calendar restarts after a reset (its local time).
 METER_EPOCH = datetime(2000, 1, 1)  # noqa: DTZ001 - a calendar reading, zone given by the meter
-
-
-@dataclass(frozen=True, slots=True)
-class MeterRecord:
-    """One stored result: the measurement and, when the meter has one, its context."""
-
-    measurement: GlucoseMeasurement
-    context: GlucoseContext | None = None
-    #: When it was truly measured (None: as its calendar says).
-    measured: datetime | None = None
-
-    @property
-    def seq(self) -> int:
-        """The record's sequence number."""
-        return self.measurement.sequence_number
-
-
-def _concentration(mgdl: float, unit: GlucoseUnit) -> SFloat:
-    if unit == GlucoseUnit.KG_PER_L:
-        return SFloat(round(mgdl), -5)  # mg/dL x 1e-5 = kg/L
-    return SFloat(round(mgdl / MGDL_PER_MMOLL * 10), -4)  # mmol/L x 1e-3 = mol/L
-
-
-def make_record(
-    seq: int,
-    when: datetime,
-    mgdl: float | None = None,
-    *,
-    out_of_range: Literal["low", "high"] | None = None,
-    offset: int = 0,
-    context: GlucoseContext | None = None,
-    status: GlucoseStatus = NO_STATUS,
-    unit: GlucoseUnit = GlucoseUnit.KG_PER_L,
-    sample_type: SampleType = SampleType.CAPILLARY_WHOLE_BLOOD,
-    sample_location: SampleLocation = SampleLocation.FINGER,
-) -> MeterRecord:
-    """A record measured at `when` as the meter's clock reads it (its tzinfo is dropped):
-    base time = `when` - `offset` minutes, time offset = `offset`. Out of range: the meter's
-    limit as the concentration plus the status bit (the driver must not publish the number)."""
-    if (mgdl is None) == (out_of_range is None):
-        raise ValueError("a record has either mgdl or out_of_range")
-    if out_of_range == "high":
-        mgdl, status = HIGH_LIMIT_MGDL, status | GlucoseStatus.RESULT_ABOVE_DEVICE_RANGE
-    elif out_of_range == "low":
-        mgdl, status = LOW_LIMIT_MGDL, status | GlucoseStatus.RESULT_BELOW_DEVICE_RANGE
-    assert mgdl is not None  # noqa: S101 - one of the branches above, or given
-    measurement = GlucoseMeasurement(
-        sequence_number=seq,
-        base_time=DateTime.from_datetime(when - timedelta(minutes=offset)),
-        time_offset=offset,
-        concentration=_concentration(mgdl, unit),
-        unit=unit,
-        sample_type=sample_type,
-        sample_location=sample_location,
-        status=status if status else None,
-        context_follows=context is not None,
-    )
-    if context is not None and context.sequence_number != seq:
-        context = replace(context, sequence_number=seq)
-    return MeterRecord(measurement, context)
-
-
-def sample_records(
-    count: int,
-    *,
-    end: datetime | None = None,
-    tz: tzinfo = UTC,
-    first_seq: int = 1,
-    spacing: timedelta = timedelta(hours=4),
-) -> list[MeterRecord]:
-    """`count` plausible records ending at `end` (default: now) on a meter clock in `tz`:
-    every third has a context (meal, tester, health), seq 4 (counting from 1) is HI and seq 9
-    LO, every fifth has a time offset, values move between 70 and 250 mg/dL."""
-    end = (end or datetime.now(UTC)).astimezone(tz)
-    records = []
-    for i in range(count):
-        seq = first_seq + i
-        when = end - spacing * (count - 1 - i)
-        context = None
-        if i % 3 == 0:
-            context = GlucoseContext(
-                seq,
-                meal=(Meal.PREPRANDIAL, Meal.POSTPRANDIAL, Meal.FASTING)[i // 3 % 3],
-                tester=Tester.SELF,
-                health=Health.NO_HEALTH_ISSUES if i % 2 == 0 else Health.UNDER_STRESS,
-            )
-        side: Literal["low", "high"] | None = "high" if i == 3 else "low" if i == 8 else None
-        records.append(
-            make_record(
-                seq,
-                when,
-                None if side else 70 + (i * 37) % 181,
-                out_of_range=side,
-                offset=15 if i % 5 == 4 else 0,
-                context=context,
-            )
-        )
-    return records
 
 
 class GlucoseMeterEmulator:
