@@ -122,12 +122,16 @@ class Intake:
                     return Outcome.DUPLICATE
                 self.on_stored(reading, hold)
                 return Outcome.STORED
-        return self.put(reading, hold)
+        return self._put(reading, hold)
 
     def put(self, reading: Reading, hold: Hold | None = None) -> Outcome:
         """Store `reading` (`on_stored` is called when it lands, now or later), committing on
         the caller's thread."""
-        self.store.ensure_file()  # never into a deleted file (one stat per reading)
+        self.store.ensure_file()  # never into a deleted file (two stats per reading)
+        return self._put(reading, hold)
+
+    def _put(self, reading: Reading, hold: Hold | None) -> Outcome:
+        """`put` once the store's file is known to be the open one."""
         if self.full:
             self._enqueue(reading, hold)
             self.flush()
