@@ -67,7 +67,7 @@ def daemon_config(
     store: dict[str, Any] | None = None,
 ) -> Path:
     """Write `folder/gatewayd.toml` for a real `gatewayd run` against the test `broker` (a
-    `gatewayd.testing.mosquitto.Mosquitto`): the hub, its store in `folder`, the broker's
+    `mosquitto.Mosquitto`): the hub, its store in `folder`, the broker's
     credentials (password in a 0600 file: the daemon refuses one every user can read), JSON logs
     at info, and `devices` (id -> the `[[devices]]` keys, `driver` included). Its path.
     """

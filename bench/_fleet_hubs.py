@@ -43,12 +43,12 @@ from _fleet_common import (
     reply,
     stdin_reader,
 )
-from gatewayd.config import MqttConfig
 from gatewayd.models import Reading
-from gatewayd.publisher import Publisher
+from gatewayd.mqtt.publisher import Publisher
+from gatewayd.mqtt.topics import Topics
+from gatewayd.ops.config import MqttConfig
 from gatewayd.records import encode_record, reading_payload_json
 from gatewayd.store import Store
-from gatewayd.topics import Topics
 
 #: Yield to the connections after this many readings emitted back to back (a late scheduler).
 _YIELD_EVERY = 32

@@ -93,8 +93,8 @@ from _fleet_common import (
     percentile,
     spawn,
 )
-from gatewayd.config import MqttConfig
-from gatewayd.testing.mosquitto import Mosquitto
+from gatewayd.ops.config import MqttConfig
+from mosquitto import Mosquitto
 
 NAME = "fleet"
 HERE = Path(__file__).resolve().parent

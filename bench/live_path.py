@@ -48,7 +48,7 @@ from _common import (
     result_header,
     write_result,
 )
-from gatewayd.testing.mosquitto import Mosquitto
+from mosquitto import Mosquitto
 
 NAME = "live_path"
 MODES = ("full", "normal")

@@ -53,13 +53,13 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from _common import paired, result_header, round_pairs, wall_cpu_text, write_result
-from gatewayd.config import MqttConfig
 from gatewayd.models import Direction, Reading
-from gatewayd.publisher import Publisher
+from gatewayd.mqtt.publisher import Publisher
+from gatewayd.mqtt.topics import Topics
+from gatewayd.ops.config import MqttConfig
 from gatewayd.records import reading_payload
 from gatewayd.store import Store
-from gatewayd.testing.mosquitto import Mosquitto
-from gatewayd.topics import Topics
+from mosquitto import Mosquitto
 
 NAME = "outbox_drain"
 TARGET_RATIO = 0.8

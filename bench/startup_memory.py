@@ -56,7 +56,7 @@ from _common import (
     wall_cpu_text,
     write_result,
 )
-from gatewayd.testing.mosquitto import Mosquitto
+from mosquitto import Mosquitto
 
 NAME = "startup_memory"
 TARGET_STARTUP_S = 1.5

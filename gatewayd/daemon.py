@@ -16,11 +16,11 @@ from typing import Any
 
 import structlog
 
-from gatewayd.config import Config
 from gatewayd.driver import DriverPlugin
 from gatewayd.errors import ConfigError, PluginError, StorePathError, TlsFileError
-from gatewayd.health.watchdog import Watchdog, WatchdogOptions
-from gatewayd.publisher import Publisher, tls_context
+from gatewayd.mqtt.publisher import Publisher, tls_context
+from gatewayd.ops.config import Config
+from gatewayd.ops.health.watchdog import Watchdog, WatchdogOptions
 from gatewayd.recovery import FullDiskOptions
 from gatewayd.registry import load
 from gatewayd.services import Service, ServiceContext, ServiceSpec, parse_all

@@ -201,7 +201,7 @@ class DriverPlugin(Generic[OptionsT]):
     returns. `open` creates a session for one connection attempt. Optional:
     `expected_interval(options)` gives the seconds between a connected device's readings (None:
     the health check uses the options' `interval`, else 5 min; `math.inf`: a connected device
-    may be silent indefinitely, e.g. a receiver relaying a sensor; see gatewayd.health).
+    may be silent indefinitely, e.g. a receiver relaying a sensor; see gatewayd.ops.health).
     """
 
     name: str

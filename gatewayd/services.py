@@ -14,12 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
-from gatewayd.config import Config
 from gatewayd.models import Reading
-from gatewayd.publisher import Publisher
+from gatewayd.mqtt.publisher import Publisher
+from gatewayd.mqtt.topics import Topics
+from gatewayd.ops.config import Config
 from gatewayd.store import Store
 from gatewayd.supervisor import Device
-from gatewayd.topics import Topics
 
 OptionsT = TypeVar("OptionsT")
 
@@ -64,12 +64,12 @@ class ServiceSpec(Generic[OptionsT]):
 
 #: Modules defining a `SPEC`, in start order.
 _MODULES: tuple[str, ...] = (
-    "gatewayd.alerts",
-    "gatewayd.summaries",
-    "gatewayd.homeassistant",
-    "gatewayd.hubstate",
-    "gatewayd.nightscout",
-    "gatewayd.metrics",
+    "gatewayd.integrations.alerts",
+    "gatewayd.integrations.summaries",
+    "gatewayd.integrations.homeassistant",
+    "gatewayd.integrations.homeassistant_hub",
+    "gatewayd.integrations.nightscout",
+    "gatewayd.integrations.prometheus",
 )
 
 

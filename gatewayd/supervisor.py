@@ -21,13 +21,13 @@ from typing import Any
 import structlog
 
 from gatewayd.backoff import Backoff
-from gatewayd.config import SupervisorConfig
+from gatewayd.device_status import DeviceStatus, LinkState
 from gatewayd.driver import DeviceContext, DeviceFindings, DriverPlugin
 from gatewayd.errors import DeviceError, StoreError
 from gatewayd.models import Reading
-from gatewayd.publisher import Publisher
+from gatewayd.mqtt.publisher import Publisher
+from gatewayd.ops.config import SupervisorConfig
 from gatewayd.recovery import FULL_REASON, FullDiskOptions, Intake, Outcome
-from gatewayd.status import DeviceStatus, LinkState
 from gatewayd.store import Hold, Store, StoreFull
 from gatewayd.timesync import Timekeeper
 

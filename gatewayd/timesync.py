@@ -42,8 +42,8 @@ from pathlib import Path
 
 import structlog
 
-from gatewayd.doctor.system import adjtimex_probe
 from gatewayd.models import Reading
+from gatewayd.ops.doctor.system import adjtimex_probe
 from gatewayd.records import decode_record, encode_record
 from gatewayd.store import Hold, Store, StoreFull
 

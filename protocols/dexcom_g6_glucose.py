@@ -56,7 +56,8 @@ class CalibrationState(IntEnum):
 
 
 _S = CalibrationState
-#: state -> (name, reading status flags). Flags reuse the names `gatewayd.alerts.kinds` knows
+#: state -> (name, reading status flags). Flags reuse the names that
+#: `gatewayd.integrations.alerts.kinds` knows
 #: ("session_stopped", "sensor_expired"); the grouping of failure codes is ours [L].
 _STATES: Final[dict[int, tuple[str, tuple[str, ...]]]] = {
     _S.STOPPED: ("session_stopped", ("session_stopped",)),

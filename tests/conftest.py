@@ -1,4 +1,4 @@
-"""Shared fixtures: one real mosquitto per test session (see gatewayd.testing.mosquitto); one
+"""Shared fixtures: one real mosquitto per test session (see mosquitto); one
 private dbus-daemon per test session for the `org.bluez` stand-in (tests/support/fakebluez)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gatewayd.testing.driverkit import DriverKit
-from gatewayd.testing.mosquitto import Mosquitto
+from mosquitto import Mosquitto
 
 from fakebluez import BluezKit, DbusDaemon
 

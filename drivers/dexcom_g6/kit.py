@@ -46,8 +46,8 @@ from gatewayd.models import Reading
 from gatewayd.options import OptionReader
 from gatewayd.testing.driverkit import DriverKit, Target
 from gatewayd.transport.ble import BleConfig
-from gatewayd.transport.bumble_link import InProcessLink, in_process_link
-from gatewayd.transport.bumble_registry import bumble_session
+from gatewayd.transport.bumble.link import InProcessLink, in_process_link
+from gatewayd.transport.bumble.registry import bumble_session
 
 __all__ = ["BLE", "TXID", "G6Kit", "Rig", "held", "rig"]
 

@@ -226,7 +226,7 @@ async def _signals(emulator: G6Emulator, outage: int) -> AsyncIterator[None]:
 
 async def simulate(context: SimulateContext) -> None:
     """`gatewayd simulate --device dexcom-g6`: serve a transmitter until `context.stop`."""
-    from gatewayd.transport.bumble_link import serve_sibling_link
+    from gatewayd.transport.bumble.link import serve_sibling_link
 
     host, port = _tcp_server(context.hci)
     settings = parse_emulator_options(OptionReader(dict(context.options), "--set", ""))

@@ -202,7 +202,7 @@ async def _commands(meter: GlucoseMeterEmulator, context: SimulateContext) -> No
 
 async def simulate(context: SimulateContext) -> None:
     """`gatewayd simulate --device glucose`: serve a meter until `context.stop` is set."""
-    from gatewayd.transport.bumble_link import serve_sibling_link
+    from gatewayd.transport.bumble.link import serve_sibling_link
 
     host, port = _tcp_server(context.hci)
     settings = parse_meter_options(OptionReader(context.options, "--set", ""))

@@ -20,7 +20,7 @@ against bleak's public API only:
 
 and the daemon runs them inside `async with ble_session(cfg):`, which opens (and finally closes)
 the Bumble host of the loop when `stack = "bumble"`, and on BlueZ registers the hub's pairing
-agent (`gatewayd.transport.bluez_agent`: bluetoothd >= 5.72 refuses Just Works pairing without
+agent (`gatewayd.transport.bluez.agent`: bluetoothd >= 5.72 refuses Just Works pairing without
 one).
 """
 
@@ -136,7 +136,7 @@ def _check_hci(reader: OptionReader, hci: str) -> None:
 def scanner_kwargs(cfg: BleConfig) -> dict[str, Any]:
     """Keyword arguments for `BleakScanner(...)` / `BleakScanner.find_device_by_filter(...)`."""
     if cfg.stack == "bumble":
-        from gatewayd.transport.bumble_scanner import BumbleScanner
+        from gatewayd.transport.bumble.scanner import BumbleScanner
 
         return {"backend": BumbleScanner}
     return {"bluez": {"adapter": cfg.adapter}} if cfg.adapter else {}
@@ -145,7 +145,7 @@ def scanner_kwargs(cfg: BleConfig) -> dict[str, Any]:
 def client_kwargs(cfg: BleConfig) -> dict[str, Any]:
     """Keyword arguments for `BleakClient(device, ...)`."""
     if cfg.stack == "bumble":
-        from gatewayd.transport.bumble_client import BumbleClient
+        from gatewayd.transport.bumble.client import BumbleClient
 
         return {"backend": BumbleClient}
     return {"bluez": {"adapter": cfg.adapter}} if cfg.adapter else {}
@@ -156,12 +156,12 @@ async def ble_session(cfg: BleConfig) -> AsyncIterator[None]:
     """Bring the configured stack up for this event loop (Bumble: open the host; BlueZ: register
     the hub's pairing agent)."""
     if cfg.stack != "bumble":
-        from gatewayd.transport.bluez_agent import bluez_agent
+        from gatewayd.transport.bluez.agent import bluez_agent
 
         async with bluez_agent():
             yield
         return
-    from gatewayd.transport.bumble_registry import bumble_session
+    from gatewayd.transport.bumble.registry import bumble_session
 
     assert cfg.hci is not None  # noqa: S101 - parse_ble_config guarantees it
     async with bumble_session(cfg.hci):
@@ -243,12 +243,12 @@ async def _establish_bluez(
     `disconnected_callback` hears only of the client returned, once returned, and once: bleak
     also calls it inside `connect()` when bluetoothd answers "le-connection-abort-by-local" (the
     link came up and went; bleak then tries again), which would end the session about to start.
-    It is also called when bluetoothd goes away (`gatewayd.transport.bluez_watch`): after a
+    It is also called when bluetoothd goes away (`gatewayd.transport.bluez.watch`): after a
     crash bleak never learns that the link dropped.
     """
     from bleak_retry_connector import establish_connection
 
-    from gatewayd.transport.bluez_watch import when_bluez_lost
+    from gatewayd.transport.bluez.watch import when_bluez_lost
 
     connected: list[BleakClient] = []
     forget: list[Callable[[], None]] = []

@@ -22,8 +22,8 @@ from drivers.cgms import plugin
 from drivers.cgms.convert import session_key
 from drivers.cgms.emulator import CgmsPeripheral, SensorConfig
 from drivers.cgms.emulator.kit import FAST, CgmsKit
+from gatewayd.device_status import LinkState
 from gatewayd.driver import DAMAGED_RETRIES
-from gatewayd.status import LinkState
 from gatewayd.testing.driverkit import KitGateway, assert_contract, run_gateway
 from protocols.cgms import SensorStatus, StatusOctetOrder
 

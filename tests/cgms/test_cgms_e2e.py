@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from drivers.cgms.emulator.kit import FAST_SETTINGS, sibling_emulator
-from gatewayd.testing.mosquitto import Mosquitto
-from gatewayd.testing.subscriber import Received, Subscriber
+from mosquitto import Mosquitto
+from subscriber import Received, Subscriber
 
 from integration_support import DaemonProcess, contiguous_gaps, duplicate_keys
 

@@ -16,7 +16,7 @@ from bleak import BleakClient, BleakScanner
 from bleak.exc import BleakGATTProtocolError
 
 from drivers.cgms.emulator import CgmsPeripheral, SensorConfig, emulated_cgms
-from gatewayd.transport.bumble_backend import bumble_backend
+from gatewayd.transport.bumble.backend import bumble_backend
 from protocols.cgms import (
     CGM_FEATURE,
     CGM_MEASUREMENT,

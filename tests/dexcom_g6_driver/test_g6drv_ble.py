@@ -22,8 +22,8 @@ from drivers.dexcom_g6.emulator import BACKFILL_CAPACITY
 from drivers.dexcom_g6.kit import TXID, Rig, rig
 from gatewayd.errors import DeviceRefused, LinkLost
 from gatewayd.models import Direction
-from gatewayd.transport.bumble_backend import BumbleClient, BumbleScanner
-from gatewayd.transport.bumble_link import refuse_pairing
+from gatewayd.transport.bumble.backend import BumbleClient, BumbleScanner
+from gatewayd.transport.bumble.link import refuse_pairing
 from protocols.dexcom_g6 import ADVERTISED_SERVICE, STATUS_LOW_BATTERY, CalibrationState, GlucoseTx
 
 pytestmark = pytest.mark.timeout(20)

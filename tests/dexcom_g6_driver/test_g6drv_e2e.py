@@ -25,12 +25,12 @@ from drivers.dexcom_g6.clock import ManualClock
 from drivers.dexcom_g6.emulator import G6Emulator
 from drivers.dexcom_g6.kit import TXID, held
 from drivers.dexcom_g6.transmitter import Transmitter
-from gatewayd.config import parse
 from gatewayd.daemon import Daemon, plan
-from gatewayd.status import LinkState
-from gatewayd.testing.mosquitto import Mosquitto
-from gatewayd.testing.subscriber import Received, Subscriber
-from gatewayd.transport.bumble_link import serve_sibling_link
+from gatewayd.device_status import LinkState
+from gatewayd.ops.config import parse
+from gatewayd.transport.bumble.link import serve_sibling_link
+from mosquitto import Mosquitto
+from subscriber import Received, Subscriber
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -27,12 +27,12 @@ import pytest
 
 from drivers.dexcom_g6 import plugin
 from drivers.dexcom_g6.kit import TXID
-from gatewayd.config import parse
 from gatewayd.daemon import Daemon, plan
+from gatewayd.ops.config import parse
 from gatewayd.testing.driverkit import Target, run_gateway
-from gatewayd.testing.mosquitto import Mosquitto
-from gatewayd.testing.subscriber import Received, Subscriber
 from gatewayd.transport.ble import BleConfig
+from mosquitto import Mosquitto
+from subscriber import Received, Subscriber
 
 pytestmark = pytest.mark.timeout(40)
 

@@ -15,8 +15,8 @@ import pytest
 
 from drivers.dexcom_receiver.emulator import ManualClock, ReceiverEmulator
 from gatewayd.records import json_schema
-from gatewayd.testing.mosquitto import Mosquitto
-from gatewayd.testing.subscriber import Received, Subscriber
+from mosquitto import Mosquitto
+from subscriber import Received, Subscriber
 
 from integration_support import DaemonProcess
 

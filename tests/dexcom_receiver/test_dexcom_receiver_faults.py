@@ -25,10 +25,10 @@ from drivers.dexcom_receiver import plugin
 from drivers.dexcom_receiver.emulator import EgvDatabase, ManualClock, Model, ReceiverEmulator
 from drivers.dexcom_receiver.options import ReceiverOptions
 from drivers.dexcom_receiver.timeline import SESSION, era_session
-from gatewayd.config import MqttConfig, SupervisorConfig
+from gatewayd.device_status import LinkState
 from gatewayd.models import Reading
-from gatewayd.publisher import Publisher
-from gatewayd.status import LinkState
+from gatewayd.mqtt.publisher import Publisher
+from gatewayd.ops.config import MqttConfig, SupervisorConfig
 from gatewayd.store import Store
 from gatewayd.supervisor import Device, Supervisor
 from protocols import dexcom_receiver as dx

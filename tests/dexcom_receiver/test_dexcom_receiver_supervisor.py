@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from drivers.dexcom_receiver.emulator import ManualClock, ReceiverEmulator
-from gatewayd.config import parse
 from gatewayd.daemon import Daemon, plan
-from gatewayd.status import LinkState
-from gatewayd.testing.mosquitto import Mosquitto
+from gatewayd.device_status import LinkState
+from gatewayd.ops.config import parse
+from mosquitto import Mosquitto
 
 pytestmark = pytest.mark.timeout(30)
 

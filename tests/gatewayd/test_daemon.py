@@ -22,15 +22,15 @@ from typing import Self
 
 import pytest
 
-from gatewayd.config import Config, parse
 from gatewayd.daemon import Daemon, Plan
+from gatewayd.device_status import LinkState
 from gatewayd.driver import DeviceContext, DriverPlugin
 from gatewayd.models import DeviceIdentity, Reading
+from gatewayd.ops.config import Config, parse
 from gatewayd.options import OptionReader
-from gatewayd.status import LinkState
 from gatewayd.store import Store
-from gatewayd.testing.mosquitto import Mosquitto, free_port
-from gatewayd.testing.subscriber import Received, Subscriber
+from mosquitto import Mosquitto, free_port
+from subscriber import Received, Subscriber
 
 pytestmark = pytest.mark.timeout(20)
 

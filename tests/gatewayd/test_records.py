@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator, FormatChecker
 
+from gatewayd.device_status import DeviceStatus, LinkState
 from gatewayd.models import Direction, Reading, mgdl_to_mmoll
 from gatewayd.records import (
     READING_SCHEMA,
@@ -24,7 +25,6 @@ from gatewayd.records import (
     reading_payload_json,
     to_record,
 )
-from gatewayd.status import DeviceStatus, LinkState
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -345,7 +345,7 @@ def test_status_payload_validates(state: LinkState) -> None:
         {"since": "2024-03-01T12:00:00+00:00"},
         {"retry_in_s": -1},
         {"reason": 5},
-        {"schema": "gatewayd/status/2"},
+        {"schema": "gatewayd/device_status/2"},
     ],
 )
 def test_status_schema_rejects(change: dict[str, Any]) -> None:

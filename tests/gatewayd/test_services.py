@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from gatewayd.backoff import Backoff
-from gatewayd.config import MqttConfig, parse
 from gatewayd.errors import ConfigError
 from gatewayd.models import Reading
-from gatewayd.publisher import Publisher
+from gatewayd.mqtt.publisher import Publisher
+from gatewayd.ops.config import MqttConfig, parse
 from gatewayd.store import Store
-from gatewayd.testing.mosquitto import Mosquitto
-from gatewayd.testing.subscriber import Subscriber
+from mosquitto import Mosquitto
+from subscriber import Subscriber
 
 BASE = {"hub": {"id": "hub-s"}}
 

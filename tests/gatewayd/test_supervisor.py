@@ -21,17 +21,17 @@ import pytest
 from structlog.testing import capture_logs
 
 from gatewayd.backoff import Backoff
-from gatewayd.config import MqttConfig, SupervisorConfig
+from gatewayd.device_status import DeviceStatus, LinkState
 from gatewayd.driver import DeviceContext, DriverPlugin, ResumePoint
 from gatewayd.errors import DeviceRefused, LinkLost
 from gatewayd.models import DeviceIdentity, Direction, Reading
+from gatewayd.mqtt.publisher import Publisher
+from gatewayd.ops.config import MqttConfig, SupervisorConfig
 from gatewayd.options import OptionReader
-from gatewayd.publisher import Publisher
-from gatewayd.status import DeviceStatus, LinkState
 from gatewayd.store import Store
 from gatewayd.supervisor import Device, Supervisor
-from gatewayd.testing.mosquitto import Mosquitto
-from gatewayd.testing.subscriber import Subscriber
+from mosquitto import Mosquitto
+from subscriber import Subscriber
 
 pytestmark = pytest.mark.timeout(20)
 

@@ -27,8 +27,8 @@ from gatewayd.driver import DeviceContext, ResumePoint
 from gatewayd.errors import DeviceError, DeviceNotFound, DeviceRefused, LinkLost
 from gatewayd.models import Reading
 from gatewayd.transport.ble import BleConfig
-from gatewayd.transport.bumble_backend import bumble_session
-from gatewayd.transport.bumble_link import PERIPHERAL_ADDRESS, InProcessLink, in_process_link
+from gatewayd.transport.bumble.backend import bumble_session
+from gatewayd.transport.bumble.link import PERIPHERAL_ADDRESS, InProcessLink, in_process_link
 from protocols import glucose as gls
 from protocols.racp import RacpOpCode, RacpOperator, RacpResponseCode, parse_racp
 

@@ -23,10 +23,10 @@ from typing import Any
 import jsonschema
 import pytest
 
-from gatewayd.config import parse
 from gatewayd.daemon import Daemon, plan
-from gatewayd.testing.mosquitto import Mosquitto
-from gatewayd.testing.subscriber import Received, Subscriber
+from gatewayd.ops.config import parse
+from mosquitto import Mosquitto
+from subscriber import Received, Subscriber
 
 pytestmark = pytest.mark.timeout(45)
 

@@ -32,8 +32,8 @@ from gatewayd.driver import DriverPlugin
 from gatewayd.models import Reading
 from gatewayd.testing import driverkit
 from gatewayd.transport.ble import BleConfig
-from gatewayd.transport.bumble_backend import bumble_session
-from gatewayd.transport.bumble_link import in_process_link
+from gatewayd.transport.bumble.backend import bumble_session
+from gatewayd.transport.bumble.link import in_process_link
 
 pytestmark = pytest.mark.timeout(40)
 

@@ -35,9 +35,9 @@ from gatewayd.driver import DriverPlugin
 from gatewayd.models import Reading
 from gatewayd.testing.driverkit import DriverKit, Target
 from gatewayd.transport.ble import BleConfig
-from gatewayd.transport.bumble_host import BumbleHost
-from gatewayd.transport.bumble_link import InProcessLink
-from gatewayd.transport.bumble_registry import bumble_session
+from gatewayd.transport.bumble.host import BumbleHost
+from gatewayd.transport.bumble.link import InProcessLink
+from gatewayd.transport.bumble.registry import bumble_session
 
 __all__ = ["FAST", "FAST_SETTINGS", "CgmsKit", "SiblingCgmsKit", "sibling_emulator"]
 

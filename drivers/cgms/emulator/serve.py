@@ -28,7 +28,7 @@ from drivers.cgms.emulator.sensor import POSITIONS, CgmsSensor, SensorConfig
 from gatewayd.errors import UsageError
 from gatewayd.options import OptionReader
 from gatewayd.simulate import SimulateContext
-from gatewayd.transport.bumble_link import InProcessLink, in_process_link, serve_sibling_link
+from gatewayd.transport.bumble.link import InProcessLink, in_process_link, serve_sibling_link
 from protocols.cgms import SensorStatus, StatusOctetOrder
 
 __all__ = ["EmulatorOptions", "emulated_cgms", "parse_emulator_options", "simulate"]

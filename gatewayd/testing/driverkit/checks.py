@@ -10,9 +10,9 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from gatewayd.device_status import LinkState
 from gatewayd.driver import DriverPlugin
 from gatewayd.models import reading_id
-from gatewayd.status import LinkState
 from gatewayd.testing.driverkit.gateway import KitGateway, run_gateway
 from gatewayd.testing.driverkit.kit import DriverKit, Target
 

@@ -14,12 +14,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from gatewayd.config import MqttConfig, SupervisorConfig
+from gatewayd.device_status import DeviceStatus
 from gatewayd.driver import DeviceContext, DriverPlugin, DriverSession
 from gatewayd.models import Reading
+from gatewayd.mqtt.publisher import Publisher
+from gatewayd.ops.config import MqttConfig, SupervisorConfig
 from gatewayd.options import OptionReader
-from gatewayd.publisher import Publisher
-from gatewayd.status import DeviceStatus
 from gatewayd.store import Store
 from gatewayd.supervisor import Device, Supervisor
 from gatewayd.testing.driverkit.kit import Key, Target

@@ -9,7 +9,7 @@ bleak's BlueZ backend (``bleak.backends.bluezdbus``), bleak-retry-connector's
 **The stand-in is the only emulated part.** It emulates bluetoothd's D-Bus behaviour
 (Adapter1, Device1, GattService1/Characteristic1/Descriptor1, AgentManager1; StartNotify and
 AcquireNotify) as BlueZ's documentation and source describe it, and uses the project's own
-Bumble host (`gatewayd.transport.bumble_host.BumbleHost`) on the emulated link as its radio, so
+Bumble host (`gatewayd.transport.bumble.host.BumbleHost`) on the emulated link as its radio, so
 the project's device emulators answer. It cannot show bugs inside bluetoothd or the kernel, nor
 radio timing; see docs/ble.md for the list of what it reproduces and what only hardware shows.
 

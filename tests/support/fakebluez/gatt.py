@@ -59,7 +59,7 @@ class GattHost(Protocol):
 
 def bumble_uuid(uuid: Any) -> str:
     """A Bumble UUID as BlueZ writes it: lower-case, 128-bit."""
-    from gatewayd.transport.bumble_scanner import uuid_from_le_bytes
+    from gatewayd.transport.bumble.scanner import uuid_from_le_bytes
 
     return uuid_from_le_bytes(uuid.to_bytes())
 

@@ -18,7 +18,7 @@ from gatewayd.driver import DriverPlugin
 from gatewayd.models import Reading
 from gatewayd.testing.driverkit import DriverKit, Key, Target
 from gatewayd.transport.ble import BleConfig, ble_session
-from gatewayd.transport.bumble_registry import current_bumble_host
+from gatewayd.transport.bumble.registry import current_bumble_host
 
 from .standin import FakeBluez, Faults
 

@@ -22,8 +22,8 @@ from dbus_fast.aio import MessageBus
 from dbus_fast.annotations import DBusBool, DBusDict, DBusObjectPath, DBusSignature, DBusStr
 from dbus_fast.service import PropertyAccess, ServiceInterface, dbus_method, dbus_property
 
-from gatewayd.transport.bumble_host import BumbleHost
-from gatewayd.transport.bumble_scanner import advertisement_data
+from gatewayd.transport.bumble.host import BumbleHost
+from gatewayd.transport.bumble.scanner import advertisement_data
 
 from .device import BluezDevice
 from .errors import DOES_NOT_EXIST, FAILED, IN_PROGRESS, bluez_error

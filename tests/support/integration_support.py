@@ -1,0 +1,142 @@
+"""Checks shared by the integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mosquitto import Mosquitto
+
+
+def contiguous_gaps(rows: list[tuple[str, str, str, int]]) -> list[tuple[str, str, int]]:
+    """(device, session, seq) of every sequence number missing inside a stored session."""
+    seqs: dict[tuple[str, str], set[int]] = defaultdict(set)
+    for _id, device, session, seq in rows:
+        seqs[(device, session)].add(seq)
+    return [
+        (device, session, seq)
+        for (device, session), present in sorted(seqs.items())
+        for seq in range(min(present), max(present) + 1)
+        if seq not in present
+    ]
+
+
+def duplicate_keys(rows: list[tuple[str, str, str, int]]) -> list[tuple[str, str, int]]:
+    """(device, session, seq) stored under more than one id (must never happen)."""
+    ids: dict[tuple[str, str, int], set[str]] = defaultdict(set)
+    for rid, device, session, seq in rows:
+        ids[(device, session, seq)].add(rid)
+    return [key for key, found in ids.items() if len(found) > 1]
+
+
+GATEWAYD = str(Path(sys.executable).parent / "gatewayd")
+
+
+def write_config(
+    folder: Path,
+    broker: Mosquitto,
+    devices: dict[str, str],
+    *,
+    hub: str | None = None,
+    extra: str = "",
+) -> Path:
+    """A config file for `broker` with one `[[devices]]` table per entry (id -> extra TOML)."""
+    # A hub id of its own by default: tests share one broker, and retained topics of another
+    # test's hub (its `offline`, its states) must never be mistaken for this one's.
+    hub = hub or f"hub-{uuid.uuid4().hex[:8]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    secret = folder / "mqtt-password"
+    secret.write_text(broker.password + "\n")
+    secret.chmod(0o600)
+    # No sensor warm-up unless a test asks: sessions are aligned to wall time, and a 2 h
+    # warm-up window without readings would make a test depend on the day it runs.
+    tables = "".join(
+        f'\n[[devices]]\ndriver = "simulator"\nid = "{device_id}"\n{options}\n'
+        + ("" if "warmup" in options else "warmup = 0\n")
+        for device_id, options in devices.items()
+    )
+    config = folder / "config.toml"
+    config.write_text(
+        f'[hub]\nid = "{hub}"\n\n[store]\npath = "store/gatewayd.db"\n\n'
+        f'[mqtt]\nurl = "{broker.url()}"\nusername = "{broker.username}"\n'
+        f'password_file = "mqtt-password"\n\n[log]\nformat = "json"\nlevel = "info"\n\n'
+        f"[supervisor]\nbackoff_min = 0.2\nbackoff_max = 1.0\n{extra}\n{tables}"
+    )
+    return config
+
+
+@dataclass
+class DaemonProcess:
+    """One `gatewayd run` process; its JSON log lines land in `log_path`."""
+
+    config: Path
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    runs: int = field(default=0)
+
+    @property
+    def store_path(self) -> Path:
+        return self.config.parent / "store" / "gatewayd.db"
+
+    def start(self) -> None:
+        self.runs += 1
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [GATEWAYD, "run", "--config", str(self.config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def terminate(self) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=20)
+
+    def stored(self) -> list[tuple[str, str, str, int]]:
+        """(id, device, session, seq) of every stored reading, read with a separate connection."""
+        if not self.store_path.exists():
+            return []
+        db = sqlite3.connect(f"file:{self.store_path}?mode=ro", uri=True, timeout=10)
+        try:
+            rows = db.execute("SELECT id, device, record FROM readings ORDER BY rowid").fetchall()
+        finally:
+            db.close()
+        out = []
+        for rid, device, record in rows:
+            data = json.loads(record)
+            out.append((rid, device, data["session"], data["seq"]))
+        return out
+
+    def outbox_depth(self) -> int:
+        db = sqlite3.connect(f"file:{self.store_path}?mode=ro", uri=True, timeout=10)
+        try:
+            return int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        finally:
+            db.close()
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `condition` (cheap, e.g. a store query) until it holds; fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)  # the poll period of a condition, not a synchronisation delay
