@@ -18,7 +18,7 @@ from gatewayd.models import DeviceIdentity, Direction, Reading, isoformat_utc
 
 #: Version of the `reading` payload; bumped on any incompatible change (fields only get added).
 READING_SCHEMA = "gatewayd/reading/1"
-STATUS_SCHEMA = "gatewayd/device_status/1"
+STATUS_SCHEMA = "gatewayd/status/1"
 
 
 def to_record(reading: Reading) -> dict[str, Any]:

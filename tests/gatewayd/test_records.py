@@ -345,7 +345,7 @@ def test_status_payload_validates(state: LinkState) -> None:
         {"since": "2024-03-01T12:00:00+00:00"},
         {"retry_in_s": -1},
         {"reason": 5},
-        {"schema": "gatewayd/device_status/2"},
+        {"schema": "gatewayd/status/2"},
     ],
 )
 def test_status_schema_rejects(change: dict[str, Any]) -> None:

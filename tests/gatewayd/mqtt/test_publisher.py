@@ -540,7 +540,7 @@ async def test_device_status_is_retained_valid_json(broker: Mosquitto, store: St
     assert [m.json()["state"] for m in live] == ["connecting", "backoff"]
     assert retained[0].retain
     assert retained[0].json() == {
-        "schema": "gatewayd/device_status/1",
+        "schema": "gatewayd/status/1",
         "hub": hub,
         "device": "cgm1",
         "driver": "testcgm",
