@@ -15,8 +15,9 @@ breaks every third-party driver.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Hashable, Mapping
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -55,11 +56,63 @@ class ResumePoint:
 
 @dataclass(frozen=True, slots=True)
 class DeviceMatch:
-    """How a candidate device is recognised (for scanning and `gatewayd scan`)."""
+    """How a candidate device is recognised, read by `gatewayd scan`.
+
+    A BLE device matches when it advertises one of `ble_service_uuids`, or its advertised name
+    matches `ble_name_pattern` (a regular expression, whole name) or begins with one of
+    `ble_name_prefixes`. A serial port matches when its USB VID:PID is one of `usb_vid_pid`.
+    `gatewayd scan` prints a ``[[devices]]`` table for each device found: the found address
+    (BLE) or port (serial) goes in the option `address_option` (default: "address" for a BLE
+    driver, "path" for a serial one), and every `(key, hint)` of `required_options` is shown
+    for the person to fill in (e.g. a transmitter id printed on the device).
+    """
 
     ble_service_uuids: tuple[str, ...] = ()
     ble_name_pattern: str | None = None
     usb_vid_pid: tuple[tuple[int, int], ...] = ()
+    ble_name_prefixes: tuple[str, ...] = ()
+    address_option: str | None = None
+    required_options: tuple[tuple[str, str], ...] = ()
+
+    def matches_ble(self, name: str | None, service_uuids: Iterable[str]) -> bool:
+        """Whether an advertisement (its local name, its service UUIDs) is such a device."""
+        wanted = {_uuid128(u) for u in self.ble_service_uuids}
+        if wanted and any(_uuid128(u) in wanted for u in service_uuids):
+            return True
+        if name is None:
+            return False
+        if self.ble_name_pattern is not None and re.fullmatch(self.ble_name_pattern, name):
+            return True
+        return any(name.startswith(prefix) for prefix in self.ble_name_prefixes)
+
+    def matches_usb(self, vid: int | None, pid: int | None) -> bool:
+        """Whether a USB device with this VID:PID is such a device."""
+        return vid is not None and pid is not None and (vid, pid) in self.usb_vid_pid
+
+
+#: Bluetooth Base UUID: a 16- or 32-bit UUID `x` stands for 0000xxxx-0000-1000-8000-00805f9b34fb.
+_BASE_UUID_TAIL = "-0000-1000-8000-00805f9b34fb"
+
+
+def _uuid128(text: str) -> str:
+    """A service UUID in bleak's form (128-bit, lower case), from its 16-, 32- or 128-bit form."""
+    text = text.strip().lower()
+    if len(text) in (4, 8):
+        return f"{int(text, 16):08x}{_BASE_UUID_TAIL}"
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Emulator:
+    """A driver's emulated device, run by ``gatewayd simulate --device NAME``.
+
+    `runner` is ``"package.module:function"``, an ``async def function(context:
+    SimulateContext) -> None`` imported only when this emulator is chosen (an emulator may need
+    the optional Bumble stack; the daemon never imports it). `name` is the ``--device`` name.
+    """
+
+    name: str
+    runner: str
 
 
 def _nothing() -> None:
@@ -198,10 +251,12 @@ class DriverPlugin(Generic[OptionsT]):
 
     `parse_options` reads the driver's own keys of a ``[[devices]]`` table through an
     `OptionReader` (which fails with file, key and reason); unknown keys are refused after it
-    returns. `open` creates a session for one connection attempt. Optional:
-    `expected_interval(options)` gives the seconds between a connected device's readings (None:
-    the health check uses the options' `interval`, else 5 min; `math.inf`: a connected device
-    may be silent indefinitely, e.g. a receiver relaying a sensor; see gatewayd.ops.health).
+    returns. `open` creates a session for one connection attempt. Optional: `match`, how
+    `gatewayd scan` recognises the driver's devices; `emulator`, the driver's emulated device
+    for `gatewayd simulate`; `expected_interval(options)`, the seconds between a connected
+    device's readings (None: the health check uses the options' `interval`, else 5 min;
+    `math.inf`: a connected device may be silent indefinitely, e.g. a receiver relaying a
+    sensor; see gatewayd.ops.health).
     """
 
     name: str
@@ -217,6 +272,15 @@ class DriverPlugin(Generic[OptionsT]):
     #: before the hub's clock is synchronised get `received` re-dated once it is, and `time`
     #: too only for "hub" (gatewayd.timesync).
     time_base: TimeBase = "hub"
+    #: Optional: the driver's emulated device (`gatewayd simulate --device NAME`).
+    emulator: Emulator | None = None
+
+    @property
+    def address_option(self) -> str:
+        """The `[[devices]]` option that takes a found device's address (BLE) or port (serial)."""
+        if self.match.address_option is not None:
+            return self.match.address_option
+        return "path" if self.transport == "serial" else "address"
 
     @property
     def summary(self) -> str:

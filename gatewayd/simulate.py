@@ -16,9 +16,11 @@ parses as one, else a string; read them with `gatewayd.options.OptionReader`), p
 configure with `context.announce(line)` (one flushed line on stdout, so a parent process can
 read it), and serves until `context.stop` is set (SIGTERM, SIGINT, or `--duration`).
 
-Adding a device: put ``"name": "package.module:function"`` in `SIMULATORS` (or call
-`register(name, target)`). Runners are named by dotted path and imported only when chosen, the
-way driver plugins are loaded: gatewayd never imports a driver package itself.
+Adding a device: the driver's plugin declares it,
+``DriverPlugin(..., emulator=Emulator("NAME", "package.module:function"))``. The emulators are
+found through the installed driver plugins (the entry points of ``gatewayd.drivers``, as the
+daemon finds drivers), and a runner is imported only when chosen: gatewayd never imports a
+driver package itself.
 """
 
 from __future__ import annotations
@@ -34,15 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from gatewayd.errors import UsageError
-
-#: device name -> "module:function" of its runner.
-SIMULATORS: dict[str, str] = {
-    "cgms": "drivers.cgms.emulator:simulate",
-    "dexcom-g6": "drivers.dexcom_g6.serve:simulate",
-    "dexcom-receiver": "drivers.dexcom_receiver.simulate:simulate",
-    "glucose": "drivers.glucose.serve:simulate",
-}
+from gatewayd import registry
+from gatewayd.driver import Emulator
+from gatewayd.errors import PluginError, UsageError
 
 
 @dataclass(slots=True)
@@ -65,18 +61,38 @@ class SimulateContext:
 Runner = Callable[[SimulateContext], Awaitable[None]]
 
 
-def register(name: str, target: str) -> None:
-    """Make `gatewayd simulate --device name` run `target` ("package.module:function")."""
-    SIMULATORS[name] = target
+def emulators() -> dict[str, Emulator]:
+    """The emulators the installed driver plugins declare, by device name.
+
+    A plugin that fails to load is passed over here (`gatewayd drivers` shows it as BROKEN);
+    two plugins declaring the same device name are a `PluginError`.
+    """
+    found: dict[str, tuple[str, Emulator]] = {}
+    for entry in registry.installed():
+        try:
+            plugin = registry.load(entry.name)
+        except PluginError:
+            continue
+        emulator = plugin.emulator
+        if emulator is None:
+            continue
+        if emulator.name in found:
+            other = found[emulator.name][0]
+            raise PluginError(
+                f"emulator {emulator.name!r} is declared by two drivers: {other}, {plugin.name}"
+            )
+        found[emulator.name] = (plugin.name, emulator)
+    return {name: emulator for name, (_, emulator) in found.items()}
 
 
 def resolve(name: str) -> Runner:
     """The runner of device `name`; `UsageError` naming the known devices otherwise."""
-    target = SIMULATORS.get(name)
-    if target is None:
-        known = ", ".join(sorted(SIMULATORS))
-        raise UsageError("--device", f"no emulator called {name!r} (known: {known})")
-    module, _, function = target.partition(":")
+    known = emulators()
+    emulator = known.get(name)
+    if emulator is None:
+        names = ", ".join(sorted(known)) or "none installed"
+        raise UsageError("--device", f"no emulator called {name!r} (known: {names})")
+    module, _, function = emulator.runner.partition(":")
     try:
         runner: Runner = getattr(importlib.import_module(module), function)
     except ImportError as exc:

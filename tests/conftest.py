@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gatewayd.testing.driverkit import DriverKit
+from gatewayd.plugin.kit import DriverKit
 from mosquitto import Mosquitto
 
 from fakebluez import BluezKit, DbusDaemon

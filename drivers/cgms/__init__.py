@@ -62,7 +62,7 @@ from __future__ import annotations
 
 from drivers.cgms.options import CgmsOptions, expected_interval, parse_options
 from drivers.cgms.session import CgmsSession
-from gatewayd.driver import DeviceMatch, DriverPlugin
+from gatewayd.plugin import DeviceMatch, DriverPlugin, Emulator
 from protocols.cgms import CGMS_SERVICE
 
 __all__ = ["CgmsOptions", "CgmsSession", "plugin"]
@@ -74,5 +74,6 @@ plugin: DriverPlugin[CgmsOptions] = DriverPlugin(
     parse_options=parse_options,
     open=CgmsSession,
     match=DeviceMatch(ble_service_uuids=(CGMS_SERVICE,)),
+    emulator=Emulator("cgms", "drivers.cgms.emulator:simulate"),
     expected_interval=expected_interval,
 )

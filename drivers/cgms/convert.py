@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from gatewayd.models import Direction, OutOfRange, Reading
+from gatewayd.plugin import Direction, OutOfRange, Reading
 from protocols.cgms import CgmMeasurement, SensorStatus, status_names
 from protocols.cgms_session import Measurement
 from protocols.sfloat import SFloat, SFloatSpecial, SFloatValue

@@ -43,8 +43,7 @@ from datetime import timedelta
 from typing import Any
 
 from drivers.cgms.convert import session_key
-from gatewayd.driver import DeviceContext
-from gatewayd.models import Reading
+from gatewayd.plugin import DeviceContext, Reading
 from protocols.cgms_session import (
     BackfillComplete,
     CgmsCollector,

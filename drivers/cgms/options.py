@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from gatewayd.options import OptionReader
-from gatewayd.transport.gatt import BONDS, Bond, read_bond
+from gatewayd.plugin import BONDS, Bond, OptionReader, read_bond
 from protocols.cgms import StatusOctetOrder
 
 __all__ = ["BONDS", "Bond", "CgmsOptions", "expected_interval", "parse_options"]

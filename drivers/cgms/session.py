@@ -29,12 +29,17 @@ from bleak.backends.scanner import AdvertisementData
 from drivers.cgms.convert import parse_session_key, to_reading
 from drivers.cgms.flow import RecordFlow
 from drivers.cgms.options import DEFAULT_INTERVAL, CgmsOptions
-from gatewayd.driver import DeviceContext
-from gatewayd.errors import AttError, LinkLost
-from gatewayd.models import DeviceIdentity, Reading
-from gatewayd.transport.ble import BleConfig
-from gatewayd.transport.collector import CollectorLoop
-from gatewayd.transport.gatt import GattLink, gatt_text
+from gatewayd.plugin import (
+    AttError,
+    BleConfig,
+    CollectorLoop,
+    DeviceContext,
+    DeviceIdentity,
+    GattLink,
+    LinkLost,
+    Reading,
+    gatt_text,
+)
 from protocols.cgms import (
     CGM_MEASUREMENT,
     CGM_SPECIFIC_OPS_CONTROL_POINT,

@@ -78,7 +78,7 @@ from __future__ import annotations
 
 from drivers.dexcom_g6.options import G6Options, expected_interval, parse_options
 from drivers.dexcom_g6.session import DexcomG6Session
-from gatewayd.driver import DeviceMatch, DriverPlugin
+from gatewayd.plugin import DeviceMatch, DriverPlugin, Emulator
 from protocols.dexcom_g6 import ADVERTISED_SERVICE
 
 __all__ = ["DexcomG6Session", "G6Options", "plugin"]
@@ -90,7 +90,11 @@ plugin: DriverPlugin[G6Options] = DriverPlugin(
     parse_options=parse_options,
     open=DexcomG6Session,
     match=DeviceMatch(
-        ble_service_uuids=(ADVERTISED_SERVICE,), ble_name_pattern=r"Dexcom[0-9A-Z]{2}"
+        ble_service_uuids=(ADVERTISED_SERVICE,),
+        ble_name_pattern=r"Dexcom[0-9A-Z]{2}",
+        # The advertised name holds only the id's last two characters.
+        required_options=(("transmitter_id", "the 6 characters printed on the transmitter"),),
     ),
+    emulator=Emulator("dexcom-g6", "drivers.dexcom_g6.serve:simulate"),
     expected_interval=expected_interval,
 )

@@ -19,7 +19,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from drivers.simulator.clock import SimClock, to_us
+from drivers.emulation.clock import SimClock, to_us
 
 
 class Clock(Protocol):

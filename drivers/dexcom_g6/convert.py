@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-from gatewayd.models import Direction, OutOfRange, Reading
+from gatewayd.plugin import Direction, OutOfRange, Reading
 from protocols.dexcom_g6 import Glucose
 
 DRIVER: Final = "dexcom_g6"

@@ -62,7 +62,7 @@ from bumble.gatt import Characteristic, CharacteristicValue, Service
 
 from drivers.dexcom_g6.cancellation import honour_cancellation
 from drivers.dexcom_g6.transmitter import Transmitter
-from gatewayd.transport.bumble.link import refuse_pairing
+from gatewayd.plugin.emulation import refuse_pairing
 from protocols.dexcom_g6 import (
     AUTHENTICATION,
     BACKFILL,

@@ -6,7 +6,7 @@
   its readings are kept by id as the store keeps them, and the next session resumes from the
   newest by time, as the supervisor does. `Rig.wakeup()` / `Rig.skip(n)` move the clock to the
   next measurement (a missed wake-up: the transmitter measures on, nobody connects).
-* `G6Kit`: the driver's `gatewayd.testing.driverkit.DriverKit`. The transmitter runs its wake-ups
+* `G6Kit`: the driver's `gatewayd.plugin.kit.DriverKit`. The transmitter runs its wake-ups
   (`G6Emulator.run()`) on a `SteppingClock` started a day ago, which the gateway shares as its
   clock (`Target.clock`): each wake-up comes as soon as the gateway is done with the last one.
   A forced link drop cuts the link being served and makes the transmitter sleep through the
@@ -41,13 +41,17 @@ from drivers.dexcom_g6.convert import parse_session, session_id
 from drivers.dexcom_g6.emulator import G6Emulator
 from drivers.dexcom_g6.options import G6Options, parse_options
 from drivers.dexcom_g6.transmitter import Transmitter
-from gatewayd.driver import DeviceContext, DeviceFindings, DriverPlugin, ResumePoint
-from gatewayd.models import Reading
-from gatewayd.options import OptionReader
-from gatewayd.testing.driverkit import DriverKit, Target
-from gatewayd.transport.ble import BleConfig
-from gatewayd.transport.bumble.link import InProcessLink, in_process_link
-from gatewayd.transport.bumble.registry import bumble_session
+from gatewayd.plugin import (
+    BleConfig,
+    DeviceContext,
+    DeviceFindings,
+    DriverPlugin,
+    OptionReader,
+    Reading,
+    ResumePoint,
+)
+from gatewayd.plugin.emulation import InProcessLink, bumble_session, in_process_link
+from gatewayd.plugin.kit import DriverKit, Target
 
 __all__ = ["BLE", "TXID", "G6Kit", "Rig", "held", "rig"]
 

@@ -9,8 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from gatewayd.options import OptionReader
-from gatewayd.transport.gatt import Bond, read_bond
+from gatewayd.plugin import Bond, OptionReader, read_bond
 from protocols.dexcom_g6 import normalize_transmitter_id
 
 #: A G5/G6 wakes up, measures and advertises every 5 minutes (protocols.md §2.7).

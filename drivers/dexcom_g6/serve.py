@@ -69,12 +69,11 @@ from drivers.dexcom_g6.transmitter import (
     WARMUP,
     Transmitter,
 )
-from gatewayd.errors import UsageError
-from gatewayd.options import OptionReader
+from gatewayd.plugin import OptionReader, UsageError
 from protocols.dexcom_g6 import advertised_name, normalize_transmitter_id
 
 if TYPE_CHECKING:
-    from gatewayd.simulate import SimulateContext
+    from gatewayd.plugin import SimulateContext
 
 __all__ = ["TransmitterSettings", "parse_emulator_options", "simulate"]
 
@@ -226,7 +225,7 @@ async def _signals(emulator: G6Emulator, outage: int) -> AsyncIterator[None]:
 
 async def simulate(context: SimulateContext) -> None:
     """`gatewayd simulate --device dexcom-g6`: serve a transmitter until `context.stop`."""
-    from gatewayd.transport.bumble.link import serve_sibling_link
+    from gatewayd.plugin.emulation import serve_sibling_link
 
     host, port = _tcp_server(context.hci)
     settings = parse_emulator_options(OptionReader(dict(context.options), "--set", ""))

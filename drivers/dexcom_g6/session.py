@@ -45,12 +45,16 @@ from bleak.backends.scanner import AdvertisementData
 from drivers.dexcom_g6.cancellation import honour_cancellation
 from drivers.dexcom_g6.convert import Skip, parse_session, session_epoch, session_id, to_reading
 from drivers.dexcom_g6.options import G6Options
-from gatewayd.driver import DeviceContext
-from gatewayd.errors import DeviceError, DeviceRefused
-from gatewayd.models import DeviceIdentity, Reading
-from gatewayd.transport.ble import BleConfig
-from gatewayd.transport.collector import CollectorLoop
-from gatewayd.transport.gatt import GattLink
+from gatewayd.plugin import (
+    BleConfig,
+    CollectorLoop,
+    DeviceContext,
+    DeviceError,
+    DeviceIdentity,
+    DeviceRefused,
+    GattLink,
+    Reading,
+)
 from protocols.dexcom_g6 import (
     AUTHENTICATION,
     BACKFILL,

@@ -6,7 +6,7 @@ every `interval` seconds on a seed-derived phase, each measurement a second earl
 (the verified capture has 300/300/299/300 s spacing, protocols.md §2.6). A measurement is a
 record when a sensor session runs: for the first `warmup` seconds of a session its state is
 warm-up (no glucose); after that the value is the simulated person's
-(`drivers.simulator.physiology.sample(seed, session index, measurement index, wall time)`), state
+(`drivers.emulation.physiology.sample(seed, session index, measurement index, wall time)`), state
 OK, with the sensor's rate as trend; below 40 mg/dL it is 39 ("LOW"), above 400 it is 401.
 
 The memory holds the records of the last `memory` seconds (default 24 h): a backfill gets the
@@ -35,7 +35,7 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from drivers.dexcom_g6.clock import Clock
-from drivers.simulator.physiology import sample, stable_int
+from drivers.emulation.physiology import sample, stable_int
 from protocols.dexcom_g6 import (
     NO_SESSION,
     STATUS_OK,

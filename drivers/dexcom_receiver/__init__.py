@@ -51,7 +51,7 @@ import math
 from drivers.dexcom_receiver.link import USB_PID, USB_VID
 from drivers.dexcom_receiver.options import ReceiverOptions, parse_options
 from drivers.dexcom_receiver.session import DRIVER, SESSION, ReceiverSession
-from gatewayd.driver import DeviceMatch, DriverPlugin
+from gatewayd.plugin import DeviceMatch, DriverPlugin, Emulator
 
 __all__ = ["DRIVER", "SESSION", "ReceiverOptions", "ReceiverSession", "plugin"]
 
@@ -62,6 +62,7 @@ plugin: DriverPlugin[ReceiverOptions] = DriverPlugin(
     parse_options=parse_options,
     open=ReceiverSession,
     match=DeviceMatch(usb_vid_pid=((USB_VID, USB_PID),)),
+    emulator=Emulator("dexcom-receiver", "drivers.dexcom_receiver.simulate:simulate"),
     # A receiver left at home while its wearer is out has nothing new for hours: silence is
     # normal. A dead cable or a hung receiver already fails its request timeouts (LinkLost).
     expected_interval=lambda _options: math.inf,

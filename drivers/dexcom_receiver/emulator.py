@@ -7,7 +7,7 @@ READ_DATABASE_PAGES (EGV_DATA and MANUFACTURING_DATA; other partitions are empty
 READ_SYSTEM_TIME; anything else gets INVALID_COMMAND, a request failing its CRC a NAK [L].
 
 `EgvDatabase` holds one EGV record every `interval` true seconds from `origin`, each a pure
-function of the seed and its index (glucose and trend from `drivers.simulator.physiology`;
+function of the seed and its index (glucose and trend from `drivers.emulation.physiology`;
 LOW as 39, HIGH as 401), laid out in 528-byte pages of 38 (G4, 13-byte records) or 20 (G6,
 25-byte records). `set_value(index, raw)` overrides one record (status values, display-only).
 `clock` is the true time: a `ManualClock` (tests advance it) or a `ReplayClock` (replays
@@ -44,8 +44,8 @@ from types import TracebackType
 from typing import Literal, Protocol, Self
 
 from drivers.dexcom_receiver.session import TREND_DIRECTION
-from drivers.simulator.physiology import sample
-from gatewayd.models import Direction
+from drivers.emulation.physiology import sample
+from gatewayd.plugin import Direction
 from protocols import dexcom_receiver as dx
 from protocols.errors import ProtocolError
 

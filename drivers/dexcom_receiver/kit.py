@@ -1,4 +1,4 @@
-"""The Dexcom receiver driver's `DriverKit` (`gatewayd.testing.driverkit`): its pty emulator.
+"""The Dexcom receiver driver's `DriverKit` (`gatewayd.plugin.kit`): its pty emulator.
 
 `ReceiverKit` runs a G4 receiver (`ReceiverEmulator`) behind a symlink in a temporary folder,
 storing one EGV record every receiver second (`INTERVAL`) on a `ReplayClock` that replays the
@@ -31,9 +31,8 @@ from typing import Any
 
 from drivers.dexcom_receiver.emulator import ReceiverEmulator, ReplayClock
 from drivers.dexcom_receiver.session import SESSION
-from gatewayd.driver import DriverPlugin
-from gatewayd.models import Reading
-from gatewayd.testing.driverkit import DriverKit, Key, Target
+from gatewayd.plugin import DriverPlugin, Reading
+from gatewayd.plugin.kit import DriverKit, Key, Target
 from protocols import dexcom_receiver as dx
 
 __all__ = ["AWAY", "INTERVAL", "SPEED", "ReceiverKit"]

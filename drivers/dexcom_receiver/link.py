@@ -32,7 +32,7 @@ import structlog
 from serial.tools import list_ports
 from serial.tools.list_ports_common import ListPortInfo
 
-from gatewayd.errors import DeviceNotFound, DeviceRefused, LinkLost
+from gatewayd.plugin import DeviceNotFound, DeviceRefused, LinkLost
 from protocols.dexcom_receiver import (
     ANSWERS,
     BadFrame,

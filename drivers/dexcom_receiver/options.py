@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gatewayd.options import OptionReader
+from gatewayd.plugin import OptionReader
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,9 +39,7 @@ from drivers.dexcom_receiver.api import DamagedPage, ReceiverApi
 from drivers.dexcom_receiver.link import ReceiverLink, find_receiver
 from drivers.dexcom_receiver.options import ReceiverOptions
 from drivers.dexcom_receiver.timeline import SESSION, Dated, Stored, Timeline, is_egv_session
-from gatewayd.driver import DeviceContext
-from gatewayd.errors import DeviceRefused
-from gatewayd.models import DeviceIdentity, Direction, Reading
+from gatewayd.plugin import DeviceContext, DeviceIdentity, DeviceRefused, Direction, Reading
 from protocols import dexcom_receiver as dx
 from protocols.errors import ProtocolError
 

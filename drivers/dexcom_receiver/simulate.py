@@ -8,7 +8,7 @@ Options (``--set KEY=VALUE``):
 
   model     "g4" (13-byte EGV records, default) or "g6" (25-byte records)
   serial    the receiver's SerialNumber (default "SM10000001")
-  seed      the simulated person (drivers.simulator.physiology; default 1)
+  seed      the simulated person (drivers.emulation.physiology; default 1)
   interval  receiver seconds between EGV records, >= 1 (default 300)
   history   seconds of the past the receiver's clock starts at, >= 0 (default 0); the first
             `history / speed` real seconds replay it `speed` times faster
@@ -44,8 +44,7 @@ from typing import cast
 
 from drivers.dexcom_receiver.emulator import Model, ReceiverEmulator, ReplayClock
 from drivers.dexcom_receiver.session import DRIVER
-from gatewayd.options import OptionReader
-from gatewayd.simulate import SimulateContext
+from gatewayd.plugin import OptionReader, SimulateContext
 
 #: Where the pty symlink goes without --pty-link.
 DEFAULT_LINK = Path(tempfile.gettempdir()) / "gatewayd-dexcom-receiver"

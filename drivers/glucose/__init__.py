@@ -55,7 +55,7 @@ from __future__ import annotations
 
 from drivers.glucose.options import GlucoseOptions, parse_options
 from drivers.glucose.session import GlucoseSession
-from gatewayd.driver import DeviceMatch, DriverPlugin
+from gatewayd.plugin import DeviceMatch, DriverPlugin, Emulator
 from protocols.glucose import GLUCOSE_SERVICE
 
 __all__ = ["GlucoseOptions", "GlucoseSession", "plugin"]
@@ -66,6 +66,8 @@ plugin: DriverPlugin[GlucoseOptions] = DriverPlugin(
     help=__doc__ or "",
     parse_options=parse_options,
     open=GlucoseSession,
-    match=DeviceMatch(ble_service_uuids=(GLUCOSE_SERVICE,)),
+    # Accu-Chek meters advertise "meter+" and their serial number (the `name` option's example).
+    match=DeviceMatch(ble_service_uuids=(GLUCOSE_SERVICE,), ble_name_prefixes=("meter+",)),
+    emulator=Emulator("glucose", "drivers.glucose.serve:simulate"),
     time_base="device",  # times come from the device's own clock, not the hub's
 )

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from drivers.glucose.clock import UNVERIFIED
-from gatewayd.models import OutOfRange, Reading
+from gatewayd.plugin import OutOfRange, Reading
 from protocols.gatt import SampleLocation, SampleType
 from protocols.glucose import GlucoseContext, GlucoseStatus, Health, Meal, Tester
 from protocols.glucose_session import GlucoseReading

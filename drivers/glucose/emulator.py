@@ -56,7 +56,7 @@ from bumble.device import Connection, Device
 from bumble.gatt import Characteristic, CharacteristicValue, Service
 
 from drivers.glucose.records import NO_STATUS, MeterRecord, make_record, sample_records
-from gatewayd.transport.bumble.link import refuse_pairing
+from gatewayd.plugin.emulation import refuse_pairing
 from protocols.errors import ControlPointError, ProtocolError
 from protocols.gatt import (
     FIRMWARE_REVISION,

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from gatewayd.options import OptionReader
-from gatewayd.transport.gatt import Bond, read_bond
+from gatewayd.plugin import Bond, OptionReader, read_bond
 
 #: The `tz` value meaning "the hub's local zone" (the default).
 LOCAL = "local"

@@ -51,9 +51,7 @@ from datetime import timedelta
 
 from drivers.glucose.emulator import SERIAL, GlucoseMeterEmulator, sample_records
 from drivers.glucose.options import zone
-from gatewayd.errors import UsageError
-from gatewayd.options import OptionReader
-from gatewayd.simulate import SimulateContext
+from gatewayd.plugin import OptionReader, SimulateContext, UsageError
 
 __all__ = ["MeterSettings", "command", "parse_meter_options", "simulate"]
 
@@ -202,7 +200,7 @@ async def _commands(meter: GlucoseMeterEmulator, context: SimulateContext) -> No
 
 async def simulate(context: SimulateContext) -> None:
     """`gatewayd simulate --device glucose`: serve a meter until `context.stop` is set."""
-    from gatewayd.transport.bumble.link import serve_sibling_link
+    from gatewayd.plugin.emulation import serve_sibling_link
 
     host, port = _tcp_server(context.hci)
     settings = parse_meter_options(OptionReader(context.options, "--set", ""))

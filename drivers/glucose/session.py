@@ -49,12 +49,18 @@ from bleak.backends.scanner import AdvertisementData
 from drivers.glucose.clock import MeterClock
 from drivers.glucose.convert import SESSION, Skip, era_session, is_gls_session, to_reading
 from drivers.glucose.options import GlucoseOptions
-from gatewayd.driver import DeviceContext
-from gatewayd.errors import AttError, DeviceError, LinkLost
-from gatewayd.models import DeviceIdentity, Reading
-from gatewayd.transport.ble import BleConfig
-from gatewayd.transport.collector import CollectorLoop
-from gatewayd.transport.gatt import GattLink, gatt_text
+from gatewayd.plugin import (
+    AttError,
+    BleConfig,
+    CollectorLoop,
+    DeviceContext,
+    DeviceError,
+    DeviceIdentity,
+    GattLink,
+    LinkLost,
+    Reading,
+    gatt_text,
+)
 from protocols.errors import ProtocolError
 from protocols.gatt import (
     FIRMWARE_REVISION,

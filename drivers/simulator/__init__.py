@@ -59,7 +59,7 @@ from drivers.simulator.session import (
     SimulatorSession,
     parse_options,
 )
-from gatewayd.driver import DriverPlugin
+from gatewayd.plugin import DriverPlugin
 
 __all__ = ["SensorRegistry", "SimulatorOptions", "create_plugin", "plugin", "sensors"]
 

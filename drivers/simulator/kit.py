@@ -1,4 +1,4 @@
-"""The simulator driver's `DriverKit` (`gatewayd.testing.driverkit`): its virtual sensor.
+"""The simulator driver's `DriverKit` (`gatewayd.plugin.kit`): its virtual sensor.
 
 The simulated sensor lives in the plugin's `SensorRegistry` (no emulator process, no radio):
 `SimulatorKit` gives it a reading every 0.1 s on the hub's clock, no warm-up and no random
@@ -20,9 +20,8 @@ from typing import Any
 
 from drivers.simulator import SensorRegistry, SimulatorOptions, create_plugin
 from drivers.simulator.sensor import SimulatedSensor
-from gatewayd.driver import DriverPlugin
-from gatewayd.models import Reading
-from gatewayd.testing.driverkit import DriverKit, FaultUnsupportedError, Key, Target
+from gatewayd.plugin import DriverPlugin, Reading
+from gatewayd.plugin.kit import DriverKit, FaultUnsupportedError, Key, Target
 
 __all__ = ["INTERVAL", "SimulatorKit"]
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from drivers.simulator.clock import SimClock, from_us
-from drivers.simulator.physiology import Sample, sample, stable_int
+from drivers.emulation.clock import SimClock, from_us
+from drivers.emulation.physiology import Sample, sample, stable_int
 
 #: What happens to a live notification besides arriving: the link drops, it is lost, it arrives
 #: damaged, it arrives again after the next one ("twice"), or only after it ("late").

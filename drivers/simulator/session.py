@@ -15,8 +15,8 @@ from datetime import datetime
 from types import TracebackType
 from typing import Self
 
-from drivers.simulator.clock import SimClock, from_us, to_us
-from drivers.simulator.physiology import stable_int
+from drivers.emulation.clock import SimClock, from_us, to_us
+from drivers.emulation.physiology import stable_int
 from drivers.simulator.sensor import (
     Grid,
     LinkEvent,
@@ -25,10 +25,15 @@ from drivers.simulator.sensor import (
     sensor_serial,
     session_id,
 )
-from gatewayd.driver import DeviceContext
-from gatewayd.errors import DeviceNotFound, LinkLost
-from gatewayd.models import DeviceIdentity, Direction, Reading
-from gatewayd.options import OptionReader
+from gatewayd.plugin import (
+    DeviceContext,
+    DeviceIdentity,
+    DeviceNotFound,
+    Direction,
+    LinkLost,
+    OptionReader,
+    Reading,
+)
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -1,7 +1,7 @@
 """The CGMS driver, unmodified bleak code, against its emulator over Bumble (in this process).
 
 Each test runs the real Supervisor + Store with the driver loaded as the daemon loads it
-(`gatewayd.testing.driverkit.run_gateway`) and the emulated sensor on a virtual link: real
+(`gatewayd.plugin.kit.run_gateway`) and the emulated sensor on a virtual link: real
 ATT/GATT, real notifications and indications, real pairing. The sensor makes a record every
 0.1 s (one a minute, replayed at 600x), so waits are short and driven by stored readings.
 """
@@ -24,7 +24,7 @@ from drivers.cgms.emulator import CgmsPeripheral, SensorConfig
 from drivers.cgms.emulator.kit import FAST, CgmsKit
 from gatewayd.device_status import LinkState
 from gatewayd.driver import DAMAGED_RETRIES
-from gatewayd.testing.driverkit import KitGateway, assert_contract, run_gateway
+from gatewayd.plugin.kit import KitGateway, assert_contract, run_gateway
 from protocols.cgms import SensorStatus, StatusOctetOrder
 
 pytestmark = pytest.mark.timeout(30)

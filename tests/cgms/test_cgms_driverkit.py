@@ -1,4 +1,4 @@
-"""The CGMS driver passes the driver kit (gatewayd.testing.driverkit) against its emulator."""
+"""The CGMS driver passes the driver kit (gatewayd.plugin.kit) against its emulator."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 
 from drivers.cgms import plugin
 from drivers.cgms.emulator.kit import FAST_SETTINGS, CgmsKit, SiblingCgmsKit
-from gatewayd.testing import driverkit
-from gatewayd.testing.driverkit import run_gateway
+from gatewayd.plugin import kit as driverkit
+from gatewayd.plugin.kit import run_gateway
 
 Check = Callable[[driverkit.DriverKit], Awaitable[None]]
 

@@ -1,4 +1,4 @@
-"""The G5/G6 driver honours the driver contract (`gatewayd.testing.driverkit`) on its emulator.
+"""The G5/G6 driver honours the driver contract (`gatewayd.plugin.kit`) on its emulator.
 
 The transmitter wakes on a stepping clock (each wake-up as soon as the gateway finished the last
 one); forced link drops also make the gateway miss wake-ups, so every reconnect backfills.
@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from drivers.dexcom_g6.kit import G6Kit
-from gatewayd.testing import driverkit
+from gatewayd.plugin import kit as driverkit
 
 pytestmark = pytest.mark.timeout(40)
 

@@ -29,7 +29,7 @@ from drivers.dexcom_g6 import plugin
 from drivers.dexcom_g6.kit import TXID
 from gatewayd.daemon import Daemon, plan
 from gatewayd.ops.config import parse
-from gatewayd.testing.driverkit import Target, run_gateway
+from gatewayd.plugin.kit import Target, run_gateway
 from gatewayd.transport.ble import BleConfig
 from mosquitto import Mosquitto
 from subscriber import Received, Subscriber

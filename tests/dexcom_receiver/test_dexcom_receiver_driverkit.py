@@ -1,4 +1,4 @@
-"""The Dexcom receiver driver honours the driver contract (`gatewayd.testing.driverkit`) on its
+"""The Dexcom receiver driver honours the driver contract (`gatewayd.plugin.kit`) on its
 pty emulator.
 
 The receiver stores a record every 0.1 s (a replayed hour) and the driver polls every 0.05 s,
@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from drivers.dexcom_receiver.kit import ReceiverKit
-from gatewayd.testing import driverkit
+from gatewayd.plugin import kit as driverkit
 
 pytestmark = pytest.mark.timeout(40)
 

@@ -16,13 +16,15 @@ from pathlib import Path
 import pytest
 import structlog
 
+from drivers.dexcom_receiver import plugin
 from drivers.dexcom_receiver.options import ReceiverOptions
 from drivers.dexcom_receiver.session import ReceiverSession
 from drivers.dexcom_receiver.simulate import simulate
 from gatewayd.cli import main
 from gatewayd.driver import DeviceContext
 from gatewayd.errors import UsageError
-from gatewayd.simulate import SIMULATORS, SimulateContext, parse_settings, resolve
+from gatewayd.plugin import Emulator
+from gatewayd.simulate import SimulateContext, parse_settings, resolve
 
 pytestmark = pytest.mark.timeout(30)
 GATEWAYD = str(Path(sys.executable).parent / "gatewayd")
@@ -92,8 +94,10 @@ def test_settings_are_toml_values_or_strings() -> None:
         parse_settings(["interval"])
 
 
-def test_the_registry_names_the_runner() -> None:
-    assert SIMULATORS["dexcom-receiver"] == "drivers.dexcom_receiver.simulate:simulate"
+def test_the_plugin_declares_the_emulator() -> None:
+    assert plugin.emulator == Emulator(
+        "dexcom-receiver", "drivers.dexcom_receiver.simulate:simulate"
+    )
     assert callable(resolve("dexcom-receiver"))
     with pytest.raises(UsageError, match="dexcom-receiver"):
         resolve("no-such-device")

@@ -20,8 +20,8 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
+from drivers.emulation.clock import SimClock, from_us, to_us
 from drivers.simulator import SensorRegistry, SimulatorOptions, create_plugin, plugin
-from drivers.simulator.clock import SimClock, from_us, to_us
 from drivers.simulator.sensor import Grid, session_id
 from drivers.simulator.session import default_seed
 from gatewayd.driver import DeviceContext, DriverPlugin, ResumePoint

@@ -1,4 +1,4 @@
-"""The simulator driver honours the driver contract (`gatewayd.testing.driverkit`) on its
+"""The simulator driver honours the driver contract (`gatewayd.plugin.kit`) on its
 virtual sensor: a reading every 0.1 s, forced link drops, damaged, duplicated and late
 notifications. The fault checks it cannot have (no device calendar, a computed memory, no
 first backfill) skip, naming the hook.
@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from drivers.simulator.kit import SimulatorKit
-from gatewayd.testing import driverkit
+from gatewayd.plugin import kit as driverkit
 
 pytestmark = pytest.mark.timeout(40)
 

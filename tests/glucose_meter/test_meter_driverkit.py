@@ -1,4 +1,4 @@
-"""The glucose driver against the driver test kit (`gatewayd.testing.driverkit`).
+"""The glucose driver against the driver test kit (`gatewayd.plugin.kit`).
 
 Two kinds of meter: one that keeps the link and notifies new results at once (every check),
 and one that closes the link shortly after each report, as most meters do, so every new result
@@ -30,7 +30,7 @@ from drivers.glucose.convert import SESSION
 from drivers.glucose.emulator import GlucoseMeterEmulator, MeterRecord, sample_records
 from gatewayd.driver import DriverPlugin
 from gatewayd.models import Reading
-from gatewayd.testing import driverkit
+from gatewayd.plugin import kit as driverkit
 from gatewayd.transport.ble import BleConfig
 from gatewayd.transport.bumble.backend import bumble_session
 from gatewayd.transport.bumble.link import in_process_link

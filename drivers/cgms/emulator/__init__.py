@@ -15,7 +15,7 @@ Options (``--set KEY=VALUE``; `SensorConfig` fields in Python):
                   time, before the sensor runs in real time (default 0); no record is ever dated
                   after the wall clock, and CGM Status always reports the true "now"
   speed           replay acceleration, >= 1 (default 1)
-  seed            the simulated person (glucose trace of drivers.simulator.physiology; default 1)
+  seed            the simulated person (glucose trace of drivers.emulation.physiology; default 1)
   e2e_crc         E2E-CRC on every value (default true); trend / quality: records carry them
                   (default true)
   annunciation    status names set on every record and in CGM Status, e.g.
@@ -35,7 +35,7 @@ Options (``--set KEY=VALUE``; `SensorConfig` fields in Python):
   restart_age / restart_replay
                   age and replayed minutes of a session begun by SOCP start or SIGHUP (default 0)
 
-Faults (for the driver kit's fault checks, gatewayd.testing.driverkit.FAULT_CHECKS):
+Faults (for the driver kit's fault checks, gatewayd.plugin.kit.FAULT_CHECKS):
 
   damaged         records that stay damaged in memory, every time they are read: offsets, or
                   "start" / "middle" / "end" of the memory at start, e.g. ["start", 300]

@@ -1,4 +1,4 @@
-"""The CGMS driver's `DriverKit`s (`gatewayd.testing.driverkit`): its emulator, two topologies.
+"""The CGMS driver's `DriverKit`s (`gatewayd.plugin.kit`): its emulator, two topologies.
 
 * `CgmsKit` - the emulator on an in-process virtual link (hooks called directly);
 * `SiblingCgmsKit` - the emulator as ``gatewayd simulate --device cgms`` in its own process,
@@ -31,13 +31,9 @@ from drivers.cgms.convert import parse_session_key, session_key
 from drivers.cgms.emulator.peripheral import CgmsPeripheral
 from drivers.cgms.emulator.sensor import SensorConfig
 from drivers.cgms.emulator.serve import emulated_cgms
-from gatewayd.driver import DriverPlugin
-from gatewayd.models import Reading
-from gatewayd.testing.driverkit import DriverKit, Target
-from gatewayd.transport.ble import BleConfig
-from gatewayd.transport.bumble.host import BumbleHost
-from gatewayd.transport.bumble.link import InProcessLink
-from gatewayd.transport.bumble.registry import bumble_session
+from gatewayd.plugin import BleConfig, DriverPlugin, Reading
+from gatewayd.plugin.emulation import BumbleHost, InProcessLink, bumble_session
+from gatewayd.plugin.kit import DriverKit, Target
 
 __all__ = ["FAST", "FAST_SETTINGS", "CgmsKit", "SiblingCgmsKit", "sibling_emulator"]
 

@@ -40,7 +40,7 @@ from bumble.profiles.device_information_service import DeviceInformationService
 
 from drivers.cgms.emulator.control import ControlPoints, Link
 from drivers.cgms.emulator.sensor import CgmsSensor
-from gatewayd.transport.bumble.link import refuse_pairing
+from gatewayd.plugin.emulation import refuse_pairing
 from protocols import cgms
 
 __all__ = ["CgmsPeripheral"]

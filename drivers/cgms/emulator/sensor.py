@@ -15,7 +15,7 @@ The sensor's **calendar** is only seen in Session Start Time: the true start plu
 on it, as on a real sensor whose offsets count from its own start.
 
 Records lie on a grid of `interval` minutes from offset 0 and are pure functions of the seed,
-the session and the offset (values from `drivers.simulator.physiology`: meals, insulin, dawn
+the session and the offset (values from `drivers.emulation.physiology`: meals, insulin, dawn
 rise, noise; below 40 / above 400 mg/dL a record carries -INF / +INF and the matching "result
 lower/higher than the device can process" bits). The memory keeps the newest `capacity` records
 of the current session; a new session (`restart`, SOCP "start the session") empties it.
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
-from drivers.simulator.physiology import sample
+from drivers.emulation.physiology import sample
 from protocols.cgms import (
     CgmFeature,
     CgmFeatureBits,

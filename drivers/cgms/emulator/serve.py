@@ -25,10 +25,8 @@ import structlog
 
 from drivers.cgms.emulator.peripheral import CgmsPeripheral
 from drivers.cgms.emulator.sensor import POSITIONS, CgmsSensor, SensorConfig
-from gatewayd.errors import UsageError
-from gatewayd.options import OptionReader
-from gatewayd.simulate import SimulateContext
-from gatewayd.transport.bumble.link import InProcessLink, in_process_link, serve_sibling_link
+from gatewayd.plugin import OptionReader, SimulateContext, UsageError
+from gatewayd.plugin.emulation import InProcessLink, in_process_link, serve_sibling_link
 from protocols.cgms import SensorStatus, StatusOctetOrder
 
 __all__ = ["EmulatorOptions", "emulated_cgms", "parse_emulator_options", "simulate"]

@@ -18,7 +18,8 @@ Example (in-process)::
         await link.peripheral.start_advertising(advertising_data=ad, auto_restart=True)
         scanner_cls, client_cls = bumble_backend(link.central)
 
-`refuse_pairing(device)` makes a peripheral refuse bonding (emulators' `refuse_bonding`).
+`add_peripheral(link.link, ...)` puts one more peripheral in the same air (e.g. for `gatewayd
+scan`). `refuse_pairing(device)` makes a peripheral refuse bonding (emulators' `refuse_bonding`).
 
 Two fidelity fixes over Bumble's virtual controller (see `EmulatedController`): cancelling a
 pending connection really cancels it, and an HCI reset drops the controller's links (a gateway
@@ -48,6 +49,7 @@ __all__ = [
     "EmulatedController",
     "InProcessLink",
     "SiblingLink",
+    "add_peripheral",
     "in_process_link",
     "refuse_pairing",
     "serve_sibling_link",
@@ -121,6 +123,15 @@ def refuse_pairing(device: Device) -> None:
 def _peripheral(controller: Controller, name: str, address: str) -> Device:
     host = Host(controller, AsyncPipeSink(controller))
     return Device(name=name, address=hci.Address(address), host=host)
+
+
+async def add_peripheral(link: LocalLink, *, name: str, address: str) -> Device:
+    """One more powered-on peripheral `Device` on `link` (`InProcessLink.link`,
+    `SiblingLink.link`): several emulated devices in the air of one gateway."""
+    controller = EmulatedController(name, link=link, public_address=None)
+    device = _peripheral(controller, name, address)
+    await device.power_on()
+    return device
 
 
 async def _stop_peripheral(device: Device) -> None:

@@ -25,8 +25,8 @@ from bumble.gatt import Service
 from drivers.cgms.emulator.kit import FAST, CgmsKit
 from drivers.dexcom_g6.kit import G6Kit
 from gatewayd.device_status import LinkState
-from gatewayd.testing import driverkit
-from gatewayd.testing.driverkit import KitGateway, assert_contract, run_gateway
+from gatewayd.plugin import kit as driverkit
+from gatewayd.plugin.kit import KitGateway, assert_contract, run_gateway
 from gatewayd.transport.ble import establish
 from gatewayd.transport.bumble.link import PERIPHERAL_ADDRESS
 from protocols.cgms import CGM_MEASUREMENT

@@ -16,7 +16,7 @@ from typing import Any
 
 from gatewayd.driver import DriverPlugin
 from gatewayd.models import Reading
-from gatewayd.testing.driverkit import DriverKit, Key, Target
+from gatewayd.plugin.kit import DriverKit, Key, Target
 from gatewayd.transport.ble import BleConfig, ble_session
 from gatewayd.transport.bumble.registry import current_bumble_host
 

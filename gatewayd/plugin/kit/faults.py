@@ -9,14 +9,14 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn
 
-from gatewayd.testing.driverkit.checks import (
+from gatewayd.plugin.kit.checks import (
     _expect,
     _more_readings,
     _warm_gateway,
     assert_contract,
 )
-from gatewayd.testing.driverkit.gateway import KitGateway, run_gateway
-from gatewayd.testing.driverkit.kit import (
+from gatewayd.plugin.kit.gateway import KitGateway, run_gateway
+from gatewayd.plugin.kit.kit import (
     CLOCK_TOLERANCE,
     LARGE_BACKFILL,
     DriverKit,

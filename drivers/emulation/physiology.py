@@ -25,7 +25,7 @@ import random
 from dataclasses import dataclass
 from functools import lru_cache
 
-from gatewayd.models import OutOfRange
+from gatewayd.plugin import OutOfRange
 
 #: The sensor's measurable range (mg/dL); outside it a CGM reports LOW / HIGH instead of a value.
 LOW_LIMIT = 40

@@ -7,8 +7,8 @@ import statistics
 
 import pytest
 
-from drivers.simulator import physiology
-from drivers.simulator.physiology import HIGH_LIMIT, LOW_LIMIT, Sample, sample, true_glucose
+from drivers.emulation import physiology
+from drivers.emulation.physiology import HIGH_LIMIT, LOW_LIMIT, Sample, sample, true_glucose
 from gatewayd.models import Direction
 
 DAY = 86_400

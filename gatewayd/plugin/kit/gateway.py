@@ -20,9 +20,9 @@ from gatewayd.models import Reading
 from gatewayd.mqtt.publisher import Publisher
 from gatewayd.ops.config import MqttConfig, SupervisorConfig
 from gatewayd.options import OptionReader
+from gatewayd.plugin.kit.kit import Key, Target
 from gatewayd.store import Store
 from gatewayd.supervisor import Device, Supervisor
-from gatewayd.testing.driverkit.kit import Key, Target
 
 
 class _Recording:

@@ -13,8 +13,8 @@ from typing import Any
 from gatewayd.device_status import LinkState
 from gatewayd.driver import DriverPlugin
 from gatewayd.models import reading_id
-from gatewayd.testing.driverkit.gateway import KitGateway, run_gateway
-from gatewayd.testing.driverkit.kit import DriverKit, Target
+from gatewayd.plugin.kit.gateway import KitGateway, run_gateway
+from gatewayd.plugin.kit.kit import DriverKit, Target
 
 
 def _expect(condition: bool, message: str) -> None:

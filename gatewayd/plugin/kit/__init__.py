@@ -1,5 +1,8 @@
 """The driver test kit: a driver package proves the driver contract against its own emulator.
 
+A separate import from `gatewayd.plugin` (``from gatewayd.plugin import kit``): it runs the
+daemon's supervisor, store and publisher, which a driver package must not load at run time.
+
 The checks run the real `Supervisor` + `Store` (+ `Publisher`, which only publishes when given a
 broker) in the test's event loop, with the driver loaded as the daemon loads it (its plugin,
 its options parsed from a ``[[devices]]``-like table) and the emulator standing in for the
@@ -20,9 +23,10 @@ And, opt-in (`BOND_CHECKS`), for a BLE driver whose emulator can demand a bond a
 
 A driver's test provides a `DriverKit` (subclass it; one instance per check) and parametrises::
 
-    from gatewayd.testing import driverkit
+    from gatewayd.plugin import BleConfig, kit
+    from gatewayd.plugin.emulation import bumble_session
 
-    class MyKit(driverkit.DriverKit):
+    class MyKit(kit.DriverKit):
         def make_plugin(self):
             return mydriver.plugin
 
@@ -30,7 +34,7 @@ A driver's test provides a `DriverKit` (subclass it; one instance per check) and
         async def start_emulator(self):
             async with my_emulator() as (host, emulator):
                 self.emulator = emulator
-                yield driverkit.Target(
+                yield kit.Target(
                     options={"address": emulator.address},    # the [[devices]] keys
                     ble=BleConfig(stack="bumble", hci="in-process"),  # DeviceContext.ble
                     radio=lambda: bumble_session(host),      # the hub's radio in this loop
@@ -46,12 +50,12 @@ A driver's test provides a `DriverKit` (subclass it; one instance per check) and
         def expected_sequence(self, readings):
             return self.emulator.keys_between(readings)       # what the device held
 
-    @pytest.mark.parametrize("check", driverkit.CHECKS, ids=driverkit.check_name)
+    @pytest.mark.parametrize("check", kit.CHECKS, ids=kit.check_name)
     async def test_my_driver_honours_the_contract(check):
         await check(MyKit())
 
     async def test_a_refused_bond_parks_my_device():    # when MyKit.refuse_bonding() exists
-        await driverkit.check_refused_bond_parks(MyKit())
+        await kit.check_refused_bond_parks(MyKit())
 
 Opt-in fault checks (`FAULT_CHECKS`, run them the same way): each needs a fault hook of the
 kit; the default hooks raise `FaultUnsupportedError`, and a check whose hook does so is skipped
@@ -100,7 +104,7 @@ meter's new measurement); the default does nothing (a CGM produces them by itsel
 counter and its `findings`).
 """
 
-from gatewayd.testing.driverkit.checks import (
+from gatewayd.plugin.kit.checks import (
     BOND_CHECKS,
     CHECKS,
     assert_contract,
@@ -111,7 +115,7 @@ from gatewayd.testing.driverkit.checks import (
     check_readings_arrive,
     check_refused_bond_parks,
 )
-from gatewayd.testing.driverkit.faults import (
+from gatewayd.plugin.kit.faults import (
     FAULT_CHECKS,
     check_device_clock_ahead_1h,
     check_device_clock_at_epoch,
@@ -122,8 +126,8 @@ from gatewayd.testing.driverkit.faults import (
     check_memory_reset,
     check_records_damaged_in_memory,
 )
-from gatewayd.testing.driverkit.gateway import KitGateway, run_gateway
-from gatewayd.testing.driverkit.kit import (
+from gatewayd.plugin.kit.gateway import KitGateway, run_gateway
+from gatewayd.plugin.kit.kit import (
     CLOCK_FAULTS,
     CLOCK_TOLERANCE,
     LARGE_BACKFILL,
