@@ -1,6 +1,6 @@
 """The `gatewayd` command: one module per subcommand, dispatched by the table `COMMANDS`.
 
-    run  drivers  doctor  status  demo  simulate  report  export  (and --version)
+    run  drivers  doctor  status  demo  simulate  scan  report  export  (and --version)
 
 Each module in this package is one command: `add_arguments(parser)` declares its options and
 `main(args) -> int` runs it. Only the chosen command's module is imported, so `gatewayd run`
@@ -38,7 +38,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("doctor", "check config, store, broker, radio, serial, clock, disk: one line each"),
     Command("status", "per device: last reading and its age, last 24 h, outbox (from the store)"),
     Command("demo", "simulated CGMs -> the gateway -> an embedded local broker, shown live"),
-    Command("simulate", "run an emulated device (gatewayd.simulate lists them) for a gateway"),
+    Command("simulate", "run a driver's emulated device (cgms, glucose, ...) for a gateway"),
+    Command("scan", "nearby BLE devices and USB serial ports a driver can read, with their config"),
     Command("report", "a device's glucose summary, from the store"),
     Command("export", "readings for a clinician: FHIR, CSV, AGP PDF/PNG"),
 )

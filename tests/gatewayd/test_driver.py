@@ -5,7 +5,7 @@ from __future__ import annotations
 import structlog
 from structlog.testing import capture_logs
 
-from gatewayd.driver import DAMAGED_RETRIES, DeviceContext, DeviceFindings
+from gatewayd.driver import DAMAGED_RETRIES, DeviceContext, DeviceFindings, DeviceMatch
 
 
 def context(findings: DeviceFindings | None = None) -> DeviceContext[None]:
@@ -72,3 +72,22 @@ def test_clock_offset_is_republished_only_when_it_moves_a_second() -> None:
     ctx.set_clock_offset(None)
     assert changes == [3600.0, 3602.0, None]
     assert findings.clock_offset_s is None
+
+
+def test_device_match_recognises_service_uuids_names_and_usb_ids() -> None:
+    cgms = "0000181f-0000-1000-8000-00805f9b34fb"
+    match = DeviceMatch(
+        ble_service_uuids=("181F",),
+        ble_name_pattern=r"Dexcom[0-9A-Z]{2}",
+        ble_name_prefixes=("meter+",),
+        usb_vid_pid=((0x22A3, 0x0047),),
+    )
+    assert match.matches_ble(None, [cgms.upper()])
+    assert match.matches_ble("Dexcom8G", [])
+    assert not match.matches_ble("Dexcom8G-phone", [])  # the pattern is the whole name
+    assert match.matches_ble("meter+06543210", [])
+    assert not match.matches_ble("Heart Rate", ["0000180d-0000-1000-8000-00805f9b34fb"])
+    assert match.matches_usb(0x22A3, 0x0047)
+    assert not match.matches_usb(0x22A3, 0x0048)
+    assert not match.matches_usb(None, None)
+    assert not DeviceMatch().matches_ble("anything", [cgms])

@@ -56,6 +56,6 @@ def test_run_does_not_load_the_other_commands() -> None:
         ).stdout
     )
     assert "gatewayd.cli.run" in loaded
-    for other in ("demo", "doctor", "export", "report", "status", "simulate"):
+    for other in ("demo", "doctor", "export", "report", "status", "simulate", "scan"):
         assert f"gatewayd.cli.{other}" not in loaded
     assert not any(m.startswith("gatewayd.integrations.export") for m in loaded)
