@@ -1,6 +1,8 @@
-"""The public driver API: what a driver package implements and what it is given.
+"""The driver contract: what a driver package implements and what it is given.
 
-A driver family registers one `DriverPlugin` in the entry-point group ``gatewayd.drivers``::
+Driver packages import these names from `gatewayd.plugin` (the driver author's API), never
+from here. A driver family registers one `DriverPlugin` in the entry-point group
+``gatewayd.drivers``::
 
     [project.entry-points."gatewayd.drivers"]
     mycgm = "mycgm_driver:plugin"
