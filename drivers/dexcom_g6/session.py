@@ -42,9 +42,9 @@ from typing import Final, Self
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 
-from drivers.dexcom_g6.cancellation import honour_cancellation
 from drivers.dexcom_g6.convert import Skip, parse_session, session_epoch, session_id, to_reading
 from drivers.dexcom_g6.options import G6Options
+from gatewayd.cancellation import honour_cancellation
 from gatewayd.driver import DeviceContext
 from gatewayd.errors import DeviceError, DeviceRefused
 from gatewayd.models import DeviceIdentity, Reading
