@@ -24,10 +24,11 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import aiomqtt
 import structlog
+from paho.mqtt.client import CallbackOnPublish_v2
 from paho.mqtt.client import Client as PahoClient
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -72,6 +73,13 @@ class BrokerRefused(aiomqtt.MqttError):
 class _Client(aiomqtt.Client):
     """aiomqtt 2.x ignores the PUBACK reason code; a refused publish must not count as delivered.
 
+    The reason code reaches paho's public `on_publish` callback (callback API version 2, the one
+    aiomqtt asks for), where aiomqtt has put its own to wake the `publish()` awaiting that PUBACK.
+    This client puts a callback in front of it that notes a failure, then hands every PUBACK on
+    as it came. aiomqtt 2.x has no public accessor for its paho client: it is read once, here,
+    from the attribute aiomqtt's own code uses; an aiomqtt that moved it fails the broker link
+    loudly at its first attempt instead of losing the check.
+
     MQTT 3.1.1 has no way to refuse a publish in its PUBACK, so there a broker ACL that denies
     our topics silently drops the messages: use MQTT 5 (the default) with such brokers.
     """
@@ -79,8 +87,14 @@ class _Client(aiomqtt.Client):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.refused: list[str] = []
+        paho: PahoClient = self._client
+        wake = paho.on_publish
+        if wake is None:
+            raise TypeError("aiomqtt set no on_publish callback on its paho client")
+        self._wake_publisher = cast("CallbackOnPublish_v2", wake)
+        paho.on_publish = self._on_puback
 
-    def _on_publish(
+    def _on_puback(
         self,
         client: PahoClient,
         userdata: Any,
@@ -90,7 +104,7 @@ class _Client(aiomqtt.Client):
     ) -> None:
         if reason_code.is_failure:
             self.refused.append(str(reason_code))
-        super()._on_publish(client, userdata, mid, reason_code, properties)
+        self._wake_publisher(client, userdata, mid, reason_code, properties)
 
 
 class Publisher:
