@@ -35,7 +35,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from gatewayd.backoff import Backoff
 from gatewayd.device_status import DeviceStatus
-from gatewayd.errors import TlsFileError
+from gatewayd.errors import BrokerRefused, PublishError
 from gatewayd.mqtt.broker_state import BrokerState, LinkState, state_path, write_state
 from gatewayd.mqtt.tls import client_context
 from gatewayd.mqtt.topics import Topics
@@ -64,10 +64,6 @@ def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
     """The TLS context of the broker link (None for mqtt://), read from the files again on each
     call (`gatewayd.mqtt.tls`); raises `TlsFileError`. `gatewayd doctor` connects with it too."""
     return client_context(cfg.ca_file, cfg.cert_file, cfg.key_file) if cfg.tls else None
-
-
-class BrokerRefused(aiomqtt.MqttError):
-    """The broker acknowledged a publish with a failure reason code (MQTT 5, e.g. an ACL)."""
 
 
 class _Client(aiomqtt.Client):
@@ -205,9 +201,10 @@ class Publisher:
                         await self._say_offline_now(client)
                         raise
                     return
-            except* (aiomqtt.MqttError, TlsFileError) as group:
+            except* (aiomqtt.MqttError, PublishError) as group:
                 # A TLS file replaced by garbage (a botched rotation) is a broker link that
-                # cannot come up: readings keep landing in the store while we retry.
+                # cannot come up, a refused publish one that cannot deliver: readings keep
+                # landing in the store while we retry.
                 error = self._lost(group.exceptions[0])
             finally:
                 self.connected.clear()
