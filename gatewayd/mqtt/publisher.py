@@ -36,7 +36,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from gatewayd.backoff import Backoff
 from gatewayd.device_status import DeviceStatus
 from gatewayd.errors import BrokerRefused, PublishError
-from gatewayd.mqtt.broker_state import BrokerState, LinkState, state_path, write_state
+from gatewayd.mqtt.broker_state import BrokerLink, BrokerState, state_path, write_state
 from gatewayd.mqtt.tls import client_context
 from gatewayd.mqtt.topics import Topics
 from gatewayd.ops.config import MqttConfig
@@ -179,7 +179,7 @@ class Publisher:
             if self._writing:  # the last acknowledgements on disk before saying we are done
                 await asyncio.wait(self._writing)
         finally:
-            self._leave_state(LinkState.STOPPED, self.url)
+            self._leave_state(BrokerLink.STOPPED, self.url)
 
     @property
     def url(self) -> str:
@@ -193,7 +193,7 @@ class Publisher:
                     self.connected.set()
                     self._backoff.reset()
                     self._unavailable_since = None
-                    self._leave_state(LinkState.CONNECTED, self.url)
+                    self._leave_state(BrokerLink.CONNECTED, self.url)
                     self.log.info("broker_connected", url=self.url)
                     try:
                         await self._session(client)
@@ -213,7 +213,7 @@ class Publisher:
                 return
             self.broker_index = (self.broker_index + 1) % len(self.config.brokers)
             delay = self._backoff.next()
-            self._leave_state(LinkState.UNAVAILABLE, self.url, reason=error, in_s=delay)
+            self._leave_state(BrokerLink.UNAVAILABLE, self.url, reason=error, in_s=delay)
             self.log.info(
                 "broker_retry", in_s=round(delay, 2), attempt=self._backoff.attempts, url=self.url
             )
@@ -224,13 +224,13 @@ class Publisher:
                 pass
 
     def _leave_state(
-        self, state: LinkState, url: str, *, reason: str | None = None, in_s: float | None = None
+        self, state: BrokerLink, url: str, *, reason: str | None = None, in_s: float | None = None
     ) -> None:
         """Write the link's state for `gatewayd status`."""
         now = datetime.now(UTC)
-        if state is LinkState.UNAVAILABLE and self._unavailable_since is None:
+        if state is BrokerLink.UNAVAILABLE and self._unavailable_since is None:
             self._unavailable_since = now
-        since = self._unavailable_since if state is LinkState.UNAVAILABLE else now
+        since = self._unavailable_since if state is BrokerLink.UNAVAILABLE else now
         write_state(
             self._state_file,
             BrokerState(
