@@ -12,7 +12,7 @@ from gatewayd.models import OutOfRange, isoformat_utc, mgdl_to_mmoll
 #: Version of the `alert` payload (fields are only ever added within a version).
 ALERT_SCHEMA = "gatewayd/alert/1"
 #: Version of the retained `alerts` payload (the active list).
-ALERTS_SCHEMA = "gatewayd/integrations/alerts/1"
+ALERTS_SCHEMA = "gatewayd/alerts/1"
 
 _TITLES: dict[Kind, str] = {
     Kind.URGENT_LOW: "Urgent low",

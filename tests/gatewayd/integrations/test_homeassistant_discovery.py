@@ -223,10 +223,10 @@ async def test_out_of_range_alerts_and_availability_templates(rig: Any) -> None:
 
     alert = cmps["alert"]["value_template"]
     active = {
-        "schema": "gatewayd/integrations/alerts/1",
+        "schema": "gatewayd/alerts/1",
         "active": [{"kind": "low", "severity": "warning"}],
     }
-    assert render(alert, {"schema": "gatewayd/integrations/alerts/1", "active": []}) == "OFF"
+    assert render(alert, {"schema": "gatewayd/alerts/1", "active": []}) == "OFF"
     assert render(alert, active) == "ON"
     assert render(alert, []) == "OFF"
     assert render(alert, [{"kind": "low"}]) == "ON"
