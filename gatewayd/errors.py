@@ -96,9 +96,15 @@ class StorePathError(StoreError):
 
 
 class PublishError(GatewayError):
-    """The broker link failed; the publisher reconnects by itself."""
+    """The broker link failed for a reason of ours or the broker's (not the network's, which is
+    aiomqtt's `MqttError`); the publisher reports the broker unavailable with it and reconnects.
+    Nothing that was not acknowledged leaves the outbox."""
 
     retryable = True
+
+
+class BrokerRefused(PublishError):  # noqa: N818 - reads as the event it reports
+    """The broker acknowledged a publish with a failure reason code (MQTT 5, e.g. an ACL)."""
 
 
 class TlsFileError(PublishError):

@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 
 from gatewayd.backoff import Backoff
+from gatewayd.cancellation import honour_cancellation
 from gatewayd.device_status import DeviceStatus, LinkState
 from gatewayd.driver import DeviceContext, DeviceFindings, DriverPlugin
 from gatewayd.errors import DeviceError, StoreError
@@ -45,18 +46,6 @@ class Device:
     received: int = 0
     stored: int = 0
     status: DeviceStatus | None = None
-
-
-def _stop_if_cancelled() -> None:
-    """Honour a cancellation that a library swallowed on its way out of the session.
-
-    CPython 3.11's `asyncio.wait_for` can drop a cancel that lands as its awaitable completes
-    (gh-86296, fixed in 3.12); Bumble's HCI/ATT requests use it. Without this check a stopping
-    daemon would go round the reconnect loop instead of ending it.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 class Supervisor:
@@ -171,7 +160,9 @@ class Supervisor:
             except Exception as exc:
                 reason = f"driver error: {type(exc).__name__}: {exc}"
                 log.exception("driver_failed")
-            _stop_if_cancelled()
+            # A stopping daemon whose cancel a library swallowed on the way out of the session
+            # ends here instead of going round the reconnect loop.
+            honour_cancellation()
             if device.stored > before:
                 backoff.reset()
             delay = backoff.next()

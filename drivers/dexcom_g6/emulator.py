@@ -60,8 +60,8 @@ from bumble.core import AdvertisingData
 from bumble.device import Connection, Device
 from bumble.gatt import Characteristic, CharacteristicValue, Service
 
-from drivers.dexcom_g6.cancellation import honour_cancellation
 from drivers.dexcom_g6.transmitter import Transmitter
+from gatewayd.plugin import honour_cancellation
 from gatewayd.plugin.emulation import refuse_pairing
 from protocols.dexcom_g6 import (
     AUTHENTICATION,

@@ -42,7 +42,6 @@ from typing import Final, Self
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 
-from drivers.dexcom_g6.cancellation import honour_cancellation
 from drivers.dexcom_g6.convert import Skip, parse_session, session_epoch, session_id, to_reading
 from drivers.dexcom_g6.options import G6Options
 from gatewayd.plugin import (
@@ -54,6 +53,7 @@ from gatewayd.plugin import (
     DeviceRefused,
     GattLink,
     Reading,
+    honour_cancellation,
 )
 from protocols.dexcom_g6 import (
     AUTHENTICATION,

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from gatewayd.errors import StoreError
 from gatewayd.models import isoformat_utc, mgdl_to_mmoll
-from gatewayd.mqtt.broker_state import BrokerState, LinkState, read_state, state_path
+from gatewayd.mqtt.broker_state import BrokerLink, BrokerState, read_state, state_path
 
 if TYPE_CHECKING:
     from gatewayd.ops.config import Config
@@ -268,7 +268,7 @@ def _reached(cfg: Config, link: BrokerState | None) -> Config:
     """`cfg` with the broker node the daemon last connected to first: with several nodes in
     `[mqtt] url` the hub's retained statuses live there (per node on some brokers)."""
     urls = [b.url for b in cfg.mqtt.brokers]
-    if link is None or link.state is not LinkState.CONNECTED or link.url not in urls:
+    if link is None or link.state is not BrokerLink.CONNECTED or link.url not in urls:
         return cfg
     return dataclasses.replace(cfg, mqtt=cfg.mqtt.node(urls.index(link.url)))
 
@@ -301,9 +301,9 @@ def _link(data: dict[str, Any] | None) -> str:
 def _link_text(link: BrokerState, now: datetime) -> str:
     """`connected to URL since …`, or `unavailable since …: reason; next attempt … to URL`."""
     stamp = "%Y-%m-%d %H:%M:%SZ"
-    if link.state is LinkState.CONNECTED:
+    if link.state is BrokerLink.CONNECTED:
         text = f"connected to {link.url} since {link.since.strftime(stamp)}"
-    elif link.state is LinkState.STOPPED:
+    elif link.state is BrokerLink.STOPPED:
         text = f"stopped at {link.since.strftime(stamp)} (the daemon is not running)"
     else:
         text = f"unavailable since {link.since.strftime(stamp)}: {link.reason or 'unknown'}"

@@ -22,7 +22,7 @@ from typing import Any
 from gatewayd.models import isoformat_utc
 
 
-class LinkState(StrEnum):
+class BrokerLink(StrEnum):
     """Where the broker link stands."""
 
     CONNECTED = "connected"
@@ -34,7 +34,7 @@ class LinkState(StrEnum):
 class BrokerState:
     """The daemon's view of its broker link."""
 
-    state: LinkState
+    state: BrokerLink
     #: Connected: the broker in use. Unavailable: the broker of the next attempt.
     url: str
     since: datetime
@@ -58,7 +58,7 @@ class BrokerState:
         """Parse `as_json()`'s document (KeyError / ValueError when it is not one)."""
         next_attempt = data.get("next_attempt")
         return cls(
-            state=LinkState(data["state"]),
+            state=BrokerLink(data["state"]),
             url=str(data["url"]),
             since=datetime.fromisoformat(data["since"]),
             updated=datetime.fromisoformat(data["updated"]),

@@ -24,18 +24,19 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import aiomqtt
 import structlog
+from paho.mqtt.client import CallbackOnPublish_v2
 from paho.mqtt.client import Client as PahoClient
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gatewayd.backoff import Backoff
 from gatewayd.device_status import DeviceStatus
-from gatewayd.errors import TlsFileError
-from gatewayd.mqtt.broker_state import BrokerState, LinkState, state_path, write_state
+from gatewayd.errors import BrokerRefused, PublishError
+from gatewayd.mqtt.broker_state import BrokerLink, BrokerState, state_path, write_state
 from gatewayd.mqtt.tls import client_context
 from gatewayd.mqtt.topics import Topics
 from gatewayd.ops.config import MqttConfig
@@ -65,12 +66,15 @@ def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
     return client_context(cfg.ca_file, cfg.cert_file, cfg.key_file) if cfg.tls else None
 
 
-class BrokerRefused(aiomqtt.MqttError):
-    """The broker acknowledged a publish with a failure reason code (MQTT 5, e.g. an ACL)."""
-
-
 class _Client(aiomqtt.Client):
     """aiomqtt 2.x ignores the PUBACK reason code; a refused publish must not count as delivered.
+
+    The reason code reaches paho's public `on_publish` callback (callback API version 2, the one
+    aiomqtt asks for), where aiomqtt has put its own to wake the `publish()` awaiting that PUBACK.
+    This client puts a callback in front of it that notes a failure, then hands every PUBACK on
+    as it came. aiomqtt 2.x has no public accessor for its paho client: it is read once, here,
+    from the attribute aiomqtt's own code uses; an aiomqtt that moved it fails the broker link
+    loudly at its first attempt instead of losing the check.
 
     MQTT 3.1.1 has no way to refuse a publish in its PUBACK, so there a broker ACL that denies
     our topics silently drops the messages: use MQTT 5 (the default) with such brokers.
@@ -79,8 +83,14 @@ class _Client(aiomqtt.Client):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.refused: list[str] = []
+        paho: PahoClient = self._client
+        wake = paho.on_publish
+        if wake is None:
+            raise TypeError("aiomqtt set no on_publish callback on its paho client")
+        self._wake_publisher = cast("CallbackOnPublish_v2", wake)
+        paho.on_publish = self._on_puback
 
-    def _on_publish(
+    def _on_puback(
         self,
         client: PahoClient,
         userdata: Any,
@@ -90,7 +100,7 @@ class _Client(aiomqtt.Client):
     ) -> None:
         if reason_code.is_failure:
             self.refused.append(str(reason_code))
-        super()._on_publish(client, userdata, mid, reason_code, properties)
+        self._wake_publisher(client, userdata, mid, reason_code, properties)
 
 
 class Publisher:
@@ -169,7 +179,7 @@ class Publisher:
             if self._writing:  # the last acknowledgements on disk before saying we are done
                 await asyncio.wait(self._writing)
         finally:
-            self._leave_state(LinkState.STOPPED, self.url)
+            self._leave_state(BrokerLink.STOPPED, self.url)
 
     @property
     def url(self) -> str:
@@ -183,7 +193,7 @@ class Publisher:
                     self.connected.set()
                     self._backoff.reset()
                     self._unavailable_since = None
-                    self._leave_state(LinkState.CONNECTED, self.url)
+                    self._leave_state(BrokerLink.CONNECTED, self.url)
                     self.log.info("broker_connected", url=self.url)
                     try:
                         await self._session(client)
@@ -191,9 +201,10 @@ class Publisher:
                         await self._say_offline_now(client)
                         raise
                     return
-            except* (aiomqtt.MqttError, TlsFileError) as group:
+            except* (aiomqtt.MqttError, PublishError) as group:
                 # A TLS file replaced by garbage (a botched rotation) is a broker link that
-                # cannot come up: readings keep landing in the store while we retry.
+                # cannot come up, a refused publish one that cannot deliver: readings keep
+                # landing in the store while we retry.
                 error = self._lost(group.exceptions[0])
             finally:
                 self.connected.clear()
@@ -202,7 +213,7 @@ class Publisher:
                 return
             self.broker_index = (self.broker_index + 1) % len(self.config.brokers)
             delay = self._backoff.next()
-            self._leave_state(LinkState.UNAVAILABLE, self.url, reason=error, in_s=delay)
+            self._leave_state(BrokerLink.UNAVAILABLE, self.url, reason=error, in_s=delay)
             self.log.info(
                 "broker_retry", in_s=round(delay, 2), attempt=self._backoff.attempts, url=self.url
             )
@@ -213,13 +224,13 @@ class Publisher:
                 pass
 
     def _leave_state(
-        self, state: LinkState, url: str, *, reason: str | None = None, in_s: float | None = None
+        self, state: BrokerLink, url: str, *, reason: str | None = None, in_s: float | None = None
     ) -> None:
         """Write the link's state for `gatewayd status`."""
         now = datetime.now(UTC)
-        if state is LinkState.UNAVAILABLE and self._unavailable_since is None:
+        if state is BrokerLink.UNAVAILABLE and self._unavailable_since is None:
             self._unavailable_since = now
-        since = self._unavailable_since if state is LinkState.UNAVAILABLE else now
+        since = self._unavailable_since if state is BrokerLink.UNAVAILABLE else now
         write_state(
             self._state_file,
             BrokerState(

@@ -42,6 +42,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from gatewayd.cancellation import honour_cancellation
 from gatewayd.driver import (
     DeviceContext,
     DeviceFindings,
@@ -105,6 +106,7 @@ __all__ = [
     "UsageError",
     "ble_error",
     "gatt_text",
+    "honour_cancellation",
     "read_bond",
 ]
 

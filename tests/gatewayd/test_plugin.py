@@ -53,6 +53,7 @@ PLUGIN = [
     "UsageError",
     "ble_error",
     "gatt_text",
+    "honour_cancellation",
     "read_bond",
 ]
 EMULATION = [

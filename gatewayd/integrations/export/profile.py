@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, tzinfo
+from datetime import date, datetime, timedelta, tzinfo
 
 from gatewayd.models import Reading
 
@@ -109,11 +109,6 @@ def daily_profiles(
         day.points.append((time_of_day(reading, tz), agp_value(reading)))
         previous[day.day] = reading.time
     return list(days.values())
-
-
-def day_start(day: date, tz: tzinfo) -> datetime:
-    """Local midnight of a day."""
-    return datetime.combine(day, time(), tz)
 
 
 def bar_heights(shares: Sequence[float], minimum: float) -> list[float]:

@@ -120,7 +120,6 @@ class Watchdog:
         self.interval = opts.interval if opts.interval is not None else watchdog_interval()
         self.clock = opts.clock
         self.log = structlog.get_logger().bind(component="watchdog")
-        self.ready = False
         #: Pings delivered so far.
         self.pings = 0
         self.verdict: Verdict | None = None
@@ -142,7 +141,6 @@ class Watchdog:
                 "ready_without_broker", waited_s=self.ready_timeout, url=self.publisher.config.url
             )
         verdict = self.check()
-        self.ready = True
         self.log.info(
             "gateway_ready",
             status=verdict.status,

@@ -16,6 +16,7 @@ from bumble.core import UUID, BaseBumbleError
 from bumble.core import TimeoutError as BumbleTimeoutError
 from bumble.device import Connection
 
+from gatewayd.cancellation import cancelling
 from gatewayd.transport.bumble.scanner import uuid_from_le_bytes
 
 __all__ = ["discover", "gatt_errors"]
@@ -47,8 +48,7 @@ def gatt_errors(peer: str, what: str) -> Iterator[None]:
     except BumbleTimeoutError as exc:
         raise TimeoutError(f"{what}: no response from {peer}") from exc
     except asyncio.CancelledError as exc:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
+        if cancelling():
             raise  # a real cancellation of the caller
         # Bumble cancels the pending request of a link that went down.
         raise BleakError(f"{what}: {peer} disconnected") from exc

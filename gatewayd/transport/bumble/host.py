@@ -41,6 +41,8 @@ from bumble.pairing import PairingConfig, PairingDelegate
 from bumble.transport import open_transport
 from bumble.transport.common import AsyncPipeSink, Transport
 
+from gatewayd.cancellation import cancelling
+
 if TYPE_CHECKING:
     from bumble.controller import Controller
 
@@ -290,8 +292,7 @@ class BumbleHost:
                 return await device.connect(address, PhysicalTransport.LE, timeout=None)
             except asyncio.CancelledError:
                 self._claimed = None  # from now on a completing link is nobody's
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():  # else: Bumble flushed (link lost)
+                if cancelling():  # else: Bumble flushed (link lost)
                     await self._cancel_connect(device)
                 raise
             finally:

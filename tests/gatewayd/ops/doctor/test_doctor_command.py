@@ -27,15 +27,12 @@ from gatewayd.ops.doctor.files import check_config, check_security, check_store
 from gatewayd.ops.doctor.system import ClockState, DiskUsage
 from gatewayd.store import Store
 from mosquitto import Mosquitto, free_port
+from privileges import NEEDS_ROOT
 
 GATEWAYD = str(Path(sys.executable).parent / "gatewayd")
 NOBODY = Identity("nobody", 65534, frozenset({65534}))
 CHECKS = ["config", "store", "disk", "broker", "bluetooth", "serial", "clock", "security"]
 SERIAL = "SIMCAFE1234"
-
-NEEDS_ROOT = pytest.mark.skipif(
-    os.geteuid() != 0, reason="gives a file to another user (os.chown): needs root"
-)
 
 
 def write_config(

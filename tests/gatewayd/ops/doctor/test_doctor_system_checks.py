@@ -30,14 +30,11 @@ from gatewayd.ops.doctor.system import (
 )
 from gatewayd.transport.ble import BleConfig
 from mosquitto import free_port
+from privileges import NEEDS_ROOT
 
 NOBODY = Identity("nobody", 65534, frozenset({65534}))
 DIALOUT_GID = 4242
 MEMBER = Identity("gatewayd", 65533, frozenset({65533, DIALOUT_GID}))
-
-NEEDS_ROOT = pytest.mark.skipif(
-    os.geteuid() != 0, reason="gives a file to another user (os.chown): needs root"
-)
 
 
 def one_line(result: Result) -> str:
