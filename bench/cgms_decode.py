@@ -38,13 +38,13 @@ from pathlib import Path
 from typing import Any
 
 from _common import paired, result_header, round_pairs, wall_cpu_text, write_result
-from protocols.cgms import (
+from protocols.cgms.measurement import (
     CgmMeasurement,
-    SensorStatus,
     StatusOctets,
     build_measurements,
     parse_measurements,
 )
+from protocols.cgms.state import SensorStatus
 from protocols.crc import crc16_mcrf4xx
 from protocols.errors import CrcError, ProtocolError
 from protocols.sfloat import SFloat, SFloatSpecial, decode_sfloat

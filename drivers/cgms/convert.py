@@ -19,8 +19,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from gatewayd.models import Direction, OutOfRange, Reading
-from protocols.cgms import CgmMeasurement, SensorStatus, status_names
-from protocols.cgms_session import Measurement
+from protocols.cgms.measurement import CgmMeasurement
+from protocols.cgms.session import Measurement
+from protocols.cgms.state import SensorStatus, status_names
 from protocols.sfloat import SFloat, SFloatSpecial, SFloatValue
 
 __all__ = ["DRIVER", "glucose_of", "parse_session_key", "session_key", "to_reading", "trend_of"]

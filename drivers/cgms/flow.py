@@ -45,19 +45,17 @@ from typing import Any
 from drivers.cgms.convert import session_key
 from gatewayd.driver import DeviceContext
 from gatewayd.models import Reading
-from protocols.cgms_session import (
+from protocols.cgms.session import (
     BackfillComplete,
     CgmsCollector,
     CgmsEvent,
     GapDetected,
     Measurement,
-    ProcedureFailed,
     Ready,
-    RecordRejected,
     SessionChanged,
 )
-from protocols.gatt import Request
-from protocols.racp import RacpCommand, RacpOperator, parse_racp
+from protocols.gatt.racp import RacpCommand, RacpOperator, parse_racp
+from protocols.gatt.session import ProcedureFailed, RecordRejected, Request
 
 __all__ = ["RecordFlow"]
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from gatewayd.options import OptionReader
 from gatewayd.transport.gatt import BONDS, Bond, read_bond
-from protocols.cgms import StatusOctetOrder
+from protocols.cgms.measurement import StatusOctetOrder
 
 __all__ = ["BONDS", "Bond", "CgmsOptions", "expected_interval", "parse_options"]
 

@@ -35,30 +35,20 @@ from gatewayd.models import DeviceIdentity, Reading
 from gatewayd.transport.ble import BleConfig
 from gatewayd.transport.collector import CollectorLoop
 from gatewayd.transport.gatt import GattLink, gatt_text
-from protocols.cgms import (
-    CGM_MEASUREMENT,
-    CGM_SPECIFIC_OPS_CONTROL_POINT,
-    CGMS_SERVICE,
-    RECORD_ACCESS_CONTROL_POINT,
-)
-from protocols.cgms_session import (
+from protocols.cgms.session import (
     BackfillComplete,
     CgmsCollector,
     CgmsEvent,
     GapDetected,
     Measurement,
-    ProcedureFailed,
     Ready,
     SessionChanged,
     SessionStopped,
 )
-from protocols.gatt import (
-    FIRMWARE_REVISION,
-    MANUFACTURER_NAME,
-    MODEL_NUMBER,
-    SERIAL_NUMBER,
-    Request,
-)
+from protocols.cgms.uuids import CGM_MEASUREMENT, CGM_SPECIFIC_OPS_CONTROL_POINT, CGMS_SERVICE
+from protocols.gatt.racp import RECORD_ACCESS_CONTROL_POINT
+from protocols.gatt.session import ProcedureFailed, Request
+from protocols.gatt.uuids import FIRMWARE_REVISION, MANUFACTURER_NAME, MODEL_NUMBER, SERIAL_NUMBER
 
 __all__ = ["CgmsSession"]
 

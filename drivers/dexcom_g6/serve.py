@@ -71,7 +71,8 @@ from drivers.dexcom_g6.transmitter import (
 )
 from gatewayd.errors import UsageError
 from gatewayd.options import OptionReader
-from protocols.dexcom_g6 import advertised_name, normalize_transmitter_id
+from protocols.dexcom_g6.auth import normalize_transmitter_id
+from protocols.dexcom_g6.framing import advertised_name
 
 if TYPE_CHECKING:
     from gatewayd.simulate import SimulateContext

@@ -51,13 +51,17 @@ from gatewayd.models import DeviceIdentity, Reading
 from gatewayd.transport.ble import BleConfig
 from gatewayd.transport.collector import CollectorLoop
 from gatewayd.transport.gatt import GattLink
-from protocols.dexcom_g6 import (
+from protocols.dexcom_g6.auth import AuthenticationFailed
+from protocols.dexcom_g6.framing import (
     AUTHENTICATION,
     BACKFILL,
     CGM_SERVICE,
     CONTROL,
+    advertised_name,
+)
+from protocols.dexcom_g6.glucose import TransmitterTimeRx
+from protocols.dexcom_g6.session import (
     Authenticated,
-    AuthenticationFailed,
     BackfillDamaged,
     BackfillRecords,
     BondRequested,
@@ -65,15 +69,10 @@ from protocols.dexcom_g6 import (
     G6Event,
     G6Session,
     Glucose,
-    ProcedureFailed,
-    RecordRejected,
-    Request,
     TimeRead,
-    TransmitterTimeRx,
-    UnexpectedData,
-    advertised_name,
 )
 from protocols.errors import ProtocolError
+from protocols.gatt.session import ProcedureFailed, RecordRejected, Request, UnexpectedData
 
 #: Seconds one GATT operation or an awaited indication may take (CGMBLEKit allows 2 s per
 #: command; BlueZ on a busy hub needs more, and a silent transmitter costs only this once).

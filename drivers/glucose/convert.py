@@ -29,9 +29,10 @@ from datetime import datetime
 
 from drivers.glucose.clock import UNVERIFIED
 from gatewayd.models import OutOfRange, Reading
-from protocols.gatt import SampleLocation, SampleType
-from protocols.glucose import GlucoseContext, GlucoseStatus, Health, Meal, Tester
-from protocols.glucose_session import GlucoseReading
+from protocols.gatt.sample import SampleLocation, SampleType
+from protocols.glucose.context import GlucoseContext, Health, Meal, Tester
+from protocols.glucose.measurement import GlucoseStatus
+from protocols.glucose.session import GlucoseReading
 from protocols.sfloat import SFloatSpecial
 
 DRIVER = "glucose"

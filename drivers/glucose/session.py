@@ -56,11 +56,8 @@ from gatewayd.transport.ble import BleConfig
 from gatewayd.transport.collector import CollectorLoop
 from gatewayd.transport.gatt import GattLink, gatt_text
 from protocols.errors import ProtocolError
-from protocols.gatt import (
-    FIRMWARE_REVISION,
-    MANUFACTURER_NAME,
-    MODEL_NUMBER,
-    SERIAL_NUMBER,
+from protocols.gatt.racp import RECORD_ACCESS_CONTROL_POINT, RacpResponseCode
+from protocols.gatt.session import (
     ProcedureFailed,
     RecordRejected,
     Request,
@@ -68,14 +65,9 @@ from protocols.gatt import (
     SessionEvent,
     UnexpectedData,
 )
-from protocols.glucose import (
-    GLUCOSE_MEASUREMENT,
-    GLUCOSE_MEASUREMENT_CONTEXT,
-    GLUCOSE_SERVICE,
-    RECORD_ACCESS_CONTROL_POINT,
-)
-from protocols.glucose_clock import CURRENT_TIME, CurrentTime
-from protocols.glucose_session import (
+from protocols.gatt.uuids import FIRMWARE_REVISION, MANUFACTURER_NAME, MODEL_NUMBER, SERIAL_NUMBER
+from protocols.glucose.clock import CURRENT_TIME, CurrentTime
+from protocols.glucose.session import (
     GlucoseCollector,
     GlucoseReading,
     Ready,
@@ -83,7 +75,11 @@ from protocols.glucose_session import (
     TransferComplete,
     UnmatchedContext,
 )
-from protocols.racp import RacpResponseCode
+from protocols.glucose.uuids import (
+    GLUCOSE_MEASUREMENT,
+    GLUCOSE_MEASUREMENT_CONTEXT,
+    GLUCOSE_SERVICE,
+)
 
 #: Seconds one GATT operation, a bonding, or the silence within a RACP report, may take.
 RESPONSE_TIMEOUT: Final = 30.0

@@ -39,7 +39,7 @@ from typing import Generic, Protocol, TypeVar
 
 from gatewayd.errors import AttError
 from gatewayd.transport.gatt import GattLink
-from protocols.gatt import Request, RequestKind
+from protocols.gatt.session import Request, RequestKind
 
 __all__ = ["Collector", "CollectorLoop"]
 

@@ -27,91 +27,122 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from protocols import dexcom_receiver as dx
-from protocols.cgms import (
+import construct as cs
+
+from protocols.cgms.measurement import (
+    CgmMeasurement,
+    StatusOctetOrder,
+    StatusOctets,
+    build_measurements,
+    decode_records,
+    parse_measurements,
+)
+from protocols.cgms.session import CgmsCollector
+from protocols.cgms.socp import (
+    SOCP_OPERAND,
+    CalibrationRecord,
+    CalibrationStatus,
+    OperandKind,
+    SocpOpCode,
+    SocpPacket,
+    SocpResult,
+)
+from protocols.cgms.state import (
+    CgmFeature,
+    CgmFeatureBits,
+    CgmStatus,
+    SensorStatus,
+    SessionRunTime,
+    SessionStartTime,
+    status_names,
+)
+from protocols.cgms.uuids import (
     CGM_FEATURE,
     CGM_MEASUREMENT,
     CGM_SESSION_RUN_TIME,
     CGM_SESSION_START_TIME,
     CGM_SPECIFIC_OPS_CONTROL_POINT,
     CGM_STATUS,
-    RECORD_ACCESS_CONTROL_POINT,
-    CalibrationRecord,
-    CalibrationStatus,
-    CgmFeature,
-    CgmFeatureBits,
-    CgmMeasurement,
-    CgmStatus,
-    SensorStatus,
-    SessionRunTime,
-    SessionStartTime,
-    SocpOpCode,
-    SocpPacket,
-    SocpResult,
-    StatusOctetOrder,
-    StatusOctets,
-    build_measurements,
-    decode_records,
-    parse_measurements,
-    status_names,
 )
-from protocols.cgms_session import CgmsCollector
-from protocols.cgms_socp import SOCP_OPERAND, OperandKind
-from protocols.crc import crc16_mcrf4xx, crc16_xmodem, e2e_payload, split_e2e_crc
-from protocols.dexcom_g6 import (
-    AUTHENTICATION,
-    BACKFILL,
-    COMMUNICATION,
-    CONTROL,
+from protocols.codec import parse_construct
+from protocols.crc import crc16_mcrf4xx, crc16_xmodem, e2e_payload, split_e2e_crc, split_xmodem_crc
+from protocols.dexcom_g6.auth import (
     AuthChallengeTx,
     AuthRequestRx,
     AuthRequestTx,
     AuthStatusRx,
+    BondRequestTx,
+    KeepAliveTx,
+    auth_hash,
+    normalize_transmitter_id,
+    parse_authentication,
+)
+from protocols.dexcom_g6.backfill import (
     BackfillRx,
     BackfillStream,
     BackfillTx,
-    BondRequestTx,
-    G6Session,
+    build_backfill_frames,
+)
+from protocols.dexcom_g6.control import parse_control
+from protocols.dexcom_g6.framing import (
+    AUTHENTICATION,
+    BACKFILL,
+    COMMUNICATION,
+    CONTROL,
+    parse_framed,
+)
+from protocols.dexcom_g6.glucose import (
     GlucoseRecord,
     GlucoseRx,
     GlucoseTx,
-    KeepAliveTx,
     TransmitterTimeRx,
     TransmitterTimeTx,
-    auth_hash,
-    build_backfill_frames,
-    parse_authentication,
-    parse_control,
+    at,
+    state_flags,
+    state_name,
 )
-from protocols.dexcom_g6_auth import normalize_transmitter_id
-from protocols.dexcom_g6_codec import split_crc
-from protocols.dexcom_g6_glucose import at, state_flags, state_name
+from protocols.dexcom_g6.session import G6Session
+from protocols.dexcom_receiver.commands import (
+    build_page_range,
+    expect_ack,
+    parse_page_range,
+    parse_read_pages,
+    parse_system_time,
+    parse_xml_attributes,
+    read_pages,
+    receiver_seconds,
+    receiver_time,
+)
+from protocols.dexcom_receiver.frames import (
+    ANSWERS,
+    MAX_PACKET,
+    MIN_PACKET,
+    SOF,
+    BadFrame,
+    Command,
+    Frame,
+    FrameDecoder,
+    Garbage,
+    Packet,
+    RecordType,
+    build_packet,
+    parse_packet,
+)
+from protocols.dexcom_receiver.records import (
+    EGV_LAYOUTS,
+    HEADER_SIZE,
+    PAGE_SIZE,
+    EgvRecord,
+    PageHeader,
+    build_page,
+    build_xml_record,
+    parse_egv_page,
+    parse_xml_page,
+)
 from protocols.errors import CrcError, ProtocolError
-from protocols.gatt import (
-    DATE_TIME,
-    DateTime,
-    RequestKind,
-    SessionEvent,
-    add_minutes,
-    join_type_location,
-    normalize_uuid,
-    parse_construct,
-    split_type_location,
-)
-from protocols.glucose import (
-    GLUCOSE_FEATURE,
-    GLUCOSE_MEASUREMENT,
-    GLUCOSE_MEASUREMENT_CONTEXT,
-    GlucoseContext,
-    GlucoseMeasurement,
-    GlucoseStatus,
-    GlucoseUnit,
-    build_feature,
-    parse_feature,
-)
-from protocols.glucose_clock import CurrentTime
-from protocols.glucose_session import GlucoseCollector
-from protocols.racp import (
+from protocols.gatt.date_time import DATE_TIME, DateTime, add_minutes
+from protocols.gatt.racp import (
+    RECORD_ACCESS_CONTROL_POINT,
     RacpNumberOfRecords,
     RacpOperator,
     RacpResponse,
@@ -121,6 +152,19 @@ from protocols.racp import (
     report_number_of_records,
     report_records,
 )
+from protocols.gatt.sample import join_type_location, split_type_location
+from protocols.gatt.session import RequestKind, SessionEvent
+from protocols.gatt.uuids import normalize_uuid
+from protocols.glucose.clock import CurrentTime
+from protocols.glucose.context import GlucoseContext
+from protocols.glucose.feature import build_feature, parse_feature
+from protocols.glucose.measurement import GlucoseMeasurement, GlucoseStatus, GlucoseUnit
+from protocols.glucose.session import GlucoseCollector
+from protocols.glucose.uuids import (
+    GLUCOSE_FEATURE,
+    GLUCOSE_MEASUREMENT,
+    GLUCOSE_MEASUREMENT_CONTEXT,
+)
 from protocols.sfloat import SFloat, SFloatSpecial, build_sfloat, decode_sfloat, parse_sfloat
 
 DATA = Path(__file__).resolve().parent.parent / "dexcom_receiver" / "data"
@@ -128,6 +172,10 @@ DATA = Path(__file__).resolve().parent.parent / "dexcom_receiver" / "data"
 
 class PropertyFailed(AssertionError):  # noqa: N818 - reads as the outcome it reports
     """A property of the contract broke (a round trip, an event type), not a crash."""
+
+
+#: Any Control message: the opcode, then the fields as bytes (framing only, no message layout).
+_ANY_FRAMED = cs.Struct("opcode" / cs.Int8ul, "fields" / cs.GreedyBytes)
 
 
 def expect(condition: bool, message: str) -> None:
@@ -276,11 +324,11 @@ def fix_size_e2e(data: bytes) -> bytes:
 def fix_xml_page(data: bytes) -> bytes:
     """A receiver XML page: header CRC and the first record's CRC."""
     buf = bytearray(data)
-    if len(buf) >= dx.HEADER_SIZE:
+    if len(buf) >= HEADER_SIZE:
         buf[26:28] = crc16_xmodem(buf[:26]).to_bytes(2, "little")
-    end = dx.HEADER_SIZE + 500
+    end = HEADER_SIZE + 500
     if len(buf) >= end:
-        buf[end - 2 : end] = crc16_xmodem(buf[dx.HEADER_SIZE : end - 2]).to_bytes(2, "little")
+        buf[end - 2 : end] = crc16_xmodem(buf[HEADER_SIZE : end - 2]).to_bytes(2, "little")
     return bytes(buf)
 
 
@@ -299,10 +347,10 @@ def fix_measurements(data: bytes) -> bytes:
 
 def fix_packet(data: bytes) -> bytes:
     """A receiver packet's length field and CRC made right for its bytes."""
-    if len(data) < dx.MIN_PACKET:
+    if len(data) < MIN_PACKET:
         return data
     buf = bytearray(data)
-    buf[0] = dx.SOF
+    buf[0] = SOF
     buf[1:3] = len(buf).to_bytes(2, "little")
     return fix_xmodem(bytes(buf))
 
@@ -310,13 +358,13 @@ def fix_packet(data: bytes) -> bytes:
 def fix_page(data: bytes) -> bytes:
     """A receiver page's header CRC, and the CRC of each record under every EGV layout guess."""
     buf = bytearray(data)
-    if len(buf) < dx.HEADER_SIZE:
+    if len(buf) < HEADER_SIZE:
         return data
     buf[26:28] = crc16_xmodem(buf[:26]).to_bytes(2, "little")
     count = int.from_bytes(buf[4:8], "little")
     size = (13, 23, 25, 500)[buf[0] % 4] if count else 0
     for i in range(min(count, 64)):
-        start = dx.HEADER_SIZE + i * size
+        start = HEADER_SIZE + i * size
         end = start + size
         if end > len(buf):
             break
@@ -505,10 +553,10 @@ def g6_auth(rng: random.Random) -> bytes:
     return BondRequestTx().build()
 
 
-def egv_record(rng: random.Random, size: int | None = None) -> dx.EgvRecord:
-    size = size if size is not None else rng.choice(sorted(dx.EGV_LAYOUTS))
-    before, after = dx.EGV_LAYOUTS[size]
-    return dx.EgvRecord(
+def egv_record(rng: random.Random, size: int | None = None) -> EgvRecord:
+    size = size if size is not None else rng.choice(sorted(EGV_LAYOUTS))
+    before, after = EGV_LAYOUTS[size]
+    return EgvRecord(
         rng.randrange(1 << 32),
         rng.randrange(1 << 32),
         rng.randrange(0x10000),
@@ -519,14 +567,14 @@ def egv_record(rng: random.Random, size: int | None = None) -> dx.EgvRecord:
 
 
 def egv_page(rng: random.Random) -> bytes:
-    size = rng.choice(sorted(dx.EGV_LAYOUTS))
+    size = rng.choice(sorted(EGV_LAYOUTS))
     count = rng.randrange(0, 40)
     records = b"".join(egv_record(rng, size).build() for _ in range(count))
     revision = rng.choice((1, 2, 3, 4, 5, 6, rng.randrange(256)))
-    header = dx.PageHeader(
-        rng.randrange(1 << 32), count, dx.RecordType.EGV_DATA, revision, rng.randrange(1 << 32)
+    header = PageHeader(
+        rng.randrange(1 << 32), count, RecordType.EGV_DATA, revision, rng.randrange(1 << 32)
     )
-    return dx.build_page(header, records, max(dx.PAGE_SIZE, dx.HEADER_SIZE + len(records)))
+    return build_page(header, records, max(PAGE_SIZE, HEADER_SIZE + len(records)))
 
 
 XML_NAMES = ["SerialNumber", "ProductName", "FirmwareVersion", "a", "_x.y:z-1", "Ünï", "1bad"]
@@ -555,23 +603,23 @@ def xml_bytes(rng: random.Random) -> bytes:
 
 def xml_page(rng: random.Random) -> bytes:
     xml = xml_text(rng).encode()[:490].decode("utf-8", "ignore")
-    record = dx.build_xml_record(rng.randrange(1 << 32), rng.randrange(1 << 32), xml)
-    header = dx.PageHeader(0, 1, dx.RecordType.MANUFACTURING_DATA, 1, rng.randrange(1 << 32))
-    return dx.build_page(header, record)
+    record = build_xml_record(rng.randrange(1 << 32), rng.randrange(1 << 32), xml)
+    header = PageHeader(0, 1, RecordType.MANUFACTURING_DATA, 1, rng.randrange(1 << 32))
+    return build_page(header, record)
 
 
 def receiver_packet(rng: random.Random) -> bytes:
     r = rng.randrange(5)
     if r == 0:
-        return dx.build_packet(rng.randrange(256), rng.randbytes(rng.randrange(64)))
+        return build_packet(rng.randrange(256), rng.randbytes(rng.randrange(64)))
     if r == 1:
-        return dx.Packet(dx.Command.ACK, egv_page(rng)[: rng.choice((528, 600))]).build()
+        return Packet(Command.ACK, egv_page(rng)[: rng.choice((528, 600))]).build()
     if r == 2:
-        return dx.read_pages(rng.randrange(256), rng.randrange(1 << 32), rng.randrange(256))
+        return read_pages(rng.randrange(256), rng.randrange(1 << 32), rng.randrange(256))
     if r == 3:
-        return dx.Packet(dx.Command.ACK, xml_bytes(rng)[:1500]).build()
-    return dx.Packet(
-        dx.Command.ACK, dx.build_page_range((rng.randrange(1 << 32), rng.randrange(1 << 32)))
+        return Packet(Command.ACK, xml_bytes(rng)[:1500]).build()
+    return Packet(
+        Command.ACK, build_page_range((rng.randrange(1 << 32), rng.randrange(1 << 32)))
     ).build()
 
 
@@ -584,7 +632,7 @@ def _hex_file(path: Path) -> bytes:
 
 
 RECEIVER_CAPTURES = [_hex_file(p) for p in sorted(DATA.glob("*.hex"))] if DATA.is_dir() else []
-_EGV = [dx.EgvRecord(441849600 + 300 * i, 441846000 + 300 * i, 90 + i, 0x14) for i in range(5)]
+_EGV = [EgvRecord(441849600 + 300 * i, 441846000 + 300 * i, 90 + i, 0x14) for i in range(5)]
 RECEIVER_FRAMES = [
     *hexes(
         "0106000a5e65",
@@ -593,10 +641,10 @@ RECEIVER_FRAMES = [
         "010c001104f4010000012b83",
         "0106002234c0",
     ),
-    dx.Packet(dx.Command.ACK, dx.build_page_range((1, 2))).build(),
-    dx.Packet(
-        dx.Command.ACK,
-        dx.build_page(dx.PageHeader(0, 5, 4, 2, 0), b"".join(r.build() for r in _EGV)),
+    Packet(Command.ACK, build_page_range((1, 2))).build(),
+    Packet(
+        Command.ACK,
+        build_page(PageHeader(0, 5, 4, 2, 0), b"".join(r.build() for r in _EGV)),
     ).build(),
     *RECEIVER_CAPTURES,
 ]
@@ -606,14 +654,14 @@ def _payloads(frames: Sequence[bytes]) -> list[bytes]:
     out = []
     for frame in frames:
         try:
-            out.append(dx.parse_packet(frame).payload)
+            out.append(parse_packet(frame).payload)
         except ProtocolError:
             continue
     return out
 
 
 RECEIVER_PAYLOADS = _payloads(RECEIVER_FRAMES)
-RECEIVER_PAGES = [p for p in RECEIVER_PAYLOADS if len(p) >= dx.HEADER_SIZE]
+RECEIVER_PAGES = [p for p in RECEIVER_PAYLOADS if len(p) >= HEADER_SIZE]
 PACKET_GEN = byte_gen(RECEIVER_FRAMES, build=receiver_packet, fix=fix_packet, max_len=1700)
 XML_PAGE_GEN = byte_gen(RECEIVER_PAGES, build=xml_page, fix=fix_xml_page, max_len=800)
 
@@ -741,13 +789,13 @@ def _g6_time(data: bytes) -> Any:
 
 
 def _egv_record(data: bytes) -> Any:
-    record = dx.EgvRecord.parse(data)
+    record = EgvRecord.parse(data)
     _ = record.glucose_mgdl, record.out_of_range, record.special, record.trend, record.noise
     expect(record.build() == data, "EGV record round trip")
 
 
 def _egv_page(data: bytes) -> Any:
-    page = dx.parse_egv_page(data)
+    page = parse_egv_page(data)
     for record in page.records:
         _ = record.glucose_mgdl, record.out_of_range, record.special, record.display_only
     count = page.header.count if page.record_size else 0
@@ -755,32 +803,32 @@ def _egv_page(data: bytes) -> Any:
 
 
 def _packet(data: bytes) -> Any:
-    packet = dx.parse_packet(data)
+    packet = parse_packet(data)
     expect(packet.build() == data, "packet round trip")
-    dx.expect_ack(packet, "fuzz")  # NakError (a ProtocolError) unless ACK
+    expect_ack(packet, "fuzz")  # NakError (a ProtocolError) unless ACK
 
 
 def _page_range(data: bytes) -> Any:
-    pages = dx.parse_page_range(data)
+    pages = parse_page_range(data)
     if pages is not None:
-        expect(dx.parse_page_range(dx.build_page_range(pages)) == pages, "page range round trip")
+        expect(parse_page_range(build_page_range(pages)) == pages, "page range round trip")
 
 
 def _system_time(data: bytes) -> Any:
-    seconds = dx.parse_system_time(data)
-    moment_ = dx.receiver_time(seconds)
-    expect(dx.receiver_seconds(moment_) == seconds, "receiver time round trip")
+    seconds = parse_system_time(data)
+    moment_ = receiver_time(seconds)
+    expect(receiver_seconds(moment_) == seconds, "receiver time round trip")
 
 
 def _decoder(value: tuple[bool, list[bytes]]) -> Any:
     answers, chunks = value
-    decoder = dx.FrameDecoder(dx.ANSWERS if answers else None)
+    decoder = FrameDecoder(ANSWERS if answers else None)
     for chunk in chunks:
         for event in decoder.feed(chunk):
-            expect(isinstance(event, dx.Frame | dx.BadFrame | dx.Garbage), f"event {event!r}")
-            if isinstance(event, dx.Frame):
-                expect(dx.parse_packet(event.raw) == event.packet, "frame does not reparse")
-    expect(decoder.pending < dx.MAX_PACKET, f"decoder holds {decoder.pending} bytes")
+            expect(isinstance(event, Frame | BadFrame | Garbage), f"event {event!r}")
+            if isinstance(event, Frame):
+                expect(parse_packet(event.raw) == event.packet, "frame does not reparse")
+    expect(decoder.pending < MAX_PACKET, f"decoder holds {decoder.pending} bytes")
 
 
 def _decoder_input(rng: random.Random) -> tuple[bool, list[bytes]]:
@@ -926,17 +974,17 @@ def _auth_hash_input(rng: random.Random) -> tuple[str, bytes]:
 
 
 def _xml(data: bytes) -> Any:
-    tag, attributes = dx.parse_xml_attributes(data)
+    tag, attributes = parse_xml_attributes(data)
     expect(isinstance(tag, str) and bool(tag), "no tag")
     expect(all(isinstance(k, str) and isinstance(v, str) for k, v in attributes.items()), "")
 
 
 def _xml_page_input(rng: random.Random) -> tuple[bytes, int]:
-    return XML_PAGE_GEN(rng), rng.choice((dx.RecordType.MANUFACTURING_DATA, rng.randrange(256)))
+    return XML_PAGE_GEN(rng), rng.choice((RecordType.MANUFACTURING_DATA, rng.randrange(256)))
 
 
 def _xml_page(value: tuple[bytes, int]) -> Any:
-    record = dx.parse_xml_page(*value)
+    record = parse_xml_page(*value)
     expect(isinstance(record.tag, str), "no tag")
 
 
@@ -1361,28 +1409,28 @@ def _targets() -> dict[str, Target]:
     # crc
     add("crc.checks", "crc", byte_gen(CGMS_MEASUREMENTS + G6_CONTROL, max_len=64), _crc, weight=0.5)
     # gatt
-    add("gatt.normalize_uuid", "gatt", _uuid_input, _uuid, binary=False, weight=0.3)
+    add("gatt.normalize_uuid", "gatt.uuids", _uuid_input, _uuid, binary=False, weight=0.3)
     add(
         "gatt.date_time",
-        "gatt",
+        "gatt.date_time",
         byte_gen(hexes("e80705020a0f00", "00000000000000", "ffff0d20ff3c3c"), max_len=10),
         _date_time,
     )
     add(
         "gatt.type_location",
-        "gatt",
+        "gatt.sample",
         lambda rng: (rng.randrange(-2, 18), rng.randrange(-2, 18)),
         _type_location,
         binary=False,
         weight=0.2,
     )
     # racp
-    add("racp.parse_racp", "racp", RACP_GEN, round_trip(parse_racp, lambda v: v.build()))
+    add("racp.parse_racp", "gatt.racp", RACP_GEN, round_trip(parse_racp, lambda v: v.build()))
     # cgms
     for order in StatusOctetOrder:
         add(
             f"cgms.parse_measurements[{order.name}]",
-            "cgms",
+            "cgms.measurement",
             byte_gen(
                 CGMS_MEASUREMENTS,
                 build=lambda rng, o=order: build_measurements(
@@ -1398,14 +1446,14 @@ def _targets() -> dict[str, Target]:
         )
         add(
             f"cgms.decode_records[{order.name}]",
-            "cgms",
+            "cgms.measurement",
             byte_gen(CGMS_MEASUREMENTS, fix=fix_measurements, max_len=80),
             _decode_records(order),
             weight=0.5,
         )
     add(
         "cgms.CgmMeasurement.parse",
-        "cgms",
+        "cgms.measurement",
         byte_gen(
             CGMS_MEASUREMENTS,
             build=lambda rng: measurement(rng).build(),
@@ -1418,7 +1466,7 @@ def _targets() -> dict[str, Target]:
     # cgms_state
     add(
         "cgms_state.CgmFeature",
-        "cgms_state",
+        "cgms.state",
         byte_gen(
             hexes("00900159c45c", "00800059ffff"),
             fix=lambda d: (
@@ -1437,13 +1485,13 @@ def _targets() -> dict[str, Target]:
     )
     add(
         "cgms_state.CgmStatus",
-        "cgms_state",
+        "cgms.state",
         byte_gen(hexes("a0050004007bd3", "a005000400"), fix=fix_e2e, max_len=9),
         round_trip(CgmStatus.parse, CgmStatus.build),
     )
     add(
         "cgms_state.SessionStartTime",
-        "cgms_state",
+        "cgms.state",
         byte_gen(
             hexes("e80705020a0f002400a63a", "e80705020a0f002400"),
             fix=fix_e2e,
@@ -1456,7 +1504,7 @@ def _targets() -> dict[str, Target]:
     )
     add(
         "cgms_state.SessionStartTime.from_datetime",
-        "cgms_state",
+        "cgms.state",
         _sst_from,
         _sst_from_run,
         binary=False,
@@ -1464,13 +1512,13 @@ def _targets() -> dict[str, Target]:
     )
     add(
         "cgms_state.SessionRunTime",
-        "cgms_state",
+        "cgms.state",
         byte_gen(hexes("5001c632", "5001"), fix=fix_e2e, max_len=6),
         round_trip(SessionRunTime.parse, SessionRunTime.build),
     )
     add(
         "cgms_state.status_names",
-        "cgms_state",
+        "cgms.state",
         lambda rng: rng.randrange(1 << 24),
         _status_names,
         binary=False,
@@ -1479,14 +1527,14 @@ def _targets() -> dict[str, Target]:
     # cgms_socp
     add(
         "cgms_socp.SocpPacket",
-        "cgms_socp",
+        "cgms.socp",
         SOCP_GEN,
         round_trip(SocpPacket.parse, SocpPacket.build),
     )
     # cgms_session
     add(
         "cgms_session.CgmsCollector",
-        "cgms_session",
+        "cgms.session",
         cgms_session_input,
         run_cgms_session,
         binary=False,
@@ -1495,73 +1543,82 @@ def _targets() -> dict[str, Target]:
     # glucose, glucose_context, glucose_session
     add(
         "glucose.GlucoseMeasurement",
-        "glucose",
+        "glucose.measurement",
         GLS_MEASUREMENT_GEN,
         round_trip(_glucose, GlucoseMeasurement.build),
     )
     add(
         "glucose.parse_feature",
-        "glucose",
+        "glucose.feature",
         byte_gen(hexes("0304"), max_len=4),
         round_trip(parse_feature, build_feature),
         weight=0.3,
     )
     add(
         "glucose_context.GlucoseContext",
-        "glucose_context",
+        "glucose.context",
         GLS_CONTEXT_GEN,
         round_trip(GlucoseContext.parse, GlucoseContext.build),
     )
     add(
         "glucose_clock.CurrentTime",
-        "glucose_clock",
+        "glucose.clock",
         byte_gen(hexes("ea07 0c 03 08 14 1e 04 80 01", "0000 00 00 00 00 00 00 00 00"), max_len=12),
         _current_time,
     )
     add(
         "glucose_session.GlucoseCollector",
-        "glucose_session",
+        "glucose.session",
         cgms_session_input,
         run_glucose_session,
         binary=False,
         weight=0.6,
     )
     # dexcom g6
-    add("dexcom_g6.parse_control", "dexcom_g6", G6_CONTROL_GEN, exact(parse_control))
+    add("dexcom_g6.parse_control", "dexcom_g6.control", G6_CONTROL_GEN, exact(parse_control))
     add(
-        "dexcom_g6_codec.split_crc",
-        "dexcom_g6_codec",
+        "crc.split_xmodem_crc",
+        "crc",
         G6_CONTROL_GEN,
-        lambda d: expect(split_crc(d, "fuzz") == d[:-2], "split_crc"),
+        lambda d: expect(split_xmodem_crc(d, "fuzz") == d[:-2], "split_xmodem_crc"),
+        weight=0.3,
+    )
+    add(
+        "dexcom_g6_framing.parse_framed",
+        "dexcom_g6.framing",
+        G6_CONTROL_GEN,
+        lambda d: expect(
+            parse_framed(_ANY_FRAMED, len(d), d, "fuzz").fields == d[1:-2], "parse_framed"
+        ),
         weight=0.3,
     )
     add(
         "dexcom_g6_glucose.GlucoseRecord",
-        "dexcom_g6_glucose",
+        "dexcom_g6.glucose",
         byte_gen(G6_RECORDS, build=lambda rng: g6_record(rng).build(), max_len=12),
         _g6_record,
     )
     add(
         "dexcom_g6_glucose.TransmitterTimeRx",
-        "dexcom_g6_glucose",
+        "dexcom_g6.glucose",
         g6_control_gen(0, (0x25,)),
         _g6_time,
     )
     add(
         "dexcom_g6_glucose.GlucoseRx",
-        "dexcom_g6_glucose",
+        "dexcom_g6.glucose",
         g6_control_gen(1, (0x31, 0x4F)),
         exact(GlucoseRx.parse),
     )
     add(
         "dexcom_g6_auth.parse_authentication",
-        "dexcom_g6_auth",
+        "dexcom_g6.auth",
         G6_AUTH_GEN,
         exact(parse_authentication),
     )
     add(
         "dexcom_g6_auth.auth_hash",
-        "dexcom_g6_auth",
+        "dexcom_g6.auth",
         _auth_hash_input,
         _auth_hash,
         binary=False,
@@ -1570,19 +1627,19 @@ def _targets() -> dict[str, Target]:
     )  # a bad id: ValueError, as documented
     add(
         "dexcom_g6_backfill.BackfillRx",
-        "dexcom_g6_backfill",
+        "dexcom_g6.backfill",
         g6_control_gen(3, (0x51,)),
         exact(BackfillRx.parse),
     )
     add(
         "dexcom_g6_backfill.BackfillTx",
-        "dexcom_g6_backfill",
+        "dexcom_g6.backfill",
         g6_control_gen(2, (0x50,)),
         exact(BackfillTx.parse),
     )
     add(
         "dexcom_g6_backfill.BackfillStream",
-        "dexcom_g6_backfill",
+        "dexcom_g6.backfill",
         _backfill_stream_input,
         _backfill_stream,
         binary=False,
@@ -1590,7 +1647,7 @@ def _targets() -> dict[str, Target]:
     )
     add(
         "dexcom_g6_backfill.build_backfill_frames",
-        "dexcom_g6_backfill",
+        "dexcom_g6.backfill",
         _backfill_build_input,
         _backfill_build,
         binary=False,
@@ -1598,17 +1655,17 @@ def _targets() -> dict[str, Target]:
     )
     add(
         "dexcom_g6_session.G6Session",
-        "dexcom_g6_session",
+        "dexcom_g6.session",
         cgms_session_input,
         run_g6_session,
         binary=False,
         weight=0.6,
     )
     # dexcom receiver
-    add("dexcom_receiver_frames.parse_packet", "dexcom_receiver_frames", PACKET_GEN, _packet)
+    add("dexcom_receiver_frames.parse_packet", "dexcom_receiver.frames", PACKET_GEN, _packet)
     add(
         "dexcom_receiver_frames.FrameDecoder",
-        "dexcom_receiver_frames",
+        "dexcom_receiver.frames",
         _decoder_input,
         _decoder,
         binary=False,
@@ -1617,42 +1674,42 @@ def _targets() -> dict[str, Target]:
     payloads = byte_gen(RECEIVER_PAYLOADS, max_len=64, lengths=(0, 4, 6, 8))
     add(
         "dexcom_receiver_commands.parse_page_range",
-        "dexcom_receiver_commands",
+        "dexcom_receiver.commands",
         payloads,
         _page_range,
         weight=0.3,
     )
     add(
         "dexcom_receiver_commands.parse_system_time",
-        "dexcom_receiver_commands",
+        "dexcom_receiver.commands",
         payloads,
         _system_time,
         weight=0.3,
     )
     add(
         "dexcom_receiver_commands.parse_read_pages",
-        "dexcom_receiver_commands",
+        "dexcom_receiver.commands",
         payloads,
-        dx.parse_read_pages,
+        parse_read_pages,
         weight=0.3,
     )
     add(
         "dexcom_receiver_commands.parse_xml_attributes",
-        "dexcom_receiver_commands",
+        "dexcom_receiver.commands",
         byte_gen(RECEIVER_PAYLOADS, build=xml_bytes, max_len=1600),
         _xml,
     )
     pages = byte_gen(RECEIVER_PAGES, build=egv_page, fix=fix_page, max_len=1200)
     add(
         "dexcom_receiver_records.PageHeader",
-        "dexcom_receiver_records",
+        "dexcom_receiver.records",
         pages,
-        dx.PageHeader.parse,
+        PageHeader.parse,
         weight=0.5,
     )
     add(
         "dexcom_receiver_records.EgvRecord",
-        "dexcom_receiver_records",
+        "dexcom_receiver.records",
         byte_gen(
             [r.build() for r in _EGV],
             build=lambda rng: egv_record(rng).build(),
@@ -1661,10 +1718,10 @@ def _targets() -> dict[str, Target]:
         ),
         _egv_record,
     )
-    add("dexcom_receiver_records.parse_egv_page", "dexcom_receiver_records", pages, _egv_page)
+    add("dexcom_receiver_records.parse_egv_page", "dexcom_receiver.records", pages, _egv_page)
     add(
         "dexcom_receiver_records.parse_xml_page",
-        "dexcom_receiver_records",
+        "dexcom_receiver.records",
         _xml_page_input,
         _xml_page,
         binary=False,

@@ -16,8 +16,9 @@ from drivers.cgms.convert import (
     trend_of,
 )
 from gatewayd.models import Direction, Reading, reading_id
-from protocols.cgms import CgmMeasurement, SensorStatus, parse_measurements
-from protocols.cgms_session import Measurement
+from protocols.cgms.measurement import CgmMeasurement, parse_measurements
+from protocols.cgms.session import Measurement
+from protocols.cgms.state import SensorStatus
 from protocols.sfloat import SFloat, SFloatSpecial
 
 START = datetime(2025, 3, 14, 6, 0, 0, tzinfo=UTC)

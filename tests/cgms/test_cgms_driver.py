@@ -25,7 +25,8 @@ from drivers.cgms.emulator.kit import FAST, CgmsKit
 from gatewayd.driver import DAMAGED_RETRIES
 from gatewayd.status import LinkState
 from gatewayd.testing.driverkit import KitGateway, assert_contract, run_gateway
-from protocols.cgms import SensorStatus, StatusOctetOrder
+from protocols.cgms.measurement import StatusOctetOrder
+from protocols.cgms.state import SensorStatus
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -17,21 +17,18 @@ from bleak.exc import BleakGATTProtocolError
 
 from drivers.cgms.emulator import CgmsPeripheral, SensorConfig, emulated_cgms
 from gatewayd.transport.bumble_backend import bumble_backend
-from protocols.cgms import (
+from protocols.cgms.measurement import parse_measurements
+from protocols.cgms.socp import SocpOpCode, SocpPacket, SocpResponseCode, SocpResult
+from protocols.cgms.state import CgmStatus
+from protocols.cgms.uuids import (
     CGM_FEATURE,
     CGM_MEASUREMENT,
     CGM_SPECIFIC_OPS_CONTROL_POINT,
     CGM_STATUS,
     CGMS_SERVICE,
-    RECORD_ACCESS_CONTROL_POINT,
-    CgmStatus,
-    SocpOpCode,
-    SocpPacket,
-    SocpResponseCode,
-    SocpResult,
-    parse_measurements,
 )
-from protocols.racp import (
+from protocols.gatt.racp import (
+    RECORD_ACCESS_CONTROL_POINT,
     RacpNumberOfRecords,
     RacpOperator,
     RacpResponse,

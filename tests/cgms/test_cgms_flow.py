@@ -19,9 +19,10 @@ from drivers.cgms.convert import to_reading
 from drivers.cgms.flow import RecordFlow
 from gatewayd.driver import DAMAGED_RETRIES, DeviceContext, DeviceFindings
 from gatewayd.models import Reading
-from protocols.cgms import CGM_MEASUREMENT, RECORD_ACCESS_CONTROL_POINT
-from protocols.cgms_session import CgmsCollector, CgmsEvent, Measurement
-from protocols.gatt import Request
+from protocols.cgms.session import CgmsCollector, CgmsEvent, Measurement
+from protocols.cgms.uuids import CGM_MEASUREMENT
+from protocols.gatt.racp import RECORD_ACCESS_CONTROL_POINT
+from protocols.gatt.session import Request
 
 #: 0..1130 every 5 minutes: the 227 records of the sensor in issue 9.
 OFFSET = 1130

@@ -14,7 +14,9 @@ from drivers.cgms.options import expected_interval, parse_options
 from gatewayd.errors import ConfigError
 from gatewayd.options import OptionReader
 from gatewayd.registry import load
-from protocols.cgms import CGMS_SERVICE, SensorStatus, StatusOctetOrder
+from protocols.cgms.measurement import StatusOctetOrder
+from protocols.cgms.state import SensorStatus
+from protocols.cgms.uuids import CGMS_SERVICE
 
 
 def parse(table: dict[str, Any]) -> CgmsOptions:

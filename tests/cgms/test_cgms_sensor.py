@@ -8,13 +8,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from drivers.cgms.emulator import CgmsSensor, SensorConfig
-from protocols.cgms import (
+from protocols.cgms.measurement import parse_measurements
+from protocols.cgms.state import (
     CgmFeature,
     CgmFeatureBits,
     CgmStatus,
     SensorStatus,
     SessionStartTime,
-    parse_measurements,
 )
 from protocols.sfloat import SFloat, SFloatSpecial
 
@@ -148,7 +148,7 @@ def test_records_are_plausible_and_out_of_range_ones_are_marked() -> None:
 
 
 def test_records_damaged_in_memory_stay_damaged_and_keep_the_framing() -> None:
-    from protocols.cgms import decode_records
+    from protocols.cgms.measurement import decode_records
 
     s, _ = sensor(SensorConfig(interval=5, age=100.0))
     assert s.damage("start", "middle", "end", 50) == [0, 50, 100, 50]

@@ -10,42 +10,46 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from protocols.crc import crc16_xmodem
-from protocols.dexcom_g6 import (
+from protocols.crc import append_xmodem_crc, crc16_xmodem, split_xmodem_crc
+from protocols.dexcom_g6.auth import (
+    AuthChallengeTx,
+    AuthenticationFailed,
+    AuthRequestRx,
+    AuthRequestTx,
+    AuthStatusRx,
+    BondRequestTx,
+    KeepAliveTx,
+    auth_hash,
+    auth_key,
+    normalize_transmitter_id,
+    parse_authentication,
+)
+from protocols.dexcom_g6.backfill import (
+    DEFAULT_HEADER,
+    BackfillRx,
+    BackfillStream,
+    BackfillTx,
+    build_backfill_frames,
+)
+from protocols.dexcom_g6.control import parse_control
+from protocols.dexcom_g6.framing import (
     ADVERTISED_SERVICE,
     AUTHENTICATION,
     BACKFILL,
     CGM_SERVICE,
     COMMUNICATION,
     CONTROL,
-    DEFAULT_HEADER,
     NO_SESSION,
-    AuthChallengeTx,
-    AuthenticationFailed,
-    AuthRequestRx,
-    AuthRequestTx,
-    AuthStatusRx,
-    BackfillRx,
-    BackfillStream,
-    BackfillTx,
-    BondRequestTx,
+    Opcode,
+    advertised_name,
+)
+from protocols.dexcom_g6.glucose import (
     CalibrationState,
     GlucoseRecord,
     GlucoseRx,
     GlucoseTx,
-    KeepAliveTx,
-    Opcode,
     TransmitterTimeRx,
     TransmitterTimeTx,
-    advertised_name,
-    append_crc,
-    auth_hash,
-    auth_key,
-    build_backfill_frames,
-    normalize_transmitter_id,
-    parse_authentication,
-    parse_control,
-    split_crc,
     state_flags,
     state_name,
 )
@@ -81,8 +85,8 @@ def test_xmodem_check_value_and_verified_commands() -> None:
     assert GlucoseTx(g6=True).build() == bytes.fromhex("4e0aa9")  # = xDrip libkeks "get EGV"
     assert GlucoseTx.parse(bytes.fromhex("4e0aa9")) == GlucoseTx(g6=True)
     assert TransmitterTimeTx.parse(bytes.fromhex("24e664")) == TransmitterTimeTx()
-    assert append_crc(b"\x24") == bytes.fromhex("24e664")
-    assert split_crc(bytes.fromhex("305336"), "x") == b"\x30"
+    assert append_xmodem_crc(b"\x24") == bytes.fromhex("24e664")
+    assert split_xmodem_crc(bytes.fromhex("305336"), "x") == b"\x30"
 
 
 def test_auth_hash_verified_vector() -> None:
@@ -208,7 +212,7 @@ def test_display_only_word_is_0x4058() -> None:
 
 def test_g6_glucose_reply_0x4f_has_the_same_layout() -> None:
     g5 = GlucoseRx.parse(bytes.fromhex("3100680a00008a715700cc0006ffc42a"))
-    g6_bytes = append_crc(b"\x4f" + bytes.fromhex("3100680a00008a715700cc0006ffc42a")[1:14])
+    g6_bytes = append_xmodem_crc(b"\x4f" + bytes.fromhex("3100680a00008a715700cc0006ffc42a")[1:14])
     g6 = GlucoseRx.parse(g6_bytes)
     assert g6.g6
     assert (g6.sequence, g6.record) == (g5.sequence, g5.record)
@@ -244,9 +248,9 @@ def test_malformed_control_messages(data: str) -> None:
 
 def test_wrong_opcode_with_valid_crc_is_refused() -> None:
     with pytest.raises(ProtocolError):
-        GlucoseRx.parse(append_crc(b"\x25" + bytes(13)))
+        GlucoseRx.parse(append_xmodem_crc(b"\x25" + bytes(13)))
     with pytest.raises(ProtocolError):
-        TransmitterTimeRx.parse(append_crc(b"\x31" + bytes(13)))
+        TransmitterTimeRx.parse(append_xmodem_crc(b"\x31" + bytes(13)))
 
 
 def test_backfill_request_vector() -> None:

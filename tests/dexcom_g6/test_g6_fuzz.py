@@ -12,24 +12,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocols.dexcom_g6 import (
+from protocols.crc import append_xmodem_crc
+from protocols.dexcom_g6.auth import (
     AuthChallengeTx,
     AuthRequestRx,
     AuthRequestTx,
     AuthStatusRx,
+    KeepAliveTx,
+    parse_authentication,
+)
+from protocols.dexcom_g6.backfill import (
     BackfillRx,
     BackfillStream,
     BackfillTx,
-    GlucoseRecord,
-    GlucoseRx,
-    GlucoseTx,
-    KeepAliveTx,
-    TransmitterTimeRx,
-    append_crc,
     build_backfill_frames,
-    parse_authentication,
-    parse_control,
 )
+from protocols.dexcom_g6.control import parse_control
+from protocols.dexcom_g6.glucose import GlucoseRecord, GlucoseRx, GlucoseTx, TransmitterTimeRx
 from protocols.errors import ProtocolError
 
 #: A hang is a failure: every input is handled in bounded time.
@@ -97,7 +96,7 @@ def test_mutated_vectors(name: str, data: st.DataObject) -> None:
 def test_any_payload_with_a_valid_crc(payload: bytes) -> None:
     """Past the CRC check, the layouts themselves must refuse bad bytes cleanly."""
     for opcode in (0x24, 0x25, 0x30, 0x31, 0x4E, 0x4F, 0x50, 0x51):
-        _check(parse_control, append_crc(bytes((opcode,)) + payload))
+        _check(parse_control, append_xmodem_crc(bytes((opcode,)) + payload))
 
 
 u8 = st.integers(0, 0xFF)

@@ -16,46 +16,47 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocols.dexcom_g6 import (
-    AUTHENTICATION,
-    BACKFILL,
-    COMMUNICATION,
-    CONTROL,
+from protocols.dexcom_g6.auth import (
     AuthChallengeTx,
-    Authenticated,
     AuthenticationFailed,
     AuthRequestRx,
     AuthRequestTx,
     AuthStatusRx,
+    BondRequestTx,
+    KeepAliveTx,
+    auth_hash,
+    parse_authentication,
+)
+from protocols.dexcom_g6.backfill import BackfillRx, BackfillTx, build_backfill_frames
+from protocols.dexcom_g6.control import parse_control
+from protocols.dexcom_g6.framing import AUTHENTICATION, BACKFILL, COMMUNICATION, CONTROL
+from protocols.dexcom_g6.glucose import (
+    CalibrationState,
+    GlucoseRecord,
+    GlucoseRx,
+    GlucoseTx,
+    TransmitterTimeRx,
+    TransmitterTimeTx,
+)
+from protocols.dexcom_g6.session import (
+    Authenticated,
     BackfillDamaged,
     BackfillRecords,
-    BackfillRx,
-    BackfillTx,
     BondRequested,
-    BondRequestTx,
-    CalibrationState,
     Completed,
     G6Event,
     G6Session,
     Glucose,
-    GlucoseRecord,
-    GlucoseRx,
-    GlucoseTx,
-    KeepAliveTx,
+    TimeRead,
+)
+from protocols.errors import ProtocolError
+from protocols.gatt.session import (
     ProcedureFailed,
     RecordRejected,
     Request,
     RequestKind,
-    TimeRead,
-    TransmitterTimeRx,
-    TransmitterTimeTx,
     UnexpectedData,
-    auth_hash,
-    build_backfill_frames,
-    parse_authentication,
-    parse_control,
 )
-from protocols.errors import ProtocolError
 
 #: A hang is a failure: every input is handled in bounded time.
 pytestmark = pytest.mark.timeout(20)

@@ -24,7 +24,8 @@ from gatewayd.errors import DeviceRefused, LinkLost
 from gatewayd.models import Direction
 from gatewayd.transport.bumble_backend import BumbleClient, BumbleScanner
 from gatewayd.transport.bumble_link import refuse_pairing
-from protocols.dexcom_g6 import ADVERTISED_SERVICE, STATUS_LOW_BATTERY, CalibrationState, GlucoseTx
+from protocols.dexcom_g6.framing import ADVERTISED_SERVICE, STATUS_LOW_BATTERY
+from protocols.dexcom_g6.glucose import CalibrationState, GlucoseTx
 
 pytestmark = pytest.mark.timeout(20)
 

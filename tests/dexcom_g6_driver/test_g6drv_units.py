@@ -27,13 +27,9 @@ from gatewayd import registry
 from gatewayd.errors import ConfigError, UsageError
 from gatewayd.models import Direction, Reading
 from gatewayd.options import OptionReader
-from protocols.dexcom_g6 import (
-    NO_SESSION,
-    CalibrationState,
-    Glucose,
-    GlucoseRecord,
-    advertised_name,
-)
+from protocols.dexcom_g6.framing import NO_SESSION, advertised_name
+from protocols.dexcom_g6.glucose import CalibrationState, GlucoseRecord
+from protocols.dexcom_g6.session import Glucose
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -15,7 +15,7 @@ from drivers.dexcom_receiver.emulator import ManualClock, ReceiverEmulator
 from drivers.dexcom_receiver.options import ReceiverOptions
 from gatewayd.driver import DeviceContext, ResumePoint
 from gatewayd.models import Reading
-from protocols.dexcom_receiver import receiver_seconds
+from protocols.dexcom_receiver.commands import receiver_seconds
 
 #: The emulated receiver's clock starts this far behind the wall clock (readings are never in
 #: the future however far a test advances it).

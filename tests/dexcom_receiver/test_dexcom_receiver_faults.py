@@ -31,12 +31,12 @@ from gatewayd.publisher import Publisher
 from gatewayd.status import LinkState
 from gatewayd.store import Store
 from gatewayd.supervisor import Device, Supervisor
-from protocols import dexcom_receiver as dx
+from protocols.dexcom_receiver.commands import receiver_seconds, receiver_time
 
 pytestmark = pytest.mark.timeout(60)
 
 #: The true time the tests start at (the hub's clock and the receiver's, when right).
-START = dx.receiver_seconds(datetime(2026, 11, 20, 12, 0, tzinfo=UTC))
+START = receiver_seconds(datetime(2026, 11, 20, 12, 0, tzinfo=UTC))
 #: Receiver seconds between records.
 RECORD = 300
 #: How far a reading's time may be from the true time of its record.
@@ -107,9 +107,7 @@ async def running_hub(
             db,
             Publisher(MqttConfig(), "hub", db),
             SupervisorConfig(backoff_min=0.05, backoff_max=0.2),
-            clock=lambda: (
-                dx.receiver_time(true.now()) + timedelta(seconds=time.monotonic() - started)
-            ),
+            clock=lambda: receiver_time(true.now()) + timedelta(seconds=time.monotonic() - started),
         )
         task = asyncio.create_task(supervisor.run())
         try:
@@ -196,7 +194,7 @@ def check(
 
 
 def _truth(db: EgvDatabase, index: int) -> datetime:
-    return dx.receiver_time(db.true_time(index))
+    return receiver_time(db.true_time(index))
 
 
 def offset_shown(hub: Hub) -> float | None:

@@ -11,23 +11,51 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from protocols import dexcom_receiver as dx
+from protocols.dexcom_receiver.commands import (
+    build_page_range,
+    parse_page_range,
+    parse_read_pages,
+    parse_system_time,
+    parse_xml_attributes,
+    ping,
+    read_pages,
+)
+from protocols.dexcom_receiver.frames import (
+    ANSWERS,
+    MAX_PACKET,
+    BadFrame,
+    Command,
+    Frame,
+    FrameDecoder,
+    Garbage,
+    Packet,
+    RecordType,
+    parse_packet,
+)
+from protocols.dexcom_receiver.records import (
+    EGV_LAYOUTS,
+    EgvRecord,
+    PageHeader,
+    build_page,
+    parse_egv_page,
+    parse_xml_page,
+)
 from protocols.errors import ProtocolError
 
 pytestmark = pytest.mark.timeout(60)
 FUZZ = settings(max_examples=300, deadline=500, suppress_health_check=[HealthCheck.too_slow])
 
-_EGV = [dx.EgvRecord(441849600 + 300 * i, 441846000 + 300 * i, 90 + i, 0x14) for i in range(5)]
+_EGV = [EgvRecord(441849600 + 300 * i, 441846000 + 300 * i, 90 + i, 0x14) for i in range(5)]
 VALID = [
-    dx.ping(),
-    dx.read_pages(dx.RecordType.EGV_DATA, 500, 1),
-    dx.Packet(dx.Command.ACK, dx.build_page_range((1, 2))).build(),
-    dx.Packet(
-        dx.Command.ACK,
-        dx.build_page(dx.PageHeader(0, 5, 4, 2, 0), b"".join(r.build() for r in _EGV)),
+    ping(),
+    read_pages(RecordType.EGV_DATA, 500, 1),
+    Packet(Command.ACK, build_page_range((1, 2))).build(),
+    Packet(
+        Command.ACK,
+        build_page(PageHeader(0, 5, 4, 2, 0), b"".join(r.build() for r in _EGV)),
     ).build(),
 ]
-PAGES = [dx.parse_packet(frame).payload for frame in VALID[3:]]
+PAGES = [parse_packet(frame).payload for frame in VALID[3:]]
 
 
 @st.composite
@@ -46,22 +74,22 @@ def mutated(draw: st.DrawFn, seeds: list[bytes]) -> bytes:
 
 
 def _egv_page(data: bytes) -> Any:
-    page = dx.parse_egv_page(data)
+    page = parse_egv_page(data)
     for record in page.records:
         _ = record.glucose_mgdl, record.out_of_range, record.special, record.trend, record.noise
     return page
 
 
 PARSERS: list[Callable[[bytes], Any]] = [
-    dx.parse_packet,
-    dx.PageHeader.parse,
-    dx.EgvRecord.parse,
+    parse_packet,
+    PageHeader.parse,
+    EgvRecord.parse,
     _egv_page,
-    lambda data: dx.parse_xml_page(data, dx.RecordType.MANUFACTURING_DATA),
-    dx.parse_xml_attributes,
-    dx.parse_page_range,
-    dx.parse_system_time,
-    dx.parse_read_pages,
+    lambda data: parse_xml_page(data, RecordType.MANUFACTURING_DATA),
+    parse_xml_attributes,
+    parse_page_range,
+    parse_system_time,
+    parse_read_pages,
 ]
 
 
@@ -84,19 +112,19 @@ def test_mutated_valid_bytes(parse: Callable[[bytes], Any], data: bytes) -> None
     _only_protocol_errors(parse, data)
 
 
-@pytest.mark.parametrize("commands", [None, dx.ANSWERS])
+@pytest.mark.parametrize("commands", [None, ANSWERS])
 @FUZZ
 @given(chunks=st.lists(st.one_of(st.binary(max_size=40), mutated(VALID), st.sampled_from(VALID))))
 def test_decoder_never_raises_and_consumes_everything(
     commands: frozenset[int] | None, chunks: list[bytes]
 ) -> None:
-    decoder = dx.FrameDecoder(commands)
+    decoder = FrameDecoder(commands)
     for chunk in chunks:
         for event in decoder.feed(chunk):
-            assert isinstance(event, dx.Frame | dx.BadFrame | dx.Garbage)
-            if isinstance(event, dx.Frame):
-                assert dx.parse_packet(event.raw) == event.packet
-    assert decoder.pending < dx.MAX_PACKET
+            assert isinstance(event, Frame | BadFrame | Garbage)
+            if isinstance(event, Frame):
+                assert parse_packet(event.raw) == event.packet
+    assert decoder.pending < MAX_PACKET
 
 
 @FUZZ
@@ -108,8 +136,8 @@ def test_valid_frames_survive_garbage_that_cannot_start_a_frame(
     frames: list[bytes], noise: list[bytes]
 ) -> None:
     stream = b"".join(n + f for n, f in zip(noise + [b""] * len(frames), frames, strict=False))
-    events = dx.FrameDecoder().feed(stream)
-    assert [e.raw for e in events if isinstance(e, dx.Frame)] == frames
+    events = FrameDecoder().feed(stream)
+    assert [e.raw for e in events if isinstance(e, Frame)] == frames
 
 
 @FUZZ
@@ -118,11 +146,11 @@ def test_valid_frames_survive_garbage_that_cannot_start_a_frame(
     display=st.integers(0, 2**32 - 1),
     glucose=st.integers(0, 2**16 - 1),
     trend=st.integers(0, 255),
-    size=st.sampled_from(sorted(dx.EGV_LAYOUTS)),
+    size=st.sampled_from(sorted(EGV_LAYOUTS)),
 )
 def test_egv_records_round_trip(
     system: int, display: int, glucose: int, trend: int, size: int
 ) -> None:
-    before, after = dx.EGV_LAYOUTS[size]
-    record = dx.EgvRecord(system, display, glucose, trend, bytes(before), b"\x07" * after)
-    assert dx.EgvRecord.parse(record.build()) == record
+    before, after = EGV_LAYOUTS[size]
+    record = EgvRecord(system, display, glucose, trend, bytes(before), b"\x07" * after)
+    assert EgvRecord.parse(record.build()) == record

@@ -19,7 +19,9 @@ from drivers.dexcom_receiver.timeline import era_session
 from gatewayd.driver import DAMAGED_RETRIES, ResumePoint
 from gatewayd.errors import DeviceNotFound, DeviceRefused, LinkLost
 from gatewayd.models import Direction, reading_id
-from protocols import dexcom_receiver as dx
+from protocols.dexcom_receiver.commands import EPOCH, receiver_seconds, receiver_time
+from protocols.dexcom_receiver.frames import Command, Packet
+from protocols.dexcom_receiver.records import SpecialGlucose, TrendArrow
 
 pytestmark = pytest.mark.timeout(20)
 SECOND = timedelta(seconds=1)
@@ -27,7 +29,7 @@ SECOND = timedelta(seconds=1)
 
 def behind(clock: ManualClock) -> timedelta:
     """How far the receiver's clock is behind the hub's (the wall clock)."""
-    return datetime.now(UTC) - dx.receiver_time(clock.now())
+    return datetime.now(UTC) - receiver_time(clock.now())
 
 
 def expected_seqs(emulator: ReceiverEmulator, after: int) -> list[int]:
@@ -64,7 +66,7 @@ async def test_identity_backfill_window_then_live(
     )
     # Anchored to the hub's clock: the receiver's clock is hours behind the wall clock.
     assert lag > timedelta(hours=5)
-    assert abs(reading.time - dx.receiver_time(reading.seq) - lag) < 5 * SECOND
+    assert abs(reading.time - receiver_time(reading.seq) - lag) < 5 * SECOND
     # As last measured: after the test moved the receiver's clock 5 min on.
     assert ctx.findings.clock_offset_s == pytest.approx(300 - lag.total_seconds(), abs=5.0)
     assert reading.id == reading_id("dexcom_receiver", "SM10000001", SESSION, reading.seq)
@@ -80,7 +82,7 @@ async def test_resume_backfills_exactly_the_gap_across_pages(
     db = receiver.database
     newest = db.newest(clock.now())
     resume_index = newest - 100  # three pages back (38 records a page)
-    resume = ResumePoint("SM10000001", SESSION, db.time(resume_index), dx.EPOCH)
+    resume = ResumePoint("SM10000001", SESSION, db.time(resume_index), EPOCH)
     ctx = make_ctx(resume=resume, backfill_hours=0.0)
     async with ReceiverSession(ctx) as session, contextlib.aclosing(session.readings()) as stream:
         readings = await take(stream, 100)
@@ -91,7 +93,7 @@ async def test_resume_backfills_exactly_the_gap_across_pages(
 async def test_a_resume_point_of_another_receiver_is_ignored(
     receiver: ReceiverEmulator, clock: ManualClock, make_ctx, take
 ) -> None:
-    resume = ResumePoint("SM99999999", SESSION, 1, dx.EPOCH)
+    resume = ResumePoint("SM99999999", SESSION, 1, EPOCH)
     ctx = make_ctx(resume=resume, backfill_hours=0.5)
     async with ReceiverSession(ctx) as session, contextlib.aclosing(session.readings()) as stream:
         readings = await take(stream, 6)
@@ -121,7 +123,7 @@ async def test_a_resume_point_in_the_future_falls_back_to_the_window(
 ) -> None:
     # A stored time ahead of the hub's clock cannot be a point to resume from.
     seq = clock.now() + 86400
-    resume = ResumePoint("SM10000001", SESSION, seq, dx.receiver_time(seq) + behind(clock))
+    resume = ResumePoint("SM10000001", SESSION, seq, receiver_time(seq) + behind(clock))
     ctx = make_ctx(resume=resume, backfill_hours=0.5)
     async with ReceiverSession(ctx) as session, contextlib.aclosing(session.readings()) as stream:
         readings = await take(stream, 6)
@@ -134,10 +136,10 @@ async def test_special_low_high_display_only_and_noise(
 ) -> None:
     db = receiver.database
     newest = db.newest(clock.now())
-    db.set_value(newest - 4, dx.SpecialGlucose.SENSOR_NOT_ACTIVE)
-    db.set_value(newest - 3, 39, trend=dx.TrendArrow.DOUBLE_DOWN)
-    db.set_value(newest - 2, 401, trend=dx.TrendArrow.RATE_OUT_OF_RANGE)
-    db.set_value(newest - 1, 0x8000 | 150, trend=dx.TrendArrow.NOT_COMPUTABLE, noise=3)
+    db.set_value(newest - 4, SpecialGlucose.SENSOR_NOT_ACTIVE)
+    db.set_value(newest - 3, 39, trend=TrendArrow.DOUBLE_DOWN)
+    db.set_value(newest - 2, 401, trend=TrendArrow.RATE_OUT_OF_RANGE)
+    db.set_value(newest - 1, 0x8000 | 150, trend=TrendArrow.NOT_COMPUTABLE, noise=3)
     db.set_value(newest, 12)  # BAD_RF
     ctx = make_ctx(backfill_hours=5 * 300 / 3600)  # the last five records
     async with ReceiverSession(ctx) as session, contextlib.aclosing(session.readings()) as stream:
@@ -234,7 +236,7 @@ async def test_unplug_ends_the_session_and_replug_resumes(
 
 
 async def test_g6_receiver_with_25_byte_records(tmp_path: Path, make_ctx, take) -> None:
-    clock = ManualClock(dx.receiver_seconds(dx.EPOCH) + 500_000_000)
+    clock = ManualClock(receiver_seconds(EPOCH) + 500_000_000)
     async with ReceiverEmulator(
         tmp_path / "g6", clock=clock, model="g6", origin=clock.now() - 86400
     ) as g6:
@@ -284,9 +286,9 @@ async def test_a_late_answer_is_never_taken_for_the_next_request(
 class NoFirmwareHeader(ReceiverEmulator):
     """A receiver that does not implement READ_FIRMWARE_HEADER."""
 
-    def answer(self, packet: dx.Packet) -> dx.Packet:
-        if packet.command == dx.Command.READ_FIRMWARE_HEADER:
-            return dx.Packet(dx.Command.INVALID_COMMAND)
+    def answer(self, packet: Packet) -> Packet:
+        if packet.command == Command.READ_FIRMWARE_HEADER:
+            return Packet(Command.INVALID_COMMAND)
         return super().answer(packet)
 
 
@@ -351,9 +353,9 @@ async def test_damaged_pages_and_records_are_asked_again_then_passed_over(
 class DamagedOnce(ReceiverEmulator):
     """The records in `database.damaged_records` are damaged in the first page read only."""
 
-    def answer(self, packet: dx.Packet) -> dx.Packet:
+    def answer(self, packet: Packet) -> Packet:
         answer = super().answer(packet)
-        if packet.command == dx.Command.READ_DATABASE_PAGES and packet.payload[0] == 4:
+        if packet.command == Command.READ_DATABASE_PAGES and packet.payload[0] == 4:
             self.database.damaged_records.clear()
         return answer
 

@@ -6,18 +6,19 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from drivers.dexcom_receiver.timeline import SESSION, Stored, Timeline, era_session
-from protocols import dexcom_receiver as dx
+from protocols.dexcom_receiver.commands import receiver_seconds, receiver_time
+from protocols.dexcom_receiver.records import EgvRecord
 
 #: The hub's clock at the start of each case, and the receiver's when it is right.
 HUB = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
-NOW = dx.receiver_seconds(HUB)
+NOW = receiver_seconds(HUB)
 SECOND = timedelta(seconds=1)
 
 
 def records(first_position: int, *stamps: int) -> list[Stored]:
     """Records in storage order at consecutive positions, 38 to a page."""
     return [
-        Stored((first_position + i) // 38, first_position + i, dx.EgvRecord(t, t, 120, 0x14))
+        Stored((first_position + i) // 38, first_position + i, EgvRecord(t, t, 120, 0x14))
         for i, t in enumerate(stamps)
     ]
 
@@ -63,7 +64,7 @@ def test_a_reading_stored_before_an_upgrade_keeps_the_session() -> None:
     behind = 6 * 3600
     line = Timeline(
         newest=NOW - behind - 300,
-        newest_time=dx.receiver_time(NOW - behind - 300),
+        newest_time=receiver_time(NOW - behind - 300),
         offset=0.0,
         backfill=timedelta(hours=1),
     )

@@ -13,8 +13,35 @@ import pytest
 
 from drivers.dexcom_receiver.session import TREND_DIRECTION
 from gatewayd.models import Direction
-from protocols import dexcom_receiver as dx
 from protocols.crc import crc16_xmodem
+from protocols.dexcom_receiver.commands import (
+    EPOCH,
+    build_page_range,
+    expect_ack,
+    parse_page_range,
+    parse_read_pages,
+    parse_xml_attributes,
+    ping,
+    read_firmware_header,
+    read_page_range,
+    read_pages,
+    read_system_time,
+    receiver_seconds,
+    receiver_time,
+)
+from protocols.dexcom_receiver.frames import Command, NakError, Packet, RecordType, parse_packet
+from protocols.dexcom_receiver.records import (
+    EGV_LAYOUTS,
+    HEADER_SIZE,
+    PAGE_SIZE,
+    EgvRecord,
+    PageHeader,
+    TrendArrow,
+    build_page,
+    build_xml_record,
+    parse_egv_page,
+    parse_xml_page,
+)
 from protocols.errors import CrcError, ProtocolError
 
 DATA = Path(__file__).parent / "data"
@@ -28,34 +55,34 @@ def capture(name: str) -> bytes:
 @pytest.mark.parametrize(
     ("built", "hex_", "command", "payload"),
     [
-        (dx.ping(), "0106000a5e65", dx.Command.PING, b""),
-        (dx.read_firmware_header(), "0106000b7f75", dx.Command.READ_FIRMWARE_HEADER, b""),
+        (ping(), "0106000a5e65", Command.PING, b""),
+        (read_firmware_header(), "0106000b7f75", Command.READ_FIRMWARE_HEADER, b""),
         (
-            dx.read_page_range(dx.RecordType.EGV_DATA),
+            read_page_range(RecordType.EGV_DATA),
             "01070010048bb8",
-            dx.Command.READ_DATABASE_PAGE_RANGE,
+            Command.READ_DATABASE_PAGE_RANGE,
             b"\x04",
         ),
         (
-            dx.read_pages(dx.RecordType.EGV_DATA, 500, 1),
+            read_pages(RecordType.EGV_DATA, 500, 1),
             "010c001104f4010000012b83",
-            dx.Command.READ_DATABASE_PAGES,
+            Command.READ_DATABASE_PAGES,
             bytes.fromhex("04f401000001"),
         ),
-        (dx.read_system_time(), "0106002234c0", dx.Command.READ_SYSTEM_TIME, b""),
+        (read_system_time(), "0106002234c0", Command.READ_SYSTEM_TIME, b""),
     ],
 )
 def test_verified_request_packets(
-    built: bytes, hex_: str, command: dx.Command, payload: bytes
+    built: bytes, hex_: str, command: Command, payload: bytes
 ) -> None:
     assert built.hex() == hex_
-    assert dx.parse_packet(bytes.fromhex(hex_)) == dx.Packet(command, payload)
-    assert dx.Packet(command, payload).build() == built
+    assert parse_packet(bytes.fromhex(hex_)) == Packet(command, payload)
+    assert Packet(command, payload).build() == built
 
 
 def test_read_pages_request_round_trip() -> None:
-    packet = dx.parse_packet(dx.read_pages(dx.RecordType.EGV_DATA, 500, 1))
-    assert dx.parse_read_pages(packet.payload) == (dx.RecordType.EGV_DATA, 500, 1)
+    packet = parse_packet(read_pages(RecordType.EGV_DATA, 500, 1))
+    assert parse_read_pages(packet.payload) == (RecordType.EGV_DATA, 500, 1)
 
 
 def test_crc_is_xmodem() -> None:
@@ -64,46 +91,46 @@ def test_crc_is_xmodem() -> None:
 
 def test_verified_g4_egv_record() -> None:
     raw = bytes.fromhex("0017561af008561a78001476d8")
-    record = dx.EgvRecord.parse(raw)
-    assert dx.receiver_time(record.system_time) == datetime(2023, 1, 2, tzinfo=UTC)
-    assert dx.receiver_time(record.display_time) == datetime(2023, 1, 1, 23, tzinfo=UTC)
+    record = EgvRecord.parse(raw)
+    assert receiver_time(record.system_time) == datetime(2023, 1, 2, tzinfo=UTC)
+    assert receiver_time(record.display_time) == datetime(2023, 1, 1, 23, tzinfo=UTC)
     assert (record.value, record.glucose_mgdl, record.out_of_range) == (120, 120, None)
-    assert record.trend == dx.TrendArrow.FLAT
+    assert record.trend == TrendArrow.FLAT
     assert record.noise == 1
     assert not record.display_only
     assert record.special is None
     assert record.build() == raw
     with pytest.raises(CrcError):
-        dx.EgvRecord.parse(raw[:-1] + b"\x00")
+        EgvRecord.parse(raw[:-1] + b"\x00")
 
 
 def test_epoch_is_2009_utc() -> None:
-    assert datetime(2009, 1, 1, tzinfo=UTC) == dx.EPOCH
-    assert dx.receiver_time(0) == dx.EPOCH
-    assert dx.receiver_seconds(dx.EPOCH + timedelta(seconds=441849600.9)) == 441849600
+    assert datetime(2009, 1, 1, tzinfo=UTC) == EPOCH
+    assert receiver_time(0) == EPOCH
+    assert receiver_seconds(EPOCH + timedelta(seconds=441849600.9)) == 441849600
 
 
 def test_page_header_layout_and_crc() -> None:
-    header = dx.PageHeader(first_index=38, count=2, record_type=4, revision=2, page=1)
+    header = PageHeader(first_index=38, count=2, record_type=4, revision=2, page=1)
     raw = header.build()
-    assert len(raw) == dx.HEADER_SIZE == 28
+    assert len(raw) == HEADER_SIZE == 28
     assert raw[:26] == bytes.fromhex("2600000002000000040201000000") + bytes(12)
     assert int.from_bytes(raw[26:], "little") == crc16_xmodem(raw[:26])
-    assert dx.PageHeader.parse(raw) == header
+    assert PageHeader.parse(raw) == header
     with pytest.raises(CrcError):
-        dx.PageHeader.parse(raw[:26] + b"\x00\x00")
+        PageHeader.parse(raw[:26] + b"\x00\x00")
 
 
 def test_egv_page_with_records_of_each_generation() -> None:
     for size, revision in ((13, 2), (23, 3), (25, 5)):
-        before, after = dx.EGV_LAYOUTS[size]
+        before, after = EGV_LAYOUTS[size]
         records = [
-            dx.EgvRecord(441849600 + 300 * i, 441846000 + 300 * i, 100 + i, 0x14, *_extra(size))
+            EgvRecord(441849600 + 300 * i, 441846000 + 300 * i, 100 + i, 0x14, *_extra(size))
             for i in range(3)
         ]
         assert all(len(r.build()) == size for r in records)
-        header = dx.PageHeader(76, 3, dx.RecordType.EGV_DATA, revision, 2)
-        page = dx.parse_egv_page(dx.build_page(header, b"".join(r.build() for r in records)))
+        header = PageHeader(76, 3, RecordType.EGV_DATA, revision, 2)
+        page = parse_egv_page(build_page(header, b"".join(r.build() for r in records)))
         assert (page.header, page.records, page.bad, page.record_size) == (
             header,
             tuple(records),
@@ -114,14 +141,14 @@ def test_egv_page_with_records_of_each_generation() -> None:
 
 
 def _extra(size: int) -> tuple[bytes, bytes]:
-    before, after = dx.EGV_LAYOUTS[size]
+    before, after = EGV_LAYOUTS[size]
     return bytes(range(1, before + 1)), bytes(range(after))
 
 
 def test_egv_page_reports_a_bad_record_and_keeps_the_others() -> None:
-    records = [dx.EgvRecord(1000 + 300 * i, 1000 + 300 * i, 150, 0x14).build() for i in range(4)]
+    records = [EgvRecord(1000 + 300 * i, 1000 + 300 * i, 150, 0x14).build() for i in range(4)]
     records[2] = records[2][:-1] + bytes([records[2][-1] ^ 1])
-    page = dx.parse_egv_page(dx.build_page(dx.PageHeader(0, 4, 4, 2, 0), b"".join(records)))
+    page = parse_egv_page(build_page(PageHeader(0, 4, 4, 2, 0), b"".join(records)))
     assert [r.system_time for r in page.records] == [1000, 1300, 1900]
     assert page.bad == ((2, records[2]),)
     assert page.indices == (0, 1, 3)
@@ -129,7 +156,7 @@ def test_egv_page_reports_a_bad_record_and_keeps_the_others() -> None:
 
 def test_egv_page_of_another_partition_is_refused() -> None:
     with pytest.raises(ProtocolError):
-        dx.parse_egv_page(dx.build_page(dx.PageHeader(0, 0, dx.RecordType.METER_DATA, 1, 0), b""))
+        parse_egv_page(build_page(PageHeader(0, 0, RecordType.METER_DATA, 1, 0), b""))
 
 
 @pytest.mark.parametrize(
@@ -148,7 +175,7 @@ def test_egv_page_of_another_partition_is_refused() -> None:
     ],
 )
 def test_special_glucose_values_are_statuses_not_glucose(code: int, name: str) -> None:
-    record = dx.EgvRecord(0, 0, code, 0x14)
+    record = EgvRecord(0, 0, code, 0x14)
     assert record.special == name
     assert record.glucose_mgdl is None
     assert record.out_of_range is None
@@ -159,7 +186,7 @@ def test_special_glucose_values_are_statuses_not_glucose(code: int, name: str) -
     [(13, None, "low"), (39, None, "low"), (40, 40, None), (400, 400, None), (401, None, "high")],
 )
 def test_low_and_high(raw: int, glucose: int | None, out_of_range: str | None) -> None:
-    record = dx.EgvRecord(0, 0, raw, 0x14)
+    record = EgvRecord(0, 0, raw, 0x14)
     assert (record.glucose_mgdl, record.out_of_range, record.special) == (
         glucose,
         out_of_range,
@@ -168,7 +195,7 @@ def test_low_and_high(raw: int, glucose: int | None, out_of_range: str | None) -
 
 
 def test_display_only_bit_and_noise_bits() -> None:
-    record = dx.EgvRecord(0, 0, 0x8000 | 123, 0x35)
+    record = EgvRecord(0, 0, 0x8000 | 123, 0x35)
     assert (record.value, record.display_only, record.trend, record.noise) == (123, True, 5, 3)
 
 
@@ -186,12 +213,12 @@ def test_trend_codes_are_nightscouts_numeric_trend() -> None:
         Direction.RATE_OUT_OF_RANGE,
     ]
     assert [TREND_DIRECTION[code] for code in range(10)] == names
-    assert [a.value for a in dx.TrendArrow] == list(range(10))
+    assert [a.value for a in TrendArrow] == list(range(10))
 
 
 def test_real_firmware_header_answer() -> None:
-    packet = dx.parse_packet(capture("G4Receiver_2.0.1.104_firmware_header.hex"))
-    tag, attributes = dx.parse_xml_attributes(dx.expect_ack(packet, "firmware header"))
+    packet = parse_packet(capture("G4Receiver_2.0.1.104_firmware_header.hex"))
+    tag, attributes = parse_xml_attributes(expect_ack(packet, "firmware header"))
     assert tag == "FirmwareHeader"
     assert attributes["ProductName"] == "Dexcom G4 Receiver"
     assert attributes["ProductId"] == "G4Receiver"
@@ -199,27 +226,25 @@ def test_real_firmware_header_answer() -> None:
 
 
 def test_real_page_range_answer() -> None:
-    packet = dx.parse_packet(capture("G4Receiver_2.0.1.104_page_range.hex"))
-    assert dx.parse_page_range(dx.expect_ack(packet, "range")) == (1, 2)
-    assert dx.build_page_range((1, 2)) == packet.payload
+    packet = parse_packet(capture("G4Receiver_2.0.1.104_page_range.hex"))
+    assert parse_page_range(expect_ack(packet, "range")) == (1, 2)
+    assert build_page_range((1, 2)) == packet.payload
 
 
 def test_real_manufacturing_page_gives_the_serial_and_a_utc_system_time() -> None:
     raw = capture("G4Receiver_2.0.1.104_manufacturing_page.hex")
-    packet = dx.parse_packet(raw)
+    packet = parse_packet(raw)
     assert len(raw) == 534
-    assert len(packet.payload) == dx.PAGE_SIZE == 528
-    header = dx.PageHeader.parse(packet.payload)
-    assert header == dx.PageHeader(0, 1, dx.RecordType.MANUFACTURING_DATA, 1, 0)
-    record = dx.parse_xml_page(packet.payload, dx.RecordType.MANUFACTURING_DATA)
+    assert len(packet.payload) == PAGE_SIZE == 528
+    header = PageHeader.parse(packet.payload)
+    assert header == PageHeader(0, 1, RecordType.MANUFACTURING_DATA, 1, 0)
+    record = parse_xml_page(packet.payload, RecordType.MANUFACTURING_DATA)
     assert record.tag == "ManufacturingParameters"
     assert record.attributes["SerialNumber"] == "sm30140752"
     # DateTimeCreated "2013-01-03 13:54:05.536 -08:00": system_time is UTC, display_time local.
-    assert dx.receiver_time(record.system_time) == datetime(2013, 1, 3, 21, 54, 5, tzinfo=UTC)
+    assert receiver_time(record.system_time) == datetime(2013, 1, 3, 21, 54, 5, tzinfo=UTC)
     assert record.system_time - record.display_time == 8 * 3600
-    rebuilt = dx.build_xml_record(
-        record.system_time, record.display_time, _xml_text(packet.payload)
-    )
+    rebuilt = build_xml_record(record.system_time, record.display_time, _xml_text(packet.payload))
     assert rebuilt == packet.payload[28:]
 
 
@@ -228,11 +253,11 @@ def _xml_text(payload: bytes) -> str:
 
 
 def test_answers_other_than_ack_raise_with_their_code() -> None:
-    with pytest.raises(dx.NakError) as caught:
-        dx.expect_ack(dx.Packet(dx.Command.INVALID_PARAM), "pages")
-    assert caught.value.code == dx.Command.INVALID_PARAM
+    with pytest.raises(NakError) as caught:
+        expect_ack(Packet(Command.INVALID_PARAM), "pages")
+    assert caught.value.code == Command.INVALID_PARAM
     assert "INVALID_PARAM" in str(caught.value)
 
 
 def test_empty_partition_page_range() -> None:
-    assert dx.parse_page_range(dx.build_page_range(None)) is None
+    assert parse_page_range(build_page_range(None)) is None

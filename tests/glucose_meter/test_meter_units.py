@@ -18,11 +18,14 @@ from drivers.glucose.session import MAX_ASKS, GlucoseSession, _State, rejected_s
 from gatewayd.errors import ConfigError
 from gatewayd.models import Reading
 from gatewayd.options import OptionReader
-from protocols import glucose as gls
 from protocols.errors import ProtocolError
-from protocols.gatt import DateTime, SampleLocation, SampleType
-from protocols.glucose_clock import AdjustReason, CurrentTime
-from protocols.glucose_session import GlucoseReading
+from protocols.gatt.date_time import DateTime
+from protocols.gatt.sample import SampleLocation, SampleType
+from protocols.glucose.clock import AdjustReason, CurrentTime
+from protocols.glucose.context import CarbohydrateId, GlucoseContext, Health, Meal, Tester
+from protocols.glucose.measurement import GlucoseMeasurement, GlucoseStatus, GlucoseUnit
+from protocols.glucose.session import GlucoseReading
+from protocols.glucose.uuids import GLUCOSE_SERVICE
 from protocols.sfloat import SFloat, SFloatSpecial
 
 RECEIVED = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -102,15 +105,15 @@ def test_the_help_text_is_the_package_docstring() -> None:
     assert plugin.summary.startswith("Bluetooth glucose meters")
     for key in ("address", "name", "scan_timeout", "bond", "tz", "linger"):
         assert f"\n  {key} " in plugin.help
-    assert plugin.match.ble_service_uuids == (gls.GLUCOSE_SERVICE,)
+    assert plugin.match.ble_service_uuids == (GLUCOSE_SERVICE,)
 
 
 # -- record -> Reading --------------------------------------------------------------------------
 
 
 def event(
-    measurement: gls.GlucoseMeasurement,
-    context: gls.GlucoseContext | None = None,
+    measurement: GlucoseMeasurement,
+    context: GlucoseContext | None = None,
     *,
     tz: Any = UTC,
 ) -> GlucoseReading:
@@ -122,7 +125,7 @@ def convert(ev: GlucoseReading) -> Reading | Skip:
 
 
 def test_the_spec_vector_becomes_a_reading() -> None:
-    m = gls.GlucoseMeasurement.parse(bytes.fromhex("03 07 00 e8 07 05 02 07 1e 00 00 00 6a b0 11"))
+    m = GlucoseMeasurement.parse(bytes.fromhex("03 07 00 e8 07 05 02 07 1e 00 00 00 6a b0 11"))
     reading = convert(event(m))
     assert isinstance(reading, Reading)
     assert (reading.seq, reading.glucose_mgdl, reading.out_of_range) == (7, 106.0, None)
@@ -139,7 +142,7 @@ def test_the_spec_vector_becomes_a_reading() -> None:
 
 
 def test_mmol_per_litre_meters() -> None:
-    m = make_record(1, RECEIVED, 99, unit=gls.GlucoseUnit.MOL_PER_L).measurement
+    m = make_record(1, RECEIVED, 99, unit=GlucoseUnit.MOL_PER_L).measurement
     assert m.concentration == SFloat(55, -4)  # 5.5 mmol/L
     reading = convert(event(m))
     assert isinstance(reading, Reading)
@@ -149,17 +152,17 @@ def test_mmol_per_litre_meters() -> None:
 @pytest.mark.parametrize(
     ("status", "concentration", "side"),
     [
-        (gls.GlucoseStatus.RESULT_ABOVE_DEVICE_RANGE, SFloat(600, -5), "high"),
-        (gls.GlucoseStatus.RESULT_BELOW_DEVICE_RANGE, SFloat(20, -5), "low"),
-        (gls.GlucoseStatus.RESULT_ABOVE_DEVICE_RANGE, None, "high"),
+        (GlucoseStatus.RESULT_ABOVE_DEVICE_RANGE, SFloat(600, -5), "high"),
+        (GlucoseStatus.RESULT_BELOW_DEVICE_RANGE, SFloat(20, -5), "low"),
+        (GlucoseStatus.RESULT_ABOVE_DEVICE_RANGE, None, "high"),
         (None, SFloatSpecial.POSITIVE_INFINITY, "high"),
         (None, SFloatSpecial.NEGATIVE_INFINITY, "low"),
     ],
 )
 def test_out_of_range_is_a_marker_never_a_number(
-    status: gls.GlucoseStatus | None, concentration: Any, side: str
+    status: GlucoseStatus | None, concentration: Any, side: str
 ) -> None:
-    m = gls.GlucoseMeasurement(
+    m = GlucoseMeasurement(
         3,
         DateTime(2025, 1, 1, 12),
         concentration=concentration,
@@ -167,20 +170,20 @@ def test_out_of_range_is_a_marker_never_a_number(
         sample_location=SampleLocation.FINGER if concentration is not None else None,
         status=status,
     )
-    reading = convert(event(gls.GlucoseMeasurement.parse(m.build())))
+    reading = convert(event(GlucoseMeasurement.parse(m.build())))
     assert isinstance(reading, Reading)
     assert (reading.glucose_mgdl, reading.out_of_range) == (None, side)
 
 
 def test_status_bits_and_context_become_status_names() -> None:
-    status = gls.GlucoseStatus.DEVICE_BATTERY_LOW | gls.GlucoseStatus.TIME_FAULT
-    context = gls.GlucoseContext(
+    status = GlucoseStatus.DEVICE_BATTERY_LOW | GlucoseStatus.TIME_FAULT
+    context = GlucoseContext(
         5,
-        carbohydrate_id=gls.CarbohydrateId.LUNCH,
+        carbohydrate_id=CarbohydrateId.LUNCH,
         carbohydrate_kg=SFloat(50, -3),
-        meal=gls.Meal.BEDTIME,
-        tester=gls.Tester.HEALTH_CARE_PROFESSIONAL,
-        health=gls.Health.NOT_AVAILABLE,
+        meal=Meal.BEDTIME,
+        tester=Tester.HEALTH_CARE_PROFESSIONAL,
+        health=Health.NOT_AVAILABLE,
     )
     record = make_record(5, RECEIVED, 130, context=context, status=status)
     reading = convert(event(record.measurement, record.context))
@@ -197,9 +200,7 @@ def test_status_bits_and_context_become_status_names() -> None:
 def test_control_solution_and_errors_are_not_readings() -> None:
     control = make_record(8, RECEIVED, 120, sample_type=SampleType.CONTROL_SOLUTION).measurement
     assert convert(event(control)) == Skip("control_solution", 8)
-    error = gls.GlucoseMeasurement(
-        9, DateTime(2025, 1, 1), status=gls.GlucoseStatus.STRIP_INSERTION_ERROR
-    )
+    error = GlucoseMeasurement(9, DateTime(2025, 1, 1), status=GlucoseStatus.STRIP_INSERTION_ERROR)
     assert convert(event(error)) == Skip("no_value", 9)
 
 
@@ -225,7 +226,7 @@ def test_every_status_bit_has_a_name() -> None:
 
 
 def test_a_meter_without_a_set_clock_gets_the_receive_time() -> None:
-    m = gls.GlucoseMeasurement(
+    m = GlucoseMeasurement(
         2, DateTime(0, 0, 0), concentration=SFloat(88, -5), sample_type=1, sample_location=1
     )
     reading = convert(event(m))
@@ -247,7 +248,7 @@ def test_meter_local_time_is_read_in_its_zone() -> None:
 
 
 def test_the_seq_a_rejected_packet_carries() -> None:
-    data = gls.GlucoseMeasurement(9, DateTime(2025, 1, 1)).build()[:-1]
+    data = GlucoseMeasurement(9, DateTime(2025, 1, 1)).build()[:-1]
     assert rejected_seq(data) == 9
     assert rejected_seq(b"\x03\x01") is None
 

@@ -7,32 +7,36 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from protocols.cgms import (
-    CGM_MEASUREMENT,
-    CGMS_SERVICE,
-    RECORD_ACCESS_CONTROL_POINT,
-    CalibrationRecord,
-    CalibrationStatus,
-    CgmFeature,
-    CgmFeatureBits,
+from protocols.cgms.measurement import (
     CgmMeasurement,
-    CgmStatus,
-    SensorStatus,
-    SessionRunTime,
-    SessionStartTime,
-    SocpOpCode,
-    SocpPacket,
-    SocpResponseCode,
-    SocpResult,
     StatusOctetOrder,
     StatusOctets,
     build_measurements,
     decode_records,
     parse_measurements,
+)
+from protocols.cgms.socp import (
+    CalibrationRecord,
+    CalibrationStatus,
+    SocpOpCode,
+    SocpPacket,
+    SocpResponseCode,
+    SocpResult,
+)
+from protocols.cgms.state import (
+    CgmFeature,
+    CgmFeatureBits,
+    CgmStatus,
+    SensorStatus,
+    SessionRunTime,
+    SessionStartTime,
     status_names,
 )
+from protocols.cgms.uuids import CGM_MEASUREMENT, CGMS_SERVICE
 from protocols.errors import ControlPointError, CrcError, ProtocolError
-from protocols.gatt import DateTime, SampleLocation, SampleType
+from protocols.gatt.date_time import DateTime
+from protocols.gatt.racp import RECORD_ACCESS_CONTROL_POINT
+from protocols.gatt.sample import SampleLocation, SampleType
 from protocols.sfloat import SFloat, SFloatSpecial
 
 

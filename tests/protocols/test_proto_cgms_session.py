@@ -13,41 +13,44 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cgms_fake import START, FakeCgm, pump
-from protocols.cgms import (
+from protocols.cgms.measurement import CgmMeasurement
+from protocols.cgms.session import (
+    BackfillComplete,
+    CgmsCollector,
+    CgmsEvent,
+    GapDetected,
+    Measurement,
+    Ready,
+    SessionChanged,
+    SessionStopped,
+    SocpResponse,
+)
+from protocols.cgms.socp import SocpOpCode, SocpPacket, SocpResponseCode, SocpResult
+from protocols.cgms.state import (
+    CgmFeature,
+    CgmFeatureBits,
+    CgmStatus,
+    SessionRunTime,
+    SessionStartTime,
+)
+from protocols.cgms.uuids import (
     CGM_FEATURE,
     CGM_MEASUREMENT,
     CGM_SESSION_RUN_TIME,
     CGM_SESSION_START_TIME,
     CGM_SPECIFIC_OPS_CONTROL_POINT,
     CGM_STATUS,
-    RECORD_ACCESS_CONTROL_POINT,
-    CgmFeature,
-    CgmFeatureBits,
-    CgmMeasurement,
-    CgmStatus,
-    SessionRunTime,
-    SessionStartTime,
-    SocpOpCode,
-    SocpPacket,
-    SocpResponseCode,
-    SocpResult,
-)
-from protocols.cgms_session import (
-    BackfillComplete,
-    CgmsCollector,
-    CgmsEvent,
-    GapDetected,
-    Measurement,
-    ProcedureFailed,
-    Ready,
-    RecordRejected,
-    SessionChanged,
-    SessionStopped,
-    SocpResponse,
-    UnexpectedData,
 )
 from protocols.errors import ProtocolError
-from protocols.gatt import DateTime, Request, RequestKind
+from protocols.gatt.date_time import DateTime
+from protocols.gatt.racp import RECORD_ACCESS_CONTROL_POINT
+from protocols.gatt.session import (
+    ProcedureFailed,
+    RecordRejected,
+    Request,
+    RequestKind,
+    UnexpectedData,
+)
 from protocols.sfloat import SFloat
 
 

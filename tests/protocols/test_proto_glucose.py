@@ -7,27 +7,21 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from protocols.errors import ProtocolError
-from protocols.gatt import DateTime, SampleLocation, SampleType
-from protocols.glucose import (
-    GLUCOSE_MEASUREMENT,
-    GLUCOSE_SERVICE,
+from protocols.gatt.date_time import DateTime
+from protocols.gatt.sample import SampleLocation, SampleType
+from protocols.glucose.context import (
     CarbohydrateId,
     GlucoseContext,
-    GlucoseFeature,
-    GlucoseMeasurement,
-    GlucoseStatus,
-    GlucoseUnit,
     Health,
     Meal,
     MedicationId,
     MedicationUnit,
-    build_feature,
-    parse_feature,
-    report_records_from,
 )
-from protocols.glucose import (
-    Tester as GlsTester,  # not collected by pytest as a test class
-)
+from protocols.glucose.context import Tester as GlsTester
+from protocols.glucose.feature import GlucoseFeature, build_feature, parse_feature
+from protocols.glucose.measurement import GlucoseMeasurement, GlucoseStatus, GlucoseUnit
+from protocols.glucose.session import report_records_from
+from protocols.glucose.uuids import GLUCOSE_MEASUREMENT, GLUCOSE_SERVICE
 from protocols.sfloat import SFloat, SFloatSpecial
 
 VECTOR = bytes.fromhex("03 07 00 e8 07 05 02 07 1e 00 00 00 6a b0 11")

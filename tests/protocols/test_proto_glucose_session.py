@@ -10,35 +10,39 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protocols.errors import ProtocolError
-from protocols.gatt import DateTime, Request, RequestKind, SampleLocation, SampleType, SessionEvent
-from protocols.glucose import (
-    GLUCOSE_FEATURE,
-    GLUCOSE_MEASUREMENT,
-    GLUCOSE_MEASUREMENT_CONTEXT,
+from protocols.gatt.date_time import DateTime
+from protocols.gatt.racp import (
     RECORD_ACCESS_CONTROL_POINT,
-    GlucoseContext,
-    GlucoseFeature,
-    GlucoseMeasurement,
-    Meal,
-    build_feature,
-)
-from protocols.glucose_session import (
-    GlucoseCollector,
-    GlucoseReading,
-    ProcedureFailed,
-    Ready,
-    RecordCount,
-    RecordRejected,
-    TransferComplete,
-    UnexpectedData,
-    UnmatchedContext,
-)
-from protocols.racp import (
     RacpCommand,
     RacpNumberOfRecords,
     RacpResponse,
     RacpResponseCode,
     parse_racp,
+)
+from protocols.gatt.sample import SampleLocation, SampleType
+from protocols.gatt.session import (
+    ProcedureFailed,
+    RecordRejected,
+    Request,
+    RequestKind,
+    SessionEvent,
+    UnexpectedData,
+)
+from protocols.glucose.context import GlucoseContext, Meal
+from protocols.glucose.feature import GlucoseFeature, build_feature
+from protocols.glucose.measurement import GlucoseMeasurement
+from protocols.glucose.session import (
+    GlucoseCollector,
+    GlucoseReading,
+    Ready,
+    RecordCount,
+    TransferComplete,
+    UnmatchedContext,
+)
+from protocols.glucose.uuids import (
+    GLUCOSE_FEATURE,
+    GLUCOSE_MEASUREMENT,
+    GLUCOSE_MEASUREMENT_CONTEXT,
 )
 from protocols.sfloat import SFloat
 

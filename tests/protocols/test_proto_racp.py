@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from protocols.errors import ControlPointError, ProtocolError
-from protocols.gatt import DateTime
-from protocols.racp import (
+from protocols.gatt.date_time import DateTime
+from protocols.gatt.racp import (
     RacpCommand,
     RacpFilter,
     RacpNumberOfRecords,

@@ -29,7 +29,8 @@ from gatewayd.errors import UsageError
 from gatewayd.options import OptionReader
 from gatewayd.simulate import SimulateContext
 from gatewayd.transport.bumble_link import InProcessLink, in_process_link, serve_sibling_link
-from protocols.cgms import SensorStatus, StatusOctetOrder
+from protocols.cgms.measurement import StatusOctetOrder
+from protocols.cgms.state import SensorStatus
 
 __all__ = ["EmulatorOptions", "emulated_cgms", "parse_emulator_options", "simulate"]
 

@@ -1,10 +1,5 @@
-"""Bluetooth SIG Glucose Service (GLS 0x1808, fingerstick meters) codecs (protocols.md §1.13).
-
-UUIDs: `GLUCOSE_SERVICE` 0x1808, `GLUCOSE_MEASUREMENT` 0x2A18 (notify),
-`GLUCOSE_MEASUREMENT_CONTEXT` 0x2A34 (notify), `GLUCOSE_FEATURE` 0x2A51 (read),
-`RECORD_ACCESS_CONTROL_POINT` 0x2A52 (write/indicate; codec in `protocols.racp`). GLS has no
-E2E-CRC. Collector: enable notify on 2A18 (+2A34) and indicate on 2A52, then RACP
-`01 03 01 <seq LE16>` = report records with sequence number >= seq (`report_records_from`).
+"""Glucose Measurement (0x2A18) of the Bluetooth SIG Glucose Service (GLS 0x1808, fingerstick
+meters; protocols.md §1.13). GLS has no E2E-CRC. UUIDs: `protocols.glucose.uuids`.
 
 * `GlucoseMeasurement` (0x2A18): Flags (b0 time offset present; b1 concentration + type/location
   present; b2 unit 0 = kg/L, 1 = mol/L; b3 status present; b4 context follows) | sequence
@@ -20,10 +15,9 @@ E2E-CRC. Collector: enable notify on 2A18 (+2A34) and indicate on 2A52, then RAC
   LOWER than the device can process, 7 temperature too high, 8 too low, 9 read interrupted,
   10 general device fault, 11 time fault. (Nordic's parser, and protocols.md §1.13 after it,
   swap 5 and 6.)
-* `GlucoseContext` (0x2A34; codec in `protocols.glucose_context`, re-exported): carbohydrate,
-  meal, tester/health, exercise, medication, HbA1c per its flags; paired with its measurement
-  by sequence number (measurement flag b4 announces it).
-* `GlucoseFeature` (0x2A51): uint16 bits, `parse_feature` / `build_feature`.
+* The Measurement Context (0x2A34) is `protocols.glucose.context`, paired with its measurement
+  by sequence number (measurement flag b4 announces it); the Feature (0x2A51)
+  `protocols.glucose.feature`.
 """
 
 from __future__ import annotations
@@ -35,65 +29,25 @@ from typing import Final
 
 import construct as cs
 
+from protocols.codec import build_construct, parse_construct
 from protocols.errors import ProtocolError
-from protocols.gatt import (
-    DATE_TIME,
-    DateTime,
+from protocols.gatt.date_time import DATE_TIME, DateTime, add_minutes
+from protocols.gatt.sample import (
     SampleLocation,
     SampleType,
-    add_minutes,
-    build_construct,
     join_type_location,
-    parse_construct,
     split_type_location,
-    uuid16,
-)
-from protocols.glucose_context import (
-    CarbohydrateId,
-    GlucoseContext,
-    Health,
-    Meal,
-    MedicationId,
-    MedicationUnit,
-    Tester,
-)
-from protocols.racp import (
-    RECORD_ACCESS_CONTROL_POINT,
-    RacpCommand,
-    RacpOperator,
-    report_number_of_records,
-    report_records,
 )
 from protocols.sfloat import SFloat, SFloatValue, decode_sfloat, encode_sfloat
 
 __all__ = [
-    "GLUCOSE_FEATURE",
-    "GLUCOSE_MEASUREMENT",
-    "GLUCOSE_MEASUREMENT_CONTEXT",
-    "GLUCOSE_SERVICE",
+    "MEASUREMENT",
     "MGDL_PER_MMOLL",
-    "RECORD_ACCESS_CONTROL_POINT",
-    "CarbohydrateId",
-    "GlucoseContext",
-    "GlucoseFeature",
     "GlucoseMeasurement",
     "GlucoseStatus",
     "GlucoseUnit",
-    "Health",
-    "Meal",
-    "MedicationId",
-    "MedicationUnit",
-    "Tester",
-    "build_feature",
-    "count_records_from",
-    "parse_feature",
-    "report_records_from",
 ]
 
-GLUCOSE_SERVICE: Final = uuid16(0x1808)
-GLUCOSE_MEASUREMENT: Final = uuid16(0x2A18)
-GLUCOSE_MEASUREMENT_CONTEXT: Final = uuid16(0x2A34)
-GLUCOSE_FEATURE: Final = uuid16(0x2A51)
 #: mg/dL per mmol/L: the value of gatewayd.models (glucose molar mass 180.156 g/mol).
 MGDL_PER_MMOLL: Final = 18.0156
 
@@ -120,46 +74,6 @@ class GlucoseStatus(IntFlag):
     SENSOR_READ_INTERRUPTED = 1 << 9
     GENERAL_DEVICE_FAULT = 1 << 10
     TIME_FAULT = 1 << 11
-
-
-class GlucoseFeature(IntFlag):
-    """Glucose Feature bits (bits 11-15 reserved)."""
-
-    LOW_BATTERY_DETECTION = 1 << 0
-    SENSOR_MALFUNCTION_DETECTION = 1 << 1
-    SENSOR_SAMPLE_SIZE = 1 << 2
-    SENSOR_STRIP_INSERTION_ERROR_DETECTION = 1 << 3
-    SENSOR_STRIP_TYPE_ERROR_DETECTION = 1 << 4
-    SENSOR_RESULT_HIGH_LOW_DETECTION = 1 << 5
-    SENSOR_TEMPERATURE_HIGH_LOW_DETECTION = 1 << 6
-    SENSOR_READ_INTERRUPT_DETECTION = 1 << 7
-    GENERAL_DEVICE_FAULT = 1 << 8
-    TIME_FAULT = 1 << 9
-    MULTIPLE_BOND = 1 << 10
-
-
-def parse_feature(data: bytes) -> GlucoseFeature:
-    """Decode the 2-byte Glucose Feature."""
-    if len(data) != 2:
-        raise ProtocolError("glucose feature: expected 2 bytes", bytes(data))
-    return GlucoseFeature(int.from_bytes(data, "little"))
-
-
-def build_feature(features: int) -> bytes:
-    """Encode the Glucose Feature."""
-    if not 0 <= features <= 0xFFFF:
-        raise ProtocolError("glucose feature out of range")
-    return features.to_bytes(2, "little")
-
-
-def report_records_from(sequence_number: int) -> RacpCommand:
-    """RACP "report stored records with sequence number >= n" (`01 03 01 <n LE16>`)."""
-    return report_records(RacpOperator.GREATER_THAN_OR_EQUAL, sequence_number)
-
-
-def count_records_from(sequence_number: int) -> RacpCommand:
-    """RACP "report number of stored records with sequence number >= n"."""
-    return report_number_of_records(RacpOperator.GREATER_THAN_OR_EQUAL, sequence_number)
 
 
 _F = cs.this.flags

@@ -1,10 +1,7 @@
-"""Bluetooth SIG Continuous Glucose Monitoring Service (CGMS 0x181F) codecs (protocols.md §1).
+"""CGM Measurement (0x2AA7) records of the Bluetooth SIG CGMS (0x181F; protocols.md §1.3).
 
-UUIDs (128-bit lowercase strings, as bleak reports them): `CGMS_SERVICE` 0x181F,
-`CGM_MEASUREMENT` 0x2AA7 (notify), `CGM_FEATURE` 0x2AA8 (read), `CGM_STATUS` 0x2AA9 (read),
-`CGM_SESSION_START_TIME` 0x2AAA (read/write), `CGM_SESSION_RUN_TIME` 0x2AAB (read),
-`CGM_SPECIFIC_OPS_CONTROL_POINT` 0x2AAC (write/indicate), `RECORD_ACCESS_CONTROL_POINT` 0x2A52
-(write/indicate; shared with GLS, codec in `protocols.racp`, re-exported here).
+UUIDs are in `protocols.cgms.uuids`; the state characteristics in `protocols.cgms.state`, the
+SOCP in `protocols.cgms.socp`, RACP (shared with GLS) in `protocols.gatt.racp`.
 
 Values that may carry the E2E-CRC (CRC-16/MCRF4XX, appended when CGM Feature bit 12 is set:
 measurement records, status, session start/run time, SOCP; §1.4) have an `e2e_crc: bool` field:
@@ -26,10 +23,6 @@ it is true. Every `parse` raises only `ProtocolError` (or a subclass) on bad byt
   Android library and Bluetopia read it). Octets are always on the wire Status, Cal/Temp,
   Warning (LSO first), so both agree when all three are present. V6 `07 80 FA 00 1E 00 02` is
   "device battery low" under SIG and "result above patient high" under NORDIC.
-* State characteristics (`protocols.cgms_state`, re-exported here): `SensorStatus` (the 24-bit
-  annunciation as named flags) and `status_names()`, `CgmFeature` / `CgmFeatureBits` (0x2AA8),
-  `CgmStatus` (0x2AA9), `SessionStartTime` (0x2AAA), `SessionRunTime` (0x2AAB).
-* SOCP (0x2AAC): `protocols.cgms_socp`; RACP (0x2A52): `protocols.racp`; both re-exported.
 """
 
 from __future__ import annotations
@@ -38,91 +31,25 @@ import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum, IntFlag
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal
 
 import construct as cs
 
-from protocols.cgms_socp import (
-    SOCP_OPERAND,
-    CalibrationRecord,
-    CalibrationStatus,
-    SocpOpCode,
-    SocpPacket,
-    SocpResponseCode,
-    SocpResult,
-)
-from protocols.cgms_state import (
-    CgmFeature,
-    CgmFeatureBits,
-    CgmStatus,
-    SensorStatus,
-    SessionRunTime,
-    SessionStartTime,
-    status_names,
-)
-from protocols.crc import crc16_mcrf4xx, with_e2e_crc
-from protocols.errors import CrcError, ProtocolError
-from protocols.gatt import build_construct, uuid16
-from protocols.racp import (
-    RECORD_ACCESS_CONTROL_POINT,
-    RacpCommand,
-    RacpFilter,
-    RacpNumberOfRecords,
-    RacpOpCode,
-    RacpOperator,
-    RacpResponse,
-    RacpResponseCode,
-    parse_racp,
-)
+from protocols.cgms.state import SensorStatus
+from protocols.codec import build_construct, compile_parser, parse_compiled
+from protocols.crc import split_e2e_crc, with_e2e_crc
+from protocols.errors import ProtocolError
 from protocols.sfloat import SFloat, SFloatSpecial, SFloatValue, decode_sfloat, encode_sfloat
 
-__all__ = [  # the CGMS API, including the SOCP and RACP codecs re-exported from their modules
-    "CGMS_SERVICE",
-    "CGM_FEATURE",
-    "CGM_MEASUREMENT",
-    "CGM_SESSION_RUN_TIME",
-    "CGM_SESSION_START_TIME",
-    "CGM_SPECIFIC_OPS_CONTROL_POINT",
-    "CGM_STATUS",
-    "RECORD_ACCESS_CONTROL_POINT",
-    "SOCP_OPERAND",
-    "CalibrationRecord",
-    "CalibrationStatus",
-    "CgmFeature",
-    "CgmFeatureBits",
+__all__ = [
+    "RECORD",
     "CgmMeasurement",
-    "CgmStatus",
-    "RacpCommand",
-    "RacpFilter",
-    "RacpNumberOfRecords",
-    "RacpOpCode",
-    "RacpOperator",
-    "RacpResponse",
-    "RacpResponseCode",
-    "SensorStatus",
-    "SessionRunTime",
-    "SessionStartTime",
-    "SocpOpCode",
-    "SocpPacket",
-    "SocpResponseCode",
-    "SocpResult",
     "StatusOctetOrder",
     "StatusOctets",
     "build_measurements",
     "decode_records",
     "parse_measurements",
-    "parse_racp",
-    "status_names",
 ]
-
-
-CGMS_SERVICE: Final = uuid16(0x181F)
-CGM_MEASUREMENT: Final = uuid16(0x2AA7)
-CGM_FEATURE: Final = uuid16(0x2AA8)
-CGM_STATUS: Final = uuid16(0x2AA9)
-CGM_SESSION_START_TIME: Final = uuid16(0x2AAA)
-CGM_SESSION_RUN_TIME: Final = uuid16(0x2AAB)
-CGM_SPECIFIC_OPS_CONTROL_POINT: Final = uuid16(0x2AAC)
 
 
 _NO_STATUS: Final = SensorStatus(0)
@@ -183,10 +110,6 @@ RECORD = cs.Struct(
 )
 #: Compiled parsers per record layout (flag bits 0, 1, 5-7: 32 at most), made on first use.
 _PARSERS: dict[int, cs.Compiled] = {}
-#: The root context `Construct.parse_stream` would build per call; compiled parsers only read
-#: it (they make their own child context), so one is shared by every parse.
-_CONTEXT: Any = cs.Container(_parsing=True, _building=False, _sizing=False)
-_CONTEXT["_params"] = _CONTEXT
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,8 +195,7 @@ def _parser(flags: int) -> cs.Compiled:
             octets,
         ]
         fields += [cs.Int16ul] * bin(key & 0x03).count("1")
-        # compile() returns a `Compiled` (whose `parsefunc` is public); the stubs say Construct
-        parser = _PARSERS[key] = cast(cs.Compiled, cs.Sequence(*fields).compile())
+        parser = _PARSERS[key] = compile_parser(cs.Sequence(*fields))
     return parser
 
 
@@ -286,17 +208,13 @@ def _decode(data: bytes, pos: int, stream: io.BytesIO, layout: _Layout) -> CgmMe
     size, flags = data[pos], data[pos + 1]
     body = _BODY[flags]
     if size == body + 2:
-        received = data[pos + size - 2] | data[pos + size - 1] << 8
-        computed = crc16_mcrf4xx(data[pos : pos + size - 2])
-        if received != computed:
-            record = data[pos : pos + size]
-            raise CrcError("CGM measurement", record, received=received, computed=computed)
+        split_e2e_crc(data[pos : pos + size], "CGM measurement")
     elif size != body:
         record = data[pos : pos + size]
         raise ProtocolError(f"CGM measurement: Size {size} for flags 0x{flags:02x}", record)
     stream.seek(pos)
-    # = parse_stream() minus its per-call setup: [size, flags, glucose, offset, octets, ...]
-    values = _parser(flags).parsefunc(stream, _CONTEXT)
+    # [size, flags, glucose, offset, octets, trend?, quality?]
+    values = parse_compiled(_parser(flags), stream, "CGM measurement")
     shifts, octets = layout[flags]
     status = 0
     for shift, octet in zip(shifts, values[4], strict=True):

@@ -24,9 +24,9 @@ from typing import Any, ClassVar, Final
 
 import construct as cs
 
-from protocols.dexcom_g6_codec import NO_SESSION, TREND_NONE, Opcode, build_framed, parse_framed
+from protocols.codec import build_construct, enum_or_int, parse_construct
+from protocols.dexcom_g6.framing import NO_SESSION, TREND_NONE, Opcode, build_framed, parse_framed
 from protocols.errors import ProtocolError
-from protocols.gatt import build_construct, enum_or_int, parse_construct
 
 
 class CalibrationState(IntEnum):

@@ -7,7 +7,7 @@ Both collectors hand out one `Request` at a time and hold it in `_awaiting` unti
 
 from __future__ import annotations
 
-from protocols.gatt import Request, SessionEvent, UnexpectedData
+from protocols.gatt.session import Request, SessionEvent, UnexpectedData
 
 __all__ = ["CollectorBase"]
 

@@ -16,8 +16,9 @@ from typing import Final
 
 import construct as cs
 
+from protocols.codec import build_construct, enum_or_int, parse_construct
 from protocols.errors import ProtocolError
-from protocols.gatt import build_construct, enum_or_int, join_type_location, parse_construct
+from protocols.gatt.sample import join_type_location
 from protocols.sfloat import SFloatValue, decode_sfloat, encode_sfloat
 
 _F = cs.this.flags

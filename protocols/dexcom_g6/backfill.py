@@ -27,8 +27,8 @@ from typing import Final
 import construct as cs
 
 from protocols.crc import crc16_xmodem
-from protocols.dexcom_g6_codec import Opcode, build_framed, parse_framed
-from protocols.dexcom_g6_glucose import GlucoseRecord
+from protocols.dexcom_g6.framing import Opcode, build_framed, parse_framed
+from protocols.dexcom_g6.glucose import GlucoseRecord
 from protocols.errors import CrcError, ProtocolError
 
 #: The 4 bytes that open the stream in the verified capture (meaning unknown, §2.6).

@@ -1,12 +1,12 @@
 """Dexcom G5/G6 transmitter: GATT UUIDs, opcodes and the Control message framing.
 
-Import from `protocols.dexcom_g6` (the family's public API, documented there). Sources:
+The family's API is documented in `protocols.dexcom_g6` (package docstring). Sources:
 protocols.md §2.1-§2.3 (LoopKit/CGMBLEKit `BluetoothServices.swift`, `Opcode.swift`,
 `NSData+CRC.swift`; xDrip `g5model`, `libkeks` for the `4e 0a a9` cross-check).
 
 * Control framing (§2.2): opcode u8 + payload + CRC-16/XMODEM over both, little-endian.
   VERIFIED: time request `24 e6 64`, glucose request `30 53 36`, G6 glucose request `4e 0a a9`.
-  `append_crc(payload)` / `split_crc(data, what)` (`CrcError` on a mismatch).
+  The CRC helpers are `protocols.crc.append_xmodem_crc` / `split_xmodem_crc`.
 * `parse_framed(con, size, data, what)` / `build_framed(con, value, what)`: a construct
   `Struct` of opcode + fields, with the length and CRC checked / appended.
 * UUIDs (§2.1) and `Opcode` (§2.3) as listed in `protocols.dexcom_g6`.
@@ -19,9 +19,10 @@ from typing import Any, Final
 
 import construct as cs
 
-from protocols.crc import crc16_xmodem
-from protocols.errors import CrcError, ProtocolError
-from protocols.gatt import build_construct, parse_construct, uuid16
+from protocols.codec import build_construct, parse_construct
+from protocols.crc import append_xmodem_crc, split_xmodem_crc
+from protocols.errors import ProtocolError
+from protocols.gatt.uuids import uuid16
 
 #: Service UUID in the advertisement of a G5/G6 (the GATT service below is another one) [H].
 ADVERTISED_SERVICE: Final = uuid16(0xFEBC)
@@ -90,29 +91,13 @@ class Opcode(IntEnum):
     BACKFILL_FINISHED = 0x59  # G7
 
 
-def append_crc(payload: bytes) -> bytes:
-    """`payload` (opcode + fields) followed by its CRC-16/XMODEM, little-endian."""
-    return bytes(payload) + crc16_xmodem(payload).to_bytes(2, "little")
-
-
-def split_crc(data: bytes, what: str) -> bytes:
-    """The opcode + payload of a Control message; `CrcError` when its CRC does not match."""
-    raw = bytes(data)
-    if len(raw) < 3:
-        raise ProtocolError(f"{what}: too short for opcode and CRC", raw)
-    received, computed = int.from_bytes(raw[-2:], "little"), crc16_xmodem(raw[:-2])
-    if received != computed:
-        raise CrcError(what, raw, received=received, computed=computed)
-    return raw[:-2]
-
-
 def parse_framed(con: cs.Construct[Any, Any], size: int, data: bytes, what: str) -> Any:
     """Parse a CRC-framed Control message of exactly `size` bytes (CRC included)."""
     if len(data) != size:
         raise ProtocolError(f"{what}: {len(data)} bytes, expected {size}", bytes(data))
-    return parse_construct(con, split_crc(data, what), what)
+    return parse_construct(con, split_xmodem_crc(data, what), what)
 
 
 def build_framed(con: cs.Construct[Any, Any], value: Any, what: str) -> bytes:
     """Build the fields with `con` and append the CRC."""
-    return append_crc(build_construct(con, value, what))
+    return append_xmodem_crc(build_construct(con, value, what))

@@ -26,9 +26,9 @@ from typing import Any, ClassVar, Final
 import construct as cs
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from protocols.dexcom_g6_codec import Opcode
+from protocols.codec import build_construct, parse_construct
+from protocols.dexcom_g6.framing import Opcode
 from protocols.errors import ProtocolError
-from protocols.gatt import build_construct, parse_construct
 
 END_BYTE_STANDARD: Final = 0x02
 END_BYTE_ALTERNATE: Final = 0x01

@@ -34,17 +34,14 @@ from typing import Final
 
 import construct as cs
 
+from protocols.codec import build_construct, parse_construct
 from protocols.crc import e2e_payload, with_e2e_crc
 from protocols.errors import ProtocolError
-from protocols.gatt import (
-    DATE_TIME,
-    DateTime,
+from protocols.gatt.date_time import DATE_TIME, DateTime, add_minutes
+from protocols.gatt.sample import (
     SampleLocation,
     SampleType,
-    add_minutes,
-    build_construct,
     join_type_location,
-    parse_construct,
     split_type_location,
 )
 

@@ -41,15 +41,13 @@ from typing import Final
 
 import construct as cs
 
+from protocols.codec import build_construct, enum_or_int, parse_construct
 from protocols.crc import e2e_payload, with_e2e_crc
 from protocols.errors import ControlPointError, ProtocolError
-from protocols.gatt import (
+from protocols.gatt.sample import (
     SampleLocation,
     SampleType,
-    build_construct,
-    enum_or_int,
     join_type_location,
-    parse_construct,
     split_type_location,
 )
 from protocols.sfloat import SFloat, SFloatSpecial, SFloatValue, decode_sfloat, encode_sfloat

@@ -24,9 +24,9 @@ from typing import Final
 
 import construct as cs
 
-from protocols.crc import crc16_xmodem
-from protocols.errors import CrcError, ProtocolError
-from protocols.gatt import build_construct, parse_construct
+from protocols.codec import build_construct, parse_construct
+from protocols.crc import append_xmodem_crc, split_xmodem_crc
+from protocols.errors import ProtocolError
 
 SOF: Final = 0x01
 MIN_PACKET: Final = 6
@@ -132,8 +132,7 @@ def build_packet(command: int, payload: bytes = b"") -> bytes:
     if length > MAX_PACKET:
         raise ProtocolError(f"payload of {len(payload)} bytes exceeds {MAX_PACKET - MIN_PACKET}")
     head = build_construct(_HEADER, {"length": length, "command": command}, "packet header")
-    body = head + bytes(payload)
-    return body + crc16_xmodem(body).to_bytes(2, "little")
+    return append_xmodem_crc(head + bytes(payload))
 
 
 def parse_packet(data: bytes) -> Packet:
@@ -144,11 +143,7 @@ def parse_packet(data: bytes) -> Packet:
     head = parse_construct(_HEADER, raw[:4], "packet header")
     if not MIN_PACKET <= head.length <= MAX_PACKET or head.length != len(raw):
         raise ProtocolError(f"packet length field {head.length} != {len(raw)} bytes", raw)
-    received = int.from_bytes(raw[-2:], "little")
-    computed = crc16_xmodem(raw[:-2])
-    if received != computed:
-        raise CrcError("packet", raw, received=received, computed=computed)
-    return Packet(head.command, raw[4:-2])
+    return Packet(head.command, split_xmodem_crc(raw, "packet")[4:])
 
 
 # -- stream decoding --------------------------------------------------------------------------

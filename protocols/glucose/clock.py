@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, tzinfo
 from enum import IntFlag
 
 from protocols.errors import ProtocolError
-from protocols.gatt import DateTime
+from protocols.gatt.date_time import DateTime
 
 __all__ = [
     "CURRENT_TIME",

@@ -68,39 +68,28 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from protocols._session_base import CollectorBase
-from protocols.cgms import (
+from protocols.cgms.measurement import CgmMeasurement, StatusOctetOrder, decode_records
+from protocols.cgms.socp import SocpOpCode, SocpPacket, SocpResult
+from protocols.cgms.state import (
+    CgmFeature,
+    CgmStatus,
+    SensorStatus,
+    SessionRunTime,
+    SessionStartTime,
+)
+from protocols.cgms.uuids import (
     CGM_FEATURE,
     CGM_MEASUREMENT,
     CGM_SESSION_RUN_TIME,
     CGM_SESSION_START_TIME,
     CGM_SPECIFIC_OPS_CONTROL_POINT,
     CGM_STATUS,
-    RECORD_ACCESS_CONTROL_POINT,
-    CgmFeature,
-    CgmMeasurement,
-    CgmStatus,
-    SensorStatus,
-    SessionRunTime,
-    SessionStartTime,
-    SocpOpCode,
-    SocpPacket,
-    SocpResult,
-    StatusOctetOrder,
-    decode_records,
 )
 from protocols.errors import CrcError, ProtocolError
-from protocols.gatt import (
-    ProcedureFailed,
-    RecordRejected,
-    Request,
-    RequestKind,
-    SessionEvent,
-    UnexpectedData,
-    add_minutes,
-    normalize_uuid,
-)
-from protocols.racp import (
+from protocols.gatt.collector import CollectorBase
+from protocols.gatt.date_time import add_minutes
+from protocols.gatt.racp import (
+    RECORD_ACCESS_CONTROL_POINT,
     RacpOperator,
     RacpResponse,
     RacpResponseCode,
@@ -108,6 +97,14 @@ from protocols.racp import (
     parse_racp,
     report_records,
 )
+from protocols.gatt.session import (
+    ProcedureFailed,
+    RecordRejected,
+    Request,
+    RequestKind,
+    SessionEvent,
+)
+from protocols.gatt.uuids import normalize_uuid
 
 __all__ = [
     "SESSION_TOLERANCE",
@@ -116,13 +113,10 @@ __all__ = [
     "CgmsEvent",
     "GapDetected",
     "Measurement",
-    "ProcedureFailed",
     "Ready",
-    "RecordRejected",
     "SessionChanged",
     "SessionStopped",
     "SocpResponse",
-    "UnexpectedData",
 ]
 
 #: How far a derived session start may move before it counts as another session. The status

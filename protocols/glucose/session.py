@@ -33,49 +33,56 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
-from protocols._session_base import CollectorBase
 from protocols.errors import ProtocolError
-from protocols.gatt import (
-    ProcedureFailed,
-    RecordRejected,
-    Request,
-    RequestKind,
-    SessionEvent,
-    UnexpectedData,
-    normalize_uuid,
-)
-from protocols.glucose import (
-    GLUCOSE_FEATURE,
-    GLUCOSE_MEASUREMENT,
-    GLUCOSE_MEASUREMENT_CONTEXT,
+from protocols.gatt.collector import CollectorBase
+from protocols.gatt.racp import (
     RECORD_ACCESS_CONTROL_POINT,
-    GlucoseContext,
-    GlucoseFeature,
-    GlucoseMeasurement,
-    count_records_from,
-    parse_feature,
-    report_records_from,
-)
-from protocols.racp import (
+    RacpCommand,
     RacpNumberOfRecords,
+    RacpOperator,
     RacpResponse,
     RacpResponseCode,
     parse_racp,
     report_number_of_records,
     report_records,
 )
+from protocols.gatt.session import (
+    ProcedureFailed,
+    RecordRejected,
+    Request,
+    RequestKind,
+    SessionEvent,
+)
+from protocols.gatt.uuids import normalize_uuid
+from protocols.glucose.context import GlucoseContext
+from protocols.glucose.feature import GlucoseFeature, parse_feature
+from protocols.glucose.measurement import GlucoseMeasurement
+from protocols.glucose.uuids import (
+    GLUCOSE_FEATURE,
+    GLUCOSE_MEASUREMENT,
+    GLUCOSE_MEASUREMENT_CONTEXT,
+)
 
 __all__ = [
     "GlucoseCollector",
     "GlucoseReading",
-    "ProcedureFailed",
     "Ready",
     "RecordCount",
-    "RecordRejected",
     "TransferComplete",
-    "UnexpectedData",
     "UnmatchedContext",
+    "count_records_from",
+    "report_records_from",
 ]
+
+
+def report_records_from(sequence_number: int) -> RacpCommand:
+    """RACP "report stored records with sequence number >= n" (`01 03 01 <n LE16>`)."""
+    return report_records(RacpOperator.GREATER_THAN_OR_EQUAL, sequence_number)
+
+
+def count_records_from(sequence_number: int) -> RacpCommand:
+    """RACP "report number of stored records with sequence number >= n"."""
+    return report_number_of_records(RacpOperator.GREATER_THAN_OR_EQUAL, sequence_number)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,9 @@
 """Dexcom G5/G6 transmitter BLE protocol: codecs and a sans-I/O session (protocols.md §2).
 
-Everything here is re-exported from `dexcom_g6_codec` (UUIDs, opcodes, framing),
-`dexcom_g6_glucose` (time, glucose, calibration states), `dexcom_g6_auth` (authentication),
-`dexcom_g6_backfill` and `dexcom_g6_session`. Pure: no I/O, no clock (`now` is passed in),
+Modules: `framing` (UUIDs, opcodes, the CRC-16/XMODEM Control framing), `glucose` (time,
+glucose records, calibration states), `auth` (authentication), `backfill` (request, frame
+stream, summary), `control` (`parse_control`, any Control message) and `session` (`G6Session`).
+Import each name from the module that defines it. Pure: no I/O, no clock (`now` is passed in),
 no BLE library; AES comes from `cryptography`. Every `parse` raises only
 `ProtocolError` (`CrcError` for a bad CRC) on bad bytes and every `build` gives the exact bytes
 back, so a transmitter emulator can be built from the same classes. G7 / ONE+ (J-PAKE) is not
@@ -23,7 +24,7 @@ Messages (dataclasses with `parse(bytes)` / `build()`; `Opcode` lists §2.3):
   `BondRequestTx()` (0x07); `parse_authentication(data)` dispatches on the opcode.
   `auth_hash(transmitter_id, data8)` = AES-128-ECB("00"+id+"00"+id, data8 ‖ data8)[0:8]
   (VERIFIED); `AuthenticationFailed(ProtocolError)` with `.reason` and `retryable = False`.
-* Control (opcode + payload + CRC-16/XMODEM LE; `append_crc`, `split_crc`):
+* Control (opcode + payload + CRC-16/XMODEM LE; `append_xmodem_crc`, `split_xmodem_crc`):
   `TransmitterTimeTx()` `24 e6 64`, `TransmitterTimeRx(status, current_time,
   session_start_time, extra)` (0x25; `NO_SESSION` = 0xFFFFFFFF; `.activation(now)`);
   `GlucoseTx(g6=False)` `30 53 36` / `4e 0a a9`; `GlucoseRx(status, sequence, record, g6)`
@@ -105,161 +106,3 @@ opcodes, auth/bond sequence, calibration state values. [M] - the alternate end b
 Just Works pairing, 0x4E/0x4F on a given firmware. [L] / ours - the grouping of calibration
 states into status flags, `out_of_range` from CGMBLEKit's 40..400 clamp.
 """
-
-from __future__ import annotations
-
-from typing import Any
-
-from protocols.dexcom_g6_auth import (
-    BOND_KEEP_ALIVE_S,
-    END_BYTE_ALTERNATE,
-    END_BYTE_STANDARD,
-    AuthChallengeTx,
-    AuthenticationFailed,
-    AuthMessage,
-    AuthRequestRx,
-    AuthRequestTx,
-    AuthStatusRx,
-    BondRequestTx,
-    KeepAliveTx,
-    auth_hash,
-    auth_key,
-    normalize_transmitter_id,
-    parse_authentication,
-)
-from protocols.dexcom_g6_backfill import (
-    DEFAULT_HEADER,
-    BackfillRx,
-    BackfillStream,
-    BackfillTx,
-    build_backfill_frames,
-)
-from protocols.dexcom_g6_codec import (
-    ADVERTISED_SERVICE,
-    AUTHENTICATION,
-    BACKFILL,
-    CGM_SERVICE,
-    COMMUNICATION,
-    CONTROL,
-    MANUFACTURER,
-    NO_SESSION,
-    STATUS_LOW_BATTERY,
-    STATUS_OK,
-    TREND_NONE,
-    Opcode,
-    advertised_name,
-    append_crc,
-    split_crc,
-)
-from protocols.dexcom_g6_glucose import (
-    RELIABLE_STATES,
-    CalibrationState,
-    GlucoseRecord,
-    GlucoseRx,
-    GlucoseTx,
-    TransmitterTimeRx,
-    TransmitterTimeTx,
-    state_flags,
-    state_name,
-)
-from protocols.dexcom_g6_session import (
-    Authenticated,
-    BackfillDamaged,
-    BackfillRecords,
-    BondRequested,
-    Completed,
-    G6Event,
-    G6Session,
-    Glucose,
-    TimeRead,
-)
-from protocols.errors import ProtocolError
-from protocols.gatt import ProcedureFailed, RecordRejected, Request, RequestKind, UnexpectedData
-
-__all__ = [
-    "ADVERTISED_SERVICE",
-    "AUTHENTICATION",
-    "BACKFILL",
-    "BOND_KEEP_ALIVE_S",
-    "CGM_SERVICE",
-    "COMMUNICATION",
-    "CONTROL",
-    "DEFAULT_HEADER",
-    "END_BYTE_ALTERNATE",
-    "END_BYTE_STANDARD",
-    "MANUFACTURER",
-    "NO_SESSION",
-    "RELIABLE_STATES",
-    "STATUS_LOW_BATTERY",
-    "STATUS_OK",
-    "TREND_NONE",
-    "AuthChallengeTx",
-    "AuthMessage",
-    "AuthRequestRx",
-    "AuthRequestTx",
-    "AuthStatusRx",
-    "Authenticated",
-    "AuthenticationFailed",
-    "BackfillDamaged",
-    "BackfillRecords",
-    "BackfillRx",
-    "BackfillStream",
-    "BackfillTx",
-    "BondRequestTx",
-    "BondRequested",
-    "CalibrationState",
-    "Completed",
-    "ControlMessage",
-    "G6Event",
-    "G6Session",
-    "Glucose",
-    "GlucoseRecord",
-    "GlucoseRx",
-    "GlucoseTx",
-    "KeepAliveTx",
-    "Opcode",
-    "ProcedureFailed",
-    "RecordRejected",
-    "Request",
-    "RequestKind",
-    "TimeRead",
-    "TransmitterTimeRx",
-    "TransmitterTimeTx",
-    "UnexpectedData",
-    "advertised_name",
-    "append_crc",
-    "auth_hash",
-    "auth_key",
-    "build_backfill_frames",
-    "normalize_transmitter_id",
-    "parse_authentication",
-    "parse_control",
-    "split_crc",
-    "state_flags",
-    "state_name",
-]
-
-ControlMessage = (
-    TransmitterTimeTx | TransmitterTimeRx | GlucoseTx | GlucoseRx | BackfillTx | BackfillRx
-)
-
-_CONTROL_PARSERS: dict[int, Any] = {
-    Opcode.TRANSMITTER_TIME_TX: TransmitterTimeTx.parse,
-    Opcode.TRANSMITTER_TIME_RX: TransmitterTimeRx.parse,
-    Opcode.GLUCOSE_TX: GlucoseTx.parse,
-    Opcode.GLUCOSE_G6_TX: GlucoseTx.parse,
-    Opcode.GLUCOSE_RX: GlucoseRx.parse,
-    Opcode.GLUCOSE_G6_RX: GlucoseRx.parse,
-    Opcode.BACKFILL_TX: BackfillTx.parse,
-    Opcode.BACKFILL_RX: BackfillRx.parse,
-}
-
-
-def parse_control(data: bytes) -> ControlMessage:
-    """Any supported message written to or indicated on Control (both directions)."""
-    raw = bytes(data)
-    parser = _CONTROL_PARSERS.get(raw[0]) if raw else None
-    if parser is None:
-        raise ProtocolError("not a supported G5/G6 control message", raw)
-    message: ControlMessage = parser(raw)
-    return message

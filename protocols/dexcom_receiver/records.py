@@ -37,11 +37,11 @@ from typing import Any, Final, Literal
 
 import construct as cs
 
-from protocols.crc import crc16_xmodem
-from protocols.dexcom_receiver_commands import parse_xml_attributes
-from protocols.dexcom_receiver_frames import RecordType
-from protocols.errors import CrcError, ProtocolError
-from protocols.gatt import build_construct, parse_construct
+from protocols.codec import build_construct, parse_construct
+from protocols.crc import append_xmodem_crc, split_xmodem_crc, xmodem_crc_ok
+from protocols.dexcom_receiver.commands import parse_xml_attributes
+from protocols.dexcom_receiver.frames import RecordType
+from protocols.errors import ProtocolError
 
 PAGE_SIZE: Final = 528
 HEADER_SIZE: Final = 28
@@ -110,17 +110,6 @@ def _egv_struct(size: int) -> cs.Construct[Any, Any]:
     )
 
 
-def _with_crc(body: bytes) -> bytes:
-    return body + crc16_xmodem(body).to_bytes(2, "little")
-
-
-def _check_crc(raw: bytes, what: str) -> bytes:
-    received, computed = int.from_bytes(raw[-2:], "little"), crc16_xmodem(raw[:-2])
-    if received != computed:
-        raise CrcError(what, raw, received=received, computed=computed)
-    return raw[:-2]
-
-
 @dataclass(frozen=True, slots=True)
 class PageHeader:
     """The 28-byte header of a database page."""
@@ -142,7 +131,7 @@ class PageHeader:
             "page": self.page,
             "reserved": list(self.reserved),
         }
-        return _with_crc(build_construct(_HEADER, value, "page header"))
+        return append_xmodem_crc(build_construct(_HEADER, value, "page header"))
 
     @classmethod
     def parse(cls, data: bytes) -> PageHeader:
@@ -150,7 +139,7 @@ class PageHeader:
         raw = bytes(data[:HEADER_SIZE])
         if len(raw) < HEADER_SIZE:
             raise ProtocolError(f"page of {len(data)} bytes is shorter than its header", raw)
-        v = parse_construct(_HEADER, _check_crc(raw, "page header"), "page header")
+        v = parse_construct(_HEADER, split_xmodem_crc(raw, "page header"), "page header")
         reserved = (int(v.reserved[0]), int(v.reserved[1]), int(v.reserved[2]))
         return cls(v.first_index, v.count, v.record_type, v.revision, v.page, reserved)
 
@@ -227,7 +216,7 @@ class EgvRecord:
             "trend_noise": self.trend_noise,
             "after": self.after,
         }
-        return _with_crc(build_construct(_egv_struct(size), value, "EGV record"))
+        return append_xmodem_crc(build_construct(_egv_struct(size), value, "EGV record"))
 
     @classmethod
     def parse(cls, data: bytes) -> EgvRecord:
@@ -235,7 +224,9 @@ class EgvRecord:
         raw = bytes(data)
         if len(raw) not in EGV_LAYOUTS:
             raise ProtocolError(f"EGV record of {len(raw)} bytes, expected 13, 23 or 25", raw)
-        v = parse_construct(_egv_struct(len(raw)), _check_crc(raw, "EGV record"), "EGV record")
+        v = parse_construct(
+            _egv_struct(len(raw)), split_xmodem_crc(raw, "EGV record"), "EGV record"
+        )
         return cls(v.system_time, v.display_time, v.glucose_raw, v.trend_noise, v.before, v.after)
 
 
@@ -256,10 +247,6 @@ def _chunks(data: bytes, count: int, size: int) -> list[bytes]:
     return [data[i * size : (i + 1) * size] for i in range(count)]
 
 
-def _valid(chunk: bytes) -> bool:
-    return crc16_xmodem(chunk[:-2]) == int.from_bytes(chunk[-2:], "little")
-
-
 def parse_egv_page(payload: bytes) -> EgvPage:
     """An EGV_DATA page; the record size is the layout under which most records check out."""
     header = PageHeader.parse(payload)
@@ -270,7 +257,7 @@ def parse_egv_page(payload: bytes) -> EgvPage:
         return EgvPage(header, (), (), 0)
     order = (25, 23, 13) if header.revision > 4 else (13, 23, 25)
     scores = {
-        size: sum(map(_valid, _chunks(data, header.count, size)))
+        size: sum(map(xmodem_crc_ok, _chunks(data, header.count, size)))
         for size in order
         if header.count * size <= len(data)
     }
@@ -278,9 +265,9 @@ def parse_egv_page(payload: bytes) -> EgvPage:
         raise ProtocolError(f"no EGV record layout fits page {header.page}", bytes(payload))
     size = max(scores, key=lambda s: scores[s])
     chunks = list(enumerate(_chunks(data, header.count, size)))
-    good = [(i, c) for i, c in chunks if _valid(c)]
+    good = [(i, c) for i, c in chunks if xmodem_crc_ok(c)]
     records = tuple(EgvRecord.parse(c) for _, c in good)
-    bad = tuple((i, c) for i, c in chunks if not _valid(c))
+    bad = tuple((i, c) for i, c in chunks if not xmodem_crc_ok(c))
     return EgvPage(header, records, bad, size, tuple(i for i, _ in good))
 
 
@@ -302,7 +289,7 @@ def parse_xml_page(payload: bytes, record_type: int) -> XmlRecord:
     raw = bytes(payload[HEADER_SIZE : HEADER_SIZE + XML_RECORD_SIZE])
     if header.count < 1 or len(raw) < XML_RECORD_SIZE:
         raise ProtocolError("XML page holds no record", bytes(payload))
-    v = parse_construct(_XML, _check_crc(raw, "XML record"), "XML record")
+    v = parse_construct(_XML, split_xmodem_crc(raw, "XML record"), "XML record")
     tag, attributes = parse_xml_attributes(v.xml)
     return XmlRecord(v.system_time, v.display_time, tag, attributes)
 
@@ -317,4 +304,4 @@ def build_xml_record(system_time: int, display_time: int, xml: str) -> bytes:
         "display_time": display_time,
         "xml": text.ljust(490, b"\0"),
     }
-    return _with_crc(build_construct(_XML, value, "XML record"))
+    return append_xmodem_crc(build_construct(_XML, value, "XML record"))

@@ -22,9 +22,9 @@ from typing import Final
 
 import construct as cs
 
-from protocols.dexcom_receiver_frames import Command, NakError, Packet, build_packet
+from protocols.codec import build_construct, parse_construct
+from protocols.dexcom_receiver.frames import Command, NakError, Packet, build_packet
 from protocols.errors import ProtocolError
-from protocols.gatt import build_construct, parse_construct
 
 EPOCH: Final = datetime(2009, 1, 1, tzinfo=UTC)
 #: ReadDatabasePageRange answers this (first, last) for an empty partition [L].

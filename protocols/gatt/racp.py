@@ -30,8 +30,10 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
+from protocols.codec import build_construct, enum_or_int
 from protocols.errors import ControlPointError, ProtocolError
-from protocols.gatt import DATE_TIME, DateTime, build_construct, enum_or_int, uuid16
+from protocols.gatt.date_time import DATE_TIME, DateTime
+from protocols.gatt.uuids import uuid16
 
 RECORD_ACCESS_CONTROL_POINT: Final = uuid16(0x2A52)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
 
-from protocols.dexcom_g6_auth import (
+from protocols.dexcom_g6.auth import (
     BOND_KEEP_ALIVE_S,
     END_BYTE_ALTERNATE,
     END_BYTE_STANDARD,
@@ -31,8 +31,8 @@ from protocols.dexcom_g6_auth import (
     auth_hash,
     normalize_transmitter_id,
 )
-from protocols.dexcom_g6_backfill import BackfillRx, BackfillStream, BackfillTx
-from protocols.dexcom_g6_codec import (
+from protocols.dexcom_g6.backfill import BackfillRx, BackfillStream, BackfillTx
+from protocols.dexcom_g6.framing import (
     AUTHENTICATION,
     BACKFILL,
     COMMUNICATION,
@@ -40,7 +40,7 @@ from protocols.dexcom_g6_codec import (
     STATUS_LOW_BATTERY,
     Opcode,
 )
-from protocols.dexcom_g6_glucose import (
+from protocols.dexcom_g6.glucose import (
     RELIABLE_STATES,
     CalibrationState,
     GlucoseRecord,
@@ -53,15 +53,15 @@ from protocols.dexcom_g6_glucose import (
     state_name,
 )
 from protocols.errors import CrcError, ProtocolError
-from protocols.gatt import (
+from protocols.gatt.session import (
     ProcedureFailed,
     RecordRejected,
     Request,
     RequestKind,
     SessionEvent,
     UnexpectedData,
-    normalize_uuid,
 )
+from protocols.gatt.uuids import normalize_uuid
 
 #: CGMBLEKit only trusts values inside 40..400 mg/dL (it clamps to them, §2.5).
 GLUCOSE_MIN: Final = 40
