@@ -1,4 +1,4 @@
-"""protocols.cgms_session: the CGMP collector state machine against a small fake sensor.
+"""protocols.cgms.session: the CGMP collector state machine against a small fake sensor.
 
 The fake is built from the same codecs (as an emulator would be): it answers reads, RACP and
 SOCP writes, and produces live notifications, with switches for the faults under test.

@@ -1,4 +1,4 @@
-"""protocols.cgms / cgms_state / cgms_socp: every VERIFIED vector of protocols.md §1, both ways."""
+"""protocols.cgms.measurement / state / socp: every VERIFIED vector of protocols.md §1."""
 
 from __future__ import annotations
 

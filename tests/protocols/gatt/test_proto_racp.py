@@ -1,4 +1,4 @@
-"""protocols.racp: the VERIFIED byte strings of §1.9 and the response codes a server answers."""
+"""protocols.gatt.racp: the VERIFIED byte strings of §1.9 and the codes a server answers."""
 
 from __future__ import annotations
 

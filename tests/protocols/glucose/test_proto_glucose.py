@@ -1,4 +1,4 @@
-"""protocols.glucose / glucose_context: the VERIFIED GLS vector, units, context, feature."""
+"""protocols.glucose.measurement / context / feature: the VERIFIED GLS vector, units."""
 
 from __future__ import annotations
 

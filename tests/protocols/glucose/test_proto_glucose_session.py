@@ -1,4 +1,4 @@
-"""protocols.glucose_session: RACP transfer from a meter, measurement/context pairing."""
+"""protocols.glucose.session: RACP transfer from a meter, measurement/context pairing."""
 
 from __future__ import annotations
 
