@@ -30,7 +30,7 @@ from gatewayd.testing.subscriber import Received, Subscriber
 
 pytestmark = pytest.mark.timeout(45)
 
-SCHEMA = Path(__file__).parents[2] / "gatewayd" / "schemas" / "reading.schema.json"
+SCHEMA = Path(__file__).parents[3] / "gatewayd" / "schemas" / "reading.schema.json"
 
 
 class Emulator:
