@@ -67,6 +67,7 @@ from protocols.gatt.session import (
 )
 from protocols.gatt.uuids import FIRMWARE_REVISION, MANUFACTURER_NAME, MODEL_NUMBER, SERIAL_NUMBER
 from protocols.glucose.clock import CURRENT_TIME, CurrentTime
+from protocols.glucose.measurement import sequence_number_of
 from protocols.glucose.session import (
     GlucoseCollector,
     GlucoseReading,
@@ -99,7 +100,7 @@ MAX_ASKS: Final = 32
 
 def rejected_seq(data: bytes) -> int | None:
     """The sequence number a rejected measurement packet seems to carry (bytes 1-2), if any."""
-    return int.from_bytes(data[1:3], "little") if len(data) >= 3 else None
+    return sequence_number_of(data)
 
 
 def _is_read(request: Request) -> bool:

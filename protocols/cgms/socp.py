@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum, IntEnum, IntFlag
-from typing import Final
+from typing import Any, Final, cast
 
 import construct as cs
 
@@ -161,6 +161,18 @@ CALIBRATION = cs.Struct(
 )
 
 
+RESULT = cs.Struct("request_opcode" / cs.Int8ul, "code" / cs.Int8ul)
+#: The construct of each operand kind (an SFLOAT travels as its raw uint16 word).
+OPERAND: Final[dict[OperandKind, cs.Construct[Any, Any]]] = {
+    OperandKind.NONE: cs.Pass,
+    OperandKind.UINT8: cs.Int8ul,
+    OperandKind.UINT16: cs.Int16ul,
+    OperandKind.SFLOAT: cs.Int16ul,
+    OperandKind.CALIBRATION: CALIBRATION,
+    OperandKind.RESULT: RESULT,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class CalibrationRecord:
     """Operand of set calibration value (0x04) and its response (0x06)."""
@@ -188,6 +200,12 @@ class SocpResult:
 
 
 SocpOperand = int | SFloat | SFloatSpecial | CalibrationRecord | SocpResult | None
+
+
+def _what(opcode: SocpOpCode, kind: OperandKind) -> str:
+    if kind == OperandKind.CALIBRATION:
+        return "SOCP calibration record"
+    return f"SOCP {opcode.name} operand"
 
 
 def _bad(message: str, data: bytes, code: SocpResponseCode) -> ControlPointError:
@@ -218,18 +236,17 @@ class SocpPacket:
         if len(data) not in (1 + kind.width, 3 + kind.width):
             raise _bad(f"{opcode.name}: operand length", data, SocpResponseCode.INVALID_OPERAND)
         payload, crc = e2e_payload(data, 1 + kind.width, "SOCP")
-        raw = payload[1:]
+        c = parse_construct(OPERAND[kind], payload[1:], _what(opcode, kind))
         operand: SocpOperand = None
         if kind in (OperandKind.UINT8, OperandKind.UINT16):
-            operand = int.from_bytes(raw, "little")
+            operand = c
         elif kind == OperandKind.SFLOAT:
-            operand = decode_sfloat(int.from_bytes(raw, "little"))
+            operand = decode_sfloat(c)
         elif kind == OperandKind.RESULT:
             operand = SocpResult(
-                enum_or_int(SocpOpCode, raw[0]), enum_or_int(SocpResponseCode, raw[1])
+                enum_or_int(SocpOpCode, c.request_opcode), enum_or_int(SocpResponseCode, c.code)
             )
         elif kind == OperandKind.CALIBRATION:
-            c = parse_construct(CALIBRATION, raw, "SOCP calibration record")
             sample_type, location = split_type_location(c.type_location)
             operand = CalibrationRecord(
                 decode_sfloat(c.glucose),
@@ -245,19 +262,19 @@ class SocpPacket:
     def build(self) -> bytes:
         """The bytes to write (or indicate)."""
         kind = SOCP_OPERAND[SocpOpCode(self.opcode)]
-        op, value = self.operand, b""
+        op, fields = self.operand, cast(Any, None)
         if kind == OperandKind.NONE and op is None:
             pass
         elif kind in (OperandKind.UINT8, OperandKind.UINT16) and type(op) is int:
             if not 0 <= op < 1 << 8 * kind.width:
                 raise ProtocolError(f"SOCP {self.opcode.name}: operand {op} out of range")
-            value = op.to_bytes(kind.width, "little")
+            fields = op
         elif kind == OperandKind.SFLOAT and isinstance(op, SFloat | SFloatSpecial):
-            value = encode_sfloat(op).to_bytes(2, "little")
+            fields = encode_sfloat(op)
         elif kind == OperandKind.RESULT and isinstance(op, SocpResult):
             if not (0 <= op.request_opcode <= 0xFF and 0 <= op.code <= 0xFF):
                 raise ProtocolError("SOCP response fields are single octets")
-            value = bytes((op.request_opcode, op.code))
+            fields = {"request_opcode": int(op.request_opcode), "code": int(op.code)}
         elif kind == OperandKind.CALIBRATION and isinstance(op, CalibrationRecord):
             fields = {
                 "glucose": encode_sfloat(op.glucose),
@@ -267,7 +284,7 @@ class SocpPacket:
                 "record_number": op.record_number,
                 "status": int(op.status),
             }
-            value = build_construct(CALIBRATION, fields, "SOCP calibration record")
         else:
             raise ProtocolError(f"SOCP {self.opcode.name} takes a {kind.name} operand, not {op!r}")
+        value = build_construct(OPERAND[kind], fields, _what(self.opcode, kind))
         return with_e2e_crc(bytes((self.opcode,)) + value, self.e2e_crc)

@@ -35,7 +35,7 @@ from typing import Final
 import construct as cs
 
 from protocols.codec import build_construct, parse_construct
-from protocols.crc import e2e_payload, with_e2e_crc
+from protocols.crc import append_e2e_crc, e2e_payload, with_e2e_crc
 from protocols.errors import ProtocolError
 from protocols.gatt.date_time import DATE_TIME, DateTime, add_minutes
 from protocols.gatt.sample import (
@@ -106,6 +106,8 @@ class CgmFeatureBits(IntFlag):
 
 
 FEATURE = cs.Struct("features" / cs.Int24ul, "type_location" / cs.Int8ul, "crc" / cs.Int16ul)
+#: The CRC field of a CGM Feature without E2E-CRC support.
+_NO_CRC: Final = 0xFFFF
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,16 +132,23 @@ class CgmFeature:
         features = CgmFeatureBits(c.features)
         if features & CgmFeatureBits.E2E_CRC:
             e2e_payload(data, 4, "CGM feature")
-        elif c.crc != 0xFFFF:
+        elif c.crc != _NO_CRC:
             raise ProtocolError("CGM feature: CRC field must be 0xFFFF without E2E", bytes(data))
         sample_type, location = split_type_location(c.type_location)
         return cls(features, sample_type, location)
 
     def build(self) -> bytes:
         """6 bytes, CRC or 0xFFFF."""
-        octet = join_type_location(self.sample_type, self.sample_location)
-        payload = self.features.to_bytes(3, "little") + bytes((octet,))
-        return with_e2e_crc(payload, True) if self.e2e_crc else payload + b"\xff\xff"
+        fields = {
+            "features": int(self.features),
+            "type_location": join_type_location(self.sample_type, self.sample_location),
+            "crc": _NO_CRC,
+        }
+        raw = build_construct(FEATURE, fields, "CGM feature")
+        return append_e2e_crc(raw[:4]) if self.e2e_crc else raw
+
+
+STATUS = cs.Struct("time_offset" / cs.Int16ul, "status" / cs.Int24ul)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,15 +163,15 @@ class CgmStatus:
     def parse(cls, data: bytes) -> CgmStatus:
         """Decode 5 bytes (+2 CRC)."""
         payload, crc = e2e_payload(data, 5, "CGM status")
-        status = int.from_bytes(payload[2:], "little")
-        return cls(int.from_bytes(payload[:2], "little"), SensorStatus(status), crc)
+        c = parse_construct(STATUS, payload, "CGM status")
+        return cls(c.time_offset, SensorStatus(c.status), crc)
 
     def build(self) -> bytes:
         """5 bytes (+2 CRC)."""
         if not (0 <= self.time_offset <= 0xFFFF and 0 <= self.status <= 0xFFFFFF):
             raise ProtocolError("CGM status: field out of range")
-        payload = self.time_offset.to_bytes(2, "little") + self.status.to_bytes(3, "little")
-        return with_e2e_crc(payload, self.e2e_crc)
+        fields = {"time_offset": self.time_offset, "status": int(self.status)}
+        return with_e2e_crc(build_construct(STATUS, fields, "CGM status"), self.e2e_crc)
 
 
 SESSION_START_TIME = cs.Struct(
@@ -220,6 +229,9 @@ class SessionStartTime:
         )
 
 
+SESSION_RUN_TIME = cs.Struct("hours" / cs.Int16ul)
+
+
 @dataclass(frozen=True, slots=True)
 class SessionRunTime:
     """Session Run Time: expected run time in hours (`50 01 c6 32` = 336 h, VERIFIED)."""
@@ -231,10 +243,13 @@ class SessionRunTime:
     def parse(cls, data: bytes) -> SessionRunTime:
         """Decode 2 bytes (+2 CRC)."""
         payload, crc = e2e_payload(data, 2, "CGM session run time")
-        return cls(int.from_bytes(payload, "little"), crc)
+        return cls(parse_construct(SESSION_RUN_TIME, payload, "CGM session run time").hours, crc)
 
     def build(self) -> bytes:
         """2 bytes (+2 CRC)."""
         if not 0 <= self.hours <= 0xFFFF:
             raise ProtocolError("session run time out of range")
-        return with_e2e_crc(self.hours.to_bytes(2, "little"), self.e2e_crc)
+        fields = {"hours": self.hours}
+        return with_e2e_crc(
+            build_construct(SESSION_RUN_TIME, fields, "session run time"), self.e2e_crc
+        )

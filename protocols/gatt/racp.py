@@ -28,9 +28,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Final
+from typing import Any, Final
 
-from protocols.codec import build_construct, enum_or_int
+import construct as cs
+
+from protocols.codec import build_construct, enum_or_int, parse_construct
 from protocols.errors import ControlPointError, ProtocolError
 from protocols.gatt.date_time import DATE_TIME, DateTime
 from protocols.gatt.uuids import uuid16
@@ -98,6 +100,27 @@ _FILTER_WIDTH: Final = {RacpFilter.TIME_OFFSET: 2, RacpFilter.USER_FACING_TIME: 
 
 FilterValue = int | DateTime
 
+#: Every RACP packet: op code, operator, then an operand that depends on both.
+PACKET = cs.Struct("opcode" / cs.Int8ul, "operator" / cs.Int8ul, "operand" / cs.GreedyBytes)
+#: The operand of ≤ / ≥ / range: the filter type, then one or two values of its layout.
+FILTER_VALUE: Final[dict[RacpFilter, cs.Construct[Any, Any]]] = {
+    RacpFilter.TIME_OFFSET: cs.Int16ul,
+    RacpFilter.USER_FACING_TIME: DATE_TIME,
+}
+#: `05 00 <uint16 count>`: number of stored records response.
+NUMBER_OF_RECORDS = cs.Struct(
+    "opcode" / cs.Const(RacpOpCode.NUMBER_OF_STORED_RECORDS_RESPONSE, cs.Int8ul),
+    "operator" / cs.Const(RacpOperator.NULL, cs.Int8ul),
+    "count" / cs.Int16ul,
+)
+#: `06 00 <request op code> <response code>`: response code.
+RESPONSE = cs.Struct(
+    "opcode" / cs.Const(RacpOpCode.RESPONSE_CODE, cs.Int8ul),
+    "operator" / cs.Const(RacpOperator.NULL, cs.Int8ul),
+    "request_opcode" / cs.Int8ul,
+    "code" / cs.Int8ul,
+)
+
 
 @dataclass(frozen=True, slots=True)
 class RacpCommand:
@@ -114,17 +137,18 @@ class RacpCommand:
 
     def build(self) -> bytes:
         """The bytes to write to 0x2A52 (validated as `parse_racp` would)."""
-        out = bytearray((self.opcode, self.operator))
+        operand = bytearray()
         if self.filter_type is not None:
-            out.append(self.filter_type)
+            operand.append(self.filter_type)
             for value in self.values:
                 if isinstance(value, DateTime):
-                    out += build_construct(DATE_TIME, value.as_dict(), "RACP filter time")
+                    operand += build_construct(DATE_TIME, value.as_dict(), "RACP filter time")
                 elif 0 <= value <= 0xFFFF:
-                    out += value.to_bytes(2, "little")
+                    operand += build_construct(cs.Int16ul, value, "RACP filter value")
                 else:
                     raise ProtocolError(f"RACP filter value {value} does not fit uint16")
-        data = bytes(out)
+        fields = {"opcode": self.opcode, "operator": self.operator, "operand": bytes(operand)}
+        data = build_construct(PACKET, fields, "RACP request")
         _parse_command(data)  # never emit a request the format forbids
         return data
 
@@ -139,9 +163,7 @@ class RacpNumberOfRecords:
         """The indication bytes."""
         if not 0 <= self.count <= 0xFFFF:
             raise ProtocolError(f"record count {self.count} does not fit uint16")
-        return bytes((RacpOpCode.NUMBER_OF_STORED_RECORDS_RESPONSE, 0)) + self.count.to_bytes(
-            2, "little"
-        )
+        return build_construct(NUMBER_OF_RECORDS, {"count": self.count}, "RACP record count")
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +182,8 @@ class RacpResponse:
         """The indication bytes."""
         if not (0 <= self.request_opcode <= 0xFF and 0 <= self.code <= 0xFF):
             raise ProtocolError("RACP response fields are single octets")
-        return bytes((RacpOpCode.RESPONSE_CODE, 0, self.request_opcode, self.code))
+        fields = {"request_opcode": int(self.request_opcode), "code": int(self.code)}
+        return build_construct(RESPONSE, fields, "RACP response")
 
 
 RacpMessage = RacpCommand | RacpNumberOfRecords | RacpResponse
@@ -171,12 +194,13 @@ def _invalid(message: str, data: bytes, code: RacpResponseCode) -> ControlPointE
 
 
 def _parse_command(data: bytes) -> RacpCommand:
-    opcode = RacpOpCode(data[0])
+    packet = parse_construct(PACKET, data, "RACP request")
+    opcode = RacpOpCode(packet.opcode)
     if opcode not in _RECORD_OPS and opcode != RacpOpCode.ABORT_OPERATION:
         raise _invalid(
             f"{opcode.name} is not a request", data, RacpResponseCode.OP_CODE_NOT_SUPPORTED
         )
-    operator_byte, operand = data[1], data[2:]
+    operator_byte, operand = packet.operator, packet.operand
     if operator_byte > max(RacpOperator):
         raise _invalid(
             f"operator 0x{operator_byte:02x} unknown", data, RacpResponseCode.INVALID_OPERATOR
@@ -204,17 +228,17 @@ def _parse_command(data: bytes) -> RacpCommand:
     count = 2 if operator == RacpOperator.WITHIN_RANGE else 1
     if len(operand) != 1 + width * count:
         raise _invalid("operand length", data, RacpResponseCode.INVALID_OPERAND)
-    chunks = [operand[1 + i * width : 1 + (i + 1) * width] for i in range(count)]
+    parsed = parse_construct(
+        cs.Array(count, FILTER_VALUE[filter_type]), operand[1:], "RACP filter operand"
+    )
     values: tuple[FilterValue, ...]
     if filter_type == RacpFilter.TIME_OFFSET:
-        ints = tuple(int.from_bytes(c, "little") for c in chunks)
+        ints = tuple(parsed)
         if count == 2 and ints[0] > ints[1]:
             raise _invalid("range low > high", data, RacpResponseCode.INVALID_OPERAND)
         values = ints
     else:
-        values = tuple(
-            DateTime(int.from_bytes(c[:2], "little"), c[2], c[3], c[4], c[5], c[6]) for c in chunks
-        )
+        values = tuple(DateTime.from_container(c) for c in parsed)
     return RacpCommand(opcode, operator, filter_type, values)
 
 
@@ -227,12 +251,13 @@ def parse_racp(data: bytes) -> RacpMessage:
     if opcode == RacpOpCode.NUMBER_OF_STORED_RECORDS_RESPONSE:
         if len(data) != 4 or data[1] != 0:
             raise ProtocolError("RACP: malformed number-of-records response", data)
-        return RacpNumberOfRecords(int.from_bytes(data[2:], "little"))
+        return RacpNumberOfRecords(parse_construct(NUMBER_OF_RECORDS, data, "RACP").count)
     if opcode == RacpOpCode.RESPONSE_CODE:
         if len(data) != 4 or data[1] != 0:
             raise ProtocolError("RACP: malformed response code", data)
+        c = parse_construct(RESPONSE, data, "RACP")
         return RacpResponse(
-            enum_or_int(RacpOpCode, data[2]), enum_or_int(RacpResponseCode, data[3])
+            enum_or_int(RacpOpCode, c.request_opcode), enum_or_int(RacpResponseCode, c.code)
         )
     if not isinstance(opcode, RacpOpCode):
         raise _invalid(f"op code 0x{data[0]:02x}", data, RacpResponseCode.OP_CODE_NOT_SUPPORTED)

@@ -13,17 +13,20 @@ readable and notifiable: a meter notifies it when its clock is set (by the user:
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from enum import IntFlag
 
+import construct as cs
+
+from protocols.codec import build_construct, parse_construct
 from protocols.errors import ProtocolError
-from protocols.gatt.date_time import DateTime
+from protocols.gatt.date_time import DATE_TIME, DateTime
 
 __all__ = [
     "CURRENT_TIME",
     "CURRENT_TIME_SERVICE",
+    "CURRENT_TIME_VALUE",
     "AdjustReason",
     "CurrentTime",
 ]
@@ -31,7 +34,13 @@ __all__ = [
 CURRENT_TIME_SERVICE = "00001805-0000-1000-8000-00805f9b34fb"
 CURRENT_TIME = "00002a2b-0000-1000-8000-00805f9b34fb"
 
-_FORMAT = struct.Struct("<HBBBBBBBB")
+CURRENT_TIME_VALUE = cs.Struct(
+    "time" / DATE_TIME,
+    "day_of_week" / cs.Int8ul,
+    "fractions256" / cs.Int8ul,
+    "adjust_reason" / cs.Int8ul,
+)
+_SIZE = CURRENT_TIME_VALUE.sizeof()
 
 
 class AdjustReason(IntFlag):
@@ -56,23 +65,25 @@ class CurrentTime:
     @classmethod
     def parse(cls, data: bytes) -> CurrentTime:
         """Decode a read or notified value (`ProtocolError` when it is not 10 bytes)."""
-        if len(data) != _FORMAT.size:
+        if len(data) != _SIZE:
             raise ProtocolError(f"current time: {len(data)} bytes, not 10", bytes(data))
-        year, month, day, hours, minutes, seconds, weekday, fractions, reason = _FORMAT.unpack(data)
+        c = parse_construct(CURRENT_TIME_VALUE, data, "current time")
         return cls(
-            DateTime(year, month, day, hours, minutes, seconds),
-            weekday,
-            fractions,
-            AdjustReason(reason & 0x0F),
+            DateTime.from_container(c.time),
+            c.day_of_week,
+            c.fractions256,
+            AdjustReason(c.adjust_reason & 0x0F),
         )
 
     def build(self) -> bytes:
         """The 10 bytes of this value."""
-        t = self.time
-        return _FORMAT.pack(
-            t.year, t.month, t.day, t.hours, t.minutes, t.seconds,
-            self.day_of_week, self.fractions256, int(self.adjust_reason),
-        )  # fmt: skip
+        fields = {
+            "time": self.time.as_dict(),
+            "day_of_week": self.day_of_week,
+            "fractions256": self.fractions256,
+            "adjust_reason": int(self.adjust_reason),
+        }
+        return build_construct(CURRENT_TIME_VALUE, fields, "current time")
 
     @classmethod
     def from_datetime(cls, when: datetime, reason: AdjustReason = AdjustReason.NONE) -> CurrentTime:

@@ -43,9 +43,11 @@ from protocols.sfloat import SFloat, SFloatValue, decode_sfloat, encode_sfloat
 __all__ = [
     "MEASUREMENT",
     "MGDL_PER_MMOLL",
+    "SEQUENCE_HEAD",
     "GlucoseMeasurement",
     "GlucoseStatus",
     "GlucoseUnit",
+    "sequence_number_of",
 ]
 
 #: mg/dL per mmol/L: the value of gatewayd.models (glucose molar mass 180.156 g/mol).
@@ -86,6 +88,21 @@ MEASUREMENT = cs.Struct(
     "type_location" / cs.If(_F & 0x02, cs.Int8ul),
     "status" / cs.If(_F & 0x08, cs.Int16ul),
 )
+
+
+#: The first fields of every measurement (and context): flags, then the sequence number.
+SEQUENCE_HEAD = cs.Struct("flags" / cs.Int8ul, "sequence_number" / cs.Int16ul)
+_HEAD_SIZE: Final = SEQUENCE_HEAD.sizeof()
+
+
+def sequence_number_of(data: bytes) -> int | None:
+    """The sequence number a measurement packet seems to carry (bytes 1-2) even when the rest
+    is damaged; None when it is too short to hold one."""
+    if len(data) < _HEAD_SIZE:
+        return None
+    return int(
+        parse_construct(SEQUENCE_HEAD, data[:_HEAD_SIZE], "glucose measurement").sequence_number
+    )
 
 
 @dataclass(frozen=True, slots=True)
