@@ -40,13 +40,15 @@ offset going back re-reads start time and status; a different session (start mov
 `session_tolerance`, offsets behind what is held, or a successful SOCP start) gives
 `SessionChanged` and a backfill of all records.
 
-Events (frozen dataclasses deriving from `protocols.gatt.SessionEvent`; `RecordRejected`,
-`ProcedureFailed` and `UnexpectedData` are shared with the Glucose session, re-exported here):
+Events (frozen dataclasses deriving from `protocols.gatt.session.SessionEvent`; `RecordRejected`,
+`ProcedureFailed` and `UnexpectedData` are shared with the other sessions and live there):
 `Ready(feature, status, session_start, run_time_h, interval_min)`;
 `Measurement(record, time, session_start, backfill)` (`time` = session start + offset, None
 when the start is unknown; `backfill` = arrived while a RACP report was running; a live record
 older than the newest one held has `session_start` None until the re-read settles the session,
 and comes again in the backfill if it belongs to a new one);
+`ReportStarted(first, last, session_start)` (a RACP report was asked for: the range as the
+request says it, first in the next batch; `protocols.cgms.release` reads it);
 `BackfillComplete(count, first_offset, last_offset)` (the range asked; count = records received);
 `GapDetected(expected_offset, got_offset)`; `RecordRejected(reason, data)` with reason
 "crc_mismatch", "missing_crc" (Feature says E2E but the record has none) or "malformed";
@@ -54,7 +56,7 @@ and comes again in the backfill if it belongs to a new one);
 `SocpResponse(packet)` (every SOCP indication); `ProcedureFailed(request, reason, code, data)`
 ("timeout", "error_response" + code, "crc_mismatch", "malformed", "unexpected_response");
 `UnexpectedData(characteristic, data)` (e.g. a response after its timeout).
-Requests: `protocols.gatt.Request`. Extra commands: `request_backfill(first, last)`,
+Requests: `protocols.gatt.session.Request`. Extra commands: `request_backfill(first, last)`,
 `send_socp(packet)` (E2E-CRC added per Feature), `abort_backfill()`. State: `feature`,
 `status`, `session_start`, `run_time_h`, `interval_min`, `ready`, `clock_offset` (the
 sensor's calendar minus the hub's: Session Start Time minus `now - status offset`, None when
@@ -114,6 +116,7 @@ __all__ = [
     "GapDetected",
     "Measurement",
     "Ready",
+    "ReportStarted",
     "SessionChanged",
     "SessionStopped",
     "SocpResponse",
@@ -153,6 +156,17 @@ class Measurement(CgmsEvent):
     def time_offset(self) -> int:
         """Minutes since session start (the record's key within its session)."""
         return self.record.time_offset
+
+
+@dataclass(frozen=True, slots=True)
+class ReportStarted(CgmsEvent):
+    """A RACP report was asked for (it comes first in the next batch of events): offsets
+    `first`..`last` as the request says them (`first` None: all records; `last` None: open
+    end), of the session that started at `session_start` as known when it was asked."""
+
+    first: int | None
+    last: int | None
+    session_start: datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +217,8 @@ _READS: Final = {  # in this order: the status is judged against the start time 
 
 
 _READ_UUIDS: Final = {label: uuid for uuid, label in _READS.items()}
+#: The control points, whose indications answer the collector's writes.
+_INDICATED: Final = (RECORD_ACCESS_CONTROL_POINT, CGM_SPECIFIC_OPS_CONTROL_POINT)
 
 
 def _reason(exc: ProtocolError) -> str:
@@ -222,6 +238,7 @@ class CgmsCollector(CollectorBase):
         sync_session_start_time: bool = False,
         order: StatusOctetOrder = StatusOctetOrder.SIG,
         session_tolerance: timedelta = SESSION_TOLERANCE,
+        default_interval_min: int | None = None,
     ) -> None:
         """Set up the procedure.
 
@@ -230,7 +247,9 @@ class CgmsCollector(CollectorBase):
         `interval_min`: the communication interval (None = ask the sensor, else learn it from
         the backfill); `start_session`: send SOCP "start the session" when the status says
         stopped; `sync_session_start_time`: write the current time to Session Start Time when
-        it is unknown or off; `order`: the device's status-octet quirk.
+        it is unknown or off; `order`: the device's status-octet quirk;
+        `default_interval_min`: the interval assumed when the first backfill is complete and it
+        was neither configured, answered by the sensor nor learnt from the records.
         """
         if backfill_from is not None and not 0 <= backfill_from <= 0xFFFF:
             raise ValueError(f"backfill_from {backfill_from} is not a uint16 time offset")
@@ -246,6 +265,8 @@ class CgmsCollector(CollectorBase):
         #: from `now` (None: either unknown); measured at each CGM Status read.
         self.clock_offset: timedelta | None = None
         self.interval_min = interval_min if interval_min and interval_min > 0 else None
+        self._default_interval = default_interval_min
+        self._pending: list[CgmsEvent] = []  # ReportStarted of the report just asked for
         self._tolerance = session_tolerance
         self._start_session = start_session
         self._sync_sst = sync_session_start_time
@@ -344,6 +365,8 @@ class CgmsCollector(CollectorBase):
             command = report_records(RacpOperator.GREATER_THAN_OR_EQUAL, first)
         else:
             command = report_records(RacpOperator.WITHIN_RANGE, first, last)
+        ranged = command.operator == RacpOperator.WITHIN_RANGE
+        self._pending.append(ReportStarted(first, last if ranged else None, self.session_start))
         self._racp, self._count, self._previous = (first, last), 0, None
         data = command.build()
         return Request(RequestKind.WRITE, RECORD_ACCESS_CONTROL_POINT, data, True, "racp_report")
@@ -375,8 +398,10 @@ class CgmsCollector(CollectorBase):
         uuid = normalize_uuid(characteristic)
         data = bytes(data)
         if uuid == CGM_MEASUREMENT:
-            return self._measurements(data)
-        events: list[CgmsEvent] = []
+            return self._take_pending() + self._measurements(data)
+        if uuid not in _READS and uuid not in _INDICATED:
+            raise ProtocolError(f"not a CGMS characteristic: {uuid}", data)
+        events = self._take_pending()
         if uuid in _READS:
             label = _READS[uuid]
             request = self._take(label) or Request(RequestKind.READ, uuid, label=label)
@@ -386,10 +411,8 @@ class CgmsCollector(CollectorBase):
                 events.append(ProcedureFailed(request, _reason(exc), None, data))
         elif uuid == RECORD_ACCESS_CONTROL_POINT:
             self._racp_indication(data, events)
-        elif uuid == CGM_SPECIFIC_OPS_CONTROL_POINT:
-            self._socp_indication(data, events)
         else:
-            raise ProtocolError(f"not a CGMS characteristic: {uuid}", data)
+            self._socp_indication(data, events)
         self._check_ready(events)
         return events
 
@@ -397,13 +420,18 @@ class CgmsCollector(CollectorBase):
         """The awaited response did not come: fail that request and go on."""
         request = self._take_timed_out()
         if request is None:
-            return []
+            return self._take_pending()
         if request.label == "racp_report":
             self._racp = None
             self._abort = True  # stop a device that may still be sending
-        events: list[CgmsEvent] = [ProcedureFailed(request, "timeout")]
+        events = [*self._take_pending(), ProcedureFailed(request, "timeout")]
         self._check_ready(events)
         return events
+
+    def _take_pending(self) -> list[CgmsEvent]:
+        """The events of the request just handed out (they lead the next batch)."""
+        pending, self._pending = self._pending, []
+        return pending
 
     def _expect_crc(self, has_crc: bool, what: str, data: bytes) -> None:
         if self._e2e and not has_crc:
@@ -504,6 +532,8 @@ class CgmsCollector(CollectorBase):
         if self.interval_min is None and self._learnt is not None:
             self.interval_min = self._learnt
         if code in (RacpResponseCode.SUCCESS, RacpResponseCode.NO_RECORDS_FOUND):
+            if self.interval_min is None:  # neither configured, answered nor learnt
+                self.interval_min = self._default_interval
             events.append(BackfillComplete(self._count, *span))
         elif span[1] is not None and not self._range_unsupported and code in _RANGE_REFUSED:
             self._range_unsupported = True  # retry the gap as ">= first"

@@ -37,7 +37,8 @@ from protocols.cgms.measurement import (
     decode_records,
     parse_measurements,
 )
-from protocols.cgms.session import CgmsCollector
+from protocols.cgms.release import ReleaseRule
+from protocols.cgms.session import CgmsCollector, Measurement
 from protocols.cgms.socp import (
     SOCP_OPERAND,
     CalibrationRecord,
@@ -998,11 +999,15 @@ class Script:
 
     rng: random.Random
     log: list[str] = field(default_factory=list)
+    #: Also sees every batch of events (a consumer of the session under test).
+    observer: Callable[[list[Any]], None] | None = None
 
     def events(self, events: list[Any], where: str) -> None:
         expect(isinstance(events, list), f"{where}: events is {type(events).__name__}")
         for event in events:
             expect(isinstance(event, SessionEvent), f"{where}: {event!r} is no SessionEvent")
+        if self.observer is not None:
+            self.observer(events)
 
     def now(self) -> datetime | None:
         return None if self.rng.random() < 0.2 else moment(self.rng)
@@ -1028,10 +1033,70 @@ def cgms_session_input(rng: random.Random) -> int:
     return rng.randrange(1 << 62)
 
 
-def run_cgms_session(seed: int) -> list[str]:
+@dataclass(frozen=True)
+class _Placed:
+    """A reading as the release rule sees it."""
+
+    session: str
+    seq: int
+    time: datetime
+
+
+@dataclass
+class _Damage:
+    """A damage policy: each position is asked for again twice, then passed over."""
+
+    attempts: dict[Any, int] = field(default_factory=dict)
+
+    def drop_packet(self, data: bytes, reason: str) -> None:
+        expect(isinstance(data, bytes) and bool(reason), "drop_packet arguments")
+
+    def record_damaged(self, key: Any, data: bytes, *, position: str, reason: str) -> bool:
+        self.attempts[key] = self.attempts.get(key, 0) + 1
+        return self.attempts[key] <= 2
+
+    def record_recovered(self, key: Any) -> None:
+        self.attempts.pop(key, None)
+
+
+def _placed(event: Measurement) -> _Placed | None:
+    if event.session_start is None or event.time is None:
+        return None
+    return _Placed(event.session_start.isoformat(), event.time_offset, event.time)
+
+
+def run_cgms_release(seed: int) -> list[str]:
+    """The CGMS session script, its events fed to a `ReleaseRule`: whatever the sensor does,
+    a (session, offset) is released at most once and in increasing order."""
+    rule: ReleaseRule[_Placed] = ReleaseRule(_placed, datetime.isoformat, _Damage())
+    newest: dict[str, int] = {}
+    collectors: list[CgmsCollector] = []
+
+    def observe(events: list[Any]) -> None:
+        collector = collectors[0]
+        rule.events(events, interval_min=collector.interval_min)
+        while rule.asks:
+            collector.request_backfill(*rule.asks.popleft())
+        if collector.next_request() is None:
+            rule.idle()
+        while rule.ready:
+            reading = rule.ready.popleft()
+            last = newest.get(reading.session, -1)
+            expect(reading.seq > last, f"released {reading.seq} after {last}")
+            newest[reading.session] = reading.seq
+
+    return run_cgms_session(seed, observer=observe, collectors=collectors)
+
+
+def run_cgms_session(
+    seed: int,
+    *,
+    observer: Callable[[list[Any]], None] | None = None,
+    collectors: list[CgmsCollector] | None = None,
+) -> list[str]:
     """A CGMS sensor played by a script: setup reads, RACP reports, SOCP, live records."""
     rng = random.Random(seed)
-    s = Script(rng)
+    s = Script(rng, observer=observer)
     e2e = rng.random() < 0.5
     start = moment(rng)
     offset = rng.randrange(0x10000)
@@ -1044,7 +1109,10 @@ def run_cgms_session(seed: int) -> list[str]:
         sync_session_start_time=rng.random() < 0.5,
         order=rng.choice(list(StatusOctetOrder)),
         session_tolerance=timedelta(minutes=rng.choice((0, 5, 60))),
+        default_interval_min=rng.choice((None, 5)),
     )
+    if collectors is not None:
+        collectors.append(collector)
 
     def records(first: int, count: int) -> bytes:
         out = []
@@ -1540,6 +1608,14 @@ def _targets() -> dict[str, Target]:
         run_cgms_session,
         binary=False,
         weight=0.6,
+    )
+    add(
+        "cgms_release.ReleaseRule",
+        "cgms.release",
+        cgms_session_input,
+        run_cgms_release,
+        binary=False,
+        weight=0.4,
     )
     # glucose, glucose_context, glucose_session
     add(

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drivers.cgms.convert import (
+    Skip,
     glucose_of,
     parse_session_key,
     session_key,
@@ -72,11 +73,11 @@ def test_out_of_range_is_a_marker_never_a_number(
 
 def test_a_record_without_a_value_or_a_session_is_not_published() -> None:
     no_value = CgmMeasurement(SFloatSpecial.NAN, 10)
-    assert to_reading(measurement(no_value), device="d", serial="s", received=NOW) == (
-        "glucose_not_a_number"
+    assert to_reading(measurement(no_value), device="d", serial="s", received=NOW) == Skip(
+        "glucose_not_a_number", 10
     )
     unplaced = measurement(CgmMeasurement(SFloat(100), 10), start=None)
-    assert to_reading(unplaced, device="d", serial="s", received=NOW) == "session_unknown"
+    assert to_reading(unplaced, device="d", serial="s", received=NOW) == Skip("session_unknown", 10)
 
 
 @pytest.mark.parametrize(

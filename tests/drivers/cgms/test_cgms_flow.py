@@ -1,6 +1,7 @@
 """drivers.cgms.flow: what may go to the store, with records that stay damaged in memory.
 
-Pure: the real collector (`protocols.cgms_session`) and `RecordFlow` against a scripted sensor
+Pure: the real collector (`protocols.cgms.session`) and `RecordFlow` (the release rule of
+`protocols.cgms.release` wired to the collector and the context) against a scripted sensor
 built from the same codecs (`cgms_fake.FakeCgm`), with a real `DeviceContext` whose findings are
 kept across "connections" as the supervisor keeps them.
 """
@@ -104,7 +105,6 @@ class Driver:
             if self.drop_after == 0:
                 return False
             self.drop_after -= 1
-        self.flow.sent(request)
         if self.in_flight and request.label == "racp_report":
             self.in_flight = False
             device = self.hub.device
