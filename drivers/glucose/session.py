@@ -2,7 +2,7 @@
 
 One session is one connection: find the meter while it advertises (`scan_timeout`), connect
 (bonding per `bond`), read Device Information (the serial is the reading ids' key), subscribe to
-Glucose Measurement, Measurement Context and RACP, then run `protocols.glucose_session`'s
+Glucose Measurement, Measurement Context and RACP, then run `protocols.glucose.session`'s
 `GlucoseCollector`: read the Glucose Feature and ask RACP for the records with sequence number
 >= the newest stored one + 1 (all of them when nothing of this meter is stored). Readings are
 yielded as they arrive, each at most once (a result the meter notifies by itself before the

@@ -1,8 +1,7 @@
 """CGMS state characteristics: CGM Feature, CGM Status, Session Start / Run Time (§1.5-§1.7).
 
-Import them from `protocols.cgms` (which re-exports everything here). Each value that may carry
-the E2E-CRC has `e2e_crc: bool`: parsing sets it from the length and checks the CRC
-(`CrcError`), building appends the CRC when true.
+Each value that may carry the E2E-CRC has `e2e_crc: bool`: parsing sets it from the length and
+checks the CRC (`CrcError`), building appends the CRC when true.
 
 * `SensorStatus` - the 24-bit Sensor Status Annunciation / CGM Status as named flags (§1.3):
   bits 0-7 Status octet, 8-15 Cal/Temp octet, 16-23 Warning octet; 6, 7, 14, 15 reserved.

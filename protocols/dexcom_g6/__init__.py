@@ -40,7 +40,7 @@ Messages (dataclasses with `parse(bytes)` / `build()`; `Opcode` lists §2.3):
   "session_failed", "question_marks", "sensor_expired", "session_stopped", "state_<n>") and
   `state_flags(state)` (reading status flags; `()` for OK), `RELIABLE_STATES` {6, 7, 14}.
 
-Session (`G6Session`, h11 shape; requests are `protocols.gatt.Request(kind, characteristic,
+Session (`G6Session`, h11 shape; requests are `protocols.gatt.session.Request(kind, characteristic,
 data, awaits_response, label)`)::
 
     session = G6Session("8G1234", backfill_from=last_transmitter_time + 1, activation=known)
@@ -79,7 +79,7 @@ cannot go on: disconnect), `activation`, `time` (last `TransmitterTimeRx`).
 is worth a reconnect. A failed Control step is skipped and the session goes on.
 
 `receive(characteristic, data, *, now=None)` returns events (frozen dataclasses, base
-`protocols.gatt.SessionEvent`); `now` (aware) is needed to turn the time message into the
+`protocols.gatt.session.SessionEvent`); `now` (aware) is needed to turn the time message into the
 activation date (activation = now - transmitter time); without it the constructor's
 `activation` stays. A characteristic outside the service raises `ProtocolError`; any bytes
 give events, `ProtocolError` or `AuthenticationFailed` only.

@@ -1,6 +1,6 @@
 """Dexcom G5/G6 authentication messages and the transmitter-id hash (protocols.md §2.4).
 
-Import from `protocols.dexcom_g6` (the family's public API, documented there). Authentication
+The family's API is documented in `protocols.dexcom_g6` (package docstring). Authentication
 messages travel on the Authentication characteristic and carry no CRC (§2.2). Sources:
 CGMBLEKit `Transmitter.swift` (`TransmitterID.computeHash`, `authenticate`, `requestBond`),
 `Messages/AuthChallengeRxMessage.swift`; xDrip `g5model/AuthRequestTxMessage.java`.

@@ -1,6 +1,6 @@
 """Dexcom G5/G6 backfill: request, summary and the frame stream (protocols.md §2.6, VERIFIED).
 
-Import from `protocols.dexcom_g6` (the family's public API, documented there). Source:
+The family's API is documented in `protocols.dexcom_g6` (package docstring). Source:
 CGMBLEKit `Messages/GlucoseBackfillMessage.swift` and `Transmitter.swift` (the checks), xDrip
 `g5model/BackFillStream.java`.
 

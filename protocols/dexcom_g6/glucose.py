@@ -1,6 +1,6 @@
 """Dexcom G5/G6 time and glucose messages, glucose records and calibration states (§2.5).
 
-Import from `protocols.dexcom_g6` (the family's public API, documented there). Sources:
+The family's API is documented in `protocols.dexcom_g6` (package docstring). Sources:
 protocols.md §2.5 (LoopKit/CGMBLEKit `Messages/TransmitterTimeRxMessage.swift`,
 `Messages/GlucoseRxMessage.swift`, `CalibrationState.swift`; xDrip `g5model`).
 

@@ -1,6 +1,6 @@
 """Sans-I/O Dexcom G5/G6 transmitter session (protocols.md §2.4-§2.6): bytes in, events out.
 
-Import from `protocols.dexcom_g6`, whose docstring is the API reference. The driver owns the BLE
+The family's API reference is the `protocols.dexcom_g6` package docstring. The driver owns the BLE
 link, the clock and the timeouts; this object owns the procedure (CGMBLEKit `Transmitter.swift`
 active mode): auth request -> read challenge -> answer -> read status -> (keep-alive + bond
 request when not bonded) -> time -> glucose -> backfill `backfill_from`..transmitter now.

@@ -1,4 +1,4 @@
-"""Request bookkeeping shared by the sans-I/O GATT collectors (`cgms_session`, `glucose_session`).
+"""Request bookkeeping shared by the sans-I/O GATT collectors (`cgms.session`, `glucose.session`).
 
 Both collectors hand out one `Request` at a time and hold it in `_awaiting` until its answer
 (a read value or an indication) or `timeout()` comes; this base keeps that slot and the

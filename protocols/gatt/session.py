@@ -40,7 +40,8 @@ class Request:
 
 
 class SessionEvent:
-    """Base class of every event a sans-I/O session (`cgms_session`, `glucose_session`) emits."""
+    """Base class of every event a sans-I/O session emits (`protocols.cgms.session`,
+    `protocols.glucose.session`, `protocols.dexcom_g6.session`)."""
 
     __slots__ = ()
 

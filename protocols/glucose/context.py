@@ -1,4 +1,4 @@
-"""Glucose Measurement Context (0x2A34) codec; import it from `protocols.glucose`.
+"""Glucose Measurement Context (0x2A34) codec.
 
 Layout (SIG XML `org.bluetooth.characteristic.glucose_measurement_context`): Flags | Sequence
 Number uint16 | Extended Flags uint8 (b7) | Carbohydrate ID uint8 + Carbohydrate SFLOAT kg (b0) |

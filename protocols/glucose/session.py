@@ -1,6 +1,6 @@
 """Sans-I/O Glucose Service collector (fingerstick meters, GLS 0x1808; protocols.md §1.13).
 
-Same shape as `protocols.cgms_session` (h11 style; see there for the driver loop)::
+Same shape as `protocols.cgms.session` (h11 style; see there for the driver loop)::
 
     session = GlucoseCollector(backfill_from=last_sequence + 1, tz=meter_zone)
     # after bonding: notify on GLUCOSE_MEASUREMENT (+ GLUCOSE_MEASUREMENT_CONTEXT),
@@ -16,7 +16,7 @@ with both; the next measurement, the end of the transfer or `timeout()` releases
 without context (at most one is ever held). Each step is tried once; failures become events.
 Only a characteristic that is not part of GLS raises (`ProtocolError`).
 
-Events (deriving from `protocols.gatt.SessionEvent`):
+Events (deriving from `protocols.gatt.session.SessionEvent`):
 `Ready(features)` (None when the read failed);
 `GlucoseReading(measurement, context, time, backfill)` (`time` = base time + offset read in the
 collector's `tz`, None without `tz` or for an invalid date; `backfill` = during a transfer);
