@@ -30,7 +30,8 @@ from gatewayd.transport.ble import BleConfig
 from gatewayd.transport.bumble_backend import bumble_session
 from gatewayd.transport.bumble_link import PERIPHERAL_ADDRESS, InProcessLink, in_process_link
 from protocols.gatt.racp import RacpOpCode, RacpOperator, RacpResponseCode, parse_racp
-from protocols.glucose.context import GlucoseContext, Health, Meal, Tester
+from protocols.glucose.context import GlucoseContext, Health, Meal
+from protocols.glucose.context import Tester as GlsTester
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -164,7 +165,7 @@ async def test_a_link_drop_mid_transfer_loses_and_repeats_nothing(link: InProces
 async def test_context_is_paired_by_sequence_number_into_status(link: InProcessLink) -> None:
     meter = await start_meter(link, records=[])
     context = GlucoseContext(
-        0, meal=Meal.POSTPRANDIAL, tester=Tester.SELF, health=Health.UNDER_STRESS
+        0, meal=Meal.POSTPRANDIAL, tester=GlsTester.SELF, health=Health.UNDER_STRESS
     )
     meter.add_measurement(180, when=NOW - timedelta(minutes=5), context=context)
     meter.add_measurement(95, when=NOW)

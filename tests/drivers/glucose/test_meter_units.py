@@ -22,7 +22,8 @@ from protocols.errors import ProtocolError
 from protocols.gatt.date_time import DateTime
 from protocols.gatt.sample import SampleLocation, SampleType
 from protocols.glucose.clock import AdjustReason, CurrentTime
-from protocols.glucose.context import CarbohydrateId, GlucoseContext, Health, Meal, Tester
+from protocols.glucose.context import CarbohydrateId, GlucoseContext, Health, Meal
+from protocols.glucose.context import Tester as GlsTester
 from protocols.glucose.measurement import GlucoseMeasurement, GlucoseStatus, GlucoseUnit
 from protocols.glucose.session import GlucoseReading
 from protocols.glucose.uuids import GLUCOSE_SERVICE
@@ -182,7 +183,7 @@ def test_status_bits_and_context_become_status_names() -> None:
         carbohydrate_id=CarbohydrateId.LUNCH,
         carbohydrate_kg=SFloat(50, -3),
         meal=Meal.BEDTIME,
-        tester=Tester.HEALTH_CARE_PROFESSIONAL,
+        tester=GlsTester.HEALTH_CARE_PROFESSIONAL,
         health=Health.NOT_AVAILABLE,
     )
     record = make_record(5, RECEIVED, 130, context=context, status=status)
