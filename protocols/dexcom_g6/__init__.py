@@ -24,8 +24,8 @@ Messages (dataclasses with `parse(bytes)` / `build()`; `Opcode` lists §2.3):
   `BondRequestTx()` (0x07); `parse_authentication(data)` dispatches on the opcode.
   `auth_hash(transmitter_id, data8)` = AES-128-ECB("00"+id+"00"+id, data8 ‖ data8)[0:8]
   (VERIFIED); `AuthenticationFailed(ProtocolError)` with `.reason` and `retryable = False`.
-* Control (opcode + payload + CRC-16/XMODEM LE; `append_xmodem_crc`, `split_xmodem_crc`):
-  `TransmitterTimeTx()` `24 e6 64`, `TransmitterTimeRx(status, current_time,
+* Control (opcode + payload + CRC-16/XMODEM LE; `protocols.crc.append_xmodem_crc` /
+  `split_xmodem_crc`): `TransmitterTimeTx()` `24 e6 64`, `TransmitterTimeRx(status, current_time,
   session_start_time, extra)` (0x25; `NO_SESSION` = 0xFFFFFFFF; `.activation(now)`);
   `GlucoseTx(g6=False)` `30 53 36` / `4e 0a a9`; `GlucoseRx(status, sequence, record, g6)`
   (0x31/0x4F); `BackfillTx(start, end)` (0x50), `BackfillRx(status, backfill_status,
