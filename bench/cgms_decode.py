@@ -7,13 +7,13 @@ They are packed into notifications the way Nordic's nRF5 stack does: whole recor
 ATT_MTU - 3 = 182 bytes (12 records, a backfill) for 70 % of them and one record per
 notification (live) for the rest.
 
-The measured path is `protocols.cgms.parse_measurements(notification)` (the compiled construct
-codec: Size framing, flag-dependent fields, CRC-16/MCRF4XX check, status octets, SFLOAT
-decoding, `CgmMeasurement` objects). The baseline, in the same run, is a hand-written decoder
-on `struct.Struct.unpack_from` that does exactly the same work and returns equal objects
-(checked before timing): it shares the CRC function, the SFLOAT decoder and the output class,
-so the ratio isolates what the construct-based parsing costs. A bare struct walk that only
-unpacks the integers (no CRC, no objects) is timed too, as an informational ceiling.
+The measured path is `protocols.cgms.measurement.parse_measurements(notification)` (the compiled
+construct codec: Size framing, flag-dependent fields, CRC-16/MCRF4XX check, status octets, SFLOAT
+decoding, `CgmMeasurement` objects). The baseline, in the same run, is a hand-written decoder on
+`struct.Struct.unpack_from` that does exactly the same work and returns equal objects (checked
+before timing): it shares the CRC function, the SFLOAT decoder and the output class, so the ratio
+isolates what the construct-based parsing costs. A bare struct walk that only unpacks the integers
+(no CRC, no objects) is timed too, as an informational ceiling.
 
 Each round (`--rounds`, default 7) runs gatewayd and struct back to back, alternating which goes
 first, then the bare walk. Per run: records/s (wall clock) and CPU microseconds per record (this
@@ -38,13 +38,13 @@ from pathlib import Path
 from typing import Any
 
 from _common import paired, result_header, round_pairs, wall_cpu_text, write_result
-from protocols.cgms import (
+from protocols.cgms.measurement import (
     CgmMeasurement,
-    SensorStatus,
     StatusOctets,
     build_measurements,
     parse_measurements,
 )
+from protocols.cgms.state import SensorStatus
 from protocols.crc import crc16_mcrf4xx
 from protocols.errors import CrcError, ProtocolError
 from protocols.sfloat import SFloat, SFloatSpecial, decode_sfloat

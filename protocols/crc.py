@@ -12,13 +12,23 @@
 the non-reflected one over bit-reversed bytes with a bit-reversed seed (0xFFFF is its own
 reversal), which costs one `bytes.translate`.
 
-E2E helpers: `append_e2e_crc(payload)` and `split_e2e_crc(data, what)` (checks and strips the
-trailing little-endian CRC, raising `CrcError`).
+One helper pair per algorithm, used by every family (both store the CRC little-endian after
+the bytes it covers):
+
+* CRC-16/MCRF4XX (CGMS E2E-CRC): `append_e2e_crc(payload)`, `split_e2e_crc(data, what)`, and
+  for the CGMS values whose CRC is optional `e2e_payload(data, length, what)` /
+  `with_e2e_crc(payload, e2e_crc)`.
+* CRC-16/XMODEM (Dexcom transmitter Control messages, receiver packets and records):
+  `append_xmodem_crc(payload)`, `split_xmodem_crc(data, what)`, `xmodem_crc_ok(data)`.
+
+`split_*` checks and strips the trailing CRC: `CrcError` (with `received`, `computed`, and the
+whole value as `data`) on a mismatch, `ProtocolError` when `data` is too short to hold one.
 """
 
 from __future__ import annotations
 
 import binascii
+from collections.abc import Callable
 
 from protocols.errors import CrcError, ProtocolError
 
@@ -42,22 +52,46 @@ def crc16_xmodem(data: Buffer, seed: int = 0x0000) -> int:
     return binascii.crc_hqx(data, seed)
 
 
+def _append(crc: Callable[[Buffer], int], payload: Buffer) -> bytes:
+    return bytes(payload) + crc(payload).to_bytes(2, "little")
+
+
+def _split(crc: Callable[[Buffer], int], data: Buffer, what: str, name: str) -> bytes:
+    raw = bytes(data)
+    if len(raw) < 2:
+        raise ProtocolError(f"{what}: too short to hold {name}", raw)
+    payload = raw[:-2]
+    received = int.from_bytes(raw[-2:], "little")
+    computed = crc(payload)
+    if received != computed:
+        raise CrcError(what, raw, received=received, computed=computed)
+    return payload
+
+
 def append_e2e_crc(payload: Buffer) -> bytes:
-    """`payload` followed by its CGMS E2E-CRC, little-endian."""
-    return bytes(payload) + crc16_mcrf4xx(payload).to_bytes(2, "little")
+    """`payload` followed by its CGMS E2E-CRC (CRC-16/MCRF4XX), little-endian."""
+    return _append(crc16_mcrf4xx, payload)
 
 
 def split_e2e_crc(data: Buffer, what: str = "value") -> bytes:
     """The payload of `data` whose last two bytes are its E2E-CRC; `CrcError` on a mismatch."""
-    raw = bytes(data)
-    if len(raw) < 2:
-        raise ProtocolError(f"{what}: too short to hold an E2E-CRC", raw)
-    payload = raw[:-2]
-    received = int.from_bytes(raw[-2:], "little")
-    computed = crc16_mcrf4xx(payload)
-    if received != computed:
-        raise CrcError(what, raw, received=received, computed=computed)
-    return payload
+    return _split(crc16_mcrf4xx, data, what, "an E2E-CRC")
+
+
+def append_xmodem_crc(payload: Buffer) -> bytes:
+    """`payload` followed by its CRC-16/XMODEM, little-endian (Dexcom framing)."""
+    return _append(crc16_xmodem, payload)
+
+
+def split_xmodem_crc(data: Buffer, what: str = "value") -> bytes:
+    """The payload of `data` whose last two bytes are its CRC-16/XMODEM; `CrcError` on a
+    mismatch."""
+    return _split(crc16_xmodem, data, what, "a CRC")
+
+
+def xmodem_crc_ok(data: Buffer) -> bool:
+    """Whether the last two bytes of `data` are the CRC-16/XMODEM of the rest."""
+    return len(data) >= 2 and crc16_xmodem(data[:-2]) == int.from_bytes(data[-2:], "little")
 
 
 def e2e_payload(data: Buffer, length: int, what: str) -> tuple[bytes, bool]:

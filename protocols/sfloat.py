@@ -37,6 +37,9 @@ from enum import Enum
 from fractions import Fraction
 from typing import Final
 
+import construct as cs
+
+from protocols.codec import build_construct, parse_construct
 from protocols.errors import ProtocolError
 
 #: Largest mantissa magnitude of an ordinary value (0x07FD); larger ones collide with specials.
@@ -192,13 +195,17 @@ def encode_sfloat(value: SFloatValue | float) -> int:
     return SFloat.from_float(value).word
 
 
+#: The wire form of an SFLOAT: one little-endian 16-bit word (`decode_sfloat` reads its fields).
+SFLOAT_WORD = cs.Int16ul
+
+
 def parse_sfloat(data: bytes) -> SFloatValue:
     """Decode exactly two little-endian bytes."""
     if len(data) != 2:
         raise ProtocolError("an SFLOAT is two bytes", bytes(data))
-    return decode_sfloat(int.from_bytes(data, "little"))
+    return decode_sfloat(parse_construct(SFLOAT_WORD, data, "SFLOAT"))
 
 
 def build_sfloat(value: SFloatValue | float) -> bytes:
     """The two little-endian bytes of `value`."""
-    return encode_sfloat(value).to_bytes(2, "little")
+    return build_construct(SFLOAT_WORD, encode_sfloat(value), "SFLOAT")

@@ -63,7 +63,7 @@ from __future__ import annotations
 from drivers.cgms.options import CgmsOptions, expected_interval, parse_options
 from drivers.cgms.session import CgmsSession
 from gatewayd.plugin import DeviceMatch, DriverPlugin, Emulator
-from protocols.cgms import CGMS_SERVICE
+from protocols.cgms.uuids import CGMS_SERVICE
 
 __all__ = ["CgmsOptions", "CgmsSession", "plugin"]
 

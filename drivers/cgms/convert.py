@@ -9,21 +9,32 @@
   and are not published without one;
 * trend: (mg/dL)/min and its Nightscout arrow; ±INFINITY -> "RATE OUT OF RANGE", NaN / NRes ->
   "NOT COMPUTABLE"; quality in %;
-* status: the Sensor Status Annunciation as names (`protocols.cgms.status_names`:
+* status: the Sensor Status Annunciation as names (`protocols.cgms.state.status_names`:
   "session_stopped", "device_battery_low", "calibration_recommended", ...);
 * time: session start + offset, never after the time it was received.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 
 from gatewayd.plugin import Direction, OutOfRange, Reading
-from protocols.cgms import CgmMeasurement, SensorStatus, status_names
-from protocols.cgms_session import Measurement
+from protocols.cgms.measurement import CgmMeasurement
+from protocols.cgms.session import Measurement
+from protocols.cgms.state import SensorStatus, status_names
 from protocols.sfloat import SFloat, SFloatSpecial, SFloatValue
 
-__all__ = ["DRIVER", "glucose_of", "parse_session_key", "session_key", "to_reading", "trend_of"]
+__all__ = [
+    "DRIVER",
+    "Skip",
+    "glucose_of",
+    "parse_session_key",
+    "session_key",
+    "to_reading",
+    "trend_of",
+]
 
 DRIVER = "cgms"
 _S = SensorStatus
@@ -73,16 +84,25 @@ def trend_of(value: SFloatValue | None) -> tuple[float | None, Direction]:
     return None, Direction.RATE_OUT_OF_RANGE if value in infinite else Direction.NOT_COMPUTABLE
 
 
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """A record that is not a reading (`reason`: "session_unknown" - its session start is not
+    settled yet, it comes again; "glucose_not_a_number" - neither a value nor a side)."""
+
+    reason: Literal["session_unknown", "glucose_not_a_number"]
+    time_offset: int
+
+
 def to_reading(
     event: Measurement, *, device: str, serial: str, received: datetime
-) -> Reading | str:
+) -> Reading | Skip:
     """The reading of a placed record (session start known), or why it has none."""
     if event.session_start is None or event.time is None:
-        return "session_unknown"
+        return Skip("session_unknown", event.time_offset)
     record = event.record
     glucose = glucose_of(record)
     if glucose is None:
-        return "glucose_not_a_number"
+        return Skip("glucose_not_a_number", record.time_offset)
     trend, direction = trend_of(record.trend)
     quality = record.quality.value if isinstance(record.quality, SFloat) else None
     return Reading(

@@ -1,105 +1,37 @@
-"""When a record may go to the store: what is handed on always forms a gap-free prefix.
+"""The CGMS release rule wired to one connection: collector, device context, readings.
 
-The supervisor resumes a new connection after the NEWEST stored reading, so a reading handed on
-before an older one is complete would turn a link drop into a permanent hole. `RecordFlow`
-therefore releases a record only when every older record of its session that the sensor holds
-has been released (or passed over as unreadable, below):
+The rule itself (only a gap-free prefix goes to the store; damaged records asked again, then
+passed over) is `protocols.cgms.release.ReleaseRule`, pure logic over the collector's events.
+`RecordFlow` connects it to the driver's world:
 
-* live records that arrive before setup is done are left to the first report (their session
-  may not be settled yet: a SOCP start may just have begun a new one);
-* a record of a RACP report goes out at once when it directly follows the last released one
-  (offset + interval), so an incremental backfill makes progress even if the link drops midway;
-* everything else (a live record, which may have been in flight when the report began; a record
-  after a hole; every record of a report of all records, whose first record is unknown: a live
-  one in flight may come first) is held while a report runs or is queued (after `Ready`, a
-  `GapDetected`, a damaged live record, a `SessionChanged`) and released, oldest first, once
-  nothing is pending (`idle()`);
-* held records of a sensor session that ended are released when the new one is seen (its
-  memory is gone: they are all there will be);
-* a report that timed out sets `failure`: the driver ends the connection and the next one
-  resumes from what was released. Releasing never repeats a (session, offset).
+* every batch of collector events goes to the rule with the collector's communication interval
+  in force (`interval_min`), and the reports the rule asks for again go to the collector
+  (`request_backfill`);
+* the rule's readings are gatewayd `Reading`s (`convert`), damaged records are judged by the
+  `DeviceContext` (`record_damaged`, `record_recovered`, `drop_packet`);
+* the sensor's calendar offset is reported to the context once the status was read
+  (`set_clock_offset`; None: unknown on this connection, not the value of an earlier one).
 
-Damaged records (E2E-CRC mismatch, malformed: `RecordRejected`, which has no trustworthy
-offset) follow the one policy of `DeviceContext.record_damaged`. A damaged record in a report is
-named by its position: (session, offset of the intact record before it in the sensor's memory,
-how many damaged ones came between) - the same on every read and every connection. While the
-policy says "ask again", the rest of the report is dropped; when the report ends, what it
-brought before that record goes out (if the report began right after the released prefix, or
-with the oldest record) and the rest is asked for again after the last released record. After
-`DAMAGED_RETRIES` renewed reads the record is passed over (counted in `records_unreadable`,
-logged once with its hex) and the records after it go out as if it had been released: the
-next intact record is expected one interval further per record passed over. A damaged live
-record is only counted (`drop_packet`); the collector fetches its interval from the memory at
-once, where the same policy applies. Records that are intact but not publishable (no glucose
-value) are passed over the same way, without a retry.
+`ready` holds the readings that may go out; `failure` says why the connection should end.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from drivers.cgms.convert import session_key
 from gatewayd.plugin import DeviceContext, Reading
-from protocols.cgms_session import (
-    BackfillComplete,
-    CgmsCollector,
-    CgmsEvent,
-    GapDetected,
-    Measurement,
-    ProcedureFailed,
-    Ready,
-    RecordRejected,
-    SessionChanged,
-)
-from protocols.gatt import Request
-from protocols.racp import RacpCommand, RacpOperator, parse_racp
+from protocols.cgms.release import ReleaseRule
+from protocols.cgms.session import CgmsCollector, CgmsEvent, Measurement
 
 __all__ = ["RecordFlow"]
 
-_REPORT = "racp_report"
-
-
-@dataclass(slots=True)
-class _Report:
-    """One running RACP report and where its records stand."""
-
-    first: int | None
-    last: int | None  # None: open-ended
-    session: str | None
-    #: It starts right after the released prefix (or is a report of all records), so what it
-    #: brings up to a damaged record is complete.
-    continuous: bool
-    prev: int | None = None  # offset of the last intact record of this report
-    run: int = 0  # damaged records since `prev`
-    skipped: int = 0  # records passed over since the last released one (bridged by the chain)
-    chained: bool = True  # every record so far went out in order (or was passed over)
-    blocked: bool = False  # a damaged record is asked for again: the rest comes again too
-    block_after: int | None = None  # offset of the intact record before the first such one
-
-    def in_range(self, offset: int) -> bool:
-        return self.last is None or offset <= self.last
-
-    def position(self) -> tuple[str, str | None, int | None, int]:
-        """The key of the record arriving now (stable across reads and connections)."""
-        anchor = self.prev
-        if anchor is None and self.first is not None:
-            anchor = self.first - 1
-        return ("cgms", self.session, anchor, self.run)
-
-
-def _describe(key: tuple[str, str | None, int | None, int]) -> str:
-    _, session, anchor, run = key
-    where = "the oldest record" if anchor is None else f"the record after offset {anchor}"
-    more = f" (+{run} damaged before it)" if run else ""
-    return f"{where}{more} of session {session}"
-
 
 class RecordFlow:
-    """Readings in a safe order (see the module docstring); `ready` holds what may go out."""
+    """Readings of one connection in a safe order; `ready` holds what may go out."""
 
     def __init__(
         self,
@@ -112,151 +44,39 @@ class RecordFlow:
         """`convert` makes a record's reading (None: not publishable); `ctx` takes damaged
         records and the sensor's clock offset; `released` is the (session, seq) of the newest
         reading already stored for this sensor."""
-        self.ready: deque[Reading] = deque()
-        #: Why the connection should end (a report that timed out), else None.
-        self.failure: str | None = None
         self._collector = collector
-        self._convert = convert
         self._ctx = ctx
-        self._last: dict[str, int] = dict([released]) if released else {}
-        self._held: dict[tuple[str, int], Reading] = {}
-        self._holding = True
-        self._report: _Report | None = None
+        self._rule: ReleaseRule[Reading] = ReleaseRule(convert, session_key, ctx, released=released)
         self._clock: timedelta | None = None
         self._clock_told = False  # set_clock_offset called on this connection
 
-    def sent(self, request: Request) -> None:
-        """The driver performs `request` now."""
-        if request.label != _REPORT:
-            return
-        self._holding = True
-        command = parse_racp(request.data)  # the collector's own, valid request
-        if not isinstance(command, RacpCommand):  # pragma: no cover - it only sends commands
-            return
-        values = [v for v in command.values if isinstance(v, int)]
-        ranged = command.operator == RacpOperator.WITHIN_RANGE
-        start = self._collector.session_start
-        session = session_key(start) if start is not None else None
-        first = values[0] if values else None
-        last = self._last.get(session) if session is not None else None
-        continuous = first is None or (last is not None and first <= last + 1)
-        self._report = _Report(first, values[1] if ranged else None, session, continuous)
+    @property
+    def ready(self) -> deque[Reading]:
+        """Readings that may go to the store now, oldest first."""
+        return self._rule.ready
+
+    @property
+    def failure(self) -> str | None:
+        """Why the connection should end (a report that timed out), else None."""
+        return self._rule.failure
 
     def events(self, events: Sequence[CgmsEvent]) -> None:
         """Take what one `receive()` / `timeout()` returned."""
-        if any(isinstance(e, (GapDetected, Ready)) for e in events):
-            self._holding = True  # a backfill is queued: hold what this batch brings
-        for event in events:
-            if isinstance(event, Measurement):
-                self._measurement(event)
-            elif isinstance(event, RecordRejected):
-                self._rejected(event)
-            elif isinstance(event, BackfillComplete):
-                self._complete()
-            elif isinstance(event, ProcedureFailed) and event.request.label == _REPORT:
-                self._report = None
-                if event.reason == "timeout":
-                    self.failure = "the sensor stopped answering a RACP report"
-            elif isinstance(event, SessionChanged):
-                self._holding = True
-                if event.previous is not None:
-                    self._release_session(session_key(event.previous))
+        rule = self._rule
+        rule.events(events, interval_min=self._collector.interval_min)
+        while rule.asks:
+            self._collector.request_backfill(*rule.asks.popleft())
         self._measure_clock()
 
     def idle(self) -> None:
         """Nothing is pending or queued: release what is held."""
-        if not self._holding or self._report is not None or not self._collector.ready:
-            return
-        self._holding = False
-        held = sorted(self._held.values(), key=lambda r: (r.time, r.seq))
-        self._held.clear()
-        for reading in held:
-            self._release(reading)
+        self._rule.idle()
 
     def _measure_clock(self) -> None:
-        """Report the sensor's calendar offset once the status was read (None: unknown now,
-        not the value of an earlier connection)."""
+        """Report the sensor's calendar offset once the status was read."""
         if self._collector.status is None:
             return
         offset = self._collector.clock_offset
         if offset != self._clock or not self._clock_told:
             self._clock, self._clock_told = offset, True
             self._ctx.set_clock_offset(None if offset is None else offset.total_seconds())
-
-    def _measurement(self, event: Measurement) -> None:
-        if not event.backfill and not self._collector.ready:
-            return  # before setup ends: the first report (open-ended) brings it, placed right
-        reading = self._convert(event)
-        report = self._report
-        if event.backfill and report is not None and report.in_range(event.time_offset):
-            self._reported(report, event.time_offset, reading)
-            return
-        if reading is None:
-            return
-        if self._holding or report is not None:
-            self._held[(reading.session, reading.seq)] = reading
-        else:
-            self._release(reading)
-
-    def _reported(self, report: _Report, offset: int, reading: Reading | None) -> None:
-        """An intact record of the running report."""
-        self._ctx.record_recovered(report.position())  # it may have arrived damaged before
-        report.prev, report.run = offset, 0
-        if report.blocked:
-            return  # asked for again once the report ends
-        if reading is None:  # intact but not publishable (counted by `convert`): pass over
-            report.skipped += 1
-            return
-        last = self._last.get(reading.session)
-        if last is not None and offset <= last:
-            return  # released before (a resumed or repeated report)
-        # (the first record of a report of all records may be a live one that was in flight)
-        step = self._collector.interval_min
-        follows = (
-            last is not None and step is not None and offset == last + step * (1 + report.skipped)
-        )
-        if report.chained and follows:
-            report.skipped = 0
-            self._release(reading)
-        else:
-            report.chained = False
-            self._held[(reading.session, reading.seq)] = reading
-
-    def _rejected(self, event: RecordRejected) -> None:
-        report = self._report
-        if report is None:  # live: the collector fetches its interval from the memory
-            self._ctx.drop_packet(event.data, event.reason)
-            self._holding = True
-            return
-        key = report.position()
-        report.run += 1
-        position = _describe(key)
-        if self._ctx.record_damaged(key, event.data, position=position, reason=event.reason):
-            if not report.blocked:
-                report.blocked, report.block_after = True, key[2]
-        elif not report.blocked:
-            report.skipped += 1
-
-    def _complete(self) -> None:
-        report, self._report = self._report, None
-        if report is None or not report.blocked:
-            return
-        if report.continuous and report.block_after is not None:  # what precedes it is whole
-            low, high = report.first or 0, report.block_after
-            for key in sorted(k for k in self._held if k[0] == report.session):
-                if low <= key[1] <= high:
-                    self._release(self._held.pop(key))
-        last = self._last.get(report.session) if report.session is not None else None
-        first = report.first if last is None else last + 1
-        self._collector.request_backfill(first, report.last)
-
-    def _release(self, reading: Reading) -> None:
-        if reading.seq > self._last.get(reading.session, -1):
-            self._last[reading.session] = reading.seq
-            self.ready.append(reading)
-
-    def _release_session(self, session: str) -> None:
-        """A new sensor session: what is held of the previous one will never be backfilled
-        (the sensor's memory now holds the new one), so it goes out as it is."""
-        for key in sorted(k for k in self._held if k[0] == session):
-            self._release(self._held.pop(key))

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 
 from gatewayd.plugin import BONDS, Bond, OptionReader, read_bond
-from protocols.cgms import StatusOctetOrder
+from protocols.cgms.measurement import StatusOctetOrder
 
 __all__ = ["BONDS", "Bond", "CgmsOptions", "expected_interval", "parse_options"]
 

@@ -6,16 +6,20 @@ Bumble stack per `[ble]`), bond when the sensor answers "insufficient authentica
 encryption" (`bond = "auto"`; "always" pairs on connect; "never" parks a sensor that insists:
 `DeviceRefused`), read Device Information (the serial keys the reading ids), enable
 notifications on CGM Measurement and indications on RACP and SOCP, then run
-`protocols.cgms_session.CgmsCollector`: Feature (E2E-CRC), Session Start Time, Status, Run Time,
+`protocols.cgms.session.CgmsCollector`: Feature (E2E-CRC), Session Start Time, Status, Run Time,
 SOCP "start the session" (`start_session`, when stopped), SOCP communication interval (unless
 `interval` is set), a RACP report from the offset after the newest stored reading of this sensor
 session (everything when the sensor or its session is new), then live records, with a RACP range
-backfill of every gap and a full one after a session change. `drivers.cgms.flow.RecordFlow`
-decides when a record may go to the store (always a gap-free prefix, so a link drop at any
-moment loses nothing). Every collector input is stamped with the hub's clock (`ctx.now()`).
+backfill of every gap and a full one after a session change. The release rule
+(`protocols.cgms.release`, wired in by `drivers.cgms.flow.RecordFlow`) decides when a record
+may go to the store (always a gap-free prefix, so a link drop at any moment loses nothing).
+When the interval is neither configured, answered nor learnt by the end of the first backfill,
+the collector assumes `DEFAULT_INTERVAL`. Every collector input is stamped with the hub's clock
+(`ctx.now()`).
 
 Ends with `LinkLost` when the link drops (or a report stops answering); damaged records are
-fetched again from the sensor's memory, then passed over (`ctx.record_damaged`, in the flow).
+fetched again from the sensor's memory, then passed over (`ctx.record_damaged`, judged by the
+release rule).
 """
 
 from __future__ import annotations
@@ -40,30 +44,20 @@ from gatewayd.plugin import (
     Reading,
     gatt_text,
 )
-from protocols.cgms import (
-    CGM_MEASUREMENT,
-    CGM_SPECIFIC_OPS_CONTROL_POINT,
-    CGMS_SERVICE,
-    RECORD_ACCESS_CONTROL_POINT,
-)
-from protocols.cgms_session import (
+from protocols.cgms.session import (
     BackfillComplete,
     CgmsCollector,
     CgmsEvent,
     GapDetected,
     Measurement,
-    ProcedureFailed,
     Ready,
     SessionChanged,
     SessionStopped,
 )
-from protocols.gatt import (
-    FIRMWARE_REVISION,
-    MANUFACTURER_NAME,
-    MODEL_NUMBER,
-    SERIAL_NUMBER,
-    Request,
-)
+from protocols.cgms.uuids import CGM_MEASUREMENT, CGM_SPECIFIC_OPS_CONTROL_POINT, CGMS_SERVICE
+from protocols.gatt.racp import RECORD_ACCESS_CONTROL_POINT
+from protocols.gatt.session import ProcedureFailed
+from protocols.gatt.uuids import FIRMWARE_REVISION, MANUFACTURER_NAME, MODEL_NUMBER, SERIAL_NUMBER
 
 __all__ = ["CgmsSession"]
 
@@ -166,6 +160,7 @@ class CgmsSession:
             interval_min=opts.interval,
             start_session=opts.start_session,
             order=opts.status_octet_order,
+            default_interval_min=DEFAULT_INTERVAL,
         )
         return collector, released
 
@@ -179,10 +174,11 @@ class CgmsSession:
         )
         if isinstance(result, Reading):
             return result
-        if result == "session_unknown":  # comes again once the session is settled
+        if result.reason == "session_unknown":  # comes again once the session is settled
             self._log.debug("cgms_record_unplaced", offset=event.time_offset)
         else:
-            self._ctx.drop_packet(event.record.build(self._options.status_octet_order), result)
+            record = event.record.build(self._options.status_octet_order)
+            self._ctx.drop_packet(record, result.reason)
         return None
 
     async def readings(self) -> AsyncIterator[Reading]:
@@ -192,15 +188,10 @@ class CgmsSession:
         flow = RecordFlow(collector, self._convert, self._ctx, released=released)
         for uuid in _SUBSCRIBED:
             await self._link.subscribe(uuid)
-
-        async def sent(request: Request) -> None:
-            flow.sent(request)
-
         loop: CollectorLoop[CgmsEvent] = CollectorLoop(
             self._link,
             collector,
             lambda uuid, data: collector.receive(uuid, data, now=self._ctx.now()),
-            before=sent,
         )
         while True:
             if flow.failure is not None:
@@ -212,11 +203,11 @@ class CgmsSession:
                 while flow.ready:
                     yield flow.ready.popleft()
                 events = await loop.wait()  # no idle timeout: a value, a timeout, or LinkLost
-            self._handle(collector, flow, events or [])
+            self._handle(flow, events or [])
             while flow.ready:
                 yield flow.ready.popleft()
 
-    def _handle(self, collector: CgmsCollector, flow: RecordFlow, events: list[CgmsEvent]) -> None:
+    def _handle(self, flow: RecordFlow, events: list[CgmsEvent]) -> None:
         log = self._log
         for event in events:
             if isinstance(event, Ready):
@@ -229,8 +220,6 @@ class CgmsSession:
                 )
             elif isinstance(event, BackfillComplete):
                 log.info("cgms_backfill_done", count=event.count, first=event.first_offset)
-                if collector.interval_min is None:  # neither configured, asked nor learnt
-                    collector.interval_min = DEFAULT_INTERVAL
             elif isinstance(event, GapDetected):
                 log.info("cgms_gap", expected=event.expected_offset, got=event.got_offset)
             elif isinstance(event, SessionChanged):

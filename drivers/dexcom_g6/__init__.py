@@ -79,7 +79,7 @@ from __future__ import annotations
 from drivers.dexcom_g6.options import G6Options, expected_interval, parse_options
 from drivers.dexcom_g6.session import DexcomG6Session
 from gatewayd.plugin import DeviceMatch, DriverPlugin, Emulator
-from protocols.dexcom_g6 import ADVERTISED_SERVICE
+from protocols.dexcom_g6.framing import ADVERTISED_SERVICE
 
 __all__ = ["DexcomG6Session", "G6Options", "plugin"]
 

@@ -30,7 +30,7 @@ from datetime import datetime
 from typing import Final
 
 from gatewayd.plugin import Direction, OutOfRange, Reading
-from protocols.dexcom_g6 import Glucose
+from protocols.dexcom_g6.session import Glucose
 
 DRIVER: Final = "dexcom_g6"
 #: The status flag of a value the transmitter marks "display only" (§2.5).

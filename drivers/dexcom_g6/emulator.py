@@ -63,7 +63,19 @@ from bumble.gatt import Characteristic, CharacteristicValue, Service
 from drivers.dexcom_g6.transmitter import Transmitter
 from gatewayd.plugin import honour_cancellation
 from gatewayd.plugin.emulation import refuse_pairing
-from protocols.dexcom_g6 import (
+from protocols.dexcom_g6.auth import (
+    AuthChallengeTx,
+    AuthRequestRx,
+    AuthRequestTx,
+    AuthStatusRx,
+    BondRequestTx,
+    KeepAliveTx,
+    auth_hash,
+    parse_authentication,
+)
+from protocols.dexcom_g6.backfill import BackfillRx, BackfillTx, build_backfill_frames
+from protocols.dexcom_g6.control import ControlMessage, parse_control
+from protocols.dexcom_g6.framing import (
     AUTHENTICATION,
     BACKFILL,
     CGM_SERVICE,
@@ -71,28 +83,17 @@ from protocols.dexcom_g6 import (
     CONTROL,
     MANUFACTURER,
     TREND_NONE,
-    AuthChallengeTx,
-    AuthRequestRx,
-    AuthRequestTx,
-    AuthStatusRx,
-    BackfillRx,
-    BackfillTx,
-    BondRequestTx,
+    advertised_name,
+)
+from protocols.dexcom_g6.glucose import (
     CalibrationState,
-    ControlMessage,
     GlucoseRecord,
     GlucoseRx,
     GlucoseTx,
-    KeepAliveTx,
     TransmitterTimeTx,
-    advertised_name,
-    auth_hash,
-    build_backfill_frames,
-    parse_authentication,
-    parse_control,
 )
 from protocols.errors import ProtocolError
-from protocols.gatt import DEVICE_INFORMATION_SERVICE, MANUFACTURER_NAME
+from protocols.gatt.uuids import DEVICE_INFORMATION_SERVICE, MANUFACTURER_NAME
 
 __all__ = ["BACKFILL_CAPACITY", "G6Emulator"]
 

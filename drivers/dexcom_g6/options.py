@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from gatewayd.plugin import Bond, OptionReader, read_bond
-from protocols.dexcom_g6 import normalize_transmitter_id
+from protocols.dexcom_g6.auth import normalize_transmitter_id
 
 #: A G5/G6 wakes up, measures and advertises every 5 minutes (protocols.md §2.7).
 WAKE_INTERVAL_S: Final = 300.0

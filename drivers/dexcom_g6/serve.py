@@ -70,7 +70,8 @@ from drivers.dexcom_g6.transmitter import (
     Transmitter,
 )
 from gatewayd.plugin import OptionReader, UsageError
-from protocols.dexcom_g6 import advertised_name, normalize_transmitter_id
+from protocols.dexcom_g6.auth import normalize_transmitter_id
+from protocols.dexcom_g6.framing import advertised_name
 
 if TYPE_CHECKING:
     from gatewayd.plugin import SimulateContext

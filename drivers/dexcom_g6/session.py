@@ -1,14 +1,14 @@
 """The Dexcom G5/G6 driver session: one wake-up of the transmitter, one connection.
 
-A session scans for ``Dexcom<last two of the id>`` (`scan_timeout`: a transmitter advertises for
-a few seconds every 5 minutes), connects, enables Authentication indications, then runs
-`protocols.dexcom_g6.G6Session` on `gatewayd.transport.collector.CollectorLoop`: authenticate
-(a token hash that does not match the configured id is `DeviceRefused`: the supervisor parks the
-device), keep-alive + bond request and OS pairing when the transmitter is not bonded to us (a
-refused pairing is `DeviceRefused` too; then Control indications and Backfill notifications),
+A session scans for ``Dexcom<last two of the id>`` (`scan_timeout`: a transmitter advertises for a
+few seconds every 5 minutes), connects, enables Authentication indications, then runs
+`protocols.dexcom_g6.session.G6Session` on `gatewayd.transport.collector.CollectorLoop`:
+authenticate (a token hash that does not match the configured id is `DeviceRefused`: the supervisor
+parks the device), keep-alive + bond request and OS pairing when the transmitter is not bonded to us
+(a refused pairing is `DeviceRefused` too; then Control indications and Backfill notifications),
 time (places readings on the wall clock: activation = now - transmitter time), glucose, and a
-backfill from the newest stored record + 1 up to the transmitter's now. The session then ends
-(our disconnect lets the transmitter sleep); the supervisor scans again for the next wake-up.
+backfill from the newest stored record + 1 up to the transmitter's now. The session then ends (our
+disconnect lets the transmitter sleep); the supervisor scans again for the next wake-up.
 
 Never a gap: the live value is yielded only after the backfills that cover the time before it
 are done, because the store resumes from its newest reading. A backfill that brings nothing (a
@@ -55,13 +55,17 @@ from gatewayd.plugin import (
     Reading,
     honour_cancellation,
 )
-from protocols.dexcom_g6 import (
+from protocols.dexcom_g6.auth import AuthenticationFailed
+from protocols.dexcom_g6.framing import (
     AUTHENTICATION,
     BACKFILL,
     CGM_SERVICE,
     CONTROL,
+    advertised_name,
+)
+from protocols.dexcom_g6.glucose import TransmitterTimeRx
+from protocols.dexcom_g6.session import (
     Authenticated,
-    AuthenticationFailed,
     BackfillDamaged,
     BackfillRecords,
     BondRequested,
@@ -69,15 +73,10 @@ from protocols.dexcom_g6 import (
     G6Event,
     G6Session,
     Glucose,
-    ProcedureFailed,
-    RecordRejected,
-    Request,
     TimeRead,
-    TransmitterTimeRx,
-    UnexpectedData,
-    advertised_name,
 )
 from protocols.errors import ProtocolError
+from protocols.gatt.session import ProcedureFailed, RecordRejected, Request, UnexpectedData
 
 #: Seconds one GATT operation or an awaited indication may take (CGMBLEKit allows 2 s per
 #: command; BlueZ on a busy hub needs more, and a silent transmitter costs only this once).

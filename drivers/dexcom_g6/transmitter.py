@@ -36,15 +36,9 @@ from typing import Final
 
 from drivers.dexcom_g6.clock import Clock
 from drivers.emulation.physiology import sample, stable_int
-from protocols.dexcom_g6 import (
-    NO_SESSION,
-    STATUS_OK,
-    TREND_NONE,
-    CalibrationState,
-    GlucoseRecord,
-    TransmitterTimeRx,
-    normalize_transmitter_id,
-)
+from protocols.dexcom_g6.auth import normalize_transmitter_id
+from protocols.dexcom_g6.framing import NO_SESSION, STATUS_OK, TREND_NONE
+from protocols.dexcom_g6.glucose import CalibrationState, GlucoseRecord, TransmitterTimeRx
 
 INTERVAL: Final = 300
 WARMUP: Final = 7200

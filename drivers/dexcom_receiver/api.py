@@ -12,7 +12,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from drivers.dexcom_receiver.link import ReceiverLink
-from protocols import dexcom_receiver as dx
+from protocols.dexcom_receiver.commands import (
+    expect_ack,
+    parse_page_range,
+    parse_system_time,
+    parse_xml_attributes,
+    ping,
+    read_firmware_header,
+    read_page_range,
+    read_pages,
+    read_system_time,
+)
+from protocols.dexcom_receiver.frames import Packet, RecordType
+from protocols.dexcom_receiver.records import (
+    EgvPage,
+    PageHeader,
+    XmlRecord,
+    parse_egv_page,
+    parse_xml_page,
+)
 from protocols.errors import CrcError, ProtocolError
 
 
@@ -33,68 +51,68 @@ class ReceiverApi:
     async def ping(self) -> None:
         """PING: an empty ACK."""
 
-        def parse(packet: dx.Packet) -> None:
-            dx.expect_ack(packet, "ping")
+        def parse(packet: Packet) -> None:
+            expect_ack(packet, "ping")
 
-        await self.link.request(dx.ping(), "ping", parse)
+        await self.link.request(ping(), "ping", parse)
 
     async def firmware_header(self) -> dict[str, str]:
         """READ_FIRMWARE_HEADER: ProductName, FirmwareVersion, ProductId, ... attributes."""
 
-        def parse(packet: dx.Packet) -> dict[str, str]:
-            tag, attributes = dx.parse_xml_attributes(dx.expect_ack(packet, "firmware header"))
+        def parse(packet: Packet) -> dict[str, str]:
+            tag, attributes = parse_xml_attributes(expect_ack(packet, "firmware header"))
             if tag != "FirmwareHeader":
                 raise ProtocolError(f"firmware header answer is <{tag}>")
             return attributes
 
-        return await self.link.request(dx.read_firmware_header(), "firmware header", parse)
+        return await self.link.request(read_firmware_header(), "firmware header", parse)
 
     async def system_time(self) -> int:
         """READ_SYSTEM_TIME: receiver seconds since 2009-01-01 (UTC)."""
 
-        def parse(packet: dx.Packet) -> int:
-            return dx.parse_system_time(dx.expect_ack(packet, "system time"))
+        def parse(packet: Packet) -> int:
+            return parse_system_time(expect_ack(packet, "system time"))
 
-        return await self.link.request(dx.read_system_time(), "system time", parse)
+        return await self.link.request(read_system_time(), "system time", parse)
 
-    async def page_range(self, record_type: dx.RecordType) -> tuple[int, int] | None:
+    async def page_range(self, record_type: RecordType) -> tuple[int, int] | None:
         """READ_DATABASE_PAGE_RANGE: (first, last) page, inclusive; None when empty."""
         what = f"page range {record_type.name}"
 
-        def parse(packet: dx.Packet) -> tuple[int, int] | None:
-            return dx.parse_page_range(dx.expect_ack(packet, what))
+        def parse(packet: Packet) -> tuple[int, int] | None:
+            return parse_page_range(expect_ack(packet, what))
 
-        return await self.link.request(dx.read_page_range(record_type), what, parse)
+        return await self.link.request(read_page_range(record_type), what, parse)
 
-    async def manufacturing_data(self) -> dx.XmlRecord:
+    async def manufacturing_data(self) -> XmlRecord:
         """The MANUFACTURING_DATA record (`SerialNumber`, `HardwarePartNumber`, ...)."""
-        pages = await self.page_range(dx.RecordType.MANUFACTURING_DATA)
+        pages = await self.page_range(RecordType.MANUFACTURING_DATA)
         if pages is None:
             raise ProtocolError("the receiver has no manufacturing data")
         what = "manufacturing data"
 
-        def parse(packet: dx.Packet) -> dx.XmlRecord:
-            payload = dx.expect_ack(packet, what)
-            return dx.parse_xml_page(payload, dx.RecordType.MANUFACTURING_DATA)
+        def parse(packet: Packet) -> XmlRecord:
+            payload = expect_ack(packet, what)
+            return parse_xml_page(payload, RecordType.MANUFACTURING_DATA)
 
-        request = dx.read_pages(dx.RecordType.MANUFACTURING_DATA, pages[0])
+        request = read_pages(RecordType.MANUFACTURING_DATA, pages[0])
         return await self.link.request(request, what, parse)
 
-    async def egv_page(self, number: int) -> dx.EgvPage | DamagedPage:
+    async def egv_page(self, number: int) -> EgvPage | DamagedPage:
         """READ_DATABASE_PAGES of one EGV page (records that fail their CRC are in `.bad`)."""
         what = f"EGV page {number}"
 
-        def parse(packet: dx.Packet) -> dx.EgvPage | DamagedPage:
-            payload = dx.expect_ack(packet, what)
+        def parse(packet: Packet) -> EgvPage | DamagedPage:
+            payload = expect_ack(packet, what)
             try:
-                header = dx.PageHeader.parse(payload)
+                header = PageHeader.parse(payload)
             except CrcError:
                 return DamagedPage(payload, "egv_page_crc")
-            if (header.record_type, header.page) != (dx.RecordType.EGV_DATA, number):
+            if (header.record_type, header.page) != (RecordType.EGV_DATA, number):
                 raise ProtocolError(f"{what}: the answer is page {header.page}")
             try:
-                return dx.parse_egv_page(payload)
+                return parse_egv_page(payload)
             except ProtocolError:
                 return DamagedPage(payload, "egv_page_records")
 
-        return await self.link.request(dx.read_pages(dx.RecordType.EGV_DATA, number), what, parse)
+        return await self.link.request(read_pages(RecordType.EGV_DATA, number), what, parse)

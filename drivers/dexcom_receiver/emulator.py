@@ -46,7 +46,30 @@ from typing import Literal, Protocol, Self
 from drivers.dexcom_receiver.session import TREND_DIRECTION
 from drivers.emulation.physiology import sample
 from gatewayd.plugin import Direction
-from protocols import dexcom_receiver as dx
+from protocols.dexcom_receiver.commands import (
+    build_page_range,
+    build_u32,
+    parse_read_pages,
+    receiver_seconds,
+    receiver_time,
+)
+from protocols.dexcom_receiver.frames import (
+    BadFrame,
+    Command,
+    Frame,
+    FrameDecoder,
+    Packet,
+    RecordType,
+)
+from protocols.dexcom_receiver.records import (
+    EGV_LAYOUTS,
+    HEADER_SIZE,
+    EgvRecord,
+    PageHeader,
+    TrendArrow,
+    build_page,
+    build_xml_record,
+)
 from protocols.errors import ProtocolError
 
 Model = Literal["g4", "g6"]
@@ -106,7 +129,7 @@ class ReplayClock:
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._wall = dx.receiver_seconds(wall())
+        self._wall = receiver_seconds(wall())
         self._history, self._speed, self._monotonic = history, speed, monotonic
         self._start = monotonic()
 
@@ -171,22 +194,18 @@ class EgvDatabase:
         """Index of the newest record measured by true time `now` (-1: none yet)."""
         return (now - self.origin) // self.interval if now >= self.origin else -1
 
-    def _record(self, index: int) -> dx.EgvRecord:
+    def _record(self, index: int) -> EgvRecord:
         t = self.time(index)
         if index in self.overrides:
             raw, trend_noise = self.overrides[index]
         else:
-            s = sample(self.seed, 0, index, dx.receiver_time(self.true_time(index)).timestamp())
+            s = sample(self.seed, 0, index, receiver_time(self.true_time(index)).timestamp())
             raw = s.glucose_mgdl or (LOW_VALUE if s.out_of_range == "low" else HIGH_VALUE)
             trend_noise = 1 << 4 | _ARROW[Direction.from_rate(s.trend_mgdl_min)]
-        before, after = dx.EGV_LAYOUTS[self.spec.record_size]
-        return dx.EgvRecord(
-            t, t + self.display_offset, raw, trend_noise, bytes(before), bytes(after)
-        )
+        before, after = EGV_LAYOUTS[self.spec.record_size]
+        return EgvRecord(t, t + self.display_offset, raw, trend_noise, bytes(before), bytes(after))
 
-    def set_value(
-        self, index: int, raw: int, trend: int = dx.TrendArrow.FLAT, noise: int = 1
-    ) -> None:
+    def set_value(self, index: int, raw: int, trend: int = TrendArrow.FLAT, noise: int = 1) -> None:
         """Override record `index` with a raw glucose field (status value, display-only bit)."""
         self.overrides[index] = (raw, noise << 4 | trend)
         self.record.cache_clear()
@@ -251,13 +270,11 @@ class EgvDatabase:
             return None
         first = number * self.per_page
         indices = self.indices(first, self.per_page, now)
-        header = dx.PageHeader(
-            first, len(indices), dx.RecordType.EGV_DATA, self.spec.revision, number
-        )
+        header = PageHeader(first, len(indices), RecordType.EGV_DATA, self.spec.revision, number)
         records = b"".join(self._stored_record(i) for i in indices)
-        page = bytearray(dx.build_page(header, records))
+        page = bytearray(build_page(header, records))
         if number in self.damaged_pages:
-            page[dx.HEADER_SIZE - 1] ^= 0xFF  # the header CRC
+            page[HEADER_SIZE - 1] ^= 0xFF  # the header CRC
         return bytes(page)
 
     def _stored_record(self, index: int) -> bytes:
@@ -298,7 +315,7 @@ class ReceiverEmulator:
         self._held: bytes | None = None
         self._overtaken = 0
         self._garbage = b""
-        self._decoder = dx.FrameDecoder()
+        self._decoder = FrameDecoder()
         self._out = bytearray()
         self._fds: tuple[int, int] | None = None
         self._unplug_after: int | None = None
@@ -391,22 +408,22 @@ class ReceiverEmulator:
         """The EGV database is erased now (records start again at position 0)."""
         self.database.erase(self.clock.now())
 
-    def answer(self, packet: dx.Packet) -> dx.Packet:  # noqa: PLR0911 - one per command
+    def answer(self, packet: Packet) -> Packet:  # noqa: PLR0911 - one per command
         """The receiver's answer to one request."""
         command, payload, now = packet.command, packet.payload, self.clock.now()
-        if command == dx.Command.PING:
-            return dx.Packet(dx.Command.ACK)
-        if command == dx.Command.READ_FIRMWARE_HEADER:
-            return dx.Packet(dx.Command.ACK, self._firmware_header().encode())
-        if command == dx.Command.READ_SYSTEM_TIME:
-            return dx.Packet(dx.Command.ACK, dx.build_u32(self.system_time()))
-        if command == dx.Command.READ_DATABASE_PAGE_RANGE:
+        if command == Command.PING:
+            return Packet(Command.ACK)
+        if command == Command.READ_FIRMWARE_HEADER:
+            return Packet(Command.ACK, self._firmware_header().encode())
+        if command == Command.READ_SYSTEM_TIME:
+            return Packet(Command.ACK, build_u32(self.system_time()))
+        if command == Command.READ_DATABASE_PAGE_RANGE:
             if len(payload) != 1:
-                return dx.Packet(dx.Command.INVALID_PARAM)
-            return dx.Packet(dx.Command.ACK, dx.build_page_range(self._page_range(payload[0], now)))
-        if command == dx.Command.READ_DATABASE_PAGES:
+                return Packet(Command.INVALID_PARAM)
+            return Packet(Command.ACK, build_page_range(self._page_range(payload[0], now)))
+        if command == Command.READ_DATABASE_PAGES:
             return self._pages(payload, now)
-        return dx.Packet(dx.Command.INVALID_COMMAND)
+        return Packet(Command.INVALID_COMMAND)
 
     def _firmware_header(self) -> str:
         s = self.spec
@@ -423,30 +440,30 @@ class ReceiverEmulator:
             f'<ManufacturingParameters SerialNumber="{self.serial}" '
             'HardwarePartNumber="MD1060-MT20649" HardwareRevision="14" />'
         )
-        header = dx.PageHeader(0, 1, dx.RecordType.MANUFACTURING_DATA, 1, 0)
-        return dx.build_page(header, dx.build_xml_record(origin, origin, xml))
+        header = PageHeader(0, 1, RecordType.MANUFACTURING_DATA, 1, 0)
+        return build_page(header, build_xml_record(origin, origin, xml))
 
     def _page_range(self, record_type: int, now: int) -> tuple[int, int] | None:
-        if record_type == dx.RecordType.EGV_DATA:
+        if record_type == RecordType.EGV_DATA:
             return self.database.page_range(now)
-        return (0, 0) if record_type == dx.RecordType.MANUFACTURING_DATA else None
+        return (0, 0) if record_type == RecordType.MANUFACTURING_DATA else None
 
-    def _pages(self, payload: bytes, now: int) -> dx.Packet:
+    def _pages(self, payload: bytes, now: int) -> Packet:
         try:
-            record_type, first, count = dx.parse_read_pages(payload)
+            record_type, first, count = parse_read_pages(payload)
         except ProtocolError:
-            return dx.Packet(dx.Command.INVALID_PARAM)
+            return Packet(Command.INVALID_PARAM)
         pages: list[bytes | None] = []
         for number in range(first, first + count):
-            if record_type == dx.RecordType.EGV_DATA:
+            if record_type == RecordType.EGV_DATA:
                 pages.append(self.database.page(number, now))
-            elif record_type == dx.RecordType.MANUFACTURING_DATA and number == 0:
+            elif record_type == RecordType.MANUFACTURING_DATA and number == 0:
                 pages.append(self._manufacturing_page())
             else:
                 pages.append(None)
         if not 1 <= count <= 3 or any(p is None for p in pages):
-            return dx.Packet(dx.Command.INVALID_PARAM)
-        return dx.Packet(dx.Command.ACK, b"".join(p for p in pages if p is not None))
+            return Packet(Command.INVALID_PARAM)
+        return Packet(Command.ACK, b"".join(p for p in pages if p is not None))
 
     # -- pty I/O ---------------------------------------------------------------------------------
 
@@ -457,18 +474,18 @@ class ReceiverEmulator:
         except OSError:  # EAGAIN, or EIO while no client has the port open
             return
         for event in self._decoder.feed(data):
-            if isinstance(event, dx.Frame):
+            if isinstance(event, Frame):
                 self.requests[_name(event.packet.command)] += 1
                 if self._pull_cable(event.packet):
                     return
                 if not self.stalled:
                     self._reply(self.answer(event.packet))
-            elif isinstance(event, dx.BadFrame) and not self.stalled:
-                self._reply(dx.Packet(dx.Command.NAK))
+            elif isinstance(event, BadFrame) and not self.stalled:
+                self._reply(Packet(Command.NAK))
 
-    def _pull_cable(self, request: dx.Packet) -> bool:
+    def _pull_cable(self, request: Packet) -> bool:
         """`unplug_after`: whether the cable was pulled before answering `request`."""
-        if self._unplug_after is None or request.command != dx.Command.READ_DATABASE_PAGES:
+        if self._unplug_after is None or request.command != Command.READ_DATABASE_PAGES:
             return False
         self._unplug_after -= 1
         if self._unplug_after > 0:
@@ -479,7 +496,7 @@ class ReceiverEmulator:
             asyncio.get_running_loop().call_later(self._replug_after, self.replug)
         return True
 
-    def _reply(self, packet: dx.Packet) -> None:
+    def _reply(self, packet: Packet) -> None:
         frame = bytearray(packet.build())
         if self._corrupt:
             self._corrupt -= 1
@@ -516,6 +533,6 @@ class ReceiverEmulator:
 
 def _name(command: int) -> str:
     try:
-        return dx.Command(command).name
+        return Command(command).name
     except ValueError:
         return str(command)

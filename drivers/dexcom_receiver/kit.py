@@ -33,7 +33,7 @@ from drivers.dexcom_receiver.emulator import ReceiverEmulator, ReplayClock
 from drivers.dexcom_receiver.session import SESSION
 from gatewayd.plugin import DriverPlugin, Reading
 from gatewayd.plugin.kit import DriverKit, Key, Target
-from protocols import dexcom_receiver as dx
+from protocols.dexcom_receiver.commands import receiver_seconds, receiver_time
 
 __all__ = ["AWAY", "INTERVAL", "SPEED", "ReceiverKit"]
 
@@ -160,9 +160,9 @@ class ReceiverKit(DriverKit):
 
     def _wall(self, true: int) -> datetime:
         """The wall-clock moment the receiver's replayed clock read `true` (right)."""
-        start = dx.receiver_seconds(self.started)
+        start = receiver_seconds(self.started)
         if true >= start:
-            return dx.receiver_time(true)
+            return receiver_time(true)
         return self.started + timedelta(seconds=(true - start + HISTORY) / SPEED)
 
     def expected_sequence(self, readings: Sequence[Reading]) -> Sequence[Key]:
@@ -212,7 +212,7 @@ class ReceiverKit(DriverKit):
         # the error takes effect a receiver second from now
         now = emulator.clock.now() + 1
         system = now + emulator.database.clock_error(now)
-        return (dx.receiver_time(system) - self._wall(now)).total_seconds()
+        return (receiver_time(system) - self._wall(now)).total_seconds()
 
     async def reset_memory(self) -> None:
         """A receiver reset: the database is erased and the clock restarts at its epoch."""

@@ -33,7 +33,7 @@ from serial.tools import list_ports
 from serial.tools.list_ports_common import ListPortInfo
 
 from gatewayd.plugin import DeviceNotFound, DeviceRefused, LinkLost
-from protocols.dexcom_receiver import (
+from protocols.dexcom_receiver.frames import (
     ANSWERS,
     BadFrame,
     Command,

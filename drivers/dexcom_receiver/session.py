@@ -40,7 +40,9 @@ from drivers.dexcom_receiver.link import ReceiverLink, find_receiver
 from drivers.dexcom_receiver.options import ReceiverOptions
 from drivers.dexcom_receiver.timeline import SESSION, Dated, Stored, Timeline, is_egv_session
 from gatewayd.plugin import DeviceContext, DeviceIdentity, DeviceRefused, Direction, Reading
-from protocols import dexcom_receiver as dx
+from protocols.dexcom_receiver.commands import receiver_time
+from protocols.dexcom_receiver.frames import RecordType
+from protocols.dexcom_receiver.records import EgvPage, TrendArrow
 from protocols.errors import ProtocolError
 
 __all__ = ["DRIVER", "SESSION", "TREND_DIRECTION", "ReceiverSession"]
@@ -50,16 +52,16 @@ DRIVER = "dexcom_receiver"
 _CHUNK = 40
 
 TREND_DIRECTION: dict[int, Direction] = {
-    dx.TrendArrow.NONE: Direction.NONE,
-    dx.TrendArrow.DOUBLE_UP: Direction.DOUBLE_UP,
-    dx.TrendArrow.SINGLE_UP: Direction.SINGLE_UP,
-    dx.TrendArrow.FORTY_FIVE_UP: Direction.FORTY_FIVE_UP,
-    dx.TrendArrow.FLAT: Direction.FLAT,
-    dx.TrendArrow.FORTY_FIVE_DOWN: Direction.FORTY_FIVE_DOWN,
-    dx.TrendArrow.SINGLE_DOWN: Direction.SINGLE_DOWN,
-    dx.TrendArrow.DOUBLE_DOWN: Direction.DOUBLE_DOWN,
-    dx.TrendArrow.NOT_COMPUTABLE: Direction.NOT_COMPUTABLE,
-    dx.TrendArrow.RATE_OUT_OF_RANGE: Direction.RATE_OUT_OF_RANGE,
+    TrendArrow.NONE: Direction.NONE,
+    TrendArrow.DOUBLE_UP: Direction.DOUBLE_UP,
+    TrendArrow.SINGLE_UP: Direction.SINGLE_UP,
+    TrendArrow.FORTY_FIVE_UP: Direction.FORTY_FIVE_UP,
+    TrendArrow.FLAT: Direction.FLAT,
+    TrendArrow.FORTY_FIVE_DOWN: Direction.FORTY_FIVE_DOWN,
+    TrendArrow.SINGLE_DOWN: Direction.SINGLE_DOWN,
+    TrendArrow.DOUBLE_DOWN: Direction.DOUBLE_DOWN,
+    TrendArrow.NOT_COMPUTABLE: Direction.NOT_COMPUTABLE,
+    TrendArrow.RATE_OUT_OF_RANGE: Direction.RATE_OUT_OF_RANGE,
 }
 
 
@@ -178,7 +180,7 @@ class ReceiverSession:
             return Timeline(offset=ctx.findings.clock_offset_s, backfill=backfill)
         # The offset the newest stored reading was dated with: a jump since is measured
         # against it, even across restarts.
-        offset = (dx.receiver_time(resume.seq) - resume.time).total_seconds()
+        offset = (receiver_time(resume.seq) - resume.time).total_seconds()
         return Timeline(
             session=resume.session,
             newest=resume.seq,
@@ -190,7 +192,7 @@ class ReceiverSession:
     async def _new_records(self, timeline: Timeline) -> list[Dated]:
         """The records not yet delivered, oldest (in the database) first, dated."""
         assert self._api is not None  # noqa: S101 - readings() checked it
-        pages = await self._api.page_range(dx.RecordType.EGV_DATA)
+        pages = await self._api.page_range(RecordType.EGV_DATA)
         if pages is None:
             return []
         read = await self._read_back(timeline, *pages)
@@ -215,11 +217,11 @@ class ReceiverSession:
             self._unanchored = timeline.unanchored
         return placed
 
-    async def _read_back(self, timeline: Timeline, first: int, last: int) -> dict[int, dx.EgvPage]:
+    async def _read_back(self, timeline: Timeline, first: int, last: int) -> dict[int, EgvPage]:
         """EGV pages from `last` back until one holds the newest record handled."""
         if timeline.erased(last, None):
             self._ctx.log.warning("receiver_database_erased", page=last)
-        read: dict[int, dx.EgvPage] = {}
+        read: dict[int, EgvPage] = {}
         for number in range(last, first - 1, -1):
             if timeline.page is not None and number < timeline.page:
                 break
@@ -234,7 +236,7 @@ class ReceiverSession:
                 break
         return read
 
-    async def _page(self, number: int) -> dx.EgvPage | None:
+    async def _page(self, number: int) -> EgvPage | None:
         """EGV page `number`, asked for again while it arrives damaged; None once it is passed
         over (then not asked for again on this connection)."""
         assert self._api is not None  # noqa: S101 - readings() checked it
@@ -249,7 +251,7 @@ class ReceiverSession:
                 self._passed_pages.add(number)
         return None
 
-    def _damaged_records(self, page: dx.EgvPage, start: int) -> bool:
+    def _damaged_records(self, page: EgvPage, start: int) -> bool:
         """Report the damaged records of `page` at or after `start`: whether to read it again."""
         again = False
         number, first = page.header.page, page.header.first_index
@@ -263,7 +265,7 @@ class ReceiverSession:
                 again = True
         return again
 
-    def _recovered(self, pages: Iterable[dx.EgvPage]) -> None:
+    def _recovered(self, pages: Iterable[EgvPage]) -> None:
         """Records that arrived damaged and then intact: forget their attempts."""
         for page in pages:
             for index in page.indices:
@@ -301,7 +303,7 @@ class ReceiverSession:
         )
 
 
-def _stored(page: dx.EgvPage) -> list[Stored]:
+def _stored(page: EgvPage) -> list[Stored]:
     """The intact records of `page` with their database positions."""
     first, number = page.header.first_index, page.header.page
     return [

@@ -50,7 +50,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from protocols import dexcom_receiver as dx
+from protocols.dexcom_receiver.commands import EPOCH, receiver_time
+from protocols.dexcom_receiver.records import EgvRecord
 
 #: The session of every reading while the receiver's clock never went back.
 SESSION = "egv"
@@ -67,7 +68,7 @@ class Stored:
 
     page: int
     position: int
-    record: dx.EgvRecord
+    record: EgvRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +90,7 @@ class Jump:
 
 def era_session(offset: float) -> str:
     """The session of records stamped after the clock went back, `offset` being the new one."""
-    return f"{SESSION}-{dx.EPOCH - timedelta(seconds=offset):%Y%m%d%H%M}"
+    return f"{SESSION}-{EPOCH - timedelta(seconds=offset):%Y%m%d%H%M}"
 
 
 def is_egv_session(session: str) -> bool:
@@ -123,8 +124,8 @@ class Timeline:
         self.unanchored = 0
         self._backfill = backfill
         self._receiver_now = 0
-        self._hub = dx.EPOCH
-        self._since = dx.EPOCH
+        self._hub = EPOCH
+        self._since = EPOCH
         self._jump: Jump | None = None
         self._recent: dict[tuple[str, int], None] = {}
 
@@ -134,7 +135,7 @@ class Timeline:
         """One ReadSystemTime answer and the hub's clock before and after the request: the
         new offset (`self.offset`), and the jump when the clock jumped."""
         hub = hub_before + (hub_after - hub_before) / 2
-        offset = (dx.receiver_time(receiver_now) - hub).total_seconds()
+        offset = (receiver_time(receiver_now) - hub).total_seconds()
         jump = None
         if self.offset is not None and abs(offset - self.offset) > JUMP_TOLERANCE:
             jump = Jump(offset - self.offset, self.offset)
@@ -150,9 +151,9 @@ class Timeline:
     def date(self, system_time: int, offset: float | None = None) -> datetime:
         """The hub time of a record stamped `system_time` (with the current offset)."""
         used = self.offset if offset is None else offset
-        return dx.receiver_time(system_time) - timedelta(seconds=used or 0.0)
+        return receiver_time(system_time) - timedelta(seconds=used or 0.0)
 
-    def _ahead(self, record: dx.EgvRecord) -> bool:
+    def _ahead(self, record: EgvRecord) -> bool:
         return record.system_time > self._receiver_now + JUMP_TOLERANCE
 
     # -- reading pages ---------------------------------------------------------------------------

@@ -56,7 +56,7 @@ from __future__ import annotations
 from drivers.glucose.options import GlucoseOptions, parse_options
 from drivers.glucose.session import GlucoseSession
 from gatewayd.plugin import DeviceMatch, DriverPlugin, Emulator
-from protocols.glucose import GLUCOSE_SERVICE
+from protocols.glucose.uuids import GLUCOSE_SERVICE
 
 __all__ = ["GlucoseOptions", "GlucoseSession", "plugin"]
 

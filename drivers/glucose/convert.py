@@ -9,7 +9,7 @@
   5 / 6), or a concentration of +INFINITY / -INFINITY, give an `out_of_range` marker, never the
   number the meter may have put beside it.
 * status: the measurement's status bits (``device_battery_low``, ``strip_insertion_error``,
-  ``result_above_device_range``... as `protocols.cgms_state.status_names` names CGMS bits) and
+  ``result_above_device_range``... as `protocols.cgms.state.status_names` names CGMS bits) and
   the context's meal, tester and health (``meal_preprandial``, ``tester_self``,
   ``health_under_stress``...).
 * time: base time + offset read in the meter's zone, anchored to the hub's clock by the session
@@ -29,9 +29,10 @@ from datetime import datetime
 
 from drivers.glucose.clock import UNVERIFIED
 from gatewayd.plugin import OutOfRange, Reading
-from protocols.gatt import SampleLocation, SampleType
-from protocols.glucose import GlucoseContext, GlucoseStatus, Health, Meal, Tester
-from protocols.glucose_session import GlucoseReading
+from protocols.gatt.sample import SampleLocation, SampleType
+from protocols.glucose.context import GlucoseContext, Health, Meal, Tester
+from protocols.glucose.measurement import GlucoseStatus
+from protocols.glucose.session import GlucoseReading
 from protocols.sfloat import SFloatSpecial
 
 DRIVER = "glucose"
@@ -51,7 +52,7 @@ def is_gls_session(session: str) -> bool:
 
 
 #: Status flag names of the measurement's Sensor Status Annunciation bits: the members' names in
-#: lower case, as `protocols.cgms_state.status_names` names the CGMS bits they share.
+#: lower case, as `protocols.cgms.state.status_names` names the CGMS bits they share.
 STATUS_NAMES: dict[int, str] = {int(flag): str(flag.name).lower() for flag in GlucoseStatus}
 
 _MEAL: dict[int, str] = {

@@ -58,27 +58,9 @@ from bumble.gatt import Characteristic, CharacteristicValue, Service
 from drivers.glucose.records import NO_STATUS, MeterRecord, make_record, sample_records
 from gatewayd.plugin.emulation import refuse_pairing
 from protocols.errors import ControlPointError, ProtocolError
-from protocols.gatt import (
-    FIRMWARE_REVISION,
-    MANUFACTURER_NAME,
-    MODEL_NUMBER,
-    SERIAL_NUMBER,
-    DateTime,
-)
-from protocols.glucose import (
-    GLUCOSE_FEATURE,
-    GLUCOSE_MEASUREMENT,
-    GLUCOSE_MEASUREMENT_CONTEXT,
-    GLUCOSE_SERVICE,
+from protocols.gatt.date_time import DateTime
+from protocols.gatt.racp import (
     RECORD_ACCESS_CONTROL_POINT,
-    GlucoseContext,
-    GlucoseFeature,
-    GlucoseStatus,
-    GlucoseUnit,
-    build_feature,
-)
-from protocols.glucose_clock import CURRENT_TIME, CURRENT_TIME_SERVICE, AdjustReason, CurrentTime
-from protocols.racp import (
     RacpCommand,
     RacpFilter,
     RacpNumberOfRecords,
@@ -87,6 +69,17 @@ from protocols.racp import (
     RacpResponse,
     RacpResponseCode,
     parse_racp,
+)
+from protocols.gatt.uuids import FIRMWARE_REVISION, MANUFACTURER_NAME, MODEL_NUMBER, SERIAL_NUMBER
+from protocols.glucose.clock import CURRENT_TIME, CURRENT_TIME_SERVICE, AdjustReason, CurrentTime
+from protocols.glucose.context import GlucoseContext
+from protocols.glucose.feature import GlucoseFeature, build_feature
+from protocols.glucose.measurement import GlucoseStatus, GlucoseUnit
+from protocols.glucose.uuids import (
+    GLUCOSE_FEATURE,
+    GLUCOSE_MEASUREMENT,
+    GLUCOSE_MEASUREMENT_CONTEXT,
+    GLUCOSE_SERVICE,
 )
 
 __all__ = [

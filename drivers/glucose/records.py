@@ -9,20 +9,14 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Literal
 
-from protocols.gatt import (
-    DateTime,
-    SampleLocation,
-    SampleType,
-)
-from protocols.glucose import (
+from protocols.gatt.date_time import DateTime
+from protocols.gatt.sample import SampleLocation, SampleType
+from protocols.glucose.context import GlucoseContext, Health, Meal, Tester
+from protocols.glucose.measurement import (
     MGDL_PER_MMOLL,
-    GlucoseContext,
     GlucoseMeasurement,
     GlucoseStatus,
     GlucoseUnit,
-    Health,
-    Meal,
-    Tester,
 )
 from protocols.sfloat import SFloat
 

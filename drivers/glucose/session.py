@@ -2,7 +2,7 @@
 
 One session is one connection: find the meter while it advertises (`scan_timeout`), connect
 (bonding per `bond`), read Device Information (the serial is the reading ids' key), subscribe to
-Glucose Measurement, Measurement Context and RACP, then run `protocols.glucose_session`'s
+Glucose Measurement, Measurement Context and RACP, then run `protocols.glucose.session`'s
 `GlucoseCollector`: read the Glucose Feature and ask RACP for the records with sequence number
 >= the newest stored one + 1 (all of them when nothing of this meter is stored). Readings are
 yielded as they arrive, each at most once (a result the meter notifies by itself before the
@@ -62,11 +62,8 @@ from gatewayd.plugin import (
     gatt_text,
 )
 from protocols.errors import ProtocolError
-from protocols.gatt import (
-    FIRMWARE_REVISION,
-    MANUFACTURER_NAME,
-    MODEL_NUMBER,
-    SERIAL_NUMBER,
+from protocols.gatt.racp import RECORD_ACCESS_CONTROL_POINT, RacpResponseCode
+from protocols.gatt.session import (
     ProcedureFailed,
     RecordRejected,
     Request,
@@ -74,14 +71,10 @@ from protocols.gatt import (
     SessionEvent,
     UnexpectedData,
 )
-from protocols.glucose import (
-    GLUCOSE_MEASUREMENT,
-    GLUCOSE_MEASUREMENT_CONTEXT,
-    GLUCOSE_SERVICE,
-    RECORD_ACCESS_CONTROL_POINT,
-)
-from protocols.glucose_clock import CURRENT_TIME, CurrentTime
-from protocols.glucose_session import (
+from protocols.gatt.uuids import FIRMWARE_REVISION, MANUFACTURER_NAME, MODEL_NUMBER, SERIAL_NUMBER
+from protocols.glucose.clock import CURRENT_TIME, CurrentTime
+from protocols.glucose.measurement import sequence_number_of
+from protocols.glucose.session import (
     GlucoseCollector,
     GlucoseReading,
     Ready,
@@ -89,7 +82,11 @@ from protocols.glucose_session import (
     TransferComplete,
     UnmatchedContext,
 )
-from protocols.racp import RacpResponseCode
+from protocols.glucose.uuids import (
+    GLUCOSE_MEASUREMENT,
+    GLUCOSE_MEASUREMENT_CONTEXT,
+    GLUCOSE_SERVICE,
+)
 
 #: Seconds one GATT operation, a bonding, or the silence within a RACP report, may take.
 RESPONSE_TIMEOUT: Final = 30.0
@@ -109,7 +106,7 @@ MAX_ASKS: Final = 32
 
 def rejected_seq(data: bytes) -> int | None:
     """The sequence number a rejected measurement packet seems to carry (bytes 1-2), if any."""
-    return int.from_bytes(data[1:3], "little") if len(data) >= 3 else None
+    return sequence_number_of(data)
 
 
 def _is_read(request: Request) -> bool:

@@ -1,8 +1,8 @@
 """`CollectorLoop`: runs a sans-I/O GATT collector on a `GattLink`, written once for every driver.
 
-A collector (`protocols.cgms_session.CgmsCollector`, `protocols.glucose_session.GlucoseCollector`,
-`protocols.dexcom_g6.G6Session`, or a third-party one) is pure: it hands out one
-`protocols.gatt.Request` at a time (`next_request()`), takes what the device sent (its
+A collector (`protocols.cgms.session.CgmsCollector`, `protocols.glucose.session.GlucoseCollector`,
+`protocols.dexcom_g6.session.G6Session`, or a third-party one) is pure: it hands out one
+`protocols.gatt.session.Request` at a time (`next_request()`), takes what the device sent (its
 `receive(...)`, wrapped by the driver as `feed(uuid, data)`) and is told when an awaited answer
 did not come (`timeout()`). It returns events; the loop never interprets them. The loop does the
 I/O:
@@ -39,7 +39,7 @@ from typing import Generic, Protocol, TypeVar
 
 from gatewayd.errors import AttError
 from gatewayd.transport.gatt import GattLink
-from protocols.gatt import Request, RequestKind
+from protocols.gatt.session import Request, RequestKind
 
 __all__ = ["Collector", "CollectorLoop"]
 

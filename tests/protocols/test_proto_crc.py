@@ -1,4 +1,4 @@
-"""protocols.crc: catalogue check values and the CGMS E2E helpers."""
+"""protocols.crc: catalogue check values, the CGMS E2E helpers and the XMODEM ones."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ from hypothesis import strategies as st
 
 from protocols.crc import (
     append_e2e_crc,
+    append_xmodem_crc,
     crc16_mcrf4xx,
     crc16_xmodem,
     e2e_payload,
     split_e2e_crc,
+    split_xmodem_crc,
     with_e2e_crc,
+    xmodem_crc_ok,
 )
 from protocols.errors import CrcError, ProtocolError
 
@@ -73,3 +76,19 @@ def test_e2e_payload_lengths() -> None:
             e2e_payload(bad, 2, "srt")
     assert with_e2e_crc(b"\x1a", False) == b"\x1a"
     assert with_e2e_crc(b"\x1a", True) == bytes.fromhex("1a5cb0")
+
+
+def test_xmodem_helpers_append_check_and_strip_the_dexcom_crc() -> None:
+    framed = append_xmodem_crc(b"\x24")
+    assert framed == bytes.fromhex("24e664")  # Dexcom TransmitterTimeTx (protocols.md §2.2)
+    assert split_xmodem_crc(framed, "time") == b"\x24"
+    assert xmodem_crc_ok(framed)
+    damaged = framed[:-1] + b"\x65"
+    assert not xmodem_crc_ok(damaged)
+    with pytest.raises(CrcError) as caught:
+        split_xmodem_crc(damaged, "time")
+    assert (caught.value.received, caught.value.computed) == (0x65E6, 0x64E6)
+    assert caught.value.data == damaged
+    with pytest.raises(ProtocolError):
+        split_xmodem_crc(b"\x24", "time")
+    assert not xmodem_crc_ok(b"\x24")

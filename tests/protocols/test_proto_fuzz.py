@@ -11,23 +11,27 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocols.cgms import (
-    CgmFeature,
+from protocols.cgms.measurement import (
     CgmMeasurement,
-    CgmStatus,
-    SensorStatus,
-    SessionRunTime,
-    SessionStartTime,
-    SocpPacket,
     StatusOctetOrder,
     StatusOctets,
     build_measurements,
     decode_records,
     parse_measurements,
-    parse_racp,
+)
+from protocols.cgms.socp import SocpPacket
+from protocols.cgms.state import (
+    CgmFeature,
+    CgmStatus,
+    SensorStatus,
+    SessionRunTime,
+    SessionStartTime,
 )
 from protocols.errors import ProtocolError
-from protocols.glucose import GlucoseContext, GlucoseMeasurement, build_feature, parse_feature
+from protocols.gatt.racp import parse_racp
+from protocols.glucose.context import GlucoseContext
+from protocols.glucose.feature import build_feature, parse_feature
+from protocols.glucose.measurement import GlucoseMeasurement
 from protocols.sfloat import SFloat, SFloatSpecial, decode_sfloat, parse_sfloat
 
 

@@ -12,33 +12,35 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from protocols.cgms import (
+from protocols.cgms.measurement import CgmMeasurement
+from protocols.cgms.session import CgmsCollector, CgmsEvent
+from protocols.cgms.socp import SocpOpCode, SocpPacket, SocpResponseCode, SocpResult
+from protocols.cgms.state import (
+    CgmFeature,
+    CgmFeatureBits,
+    CgmStatus,
+    SensorStatus,
+    SessionRunTime,
+    SessionStartTime,
+)
+from protocols.cgms.uuids import (
     CGM_FEATURE,
     CGM_MEASUREMENT,
     CGM_SESSION_RUN_TIME,
     CGM_SESSION_START_TIME,
     CGM_SPECIFIC_OPS_CONTROL_POINT,
     CGM_STATUS,
+)
+from protocols.gatt.date_time import DateTime
+from protocols.gatt.racp import (
     RECORD_ACCESS_CONTROL_POINT,
-    CgmFeature,
-    CgmFeatureBits,
-    CgmMeasurement,
-    CgmStatus,
     RacpCommand,
     RacpOperator,
     RacpResponse,
     RacpResponseCode,
-    SensorStatus,
-    SessionRunTime,
-    SessionStartTime,
-    SocpOpCode,
-    SocpPacket,
-    SocpResponseCode,
-    SocpResult,
     parse_racp,
 )
-from protocols.cgms_session import CgmsCollector, CgmsEvent
-from protocols.gatt import DateTime, Request, RequestKind
+from protocols.gatt.session import Request, RequestKind
 from protocols.sfloat import SFloat
 
 __all__ = ["START", "FakeCgm", "Observer", "pump"]

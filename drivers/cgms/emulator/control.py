@@ -16,9 +16,10 @@ from bumble.device import Connection
 from bumble.gatt import Characteristic
 
 from drivers.cgms.emulator.sensor import CgmsSensor
-from protocols import cgms
+from protocols.cgms.socp import SocpOpCode, SocpPacket, SocpResponseCode, SocpResult
+from protocols.cgms.state import SessionStartTime
 from protocols.errors import ControlPointError, CrcError, ProtocolError
-from protocols.racp import (
+from protocols.gatt.racp import (
     RacpCommand,
     RacpFilter,
     RacpNumberOfRecords,
@@ -32,7 +33,7 @@ from protocols.racp import (
 __all__ = ["ControlPoints", "Link"]
 
 _CODE = RacpResponseCode
-_SOCP = cgms.SocpOpCode
+_SOCP = SocpOpCode
 
 
 @dataclass(eq=False)
@@ -176,7 +177,7 @@ class ControlPoints:
 
     def _on_sst(self, _connection: Connection, value: bytes) -> None:
         try:
-            self._check_crc(cgms.SessionStartTime.parse, value)
+            self._check_crc(SessionStartTime.parse, value)
         except ProtocolError:
             raise att.ATT_Error(att.ErrorCode.VALUE_NOT_ALLOWED) from None
 
@@ -186,18 +187,18 @@ class ControlPoints:
             raise att.ATT_Error(0xFD)
         e2e = self.sensor.config.e2e_crc
         try:
-            packet = self._check_crc(cgms.SocpPacket.parse, value)
+            packet = self._check_crc(SocpPacket.parse, value)
         except ControlPointError as exc:
-            result = cgms.SocpResult(value[0], exc.response_code)
-            packet = cgms.SocpPacket(_SOCP.RESPONSE_CODE, result, e2e)
+            result = SocpResult(value[0], exc.response_code)
+            packet = SocpPacket(_SOCP.RESPONSE_CODE, result, e2e)
             self._spawn(self._indicate(link, self.socp, packet.build()))
             return
         except ProtocolError:
             raise att.ATT_Error(att.ErrorCode.INVALID_ATTRIBUTE_LENGTH) from None
-        op, code = packet.opcode, cgms.SocpResponseCode.SUCCESS
+        op, code = packet.opcode, SocpResponseCode.SUCCESS
         if op == _SOCP.GET_COMMUNICATION_INTERVAL:
             interval = self.sensor.config.interval
-            answer = cgms.SocpPacket(_SOCP.COMMUNICATION_INTERVAL_RESPONSE, interval, e2e)
+            answer = SocpPacket(_SOCP.COMMUNICATION_INTERVAL_RESPONSE, interval, e2e)
             self._spawn(self._indicate(link, self.socp, answer.build()))
             return
         if op == _SOCP.START_SESSION:
@@ -207,8 +208,8 @@ class ControlPoints:
         elif (
             op == _SOCP.SET_COMMUNICATION_INTERVAL and packet.operand != self.sensor.config.interval
         ):
-            code = cgms.SocpResponseCode.PARAMETER_OUT_OF_RANGE  # the interval is fixed
+            code = SocpResponseCode.PARAMETER_OUT_OF_RANGE  # the interval is fixed
         elif op != _SOCP.SET_COMMUNICATION_INTERVAL:
-            code = cgms.SocpResponseCode.OP_CODE_NOT_SUPPORTED
-        answer = cgms.SocpPacket(_SOCP.RESPONSE_CODE, cgms.SocpResult(op, code), e2e)
+            code = SocpResponseCode.OP_CODE_NOT_SUPPORTED
+        answer = SocpPacket(_SOCP.RESPONSE_CODE, SocpResult(op, code), e2e)
         self._spawn(self._indicate(link, self.socp, answer.build()))

@@ -41,7 +41,16 @@ from bumble.profiles.device_information_service import DeviceInformationService
 from drivers.cgms.emulator.control import ControlPoints, Link
 from drivers.cgms.emulator.sensor import CgmsSensor
 from gatewayd.plugin.emulation import refuse_pairing
-from protocols import cgms
+from protocols.cgms.uuids import (
+    CGM_FEATURE,
+    CGM_MEASUREMENT,
+    CGM_SESSION_RUN_TIME,
+    CGM_SESSION_START_TIME,
+    CGM_SPECIFIC_OPS_CONTROL_POINT,
+    CGM_STATUS,
+    CGMS_SERVICE,
+)
+from protocols.gatt.racp import RECORD_ACCESS_CONTROL_POINT
 
 __all__ = ["CgmsPeripheral"]
 
@@ -82,28 +91,28 @@ class CgmsPeripheral(ControlPoints):
 
         s = sensor
         self.measurement: Characteristic[bytes] = Characteristic(
-            cgms.CGM_MEASUREMENT, P.NOTIFY, "READABLE", b""
+            CGM_MEASUREMENT, P.NOTIFY, "READABLE", b""
         )
         self.racp: Characteristic[bytes] = Characteristic(
-            cgms.RECORD_ACCESS_CONTROL_POINT, P.WRITE | P.INDICATE, write,
+            RECORD_ACCESS_CONTROL_POINT, P.WRITE | P.INDICATE, write,
             CharacteristicValue(write=self._on_racp),
         )  # fmt: skip
         self.socp: Characteristic[bytes] = Characteristic(
-            cgms.CGM_SPECIFIC_OPS_CONTROL_POINT, P.WRITE | P.INDICATE, write,
+            CGM_SPECIFIC_OPS_CONTROL_POINT, P.WRITE | P.INDICATE, write,
             CharacteristicValue(write=self._on_socp),
         )  # fmt: skip
         start_time: Characteristic[bytes] = Characteristic(
-            cgms.CGM_SESSION_START_TIME, P.READ | P.WRITE, f"{read},{write}",
+            CGM_SESSION_START_TIME, P.READ | P.WRITE, f"{read},{write}",
             CharacteristicValue(read=lambda _c: s.session_start_time().build(), write=self._on_sst),
         )  # fmt: skip
         service = Service(
-            cgms.CGMS_SERVICE,
+            CGMS_SERVICE,
             [
                 self.measurement,
-                value(cgms.CGM_FEATURE, lambda _c: s.feature().build()),
-                value(cgms.CGM_STATUS, lambda _c: s.status().build()),
+                value(CGM_FEATURE, lambda _c: s.feature().build()),
+                value(CGM_STATUS, lambda _c: s.status().build()),
                 start_time,
-                value(cgms.CGM_SESSION_RUN_TIME, lambda _c: s.run_time().build()),
+                value(CGM_SESSION_RUN_TIME, lambda _c: s.run_time().build()),
                 self.racp,
                 self.socp,
             ],

@@ -33,15 +33,14 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 from drivers.emulation.physiology import sample
-from protocols.cgms import (
+from protocols.cgms.measurement import CgmMeasurement, StatusOctetOrder
+from protocols.cgms.state import (
     CgmFeature,
     CgmFeatureBits,
-    CgmMeasurement,
     CgmStatus,
     SensorStatus,
     SessionRunTime,
     SessionStartTime,
-    StatusOctetOrder,
 )
 from protocols.sfloat import SFloat, SFloatSpecial
 

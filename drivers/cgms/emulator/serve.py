@@ -27,7 +27,8 @@ from drivers.cgms.emulator.peripheral import CgmsPeripheral
 from drivers.cgms.emulator.sensor import POSITIONS, CgmsSensor, SensorConfig
 from gatewayd.plugin import OptionReader, SimulateContext, UsageError
 from gatewayd.plugin.emulation import InProcessLink, in_process_link, serve_sibling_link
-from protocols.cgms import SensorStatus, StatusOctetOrder
+from protocols.cgms.measurement import StatusOctetOrder
+from protocols.cgms.state import SensorStatus
 
 __all__ = ["EmulatorOptions", "emulated_cgms", "parse_emulator_options", "simulate"]
 

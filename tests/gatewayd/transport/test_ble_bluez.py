@@ -29,7 +29,7 @@ from gatewayd.plugin import kit as driverkit
 from gatewayd.plugin.kit import KitGateway, assert_contract, run_gateway
 from gatewayd.transport.ble import establish
 from gatewayd.transport.bumble.link import PERIPHERAL_ADDRESS
-from protocols.cgms import CGM_MEASUREMENT
+from protocols.cgms.uuids import CGM_MEASUREMENT
 
 from fakebluez import BLUEZ, BluezKit, Faults
 

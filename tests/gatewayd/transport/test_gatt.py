@@ -35,7 +35,7 @@ from gatewayd.transport.bumble.backend import bumble_session
 from gatewayd.transport.bumble.link import InProcessLink, in_process_link, refuse_pairing
 from gatewayd.transport.collector import CollectorLoop
 from gatewayd.transport.gatt import Bond, GattLink, ble_error, read_bond, security_code
-from protocols.gatt import Request, RequestKind
+from protocols.gatt.session import Request, RequestKind
 
 pytestmark = pytest.mark.timeout(15)
 
