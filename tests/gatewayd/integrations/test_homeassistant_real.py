@@ -27,7 +27,7 @@ from integration_support import DaemonProcess, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
-TOP = Path(__file__).resolve().parents[2]
+TOP = Path(__file__).resolve().parents[3]
 #: The simulator replays an hour of history at once, then reads every 5 minutes.
 SIMULATED = "history = 3600\nspeed = 36000\nwarmup = 0\ndropout_rate = 0\nmissed_rate = 0\n"
 

@@ -37,7 +37,7 @@ pytestmark = [pytest.mark.usefixtures("system_bus"), pytest.mark.timeout(60)]
 
 #: Seconds per bleak-retry-connector attempt in the tests that time out (20 s in production).
 ATTEMPT_TIMEOUT = 0.5
-DRIVERS = Path(__file__).parents[2] / "drivers"
+DRIVERS = Path(__file__).parents[3] / "drivers"
 #: A service a firmware update adds (a made-up 128-bit UUID).
 NEW_SERVICE = "3f1c0000-9d5c-4d8e-8a51-5d5b5f0e0001"
 
