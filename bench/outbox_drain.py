@@ -56,8 +56,8 @@ from _common import paired, result_header, round_pairs, wall_cpu_text, write_res
 from gatewayd.config import MqttConfig
 from gatewayd.models import Direction, Reading
 from gatewayd.publisher import Publisher
-from gatewayd.records import reading_payload
 from gatewayd.store import Store
+from gatewayd.store.codec import reading_payload
 from gatewayd.testing.mosquitto import Mosquitto
 from gatewayd.topics import Topics
 
@@ -186,7 +186,8 @@ def expected_messages(template: Path, hub: str, count: int) -> list[tuple[str, b
         (
             topics.reading(row.device),
             json.dumps(
-                reading_payload(json.loads(row.record), hub), separators=(",", ":")
+                reading_payload({**json.loads(row.record), "serial": row.serial}, hub),
+                separators=(",", ":"),
             ).encode(),
         )
         for row in rows

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from gatewayd.brokerstate import BrokerState, LinkState, read_state, state_path
 from gatewayd.errors import StoreError
 from gatewayd.models import isoformat_utc, mgdl_to_mmoll
+from gatewayd.store.view import StoreView
 
 if TYPE_CHECKING:
     from gatewayd.config import Config
@@ -37,18 +37,13 @@ if TYPE_CHECKING:
 _RETAINED_WAIT = 1.0
 
 
-def open_readonly(path: Path, *, timeout: float = 5.0) -> sqlite3.Connection:
-    """A read-only connection to the store (never creates it, never writes to it)."""
+def open_readonly(path: Path, *, timeout: float = 5.0) -> StoreView:
+    """The store, read-only (never created, never written to)."""
     if not path.exists():
         raise StoreError(
             f"store {path} does not exist yet (the daemon creates it when it first starts)"
         )
-    try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=timeout)
-        db.execute("SELECT count(*) FROM readings").fetchone()
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot read store {path}: {exc}") from exc
-    return db
+    return StoreView(path, timeout=timeout)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +77,7 @@ class StoreSnapshot:
 
 
 def snapshot(
-    db: sqlite3.Connection,
+    db: StoreView,
     path: Path,
     configured: Sequence[tuple[str, str, bool]],
     now: datetime,
@@ -90,69 +85,47 @@ def snapshot(
     """Per device (configured ones first: (id, driver, enabled), then any other in the store)."""
     try:
         return _snapshot(db, path, configured, now)
-    except (sqlite3.Error, KeyError, ValueError) as exc:
+    except (KeyError, ValueError) as exc:
         raise StoreError(f"cannot read store {path}: {exc}") from exc
 
 
 def _snapshot(
-    db: sqlite3.Connection,
+    db: StoreView,
     path: Path,
     configured: Sequence[tuple[str, str, bool]],
     now: datetime,
 ) -> StoreSnapshot:
-    since_ms = int((now - timedelta(hours=24)).timestamp() * 1000)
-    pending = dict(
-        db.execute(
-            "SELECT r.device, count(*) FROM outbox o JOIN readings r USING (rowid) "
-            "GROUP BY r.device"
-        ).fetchall()
-    )
-    stored = [d for (d,) in db.execute("SELECT DISTINCT device FROM readings ORDER BY device")]
+    since = now - timedelta(hours=24)
+    pending = db.waiting_by_device()
     known = {device for device, _, _ in configured}
-    rows = [*configured, *((d, None, False) for d in stored if d not in known)]
+    rows = [*configured, *((d, None, False) for d in db.devices() if d not in known)]
     devices = []
     for device, driver, enabled in rows:
-        newest = db.execute(
-            "SELECT record FROM readings WHERE device = ? ORDER BY time_ms DESC, rowid DESC "
-            "LIMIT 1",
-            (device,),
-        ).fetchone()
-        (recent,) = db.execute(
-            "SELECT count(*) FROM readings WHERE device = ? AND time_ms >= ?", (device, since_ms)
-        ).fetchone()
-        record: dict[str, Any] = json.loads(newest[0]) if newest else {}
+        newest = db.newest(device)
         devices.append(
             DeviceSummary(
                 device=device,
                 configured=device in known,
                 enabled=enabled,
-                driver=driver or record.get("driver"),
-                last_time=_time(record.get("time")),
-                last_received=_time(record.get("received")),
-                glucose_mgdl=record.get("glucose_mgdl"),
-                out_of_range=record.get("out_of_range"),
-                readings_24h=int(recent),
+                driver=driver or (newest.driver if newest else None),
+                last_time=newest.time if newest else None,
+                last_received=newest.received if newest else None,
+                glucose_mgdl=newest.glucose_mgdl if newest else None,
+                out_of_range=newest.out_of_range if newest else None,
+                readings_24h=db.count_since(device, since),
                 outbox=int(pending.get(device, 0)),
-                serial=record.get("serial"),
+                serial=newest.serial if newest else None,
             )
         )
-    oldest = db.execute(
-        "SELECT record FROM readings WHERE rowid = (SELECT min(rowid) FROM outbox)"
-    ).fetchone()
-    (count,) = db.execute("SELECT count(*) FROM readings").fetchone()
-    (messages,) = db.execute("SELECT count(*) FROM messages").fetchone()
+    oldest = db.oldest_waiting()
     return StoreSnapshot(
         path=path,
-        readings=int(count),
+        readings=db.count(),
         outbox=sum(pending.values()),
-        messages=int(messages),
-        oldest_pending=_time(json.loads(oldest[0])["received"]) if oldest else None,
+        messages=db.message_count(),
+        oldest_pending=oldest.received if oldest else None,
         devices=tuple(devices),
     )
-
-
-def _time(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text else None
 
 
 def age_text(seconds: float) -> str:

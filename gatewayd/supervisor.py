@@ -26,9 +26,9 @@ from gatewayd.driver import DeviceContext, DeviceFindings, DriverPlugin
 from gatewayd.errors import DeviceError, StoreError
 from gatewayd.models import Reading
 from gatewayd.publisher import Publisher
-from gatewayd.recovery import FULL_REASON, FullDiskOptions, Intake, Outcome
 from gatewayd.status import DeviceStatus, LinkState
 from gatewayd.store import Hold, Store, StoreFull
+from gatewayd.store.full_disk import FULL_REASON, FullDiskOptions, Intake, Outcome
 from gatewayd.timesync import Timekeeper
 
 

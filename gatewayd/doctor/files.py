@@ -146,12 +146,8 @@ def _integrity(found: _Findings, path: Path) -> None:
     from gatewayd.statuscmd import open_readonly
 
     try:
-        db = open_readonly(path)
-        try:
-            (journal,) = db.execute("PRAGMA journal_mode").fetchone()
-            (check,) = db.execute("PRAGMA quick_check").fetchone()
-        finally:
-            db.close()
+        with open_readonly(path) as db:
+            journal, check = db.integrity()
     except (StoreError, sqlite3.Error) as exc:
         found.add(f"integrity not checked: {exc}", Status.FAIL, "restore the store from a backup")
         return

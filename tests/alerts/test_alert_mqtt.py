@@ -17,8 +17,8 @@ from gatewayd.backoff import Backoff
 from gatewayd.config import MqttConfig
 from gatewayd.models import Reading
 from gatewayd.publisher import Publisher
-from gatewayd.records import json_schema
 from gatewayd.store import Store
+from gatewayd.store.codec import json_schema
 from gatewayd.testing.mosquitto import Mosquitto
 from gatewayd.testing.subscriber import Received, Subscriber
 

@@ -19,8 +19,8 @@ from gatewayd.alerts.settings import Thresholds
 from gatewayd.config import MqttConfig
 from gatewayd.models import Reading
 from gatewayd.publisher import Publisher
-from gatewayd.records import json_schema
 from gatewayd.store import Store
+from gatewayd.store.codec import json_schema
 from gatewayd.topics import Topics
 
 pytestmark = pytest.mark.timeout(20)

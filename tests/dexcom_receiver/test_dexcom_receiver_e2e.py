@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 
 from drivers.dexcom_receiver.emulator import ManualClock, ReceiverEmulator
-from gatewayd.records import json_schema
+from gatewayd.store.codec import json_schema
 from gatewayd.testing.mosquitto import Mosquitto
 from gatewayd.testing.subscriber import Received, Subscriber
 

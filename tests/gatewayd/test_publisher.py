@@ -28,9 +28,9 @@ from gatewayd.backoff import Backoff
 from gatewayd.config import MqttConfig, parse
 from gatewayd.models import Direction, Reading
 from gatewayd.publisher import Publisher
-from gatewayd.records import READING_SCHEMA, json_schema
 from gatewayd.status import DeviceStatus, LinkState
 from gatewayd.store import Store
+from gatewayd.store.codec import READING_SCHEMA, json_schema
 from gatewayd.testing.mosquitto import Mosquitto
 from gatewayd.testing.subscriber import Received, Subscriber
 

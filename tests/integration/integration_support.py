@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gatewayd.store.view import StoreView
 from gatewayd.testing.mosquitto import Mosquitto
 
 
@@ -126,11 +127,10 @@ class DaemonProcess:
         return out
 
     def outbox_depth(self) -> int:
-        db = sqlite3.connect(f"file:{self.store_path}?mode=ro", uri=True, timeout=10)
-        try:
-            return int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
-        finally:
-            db.close()
+        """Readings waiting for the broker as the store file says (the published mark is
+        written lazily: about a second behind the daemon's own count)."""
+        with StoreView(self.store_path, timeout=10) as view:
+            return sum(view.waiting_by_device().values())
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from gatewayd.records import json_schema
+from gatewayd.store.codec import json_schema
 from gatewayd.testing.mosquitto import Mosquitto
 from gatewayd.testing.subscriber import Received, Subscriber
 

@@ -21,10 +21,10 @@ from gatewayd import homeassistant, hubstate
 from gatewayd.errors import ConfigError
 from gatewayd.homeassistant import SUMMARY_METRICS
 from gatewayd.publisher import Publisher
-from gatewayd.records import reading_payload, to_record
 from gatewayd.services import ServiceContext, ServiceSpec
 from gatewayd.status import DeviceStatus, LinkState
 from gatewayd.store import Store
+from gatewayd.store.codec import reading_payload, to_record
 from gatewayd.summaries.metrics import summarize
 from gatewayd.summaries.payload import STANDARD_WINDOWS, summary_payload
 from gatewayd.testing.subscriber import Received, Subscriber
@@ -67,10 +67,7 @@ async def publish(rig: Any, topic: str, *payloads: bytes) -> None:
 async def drained(rig: Any, daemon: Any) -> None:
     """This start's discovery messages are queued, and the broker acknowledged them all."""
     await rig.wait_until(
-        lambda: (
-            daemon.services[0].synced.is_set()
-            and daemon.store.query("SELECT count(*) FROM messages") == [(0,)]
-        ),
+        lambda: daemon.services[0].synced.is_set() and daemon.store.message_count() == 0,
         what="discovery outbox drained",
     )
 

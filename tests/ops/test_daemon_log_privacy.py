@@ -41,7 +41,7 @@ def config_file(folder: Path, broker: Mosquitto, privacy: str) -> Path:
 def serials(store: Path) -> set[str]:
     db = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
     try:
-        return {json.loads(r)["serial"] for (r,) in db.execute("SELECT record FROM readings")}
+        return {serial for (serial,) in db.execute("SELECT serial FROM readings")}
     finally:
         db.close()
 

@@ -323,7 +323,7 @@ def test_store_read_while_a_writer_holds_it(tmp_path: Path) -> None:
     store = Store(path)
     store.add(reading(0, datetime.now(UTC)))
     with store.transaction() as db:  # the daemon in the middle of a write
-        db.execute("INSERT INTO outbox (rowid) VALUES (999)")
+        db.execute("INSERT INTO meta VALUES ('test/write', 'in progress')")
         status, message, _ = store_result(path, Identity.current())
     store.close()
     assert status == Status.OK, message
@@ -381,4 +381,4 @@ def test_doctor_reads_a_store_without_touching_it(tmp_path: Path) -> None:
     store_result(path, Identity.current())
     assert (path.stat().st_mtime_ns, path.read_bytes()) == before
     with pytest.raises(sqlite3.OperationalError, match="readonly"):
-        open_readonly(path).execute("DELETE FROM readings")
+        open_readonly(path)._db.execute("DELETE FROM readings")

@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 from gatewayd.errors import StoreError
 from gatewayd.models import Reading
 from gatewayd.store import Store
-from gatewayd.storefile import CorruptStore, is_corrupt
+from gatewayd.store.file import CorruptStore, is_corrupt
 from gatewayd.testing.mosquitto import Mosquitto
 from gatewayd.testing.subscriber import Subscriber
 

@@ -12,7 +12,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from gatewayd.config import parse
 from gatewayd.daemon import Daemon, plan
-from gatewayd.records import json_schema
+from gatewayd.store.codec import json_schema
 from gatewayd.testing.mosquitto import Mosquitto
 from gatewayd.testing.subscriber import Received, Subscriber
 

@@ -15,8 +15,8 @@ import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
 from gatewayd.models import Reading
-from gatewayd.records import json_schema
 from gatewayd.store import Store
+from gatewayd.store.codec import json_schema
 from gatewayd.summaries.inputs import OptionError, parse_time, zone
 from gatewayd.summaries.payload import WINDOW_KEYS
 

@@ -23,9 +23,9 @@ from gatewayd.config import Config, parse
 from gatewayd.errors import ConfigError
 from gatewayd.models import OutOfRange, Reading
 from gatewayd.publisher import Publisher
-from gatewayd.records import json_schema
 from gatewayd.services import ServiceContext
 from gatewayd.store import Store
+from gatewayd.store.codec import json_schema
 from gatewayd.summaries import options as summary_options
 from gatewayd.summaries.options import SummaryOptions
 from gatewayd.summaries.payload import WINDOW_KEYS
