@@ -3,9 +3,9 @@
 bench/live_path.py measures the live path at 100 readings/s, where readings of different
 devices can share a commit. A hub with 10 sensors at one reading per 5 minutes (or per minute)
 sees one every 30 s (6 s): every reading is a commit of its own, and so is the published mark
-after the PUBACK. This script does exactly what the daemon's store does for such a
+written after its PUBACK. This script does exactly what the daemon's store does for such a
 reading, through the same calls (`Store.add_soon`, then `Store.mark_delivered_soon` after the
-publish, which writes the published mark), `--readings` times in a row, and reports `write_bytes` from /proc/self/io per reading
+publish), `--readings` times in a row, and reports `write_bytes` from /proc/self/io per reading
 (WAL, checkpoints and the database file included) for `synchronous = "full"` and `"normal"`,
 beside a bare script's single committed insert (the same table as bench/live_path.py's).
 docs/operations.md turns the figure into SD-card life.
