@@ -26,7 +26,7 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from gatewayd.errors import StoreError
+from gatewayd.errors import StoreError, StoreVersionError
 
 #: The schema this code reads and writes.
 VERSION = 2
@@ -64,18 +64,6 @@ CREATE TABLE IF NOT EXISTS clock_hold (
 VERSION_KEY = "schema_version"
 PUBLISHED_KEY = "published_through"
 ROWID_FLOOR_KEY = "rowid_floor"
-
-
-class StoreVersionError(StoreError):
-    """The store was written by a newer gatewayd (its schema version is above ours)."""
-
-    def __init__(self, path: Path, found: int) -> None:
-        super().__init__(
-            f"store {path} has schema version {found}, newer than this gatewayd's {VERSION}: "
-            "run the newer gatewayd, or move the file aside to start an empty store"
-        )
-        self.path = path
-        self.found = found
 
 
 def _v1_to_v2(db: sqlite3.Connection) -> None:
@@ -143,7 +131,7 @@ def stored_version(db: sqlite3.Connection) -> int | None:
 
 def _check_version(path: Path, found: int | None) -> None:
     if found is not None and found > VERSION:
-        raise StoreVersionError(path, found)
+        raise StoreVersionError(path, found, VERSION)
 
 
 def migrate(db: sqlite3.Connection, path: Path) -> int | None:

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 from tests.gatewayd.store.test_store import T0, make
+from tests.gatewayd.test_cli import HUB, SCRIPT, one_line_error, run
 
-from gatewayd.errors import StoreError
+from gatewayd.errors import StoreError, StoreVersionError
 from gatewayd.store import Hold, Store
 from gatewayd.store.codec import READING_SCHEMA, reading_payload_json, to_record
-from gatewayd.store.schema import VERSION, StoreVersionError
+from gatewayd.store.schema import VERSION
 from gatewayd.store.view import StoreView
 
 #: The schema of version 1, verbatim (gatewayd 0.x before the store floor).
@@ -154,14 +155,29 @@ def test_a_store_newer_than_the_code_is_refused_in_one_line(tmp_path: Path) -> N
     message = str(caught.value)
     assert "\n" not in message
     assert str(path) in message
-    assert f"schema version {VERSION + 1}" in message
-    assert f"this gatewayd's {VERSION}" in message
+    assert f"schema version {VERSION + 1} is newer than this gatewayd's {VERSION}" in message
     with closing(sqlite3.connect(path)) as db:  # left as it was
         assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (
             str(VERSION + 1),
         )
     with pytest.raises(StoreError, match="schema version"):
         StoreView(path)
+
+
+def test_the_daemon_refuses_a_newer_store_on_one_line_with_exit_2(tmp_path: Path) -> None:
+    store_path = tmp_path / "gatewayd.db"
+    Store(store_path).close()
+    with closing(sqlite3.connect(store_path)) as db:
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+        db.commit()
+    config = tmp_path / "gatewayd.toml"
+    config.write_text(
+        f'{HUB}[store]\npath = "{store_path}"\n[mqtt]\nurl = "mqtt://127.0.0.1:1"\n',
+        encoding="utf-8",
+    )
+    line = one_line_error(run((str(SCRIPT),), "run", "--config", str(config), cwd=tmp_path))
+    assert str(store_path) in line
+    assert f"schema version 99 is newer than this gatewayd's {VERSION}" in line
 
 
 def test_rowids_never_fall_back_after_the_newest_readings_are_pruned(tmp_path: Path) -> None:
