@@ -512,8 +512,13 @@ class Store:
             if rowid not in self._acked:
                 break
             mark = rowid
-        else:  # every reading above the mark acknowledged (or gone: pruned meanwhile)
-            mark = max(mark, *self._acked)
+        else:  # nothing above the mark waits: it passes the withheld ones too (not the held)
+            (top,) = self._db.execute(
+                "SELECT max(rowid) FROM readings "
+                "WHERE rowid < (SELECT coalesce(min(rowid), ?) FROM clock_hold)",
+                (NO_HOLD,),
+            ).fetchone()
+            mark = max(mark, top or 0, *self._acked)
         if mark > self._published:
             self._published = mark
             self._floor = max(self._floor, mark)

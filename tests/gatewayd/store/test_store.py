@@ -422,3 +422,36 @@ def test_a_replaced_store_file_is_moved_aside_and_ours_written_back(
     assert len(_stored_ids(db_path)) == 5
     store.add(make(5))
     assert len(_stored_ids(db_path)) == 6
+
+
+def test_the_live_path_checks_the_file_at_most_every_so_often_and_close_checks_it(
+    db_path: Path,
+) -> None:
+    store = Store(db_path)
+    store.add(make(0))
+    assert store.ensure_file() is False  # a check now: the next `every` one waits
+    db_path.unlink()
+    assert store.ensure_file(every=3600) is False  # not looked at again so soon
+    store.add(make(1))
+    with capture_logs() as logs:
+        store.close()  # the last look: written back before the connection goes
+    assert [e["found"] for e in logs if e["event"] == "store_file_replaced"] == ["deleted"]
+    assert len(_stored_ids(db_path)) == 2
+
+
+def test_acknowledgements_out_of_order_survive_a_restart_without_a_resend(db_path: Path) -> None:
+    store = Store(db_path)
+    for seq in range(4):
+        store.add(make(seq))
+    rows = store.pending(10)
+    store.mark_delivered([rows[1].rowid, rows[3].rowid])  # PUBACKs out of order
+    assert store.published_through == 0
+    store.close()
+    again = Store(db_path)
+    try:
+        assert [r.rowid for r in again.pending(10)] == [rows[0].rowid, rows[2].rowid]
+        again.mark_delivered([rows[0].rowid, rows[2].rowid])
+        assert again.published_through == rows[3].rowid
+        assert again.outbox_depth() == 0
+    finally:
+        again.close()

@@ -90,3 +90,23 @@ async def test_writes_land_in_the_file_other_connections_read(store: Store) -> N
     await store.add_soon(make(0))
     with StoreView(store.path) as other:
         assert other.waiting_by_device() == {"cgm1": 1}
+
+
+async def test_the_published_mark_is_written_at_most_once_a_second_while_readings_come(
+    store: Store,
+) -> None:
+    await store.add_soon(make(0))
+    first = store.mark_delivered_soon([row.rowid for row in store.pending(10)])
+    await first  # written at once: none was written in the last second
+    on_disk = StoreView(store.path)
+    try:
+        assert on_disk.waiting_by_device() == {}
+        await store.add_soon(make(1))
+        later = store.mark_delivered_soon([row.rowid for row in store.pending(10)])
+        assert store.outbox_depth() == 0  # the daemon's own count is exact at once
+        assert on_disk.waiting_by_device() == {"cgm1": 1}  # the file's mark waits its turn
+        assert store.mark_delivered_soon([]) is later  # one write serves every PUBACK meanwhile
+        await later
+        assert on_disk.waiting_by_device() == {}
+    finally:
+        on_disk.close()
