@@ -512,9 +512,10 @@ class Store:
             if rowid not in self._acked:
                 break
             mark = rowid
-        else:  # nothing above the mark waits: it passes the withheld ones too (not the held)
+        else:  # nothing above the mark waits: it passes the withheld ones too (not the held).
+            # Withheld only: a reading committed since the query above has a higher rowid.
             (top,) = self._db.execute(
-                "SELECT max(rowid) FROM readings "
+                "SELECT max(rowid) FROM withheld "
                 "WHERE rowid < (SELECT coalesce(min(rowid), ?) FROM clock_hold)",
                 (NO_HOLD,),
             ).fetchone()
