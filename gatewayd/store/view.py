@@ -144,12 +144,13 @@ class StoreView:
         ((held,),) = self._query("SELECT min(rowid) FROM clock_hold")
         return (int(mark[0][0]) if mark else 0), (NO_HOLD if held is None else int(held))
 
-    def waiting_by_device(self) -> dict[str, int]:
-        """How many readings wait for the broker, per device."""
+    def waiting_by_device(self, *, measured_before: datetime | None = None) -> dict[str, int]:
+        """How many readings wait for the broker, per device (only those measured before
+        `measured_before` when given: the file's mark is up to a second behind the daemon's)."""
         rows = self._query(
             "SELECT device, count(*) FROM readings WHERE rowid > ? AND rowid < ? "
-            "AND rowid NOT IN (SELECT rowid FROM withheld) GROUP BY device",
-            self._bounds(),
+            "AND time_ms < ? AND rowid NOT IN (SELECT rowid FROM withheld) GROUP BY device",
+            (*self._bounds(), _ms(measured_before) if measured_before else 2**62),
         )
         return {str(device): int(count) for device, count in rows}
 

@@ -14,6 +14,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from gatewayd.store.view import StoreView
@@ -131,6 +132,14 @@ class DaemonProcess:
         written lazily: about a second behind the daemon's own count)."""
         with StoreView(self.store_path, timeout=10) as view:
             return sum(view.waiting_by_device().values())
+
+    def outbox_drained(self, lag_s: float = 3.0) -> bool:
+        """Nothing waits for the broker but readings of the last `lag_s` seconds: while
+        readings keep coming, the file's published mark (written at most once a second) is
+        never past the newest one."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=lag_s)
+        with StoreView(self.store_path, timeout=10) as view:
+            return not view.waiting_by_device(measured_before=cutoff)
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
