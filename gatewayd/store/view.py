@@ -144,15 +144,24 @@ class StoreView:
         ((held,),) = self._query("SELECT min(rowid) FROM clock_hold")
         return (int(mark[0][0]) if mark else 0), (NO_HOLD if held is None else int(held))
 
-    def waiting_by_device(self, *, measured_before: datetime | None = None) -> dict[str, int]:
-        """How many readings wait for the broker, per device (only those measured before
-        `measured_before` when given: the file's mark is up to a second behind the daemon's)."""
+    def waiting_by_device(self, *, stored_up_to: int | None = None) -> dict[str, int]:
+        """How many readings wait for the broker, per device (with `stored_up_to`, only those
+        at or below that rowid: the file's mark is up to a second behind the daemon's)."""
+        mark, held = self._bounds()
+        if stored_up_to is not None:
+            held = min(held, stored_up_to + 1)
         rows = self._query(
             "SELECT device, count(*) FROM readings WHERE rowid > ? AND rowid < ? "
-            "AND time_ms < ? AND rowid NOT IN (SELECT rowid FROM withheld) GROUP BY device",
-            (*self._bounds(), _ms(measured_before) if measured_before else 2**62),
+            "AND rowid NOT IN (SELECT rowid FROM withheld) GROUP BY device",
+            (mark, held),
         )
         return {str(device): int(count) for device, count in rows}
+
+    def newest_rowid(self) -> int:
+        """The rowid of the newest stored reading (0 for none): readings stored later have
+        higher ones."""
+        ((rowid,),) = self._query("SELECT max(rowid) FROM readings")
+        return int(rowid or 0)
 
     def oldest_waiting(self) -> Reading | None:
         """The oldest reading waiting for the broker."""

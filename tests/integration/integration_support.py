@@ -14,7 +14,6 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from gatewayd.store.view import StoreView
@@ -133,13 +132,19 @@ class DaemonProcess:
         with StoreView(self.store_path, timeout=10) as view:
             return sum(view.waiting_by_device().values())
 
-    def outbox_drained(self, lag_s: float = 3.0) -> bool:
-        """Nothing waits for the broker but readings of the last `lag_s` seconds: while
-        readings keep coming, the file's published mark (written at most once a second) is
-        never past the newest one."""
-        cutoff = datetime.now(UTC) - timedelta(seconds=lag_s)
+    def outbox_drained(self) -> Callable[[], bool]:
+        """A check for `wait_until`: every reading stored by now has left the outbox, as the
+        store file says. (While readings keep coming, the file's published mark, written at
+        most once a second, is rarely past the newest one: `outbox_depth() == 0` may never be
+        seen.)"""
         with StoreView(self.store_path, timeout=10) as view:
-            return not view.waiting_by_device(measured_before=cutoff)
+            target = view.newest_rowid()
+
+        def drained() -> bool:
+            with StoreView(self.store_path, timeout=10) as view:
+                return not view.waiting_by_device(stored_up_to=target)
+
+        return drained
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:

@@ -68,7 +68,7 @@ async def run_daemon(tmp_path: Path, broker: Mosquitto, privacy: str) -> tuple[s
     daemon.start()
     try:
         await wait_until(lambda: stored(daemon) >= 20, 8, "20 stored readings")
-        await wait_until(daemon.outbox_drained, 5, "all delivered")
+        await wait_until(daemon.outbox_drained(), 5, "all delivered")
     finally:
         code = daemon.terminate()
     assert code == 0
