@@ -513,6 +513,8 @@ async def hour_outage(
             "readings before the outage",
         )
         await wait_until(daemon.outbox_drained(), 30, "outbox drained before outage")
+        # Acknowledged by the broker is not yet received by the link: let it see them first.
+        await link.wait_for_ids({row[0] for row in daemon.stored()}, timeout=30)
         await link.disconnect()
         broker.stop()
         began = time.monotonic()
