@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gatewayd.errors import StoreError
 from gatewayd.store.view import StoreView
 from gatewayd.testing.mosquitto import Mosquitto
 
@@ -118,6 +119,8 @@ class DaemonProcess:
         db = sqlite3.connect(f"file:{self.store_path}?mode=ro", uri=True, timeout=10)
         try:
             rows = db.execute("SELECT id, device, record FROM readings ORDER BY rowid").fetchall()
+        except sqlite3.OperationalError:  # the daemon is creating the store: no tables yet
+            return []
         finally:
             db.close()
         out = []
@@ -129,7 +132,11 @@ class DaemonProcess:
     def outbox_depth(self) -> int:
         """Readings waiting for the broker as the store file says (the published mark is
         written lazily: about a second behind the daemon's own count)."""
-        with StoreView(self.store_path, timeout=10) as view:
+        try:
+            view = StoreView(self.store_path, timeout=10)
+        except StoreError:  # the daemon is creating it: its tables are not there yet
+            return -1
+        with view:
             return sum(view.waiting_by_device().values())
 
     def outbox_drained(self) -> Callable[[], bool]:
