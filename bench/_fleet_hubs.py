@@ -47,8 +47,8 @@ from gatewayd.models import Reading
 from gatewayd.mqtt.publisher import Publisher
 from gatewayd.mqtt.topics import Topics
 from gatewayd.ops.config import MqttConfig
-from gatewayd.records import encode_record, reading_payload_json
 from gatewayd.store import Store
+from gatewayd.store.codec import encode_record, reading_payload_json
 
 #: Yield to the connections after this many readings emitted back to back (a late scheduler).
 _YIELD_EVERY = 32
@@ -170,7 +170,7 @@ class BareHub:
         return self._up
 
     def emit(self, reading: Reading) -> None:
-        payload = reading_payload_json(encode_record(reading), self.id)
+        payload = reading_payload_json(encode_record(reading), reading.serial, self.id)
         task = asyncio.create_task(self._send(self.topics.reading(reading.device), payload))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)

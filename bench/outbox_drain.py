@@ -57,8 +57,8 @@ from gatewayd.models import Direction, Reading
 from gatewayd.mqtt.publisher import Publisher
 from gatewayd.mqtt.topics import Topics
 from gatewayd.ops.config import MqttConfig
-from gatewayd.records import reading_payload
 from gatewayd.store import Store
+from gatewayd.store.codec import reading_payload
 from mosquitto import Mosquitto
 
 NAME = "outbox_drain"
@@ -186,7 +186,8 @@ def expected_messages(template: Path, hub: str, count: int) -> list[tuple[str, b
         (
             topics.reading(row.device),
             json.dumps(
-                reading_payload(json.loads(row.record), hub), separators=(",", ":")
+                reading_payload({**json.loads(row.record), "serial": row.serial}, hub),
+                separators=(",", ":"),
             ).encode(),
         )
         for row in rows

@@ -21,10 +21,10 @@ from gatewayd.errors import ConfigError, PluginError, StorePathError, TlsFileErr
 from gatewayd.mqtt.publisher import Publisher, tls_context
 from gatewayd.ops.config import Config
 from gatewayd.ops.health.watchdog import Watchdog, WatchdogOptions
-from gatewayd.recovery import FullDiskOptions
 from gatewayd.registry import load
 from gatewayd.services import Service, ServiceContext, ServiceSpec, parse_all
 from gatewayd.store import Store, StoreFull
+from gatewayd.store.full_disk import FullDiskOptions
 from gatewayd.supervisor import Device, Supervisor
 from gatewayd.timesync import Timekeeper, TimeSyncOptions
 
@@ -216,7 +216,7 @@ class Daemon:
 
     async def _run_service(self, service: Service) -> None:
         """A service's `run()`, restarted after a full disk stopped it (instead of the daemon:
-        a restart would lose the readings waiting in memory, gatewayd.recovery)."""
+        a restart would lose the readings waiting in memory, gatewayd.store.full_disk)."""
         while True:
             try:
                 await service.run()

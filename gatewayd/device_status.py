@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from gatewayd.models import isoformat_utc
-from gatewayd.records import STATUS_SCHEMA
+from gatewayd.store.codec import STATUS_SCHEMA
 
 
 class LinkState(StrEnum):

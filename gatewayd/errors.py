@@ -95,6 +95,20 @@ class StorePathError(StoreError):
         super().__init__(f"cannot open store {path}: {self.reason}")
 
 
+class StoreVersionError(StorePathError):
+    """The store was written by a newer gatewayd (its schema version is above the code's): the
+    daemon refuses to start, on one line naming the file and both versions (exit 2)."""
+
+    def __init__(self, path: Path, found: int, supported: int) -> None:
+        super().__init__(
+            path,
+            f"schema version {found} is newer than this gatewayd's {supported}: run the newer "
+            "gatewayd, or move the file aside to start an empty store",
+        )
+        self.found = found
+        self.supported = supported
+
+
 class PublishError(GatewayError):
     """The broker link failed for a reason of ours or the broker's (not the network's, which is
     aiomqtt's `MqttError`); the publisher reports the broker unavailable with it and reconnects.

@@ -28,8 +28,8 @@ from gatewayd.errors import DeviceError, StoreError
 from gatewayd.models import Reading
 from gatewayd.mqtt.publisher import Publisher
 from gatewayd.ops.config import SupervisorConfig
-from gatewayd.recovery import FULL_REASON, FullDiskOptions, Intake, Outcome
 from gatewayd.store import Hold, Store, StoreFull
+from gatewayd.store.full_disk import FULL_REASON, FullDiskOptions, Intake, Outcome
 from gatewayd.timesync import Timekeeper
 
 

@@ -44,7 +44,6 @@ import structlog
 
 from gatewayd.models import Reading
 from gatewayd.ops.doctor.system import adjtimex_probe
-from gatewayd.records import decode_record, encode_record
 from gatewayd.store import Hold, Store, StoreFull
 
 #: No reading is published dated before this (a clock at 1970 or at a firmware build date).
@@ -133,10 +132,6 @@ class TimeSyncOptions:
 
 def _flagged(status: tuple[str, ...], *flags: str) -> tuple[str, ...]:
     return status + tuple(f for f in flags if f not in status)
-
-
-def _ms(dt: datetime) -> int:
-    return int(dt.timestamp() * 1000)
 
 
 def sanitize(reading: Reading, now: datetime, tolerance: timedelta) -> Reading:
@@ -283,33 +278,26 @@ class Timekeeper:
         return round(self.monotonic() - self._untrusted_since, 1)
 
     def _boot_was_trusted(self) -> bool:
-        rows = self.store.query("SELECT value FROM meta WHERE key = ?", (_META_KEY,))
-        return bool(rows) and rows[0][0] == self.boot_id
+        return self.store.meta(_META_KEY) == self.boot_id
 
     def _remember_boot(self) -> None:
         with contextlib.suppress(StoreFull):
-            with self.store.transaction() as db:
-                db.execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                    (_META_KEY, self.boot_id),
-                )
+            self.store.set_meta(_META_KEY, self.boot_id)
             self._boot_trusted = True
 
     # -- re-dating --------------------------------------------------------------------------
 
     def _release(self, now: datetime) -> list[Reading]:
         """Re-date every held reading and take it off hold, in one transaction."""
-        rows = self.store.query(
-            "SELECT h.rowid, h.boot_id, h.received_mono, r.record "
-            "FROM clock_hold h JOIN readings r USING (rowid) ORDER BY h.rowid"
-        )
+        rows = self.store.held()
         if not rows:
             return []
         mono_now = self.monotonic()
         released: list[tuple[int, Reading]] = []
         unknown: list[tuple[int, Reading]] = []
-        for rowid, boot_id, received_mono, record in rows:
-            reading = decode_record(record)
+        for rowid, (boot_id, received_mono), reading in (
+            (row.rowid, row.hold, row.reading) for row in rows
+        ):
             if boot_id == self.boot_id and received_mono <= mono_now:
                 true_received = now - timedelta(seconds=mono_now - received_mono)
                 fixed = self.redate(
@@ -323,14 +311,7 @@ class Timekeeper:
                 unknown.append(
                     (rowid, replace(reading, status=_flagged(reading.status, TIME_UNCORRECTABLE)))
                 )
-        with self.store.transaction() as db:
-            for rowid, reading in released + unknown:
-                db.execute(
-                    "UPDATE readings SET time_ms = ?, record = ? WHERE rowid = ?",
-                    (_ms(reading.time), encode_record(reading), rowid),
-                )
-            db.executemany("DELETE FROM outbox WHERE rowid = ?", ((r,) for r, _ in unknown))
-            db.executemany("DELETE FROM clock_hold WHERE rowid = ?", ((row[0],) for row in rows))
+        self.store.release_held(released, unknown)
         self.corrected += len(released)
         self.quarantined += len(unknown)
         if unknown:

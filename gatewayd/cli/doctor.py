@@ -28,8 +28,8 @@ from gatewayd.ops.doctor.system import (
 )
 
 if TYPE_CHECKING:
-    from gatewayd.cli.status import StoreSnapshot
     from gatewayd.ops.config import Config
+    from gatewayd.store.snapshot import StoreSnapshot
 
 #: Exit statuses: every check passed or only warned / one failed / the config is unusable.
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
@@ -103,7 +103,7 @@ def run_doctor(
 
 def _snapshot(cfg: Config) -> tuple[StoreSnapshot | None, str | None]:
     """The store as `gatewayd status` reads it (None and the error when it cannot be read)."""
-    from gatewayd.cli.status import open_readonly, snapshot
+    from gatewayd.store.snapshot import open_readonly, snapshot
 
     path = cfg.store.path
     if not path.exists():

@@ -21,9 +21,9 @@ from typing import Any, TextIO
 from gatewayd.integrations.summaries import options as summary_options
 from gatewayd.integrations.summaries.inputs import OptionError, open_device, parse_time, zone
 from gatewayd.integrations.summaries.metrics import summarize
-from gatewayd.integrations.summaries.readonly import ReadOnlyStore
 from gatewayd.models import UNITS
 from gatewayd.ops.config import Config
+from gatewayd.store.view import StoreView
 
 FORMATS = ("fhir", "csv", "pdf", "png")
 DEFAULT_DAYS = 14
@@ -92,7 +92,7 @@ def run_export(
 
 def _write_fhir(
     out: TextIO,
-    store: ReadOnlyStore,
+    store: StoreView,
     cfg: Config,
     device: str,
     *,

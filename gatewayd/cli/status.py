@@ -19,141 +19,22 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from gatewayd.errors import StoreError
 from gatewayd.models import isoformat_utc, mgdl_to_mmoll
 from gatewayd.mqtt.broker_state import BrokerLink, BrokerState, read_state, state_path
+from gatewayd.store.snapshot import DeviceSummary, StoreSnapshot, open_readonly, snapshot
 
 if TYPE_CHECKING:
     from gatewayd.ops.config import Config
 
 #: Seconds `--broker` waits for the retained statuses after subscribing.
 _RETAINED_WAIT = 1.0
-
-
-def open_readonly(path: Path, *, timeout: float = 5.0) -> sqlite3.Connection:
-    """A read-only connection to the store (never creates it, never writes to it)."""
-    if not path.exists():
-        raise StoreError(
-            f"store {path} does not exist yet (the daemon creates it when it first starts)"
-        )
-    try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=timeout)
-        db.execute("SELECT count(*) FROM readings").fetchone()
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot read store {path}: {exc}") from exc
-    return db
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceSummary:
-    """What the store knows about one device."""
-
-    device: str
-    configured: bool
-    enabled: bool
-    driver: str | None
-    last_time: datetime | None = None
-    last_received: datetime | None = None
-    glucose_mgdl: float | None = None
-    out_of_range: str | None = None
-    readings_24h: int = 0
-    outbox: int = 0
-    #: The newest reading's sensor serial: for doctor's privacy check, never printed.
-    serial: str | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class StoreSnapshot:
-    """The store at one moment."""
-
-    path: Path
-    readings: int
-    outbox: int
-    messages: int
-    oldest_pending: datetime | None
-    devices: tuple[DeviceSummary, ...]
-
-
-def snapshot(
-    db: sqlite3.Connection,
-    path: Path,
-    configured: Sequence[tuple[str, str, bool]],
-    now: datetime,
-) -> StoreSnapshot:
-    """Per device (configured ones first: (id, driver, enabled), then any other in the store)."""
-    try:
-        return _snapshot(db, path, configured, now)
-    except (sqlite3.Error, KeyError, ValueError) as exc:
-        raise StoreError(f"cannot read store {path}: {exc}") from exc
-
-
-def _snapshot(
-    db: sqlite3.Connection,
-    path: Path,
-    configured: Sequence[tuple[str, str, bool]],
-    now: datetime,
-) -> StoreSnapshot:
-    since_ms = int((now - timedelta(hours=24)).timestamp() * 1000)
-    pending = dict(
-        db.execute(
-            "SELECT r.device, count(*) FROM outbox o JOIN readings r USING (rowid) "
-            "GROUP BY r.device"
-        ).fetchall()
-    )
-    stored = [d for (d,) in db.execute("SELECT DISTINCT device FROM readings ORDER BY device")]
-    known = {device for device, _, _ in configured}
-    rows = [*configured, *((d, None, False) for d in stored if d not in known)]
-    devices = []
-    for device, driver, enabled in rows:
-        newest = db.execute(
-            "SELECT record FROM readings WHERE device = ? ORDER BY time_ms DESC, rowid DESC "
-            "LIMIT 1",
-            (device,),
-        ).fetchone()
-        (recent,) = db.execute(
-            "SELECT count(*) FROM readings WHERE device = ? AND time_ms >= ?", (device, since_ms)
-        ).fetchone()
-        record: dict[str, Any] = json.loads(newest[0]) if newest else {}
-        devices.append(
-            DeviceSummary(
-                device=device,
-                configured=device in known,
-                enabled=enabled,
-                driver=driver or record.get("driver"),
-                last_time=_time(record.get("time")),
-                last_received=_time(record.get("received")),
-                glucose_mgdl=record.get("glucose_mgdl"),
-                out_of_range=record.get("out_of_range"),
-                readings_24h=int(recent),
-                outbox=int(pending.get(device, 0)),
-                serial=record.get("serial"),
-            )
-        )
-    oldest = db.execute(
-        "SELECT record FROM readings WHERE rowid = (SELECT min(rowid) FROM outbox)"
-    ).fetchone()
-    (count,) = db.execute("SELECT count(*) FROM readings").fetchone()
-    (messages,) = db.execute("SELECT count(*) FROM messages").fetchone()
-    return StoreSnapshot(
-        path=path,
-        readings=int(count),
-        outbox=sum(pending.values()),
-        messages=int(messages),
-        oldest_pending=_time(json.loads(oldest[0])["received"]) if oldest else None,
-        devices=tuple(devices),
-    )
-
-
-def _time(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text else None
 
 
 def age_text(seconds: float) -> str:

@@ -42,7 +42,6 @@ from gatewayd.backoff import Backoff
 from gatewayd.models import Direction, Reading, isoformat_utc
 from gatewayd.ops.config import Config
 from gatewayd.options import OptionReader
-from gatewayd.records import decode_record
 from gatewayd.services import ServiceContext, ServiceSpec
 from gatewayd.store import Store
 
@@ -272,13 +271,6 @@ class Nightscout:
         self._limit = options.batch_size
         context.store.ensure_schema(_DDL)
         self._cursor, self._floor = self._load_cursor()
-        #: Unconfirmed readings of the uploaded devices (only "?" placeholders are formatted in).
-        marks = ",".join("?" * len(options.devices))
-        # Readings held for an unsynchronised clock (and all after them) wait until re-dated.
-        self._where = (
-            f"FROM readings WHERE rowid > ? AND time_ms >= ? AND device IN ({marks}) "  # noqa: S608
-            "AND rowid < (SELECT coalesce(min(rowid), 9223372036854775807) FROM clock_hold)"
-        )
 
     def on_reading(self, reading: Reading) -> None:
         """A new reading is stored: upload it soon."""
@@ -310,10 +302,10 @@ class Nightscout:
             )
             await asyncio.sleep(delay)
 
-    async def _upload(self, rows: list[tuple[int, str]]) -> str | None:
+    async def _upload(self, rows: list[tuple[int, Reading]]) -> str | None:
         """Send one batch; None when that made progress, else why it did not."""
         out_of_range = self.options.out_of_range
-        made = (entry(decode_record(record), self.hub, out_of_range) for _, record in rows)
+        made = (entry(reading, self.hub, out_of_range) for _, reading in rows)
         entries = [e for e in made if e is not None]
         status = 200
         if entries:
@@ -343,8 +335,7 @@ class Nightscout:
 
     def pending(self) -> int:
         """Readings not yet confirmed by Nightscout."""
-        ((count,),) = self.store.query(f"SELECT count(*) {self._where}", self._params())
-        return int(count)
+        return self.store.count_after(self._cursor, self.options.devices, self._floor)
 
     def _load_cursor(self) -> tuple[int, int]:
         floor = int((datetime.now(UTC).timestamp() - self.options.backfill_hours * 3600) * 1000)
@@ -359,13 +350,12 @@ class Nightscout:
             ).fetchone()
         return int(after), int(floor)
 
-    def _params(self) -> tuple[Any, ...]:
-        return (self._cursor, self._floor, *self.options.devices)
-
-    def _rows(self) -> list[tuple[int, str]]:
-        sql = f"SELECT rowid, record {self._where} ORDER BY rowid LIMIT ?"
-        rows = self.store.query(sql, (*self._params(), self._limit))
-        return [(int(rowid), str(record)) for rowid, record in rows]
+    def _rows(self) -> list[tuple[int, Reading]]:
+        """The next unconfirmed readings of the uploaded devices (readings held for an
+        unsynchronised clock, and all after them, wait until re-dated)."""
+        return self.store.readings_after(
+            self._cursor, self.options.devices, self._floor, self._limit
+        )
 
     def _advance(self, rowid: int) -> None:
         with self.store.transaction() as db:

@@ -159,7 +159,7 @@ class _Collector:
 
     def _broker(self) -> Iterable[Metric]:
         ctx = self.context
-        ((messages,),) = ctx.store.query("SELECT count(*) FROM messages")
+        messages = ctx.store.message_count()
         info = GaugeMetricFamily(
             "gatewayd_build_info", "The running gatewayd.", labels=["version", "hub"]
         )

@@ -40,8 +40,8 @@ from gatewayd.mqtt.broker_state import BrokerLink, BrokerState, state_path, writ
 from gatewayd.mqtt.tls import client_context
 from gatewayd.mqtt.topics import Topics
 from gatewayd.ops.config import MqttConfig
-from gatewayd.records import reading_payload_json
 from gatewayd.store import PendingRow, Store, StoreFull
+from gatewayd.store.codec import reading_payload_json
 
 #: Rows read from the store per query while draining (bounded memory during a long replay).
 _BATCH = 500
@@ -177,6 +177,7 @@ class Publisher:
         try:
             await self._run()
             if self._writing:  # the last acknowledgements on disk before saying we are done
+                self._writing.add(self.store.mark_delivered_soon([], lazy=False))
                 await asyncio.wait(self._writing)
         finally:
             self._leave_state(BrokerLink.STOPPED, self.url)
@@ -351,7 +352,7 @@ class Publisher:
         """Queued alerts, summaries and discovery configs, oldest first, each until PUBACK.
 
         An acknowledged message is deleted by the store's writer thread; until that commit (or,
-        on a full disk, until it has room: gatewayd.recovery) it is not sent again.
+        on a full disk, until it has room: gatewayd.store.full_disk) it is not sent again.
         """
         self._forget_sent_messages()
         while messages := [
@@ -397,7 +398,7 @@ class Publisher:
         """Publish a stored row as its `reading` (or as the device's retained `state`)."""
         try:
             payload = reading_payload_json(
-                row.record, self.hub, include_serial=self.config.include_serial
+                row.record, row.serial, self.hub, include_serial=self.config.include_serial
             )
             topic = (self.topics.state if state else self.topics.reading)(row.device)
             await client.publish(topic, payload, qos=1, retain=state)

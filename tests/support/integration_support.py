@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gatewayd.errors import StoreError
+from gatewayd.store.view import StoreView
 from mosquitto import Mosquitto
 
 
@@ -117,6 +119,8 @@ class DaemonProcess:
         db = sqlite3.connect(f"file:{self.store_path}?mode=ro", uri=True, timeout=10)
         try:
             rows = db.execute("SELECT id, device, record FROM readings ORDER BY rowid").fetchall()
+        except sqlite3.OperationalError:  # the daemon is creating the store: no tables yet
+            return []
         finally:
             db.close()
         out = []
@@ -126,11 +130,28 @@ class DaemonProcess:
         return out
 
     def outbox_depth(self) -> int:
-        db = sqlite3.connect(f"file:{self.store_path}?mode=ro", uri=True, timeout=10)
+        """Readings waiting for the broker as the store file says (the published mark is
+        written lazily: about a second behind the daemon's own count)."""
         try:
-            return int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
-        finally:
-            db.close()
+            view = StoreView(self.store_path, timeout=10)
+        except StoreError:  # the daemon is creating it: its tables are not there yet
+            return -1
+        with view:
+            return sum(view.waiting_by_device().values())
+
+    def outbox_drained(self) -> Callable[[], bool]:
+        """A check for `wait_until`: every reading stored by now has left the outbox, as the
+        store file says. (While readings keep coming, the file's published mark, written at
+        most once a second, is rarely past the newest one: `outbox_depth() == 0` may never be
+        seen.)"""
+        with StoreView(self.store_path, timeout=10) as view:
+            target = view.newest_rowid()
+
+        def drained() -> bool:
+            with StoreView(self.store_path, timeout=10) as view:
+                return not view.waiting_by_device(stored_up_to=target)
+
+        return drained
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:

@@ -74,12 +74,12 @@ async def test_broker_outage_then_daemon_kill_loses_nothing(
         # 3. The broker returns; the hub replays, then is killed and restarted mid-stream.
         broker.start()
         async with Subscriber(broker, topics, client_id=SUBSCRIBER, persistent=True) as sub:
-            await wait_until(lambda: daemon.outbox_depth() == 0, 30, "outbox drained after outage")
+            await wait_until(daemon.outbox_drained(), 30, "outbox drained after outage")
             daemon.kill()
             after_kill = len(daemon.stored())
             daemon.start()
             await wait_until(lambda: len(daemon.stored()) >= after_kill + 20, 30, "new readings")
-            await wait_until(lambda: daemon.outbox_depth() == 0, 30, "outbox drained after kill")
+            await wait_until(daemon.outbox_drained(), 30, "outbox drained after kill")
             assert daemon.terminate() == 0
             stored = daemon.stored()
             stored_ids = {row[0] for row in stored}

@@ -10,7 +10,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from gatewayd.records import json_schema
+from gatewayd.store.codec import json_schema
 from mosquitto import Mosquitto
 from subscriber import Received, Subscriber
 

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from gatewayd.models import Direction, OutOfRange, Reading
-from gatewayd.records import to_record
+from gatewayd.store.codec import to_record
 
 COLUMNS = (
     "id",

@@ -8,9 +8,9 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gatewayd.errors import UsageError
-from gatewayd.integrations.summaries.readonly import ReadOnlyStore
 from gatewayd.ops import config as config_module
 from gatewayd.ops.config import Config
+from gatewayd.store.view import StoreView
 
 _LOCALTIME = Path("/etc/localtime")
 
@@ -18,10 +18,10 @@ _LOCALTIME = Path("/etc/localtime")
 OptionError = UsageError  # a command-line option with a value that cannot be used
 
 
-def open_device(config_path: Path, device: str) -> tuple[Config, ReadOnlyStore]:
+def open_device(config_path: Path, device: str) -> tuple[Config, StoreView]:
     """The config and a read-only store, once `device` is known to either of them."""
     cfg = config_module.load(config_path)
-    store = ReadOnlyStore(cfg.store.path)
+    store = StoreView(cfg.store.path)
     configured = [d.id for d in cfg.devices]
     if device not in configured and device not in store.devices():
         known = ", ".join(configured) or "none"

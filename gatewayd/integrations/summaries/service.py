@@ -24,9 +24,9 @@ from gatewayd.errors import GatewayError
 from gatewayd.integrations.summaries.metrics import Summary
 from gatewayd.integrations.summaries.options import SummaryOptions
 from gatewayd.integrations.summaries.payload import device_summaries, summary_payload
-from gatewayd.integrations.summaries.readonly import ReadOnlyStore
 from gatewayd.models import Reading
 from gatewayd.services import ServiceContext
+from gatewayd.store.view import StoreView
 
 #: A burst of backfilled readings delays its summary by at most this long (seconds).
 _MAX_DEFER_S = 60.0
@@ -55,7 +55,7 @@ class SummaryService:
         self._first_dirty: float | None = None
         self._due: float | None = None
         self._wake = asyncio.Event()
-        self._reader: ReadOnlyStore | None = None
+        self._reader: StoreView | None = None
 
     def on_reading(self, reading: Reading) -> None:
         """A backfilled reading schedules its device's summary (debounced)."""
@@ -122,7 +122,7 @@ class SummaryService:
     def _compute(self, device: str, end: datetime) -> list[Summary]:
         """In a worker thread: the device's summaries, read over our own connection."""
         if self._reader is None:
-            self._reader = ReadOnlyStore(self.context.store.path)
+            self._reader = StoreView(self.context.store.path)
         return device_summaries(self._reader, device, end, interval=self.options.interval)
 
     def close(self) -> None:

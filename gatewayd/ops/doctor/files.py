@@ -15,9 +15,9 @@ from gatewayd.ops.doctor.core import Identity, Result, Status, fail, ok
 from gatewayd.ops.doctor.system import existing_parent
 
 if TYPE_CHECKING:
-    from gatewayd.cli.status import StoreSnapshot
     from gatewayd.daemon import Plan
     from gatewayd.ops.config import Config
+    from gatewayd.store.snapshot import StoreSnapshot
 
 #: Undelivered readings older than this mean the broker link is not doing its job.
 STALE_OUTBOX = timedelta(minutes=15)
@@ -143,15 +143,11 @@ def _modes(found: _Findings, path: Path, identity: Identity) -> None:
 
 
 def _integrity(found: _Findings, path: Path) -> None:
-    from gatewayd.cli.status import open_readonly
+    from gatewayd.store.snapshot import open_readonly
 
     try:
-        db = open_readonly(path)
-        try:
-            (journal,) = db.execute("PRAGMA journal_mode").fetchone()
-            (check,) = db.execute("PRAGMA quick_check").fetchone()
-        finally:
-            db.close()
+        with open_readonly(path) as db:
+            journal, check = db.integrity()
     except (StoreError, sqlite3.Error) as exc:
         found.add(f"integrity not checked: {exc}", Status.FAIL, "restore the store from a backup")
         return

@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 
 from drivers.dexcom_receiver.emulator import ManualClock, ReceiverEmulator
-from gatewayd.records import json_schema
+from gatewayd.store.codec import json_schema
 from mosquitto import Mosquitto
 from subscriber import Received, Subscriber
 

@@ -17,8 +17,8 @@ from jsonschema import Draft202012Validator, FormatChecker
 from gatewayd.integrations.summaries.inputs import OptionError, parse_time, zone
 from gatewayd.integrations.summaries.payload import WINDOW_KEYS
 from gatewayd.models import Reading
-from gatewayd.records import json_schema
 from gatewayd.store import Store
+from gatewayd.store.codec import json_schema
 
 AT = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
 VALIDATOR = Draft202012Validator(json_schema("summary"), format_checker=FormatChecker())

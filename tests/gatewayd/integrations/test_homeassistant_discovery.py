@@ -25,9 +25,9 @@ from gatewayd.integrations.homeassistant import SUMMARY_METRICS
 from gatewayd.integrations.summaries.metrics import summarize
 from gatewayd.integrations.summaries.payload import STANDARD_WINDOWS, summary_payload
 from gatewayd.mqtt.publisher import Publisher
-from gatewayd.records import reading_payload, to_record
 from gatewayd.services import ServiceContext, ServiceSpec
 from gatewayd.store import Store
+from gatewayd.store.codec import reading_payload, to_record
 from subscriber import Received, Subscriber
 
 pytestmark = pytest.mark.timeout(30)
@@ -68,10 +68,7 @@ async def publish(rig: Any, topic: str, *payloads: bytes) -> None:
 async def drained(rig: Any, daemon: Any) -> None:
     """This start's discovery messages are queued, and the broker acknowledged them all."""
     await rig.wait_until(
-        lambda: (
-            daemon.services[0].synced.is_set()
-            and daemon.store.query("SELECT count(*) FROM messages") == [(0,)]
-        ),
+        lambda: daemon.services[0].synced.is_set() and daemon.store.message_count() == 0,
         what="discovery outbox drained",
     )
 

@@ -29,8 +29,8 @@ from gatewayd.device_status import DeviceStatus, LinkState
 from gatewayd.models import Direction, Reading
 from gatewayd.mqtt.publisher import Publisher
 from gatewayd.ops.config import MqttConfig, parse
-from gatewayd.records import READING_SCHEMA, json_schema
 from gatewayd.store import Store
+from gatewayd.store.codec import READING_SCHEMA, json_schema
 from mosquitto import Mosquitto
 from subscriber import Received, Subscriber
 

@@ -41,7 +41,7 @@ def config_file(folder: Path, broker: Mosquitto, privacy: str) -> Path:
 def serials(store: Path) -> set[str]:
     db = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
     try:
-        return {json.loads(r)["serial"] for (r,) in db.execute("SELECT record FROM readings")}
+        return {serial for (serial,) in db.execute("SELECT serial FROM readings")}
     finally:
         db.close()
 
@@ -68,7 +68,7 @@ async def run_daemon(tmp_path: Path, broker: Mosquitto, privacy: str) -> tuple[s
     daemon.start()
     try:
         await wait_until(lambda: stored(daemon) >= 20, 8, "20 stored readings")
-        await wait_until(lambda: daemon.outbox_depth() == 0, 5, "all delivered")
+        await wait_until(daemon.outbox_drained(), 5, "all delivered")
     finally:
         code = daemon.terminate()
     assert code == 0

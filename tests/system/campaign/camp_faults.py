@@ -375,7 +375,7 @@ async def kill_campaign(
             lambda: (_max_rowid(daemon.store_path) or 0) >= settled, 60, "readings after kills"
         )
         times.poll()
-        await wait_until(lambda: daemon.outbox_depth() == 0, 60, "outbox drained")
+        await wait_until(daemon.outbox_drained(), 60, "outbox drained")
         report.terminate_rc = daemon.terminate()
         report.outbox_after_stop = daemon.outbox_depth()
         stored = daemon.stored()
@@ -512,7 +512,9 @@ async def hour_outage(
             30,
             "readings before the outage",
         )
-        await wait_until(lambda: daemon.outbox_depth() == 0, 30, "outbox drained before outage")
+        await wait_until(daemon.outbox_drained(), 30, "outbox drained before outage")
+        # Acknowledged by the broker is not yet received by the link: let it see them first.
+        await link.wait_for_ids({row[0] for row in daemon.stored()}, timeout=30)
         await link.disconnect()
         broker.stop()
         began = time.monotonic()
@@ -535,7 +537,7 @@ async def hour_outage(
         report.outage_real_s = round(time.monotonic() - began, 2)
         restarted = time.monotonic()
         await link.connect()
-        await wait_until(lambda: daemon.outbox_depth() == 0, 60, "replay after the outage")
+        await wait_until(daemon.outbox_drained(), 60, "replay after the outage")
         report.replay_s = round(time.monotonic() - restarted, 2)
         report.terminate_rc = daemon.terminate()
         report.outbox_after_stop = daemon.outbox_depth()

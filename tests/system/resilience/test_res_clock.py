@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from gatewayd.models import Reading
-from gatewayd.records import decode_record
 from gatewayd.store import Store
+from gatewayd.store.codec import decode_record
 from gatewayd.timesync import (
     CLOCK_UNSYNCED,
     EPOCH_FLOOR,
@@ -94,7 +94,7 @@ def accept(keeper: Timekeeper, store: Store, clocks: Clocks, seq: int, age: floa
 
 def published(store: Store) -> list[Reading]:
     """What the publisher would send now, in order."""
-    return [decode_record(row.record) for row in store.pending(1000)]
+    return [decode_record(row.record, row.serial) for row in store.pending(1000)]
 
 
 def test_untrusted_clock_holds_flags_and_hides_readings(store: Store) -> None:

@@ -24,7 +24,7 @@ from res_support import (
 
 from gatewayd.daemon import Daemon
 from gatewayd.models import reading_id
-from gatewayd.recovery import FullDiskOptions
+from gatewayd.store.full_disk import FullDiskOptions
 from gatewayd.timesync import CLOCK_UNSYNCED, TIME_CORRECTED, TimeSyncOptions
 from mosquitto import Mosquitto
 from subscriber import Received, Subscriber

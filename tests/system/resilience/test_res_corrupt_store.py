@@ -17,7 +17,7 @@ from structlog.testing import capture_logs
 from gatewayd.errors import StoreError
 from gatewayd.models import Reading
 from gatewayd.store import Store
-from gatewayd.storefile import CorruptStore, is_corrupt
+from gatewayd.store.file import CorruptStore, is_corrupt
 from mosquitto import Mosquitto
 from subscriber import Subscriber
 

@@ -1,5 +1,5 @@
 """A full disk (a small tmpfs, filled up): the daemon reports it, keeps the newest data it can,
-and recovers by itself when space returns (gatewayd.recovery).
+and recovers by itself when space returns (gatewayd.store.full_disk).
 
 The store lives on a real tmpfs of 2 or 8 MiB; a filler file takes every byte left. SQLite
 then refuses writes with SQLITE_FULL exactly as on a full SD card.
@@ -18,8 +18,8 @@ from structlog.testing import capture_logs
 
 from gatewayd.daemon import Daemon
 from gatewayd.models import Reading
-from gatewayd.recovery import FULL_REASON, FullDiskOptions, Intake, Outcome
 from gatewayd.store import Hold, Store, StoreFull
+from gatewayd.store.full_disk import FULL_REASON, FullDiskOptions, Intake, Outcome
 from gatewayd.timesync import ClockStatus, TimeSyncOptions
 from mosquitto import Mosquitto
 from subscriber import Subscriber

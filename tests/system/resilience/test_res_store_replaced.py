@@ -1,6 +1,7 @@
 """The store file deleted under the running daemon (issue 10.4): noticed by its identity
-(st_dev/st_ino, one stat per reading), logged at error level, and written back from the still-open
-database, so history, outbox and resume point survive the next restart."""
+(st_dev/st_ino, checked at most once a second on the live path, and at stop), logged at error
+level, and written back from the still-open database, so history, outbox and resume point
+survive the next restart."""
 
 from __future__ import annotations
 

@@ -17,8 +17,8 @@ from gatewayd.integrations.alerts.settings import Thresholds
 from gatewayd.models import Reading
 from gatewayd.mqtt.publisher import Publisher
 from gatewayd.ops.config import MqttConfig
-from gatewayd.records import json_schema
 from gatewayd.store import Store
+from gatewayd.store.codec import json_schema
 from mosquitto import Mosquitto
 from subscriber import Received, Subscriber
 

@@ -20,8 +20,8 @@ from gatewayd.models import Reading
 from gatewayd.mqtt.publisher import Publisher
 from gatewayd.mqtt.topics import Topics
 from gatewayd.ops.config import MqttConfig
-from gatewayd.records import json_schema
 from gatewayd.store import Store
+from gatewayd.store.codec import json_schema
 
 pytestmark = pytest.mark.timeout(20)
 

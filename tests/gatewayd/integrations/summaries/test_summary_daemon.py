@@ -12,7 +12,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from gatewayd.daemon import Daemon, plan
 from gatewayd.ops.config import parse
-from gatewayd.records import json_schema
+from gatewayd.store.codec import json_schema
 from mosquitto import Mosquitto
 from subscriber import Received, Subscriber
 

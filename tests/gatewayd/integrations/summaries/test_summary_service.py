@@ -27,9 +27,9 @@ from gatewayd.integrations.summaries.service import SummaryService
 from gatewayd.models import OutOfRange, Reading
 from gatewayd.mqtt.publisher import Publisher
 from gatewayd.ops.config import Config, parse
-from gatewayd.records import json_schema
 from gatewayd.services import ServiceContext
 from gatewayd.store import Store
+from gatewayd.store.codec import json_schema
 from mosquitto import Mosquitto
 from subscriber import Received, Subscriber
 

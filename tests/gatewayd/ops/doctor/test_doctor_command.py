@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 
 from gatewayd.cli.doctor import SystemProbes, run_doctor
-from gatewayd.cli.status import open_readonly, snapshot
 from gatewayd.models import Reading
 from gatewayd.ops import config
 from gatewayd.ops.doctor.core import Identity, Status
 from gatewayd.ops.doctor.files import check_config, check_security, check_store
 from gatewayd.ops.doctor.system import ClockState, DiskUsage
 from gatewayd.store import Store
+from gatewayd.store.snapshot import open_readonly, snapshot
 from mosquitto import Mosquitto, free_port
 from privileges import NEEDS_ROOT
 
@@ -320,7 +320,7 @@ def test_store_read_while_a_writer_holds_it(tmp_path: Path) -> None:
     store = Store(path)
     store.add(reading(0, datetime.now(UTC)))
     with store.transaction() as db:  # the daemon in the middle of a write
-        db.execute("INSERT INTO outbox (rowid) VALUES (999)")
+        db.execute("INSERT INTO meta VALUES ('test/write', 'in progress')")
         status, message, _ = store_result(path, Identity.current())
     store.close()
     assert status == Status.OK, message
@@ -378,4 +378,4 @@ def test_doctor_reads_a_store_without_touching_it(tmp_path: Path) -> None:
     store_result(path, Identity.current())
     assert (path.stat().st_mtime_ns, path.read_bytes()) == before
     with pytest.raises(sqlite3.OperationalError, match="readonly"):
-        open_readonly(path).execute("DELETE FROM readings")
+        open_readonly(path)._db.execute("DELETE FROM readings")

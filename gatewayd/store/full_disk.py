@@ -4,7 +4,7 @@ SQLite refuses a write with SQLITE_FULL (`store.StoreFull`) when the filesystem 
 supervisor stores every reading through an `Intake`, which handles that refusal:
 
 1. **Make room** (once per episode): give back the reserve file beside the store
-   (`storefile.Reserve`: without it SQLite cannot even delete rows, because a delete appends to
+   (`file.Reserve`: without it SQLite cannot even delete rows, because a delete appends to
    the WAL and the checkpoint that recycles the WAL needs room), then delete the oldest
    *delivered* readings more than `emergency_retention` older than the newest stored one, in
    chunks with a checkpoint after each, and try the insert again. Undelivered and clock-held
@@ -39,8 +39,8 @@ import structlog
 
 from gatewayd.errors import StoreError
 from gatewayd.models import Reading
-from gatewayd.store import Hold, Store, StoreFull
-from gatewayd.storefile import Reserve, free_bytes
+from gatewayd.store.file import Reserve, free_bytes
+from gatewayd.store.store import FILE_CHECK_EVERY_S, Hold, Store, StoreFull
 
 #: The status `reason` of a connected device while the store refuses writes.
 FULL_REASON = "store full: readings wait in memory until disk space returns"
@@ -111,7 +111,7 @@ class Intake:
         """`put`, with the commit made by the store's writer thread (in a group with the other
         devices' readings) while the event loop goes on; returns once the reading is on disk.
         A refusal (a full disk) goes the way of `put`."""
-        self.store.ensure_file()
+        self.store.ensure_file(every=FILE_CHECK_EVERY_S)
         if not self.full:
             try:
                 new = await self.store.add_soon(reading, hold=hold)
@@ -127,7 +127,7 @@ class Intake:
     def put(self, reading: Reading, hold: Hold | None = None) -> Outcome:
         """Store `reading` (`on_stored` is called when it lands, now or later), committing on
         the caller's thread."""
-        self.store.ensure_file()  # never into a deleted file (two stats per reading)
+        self.store.ensure_file(every=FILE_CHECK_EVERY_S)  # not for long into a deleted file
         return self._put(reading, hold)
 
     def _put(self, reading: Reading, hold: Hold | None) -> Outcome:
@@ -228,10 +228,7 @@ class Intake:
     def _emergency_prune(self) -> int:
         """Delete delivered readings older than the newest minus `emergency_retention`."""
         try:
-            ((newest,),) = self.store.query(
-                "SELECT max(time_ms) FROM readings "
-                "WHERE rowid NOT IN (SELECT rowid FROM clock_hold)"
-            )
+            newest = self.store.newest_time_ms()
         except StoreError:
             return 0
         if newest is None:
@@ -240,19 +237,12 @@ class Intake:
         deleted = 0
         while True:
             try:
-                with self.store.transaction() as db:
-                    count = db.execute(
-                        "DELETE FROM readings WHERE rowid IN (SELECT rowid FROM readings "
-                        "WHERE time_ms < ? AND rowid NOT IN (SELECT rowid FROM outbox) "
-                        "AND rowid NOT IN (SELECT rowid FROM clock_hold) ORDER BY time_ms LIMIT ?)",
-                        (cutoff, self.options.chunk),
-                    ).rowcount
+                count = self.store.delete_delivered(cutoff, self.options.chunk)
             except StoreFull:
                 break
             deleted += count
-            # PASSIVE: never waits for a reader; recycles the WAL when it can.
             with contextlib.suppress(StoreError):
-                self.store.query("PRAGMA wal_checkpoint(PASSIVE)")
+                self.store.checkpoint()
             if count < self.options.chunk:
                 break
         self.reclaimed += deleted

@@ -1,8 +1,9 @@
 """Readings as JSON: the stored record and the published MQTT `reading` payload.
 
-One mapping serves both: the store keeps `to_record(reading)`; the publisher sends
-`reading_payload(...)`, which is that record plus the contract's `schema` and `hub`, minus the
-sensor serial unless the config asks for it. The JSON Schema in `gatewayd/schemas/` documents
+One mapping serves both: the store keeps `to_record(reading)` without the sensor serial, which
+has a column of its own (`encode_record`); the publisher sends `reading_payload(...)`, which is
+that record plus the contract's `schema` and `hub`, and the serial only if the config asks for
+it. The JSON Schema in `gatewayd/schemas/` documents
 the payload; tests validate every published reading against it.
 """
 
@@ -39,7 +40,6 @@ def to_record(reading: Reading) -> dict[str, Any]:
         "quality_pct": reading.quality_pct,
         "status": list(reading.status),
         "backfilled": reading.backfilled,
-        # Last on purpose: `reading_payload_json` cuts it off without parsing the record.
         "serial": reading.serial,
     }
 
@@ -66,13 +66,18 @@ def from_record(record: dict[str, Any]) -> Reading:
 
 
 def encode_record(reading: Reading) -> str:
-    """The stored form of a reading (compact JSON)."""
-    return json.dumps(to_record(reading), separators=(",", ":"))
+    """The stored form of a reading: compact JSON of `to_record` without the serial (the
+    store keeps it in a column of its own)."""
+    record = to_record(reading)
+    del record["serial"]
+    return json.dumps(record, separators=(",", ":"))
 
 
-def decode_record(text: str) -> Reading:
-    """A reading from its stored form."""
-    return from_record(json.loads(text))
+def decode_record(text: str, serial: str) -> Reading:
+    """A reading from its stored form and its serial."""
+    record = json.loads(text)
+    record["serial"] = serial
+    return from_record(record)
 
 
 def identity_key(device: str) -> str:
@@ -101,19 +106,23 @@ def reading_payload(
     return payload
 
 
-def reading_payload_json(record: str, hub: str, *, include_serial: bool = False) -> bytes:
-    """`reading_payload` of a stored record as JSON bytes, spliced without a parse.
+def reading_payload_json(
+    record: str, serial: str, hub: str, *, include_serial: bool = False
+) -> bytes:
+    """`reading_payload` of a stored record (`encode_record`) as JSON bytes, without a parse.
 
     The outbox replays thousands of rows a second; parsing and re-encoding each one cost a
-    quarter of the publisher's CPU. The stored record is our own compact JSON with `serial` as
-    its last key (a string value cannot contain the unescaped key), so the cut is exact.
+    quarter of the publisher's CPU. The stored record is a compact JSON object of its own; its
+    members go between the contract's head (`schema`, `hub`) and the serial, which is kept
+    apart. Nothing depends on the order of the record's keys; the bytes are those of
+    `json.dumps(reading_payload(...), separators=(",", ":"))`.
     """
-    body = record[1:]
-    if not include_serial:
-        cut = body.rfind(',"serial":')
-        body = body[:cut] + "}"
-    head = f'{{"schema":"{READING_SCHEMA}","hub":{json.dumps(hub)},'
-    return (head + body).encode()
+    if not record.startswith("{") or not record.endswith("}"):
+        raise ValueError(f"not a stored record: {record[:40]!r}")
+    members = record[1:-1]
+    tail = f',"serial":{json.dumps(serial)}}}' if include_serial else "}"
+    head = f'{{"schema":"{READING_SCHEMA}","hub":{json.dumps(hub)}'
+    return (head + ("," + members if members else "") + tail).encode()
 
 
 @cache

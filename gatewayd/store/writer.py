@@ -87,7 +87,8 @@ class Writer:
         """Queue `run(db)` for the next group commit; its result (or error) in the future."""
         loop = asyncio.get_running_loop()
         job = _Job(run, lazy, loop, loop.create_future())
-        self._start()
+        if self._thread is None:  # the lock only to start it (`close` clears it on the loop)
+            self._start()
         self._queue.put(job)
         assert job.future is not None  # noqa: S101 - set just above
         return job.future

@@ -17,8 +17,8 @@ from structlog.testing import capture_logs
 from gatewayd.driver import ResumePoint
 from gatewayd.errors import GatewayError, StoreError
 from gatewayd.models import Reading
-from gatewayd.records import decode_record
 from gatewayd.store import PendingRow, Store
+from gatewayd.store.codec import decode_record
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -65,7 +65,7 @@ def test_wal_mode(store: Store, db_path: Path) -> None:
 def test_schema_version_recorded(store: Store, db_path: Path) -> None:
     with closing(sqlite3.connect(db_path)) as db:
         rows = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
-    assert rows == [("1",)]
+    assert rows == [("2",)]
 
 
 def test_file_mode_0600_on_creation(db_path: Path) -> None:
@@ -165,19 +165,19 @@ def test_pending_in_insertion_order(store: Store) -> None:
         store.add(r)
     rows = store.pending(10)
     assert all(isinstance(row, PendingRow) for row in rows)
-    assert [decode_record(row.record).id for row in rows] == [r.id for r in order]
+    assert [decode_record(row.record, row.serial).id for row in rows] == [r.id for r in order]
     assert [row.device for row in rows] == ["cgm1", "cgm1", "cgm2", "cgm1"]
     assert [row.rowid for row in rows] == sorted(row.rowid for row in rows)
-    assert decode_record(rows[0].record) == order[0]
+    assert decode_record(rows[0].record, rows[0].serial) == order[0]
 
 
 def test_pending_limit_and_after(store: Store) -> None:
     for seq in range(6):
         store.add(make(seq))
     first = store.pending(2)
-    assert [decode_record(r.record).seq for r in first] == [0, 1]
+    assert [decode_record(r.record, r.serial).seq for r in first] == [0, 1]
     rest = store.pending(10, after=first[-1].rowid)
-    assert [decode_record(r.record).seq for r in rest] == [2, 3, 4, 5]
+    assert [decode_record(r.record, r.serial).seq for r in rest] == [2, 3, 4, 5]
     assert store.pending(10, after=rest[-1].rowid) == []
     assert store.pending(0) == []
 
@@ -188,7 +188,7 @@ def test_mark_delivered(store: Store) -> None:
     rows = store.pending(10)
     store.mark_delivered([rows[0].rowid, rows[2].rowid])
     assert store.outbox_depth() == 2
-    assert [decode_record(r.record).seq for r in store.pending(10)] == [1, 3]
+    assert [decode_record(r.record, r.serial).seq for r in store.pending(10)] == [1, 3]
     assert store.count() == 4  # delivered readings stay in the history
     store.mark_delivered([rows[0].rowid])  # again: harmless
     store.mark_delivered([])
@@ -287,7 +287,7 @@ def test_prune(db_path: Path) -> None:
         assert s.count() == 2
         assert [r.id for r in s.readings("a")] == [edge.id, fresh.id]
         assert s.outbox_depth() == 2  # the old undelivered entry left the outbox too
-        assert [decode_record(p.record).id for p in s.pending(10)] == [edge.id, fresh.id]
+        assert [decode_record(p.record, p.serial).id for p in s.pending(10)] == [edge.id, fresh.id]
         assert s.prune(now) == (0, 0)
     finally:
         s.close()
@@ -301,7 +301,7 @@ def test_prune_then_add_again_does_not_collide(db_path: Path) -> None:
         assert s.prune(now) == (1, 1)
         s.add(make(2, time=now, received=now))
         (row,) = s.pending(10)
-        assert decode_record(row.record).seq == 2
+        assert decode_record(row.record, row.serial).seq == 2
     finally:
         s.close()
 
@@ -340,7 +340,7 @@ def test_data_survives_close_and_reopen(db_path: Path) -> None:
         assert again.readings("cgm1") == readings
         assert again.latest("cgm1") == readings[-1]
         assert again.add(readings[0]) is False
-        assert [decode_record(p.record).seq for p in again.pending(10)] == [1, 2, 3, 4]
+        assert [decode_record(p.record, p.serial).seq for p in again.pending(10)] == [1, 2, 3, 4]
     finally:
         again.close()
 
@@ -422,3 +422,36 @@ def test_a_replaced_store_file_is_moved_aside_and_ours_written_back(
     assert len(_stored_ids(db_path)) == 5
     store.add(make(5))
     assert len(_stored_ids(db_path)) == 6
+
+
+def test_the_live_path_checks_the_file_at_most_every_so_often_and_close_checks_it(
+    db_path: Path,
+) -> None:
+    store = Store(db_path)
+    store.add(make(0))
+    assert store.ensure_file() is False  # a check now: the next `every` one waits
+    db_path.unlink()
+    assert store.ensure_file(every=3600) is False  # not looked at again so soon
+    store.add(make(1))
+    with capture_logs() as logs:
+        store.close()  # the last look: written back before the connection goes
+    assert [e["found"] for e in logs if e["event"] == "store_file_replaced"] == ["deleted"]
+    assert len(_stored_ids(db_path)) == 2
+
+
+def test_acknowledgements_out_of_order_survive_a_restart_without_a_resend(db_path: Path) -> None:
+    store = Store(db_path)
+    for seq in range(4):
+        store.add(make(seq))
+    rows = store.pending(10)
+    store.mark_delivered([rows[1].rowid, rows[3].rowid])  # PUBACKs out of order
+    assert store.published_through == 0
+    store.close()
+    again = Store(db_path)
+    try:
+        assert [r.rowid for r in again.pending(10)] == [rows[0].rowid, rows[2].rowid]
+        again.mark_delivered([rows[0].rowid, rows[2].rowid])
+        assert again.published_through == rows[3].rowid
+        assert again.outbox_depth() == 0
+    finally:
+        again.close()

@@ -1,4 +1,4 @@
-"""gatewayd.records: stored record round trip and published payloads against their JSON Schemas."""
+"""gatewayd.store.codec: stored record round trip, published payloads against their schemas."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 
 from gatewayd.device_status import DeviceStatus, LinkState
 from gatewayd.models import Direction, Reading, mgdl_to_mmoll
-from gatewayd.records import (
+from gatewayd.store.codec import (
     READING_SCHEMA,
     STATUS_SCHEMA,
     decode_record,
@@ -148,7 +148,8 @@ def test_record_round_trip(reading: Reading) -> None:
 def test_encoded_record_round_trip(reading: Reading) -> None:
     text = encode_record(reading)
     assert "\n" not in text
-    back = decode_record(text)
+    assert "serial" not in json.loads(text)  # a column of its own
+    back = decode_record(text, reading.serial)
     assert back == reading
     assert back.id == reading.id
 
@@ -355,11 +356,42 @@ def test_status_schema_rejects(change: dict[str, Any]) -> None:
     assert errors(STATUS, payload) != []
 
 
+def _v1_splice(record: str, hub: str, *, include_serial: bool) -> bytes:
+    """The payload as schema v1 made it (kept verbatim): a cut at the stored record's last key,
+    `serial`. The wire bytes must not change."""
+    body = record[1:]
+    if not include_serial:
+        cut = body.rfind(',"serial":')
+        body = body[:cut] + "}"
+    head = f'{{"schema":"{READING_SCHEMA}","hub":{json.dumps(hub)},'
+    return (head + body).encode()
+
+
 @given(reading=readings())
-def test_spliced_payload_equals_the_parsed_one(reading: Reading) -> None:
+def test_assembled_payload_equals_the_parsed_one_byte_for_byte(reading: Reading) -> None:
     stored = encode_record(reading)
+    v1_record = json.dumps(to_record(reading), separators=(",", ":"))
     for include_serial in (False, True):
-        spliced = json.loads(reading_payload_json(stored, "hub-1", include_serial=include_serial))
-        parsed = reading_payload(json.loads(stored), "hub-1", include_serial=include_serial)
-        assert spliced == parsed
-        assert list(spliced) == list(parsed)
+        made = reading_payload_json(stored, reading.serial, "hub-1", include_serial=include_serial)
+        parsed = reading_payload(to_record(reading), "hub-1", include_serial=include_serial)
+        assert made == json.dumps(parsed, separators=(",", ":")).encode()
+        assert made == _v1_splice(v1_record, "hub-1", include_serial=include_serial)
+        assert list(json.loads(made)) == list(parsed)
+
+
+def test_assembled_payload_does_not_depend_on_the_stored_key_order() -> None:
+    reading = make()
+    fields = json.loads(encode_record(reading))
+    shuffled = json.dumps(dict(reversed(fields.items())), separators=(",", ":"))
+    for include_serial in (False, True):
+        made = json.loads(
+            reading_payload_json(shuffled, reading.serial, "h", include_serial=include_serial)
+        )
+        assert made == reading_payload(to_record(reading), "h", include_serial=include_serial)
+        assert list(made)[:2] == ["schema", "hub"]
+        assert ("serial" in made) is include_serial
+
+
+def test_assembling_a_payload_refuses_what_is_not_a_stored_record() -> None:
+    with pytest.raises(ValueError, match="not a stored record"):
+        reading_payload_json('"text"', "SN", "h")

@@ -1,18 +1,18 @@
-"""gatewayd.storewriter: the live path's commits in groups on the writer thread (real SQLite)."""
+"""gatewayd.store.writer: the live path's commits in groups on the writer thread (real SQLite)."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
 from collections.abc import Iterator
-from contextlib import closing
 from pathlib import Path
 
 import pytest
-from tests.gatewayd.test_store import make
+from tests.gatewayd.store.test_store import make
 
 from gatewayd.errors import StoreError
 from gatewayd.store import Store
+from gatewayd.store.view import StoreView
 
 
 @pytest.fixture
@@ -72,8 +72,8 @@ async def test_acknowledgements_alone_are_committed_soon(store: Store) -> None:
     assert store.outbox_depth() == 0  # acknowledged: no longer waiting, while it is deleted
     await delivered
     assert store.outbox_depth() == 0
-    with closing(sqlite3.connect(store.path)) as other:
-        assert other.execute("SELECT count(*) FROM outbox").fetchone() == (0,)
+    with StoreView(store.path) as other:  # the published mark is in the file
+        assert other.waiting_by_device() == {}
 
 
 async def test_settle_commits_what_waits_and_the_writer_starts_again(store: Store) -> None:
@@ -88,5 +88,25 @@ async def test_settle_commits_what_waits_and_the_writer_starts_again(store: Stor
 
 async def test_writes_land_in_the_file_other_connections_read(store: Store) -> None:
     await store.add_soon(make(0))
-    with closing(sqlite3.connect(store.path)) as other:
-        assert other.execute("SELECT count(*) FROM outbox").fetchone() == (1,)
+    with StoreView(store.path) as other:
+        assert other.waiting_by_device() == {"cgm1": 1}
+
+
+async def test_the_published_mark_is_written_at_most_once_a_second_while_readings_come(
+    store: Store,
+) -> None:
+    await store.add_soon(make(0))
+    first = store.mark_delivered_soon([row.rowid for row in store.pending(10)])
+    await first  # written at once: none was written in the last second
+    on_disk = StoreView(store.path)
+    try:
+        assert on_disk.waiting_by_device() == {}
+        await store.add_soon(make(1))
+        later = store.mark_delivered_soon([row.rowid for row in store.pending(10)])
+        assert store.outbox_depth() == 0  # the daemon's own count is exact at once
+        assert on_disk.waiting_by_device() == {"cgm1": 1}  # the file's mark waits its turn
+        assert store.mark_delivered_soon([]) is later  # one write serves every PUBACK meanwhile
+        await later
+        assert on_disk.waiting_by_device() == {}
+    finally:
+        on_disk.close()

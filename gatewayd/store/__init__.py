@@ -1,0 +1,33 @@
+"""The store floor: every reading lands here, durably, before anything else happens to it.
+
+The package is the only code that knows the SQLite schema of the core tables (`readings`,
+`outbox` state, `messages`, `clock_hold`, `meta`); everything else calls its methods.
+
+- `store` — `Store`, the daemon's read-write store (the live path, the services, pruning).
+- `schema` — the DDL of the current schema version and the ordered migrations to it.
+- `writer` — the writer thread that commits the live path's writes in groups.
+- `view` — `StoreView`, the read-only view (`gatewayd status`, reports, exports).
+- `codec` — readings as JSON: the stored record and the published payload.
+- `file` — the store's file: identity (replaced under the daemon), corruption, disk space.
+- `full_disk` — what the daemon does when the disk is full (`Intake`).
+"""
+
+from gatewayd.store.store import (
+    WAL_CHECKPOINT_PAGES,
+    WAL_SIZE_LIMIT,
+    Hold,
+    PendingMessage,
+    PendingRow,
+    Store,
+    StoreFull,
+)
+
+__all__ = [
+    "WAL_CHECKPOINT_PAGES",
+    "WAL_SIZE_LIMIT",
+    "Hold",
+    "PendingMessage",
+    "PendingRow",
+    "Store",
+    "StoreFull",
+]

@@ -1,0 +1,888 @@
+"""The local store: every reading lands here, durably, before anything else happens to it.
+
+SQLite in WAL mode (schema and migrations: gatewayd.store.schema). `readings` holds the history
+(pruned after the retention period) in rowid order, which is the order of publishing. The outbox
+is every reading above the published mark (`meta.published_through`) that is neither withheld
+(`withheld`: never to be published) nor at or after the oldest reading held for the clock.
+Inserting is idempotent on the reading's deterministic id, so a backfill that overlaps what was
+already received, or a replay after a crash, adds nothing twice.
+
+The mark moves over the acknowledged readings in rowid order (PUBACKs may come out of order within
+the publisher's window: a reading acknowledged above one still in flight waits in memory) and is
+written lazily, riding along with a commit of readings at most every `MARK_EVERY_S`: a crash
+before that only sends those readings again, with the same ids (QoS 1 allows it), never loses one.
+
+Reads are synchronous and short; the daemon makes them on the event loop, which SQLite in WAL
+mode serves in tens of microseconds without waiting for any writer. The live path's writes
+(`add_soon`, `mark_delivered_soon`, `delete_message_soon`) go to the writer thread
+(gatewayd.store.writer), which commits them in groups on its own connection: the event loop never
+waits for a commit or its fsync. The synchronous writes (`add`, `transaction`, …) serve the
+services, the full-disk handling and the commands. Services keep their own tables in the store
+(`ensure_schema`, `transaction`, `query`); the core tables are read and written here only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import structlog
+
+from gatewayd.driver import ResumePoint
+from gatewayd.errors import StoreError, StorePathError
+from gatewayd.models import DeviceIdentity, Reading
+from gatewayd.store.codec import (
+    decode_identity,
+    decode_record,
+    encode_identity,
+    encode_record,
+    identity_key,
+)
+from gatewayd.store.file import identity, is_corrupt, move_aside, quick_check, restore
+from gatewayd.store.schema import PUBLISHED_KEY, ROWID_FLOOR_KEY, migrate
+from gatewayd.store.writer import Writer
+
+_LATEST_ROW = (
+    "SELECT rowid, device, record, time_ms, serial FROM readings WHERE device = ? "
+    "AND rowid NOT IN (SELECT rowid FROM clock_hold) ORDER BY time_ms DESC, rowid DESC LIMIT 1"
+)
+_LATEST = (
+    "SELECT record, serial FROM readings WHERE device = ? ORDER BY time_ms DESC, rowid DESC LIMIT 1"
+)
+_LATEST_PUBLISHABLE = (
+    "SELECT record, serial FROM readings WHERE device = ? "
+    "AND rowid NOT IN (SELECT rowid FROM clock_hold) ORDER BY time_ms DESC, rowid DESC LIMIT 1"
+)
+#: The readings waiting for the broker after a rowid, up to the oldest held one.
+_PENDING = (
+    "SELECT rowid, device, record, time_ms, serial FROM readings WHERE rowid > ? "
+    "AND rowid < (SELECT coalesce(min(rowid), ?) FROM clock_hold) "
+    "AND rowid NOT IN (SELECT rowid FROM withheld) ORDER BY rowid LIMIT ?"
+)
+#: The next device id after `?` (an index seek: `SELECT DISTINCT device` would read the index).
+_NEXT_DEVICE = "SELECT device FROM readings WHERE device > ? ORDER BY device LIMIT 1"
+#: The new rowid of a reading: above every rowid there is, and above `floor` (the published
+#: mark, and the newest rowid a deletion took away), so rowids only grow without AUTOINCREMENT.
+_INSERT = (
+    "INSERT OR IGNORE INTO readings (rowid, id, device, time_ms, serial, record) "
+    "VALUES (max(coalesce((SELECT max(rowid) FROM readings), 0), ?) + 1, ?, ?, ?, ?, ?)"
+)
+#: `_held_from()` when no reading is held for the clock.
+NO_HOLD = 2**63 - 1
+#: Seconds between two writes of the published mark while PUBACKs keep coming (each write
+#: rides along with a commit of readings; a crash loses at most this much of the mark).
+MARK_EVERY_S = 1.0
+#: Seconds between two identity checks of the store file on the live path
+#: (`ensure_file(every=...)`): two stats per reading cost ~5 % of the CPU at 100 readings/s.
+FILE_CHECK_EVERY_S = 1.0
+#: Pages in the WAL before a commit checkpoints it into the database (SQLite's default, 1000
+#: pages = 4 MiB, never fired on a 4 MiB volume: the WAL itself filled the disk, and then no
+#: checkpoint could grow the database to empty it, so freed space went straight back to the WAL).
+#: 200 pages (800 KiB) stays below the full-disk reserve (1 MiB, gatewayd.store.full_disk):
+#: releasing it always lets a checkpoint complete.
+WAL_CHECKPOINT_PAGES = 200
+#: Bytes the WAL file is cut back to after a checkpoint resets it (SQLite keeps it at its largest
+#: otherwise): what a past burst made it need is given back to the disk.
+WAL_SIZE_LIMIT = 1 << 20
+
+
+class StoreFull(StoreError):  # noqa: N818 - reads as the condition it reports
+    """The disk (or the filesystem's quota) is full: SQLITE_FULL; see gatewayd.store.full_disk."""
+
+
+class Hold(NamedTuple):
+    """Where a reading received on an untrusted clock stands on the hub's monotonic clock."""
+
+    boot_id: str
+    received_mono: float
+
+
+def _error(path: Path, exc: BaseException) -> StoreError:
+    """The project's error for a SQLite error (`StoreFull` for SQLITE_FULL)."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    kind = StoreFull if code == sqlite3.SQLITE_FULL else StoreError
+    return kind(f"store {path}: {exc}")
+
+
+@dataclass(frozen=True, slots=True)
+class PendingMessage:
+    """A non-reading message waiting for the broker (alert, summary, discovery config)."""
+
+    rowid: int
+    topic: str
+    payload: bytes
+    retain: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRow:
+    """One reading waiting for the broker: the store's rowid, its device, the stored record
+    (JSON without the serial), its measured time (ms since the epoch) and the sensor serial."""
+
+    rowid: int
+    device: str
+    record: str
+    time_ms: int
+    serial: str
+
+
+@dataclass(frozen=True, slots=True)
+class HeldRow:
+    """A reading held for the clock (gatewayd.timesync) and where it stands on the monotonic
+    clock of the boot that received it."""
+
+    rowid: int
+    hold: Hold
+    reading: Reading
+
+
+def _insert(db: sqlite3.Connection, reading: Reading, hold: Hold | None, floor: int) -> bool:
+    """Insert a reading (and its `clock_hold` row); False if already there."""
+    cur = db.execute(
+        _INSERT,
+        (
+            floor,
+            reading.id,
+            reading.device,
+            _ms(reading.time),
+            reading.serial,
+            encode_record(reading),
+        ),
+    )
+    if cur.rowcount != 1:
+        return False
+    if hold is not None:
+        db.execute(
+            "INSERT INTO clock_hold (rowid, boot_id, received_mono) VALUES (?, ?, ?)",
+            (cur.lastrowid, hold.boot_id, hold.received_mono),
+        )
+    return True
+
+
+def _set_meta(db: sqlite3.Connection, key: str, value: str) -> None:
+    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+
+def _delete_message(db: sqlite3.Connection, rowid: int) -> None:
+    db.execute("DELETE FROM messages WHERE rowid = ?", (rowid,))
+
+
+def _ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)
+
+
+def _check_path(path: Path) -> None:
+    """Create the store's folder (0700); `StorePathError` when the path cannot hold a file."""
+    if path.is_dir():
+        raise StorePathError(path, "is a directory, not a file")
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorePathError(
+            path, f"cannot create the folder {path.parent}: {exc.strerror or exc}"
+        ) from None
+    if not path.exists():
+        try:  # Health data: the store is readable by the daemon's user only.
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        except OSError as exc:
+            raise StorePathError(path, f"cannot create the file: {exc.strerror or exc}") from None
+
+
+class Store:
+    """The SQLite store of one hub."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        retention_days: float = 90.0,
+        synchronous: str = "full",
+        recover_corrupt: bool = False,
+    ) -> None:
+        """Open (or create) the store. With `recover_corrupt` (the daemon does), the file is
+        checked with `PRAGMA quick_check` and a corrupt one is moved aside for a fresh store
+        (gatewayd.store.file); other commands never move the daemon's file."""
+        self.path = path
+        self.retention = timedelta(days=retention_days)
+        self._synchronous = synchronous.upper()
+        _check_path(path)
+        try:
+            self._db = self._connect(check=recover_corrupt)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open store {path}: {exc}") from exc
+        #: (st_dev, st_ino) of the files opened: `ensure_file` notices them deleted or replaced.
+        self._identity = self._identities()
+        self._restore_failing = False
+        self._file_checked = time.monotonic()
+        #: Commits the live path's writes off the event loop, on its own connection.
+        self.writer = Writer(
+            self._open_writer, lambda exc: _error(self.path, exc), self._synchronous
+        )
+        #: Every reading at or below this rowid was acknowledged (or is withheld); `_written`
+        #: is the value on disk, `_acked` the acknowledged rowids above the mark.
+        self._published = self._meta_int(PUBLISHED_KEY)
+        self._written = self._published
+        self._acked: set[int] = set()
+        #: A new reading's rowid is above this (and above every rowid there is).
+        self._floor = max(self._published, self._meta_int(ROWID_FLOOR_KEY))
+        self._mark_written_at = 0.0
+        #: No message waits (known since the last `pending_messages` that found none).
+        self._no_messages = False
+        self._mark_timer: asyncio.TimerHandle | None = None
+        self._mark_job: asyncio.Future[None] | None = None
+
+    def _open(self) -> sqlite3.Connection:
+        """A connection with the store's settings (used from one thread at a time)."""
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            self._configure(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _configure(self, db: sqlite3.Connection) -> None:
+        db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+        db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+        db.execute(f"PRAGMA synchronous={self._synchronous}")
+        db.execute("PRAGMA busy_timeout=5000")
+
+    def _open_writer(self) -> sqlite3.Connection:
+        """The writer thread's connection (the file exists and is in WAL mode by then); not
+        while the files at `path` are not the ones open (`ensure_file` has yet to write them
+        back): a connection there would write into another file."""
+        if self._identities()[0] != self._identity[0]:
+            raise StoreError(f"store {self.path}: the file was deleted or replaced")
+        return self._open()
+
+    def _connect(self, *, check: bool) -> sqlite3.Connection:
+        if not self.path.exists():  # a corrupt store was just moved aside
+            _check_path(self.path)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            if check:
+                quick_check(db)
+            self._configure(db)
+            db.execute("PRAGMA journal_mode=WAL")
+            migrate(db, self.path)
+        except BaseException as exc:
+            if check and is_corrupt(exc):
+                move_aside(self.path, exc)  # before closing, which would delete the -wal
+                db.close()
+                return self._connect(check=False)
+            db.close()
+            raise
+        return db
+
+    def _identities(self) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+        """(st_dev, st_ino) of the database file and of its WAL (which the open connection
+        keeps: deleted alone, it would take the commits not yet checkpointed with it)."""
+        return identity(self.path), identity(Path(f"{self.path}-wal"))
+
+    def ensure_file(self, *, every: float = 0.0) -> bool:
+        """Check (two stats) that the files at `path` are still the ones open; when they were
+        deleted or replaced under the running daemon, write the open database back to `path`
+        (moving a replacement aside), reopen it and log `store_file_replaced` at error level.
+        True when it did; on failure (e.g. a full disk) it logs once and keeps writing to the
+        open file. With `every`, not again within that many seconds of the last check (the live
+        path: `FILE_CHECK_EVERY_S`; `close` checks once more).
+        """
+        now = time.monotonic()
+        if every and now - self._file_checked < every:
+            return False
+        self._file_checked = now
+        database, wal = self._identities()
+        if database == self._identity[0] and (wal == self._identity[1] or not self._identity[1]):
+            return False
+        if database is None:
+            found = "deleted"
+        elif database != self._identity[0]:
+            found = "replaced"
+        else:
+            found = "wal deleted" if wal is None else "wal replaced"
+        log = structlog.get_logger().bind(component="store")
+        with self.writer.paused():  # its connection closed: the loop's is the last one open
+            try:
+                moved = restore(self._db, self.path, foreign=found == "replaced")
+            except (sqlite3.Error, OSError) as exc:
+                if not self._restore_failing:
+                    self._restore_failing = True
+                    log.error(  # noqa: TRY400 - expected (a full disk): no traceback needed
+                        "store_file_replaced",
+                        path=str(self.path),
+                        found=found,
+                        error=str(exc),
+                        action="cannot write the store back yet; still writing to the open "
+                        "file, trying again with every reading",
+                    )
+                return False
+            self._db = self._connect(check=False)
+            self._identity = self._identities()
+        self._restore_failing = False
+        log.error(
+            "store_file_replaced",
+            path=str(self.path),
+            found=found,
+            moved_to=str(moved) if moved else None,
+            action="the open store was written back to its path: history, outbox and resume "
+            "points kept",
+        )
+        return True
+
+    def settle(self) -> None:
+        """Commit what waits for the writer thread (the acknowledgements it holds back too) and
+        the published mark, and stop the thread; the next write starts it again."""
+        self.writer.close()
+        if self._mark_timer is not None:
+            self._mark_timer.cancel()
+            self._mark_timer = None
+        scheduled, self._mark_job = self._mark_job, None
+        if self._written < self._published or self._acked:
+            with contextlib.suppress(StoreError):  # a full disk: sent again after a restart
+                with self.transaction() as db:
+                    written = self._mark_sql(db, self._published, self._acked.copy())
+                self._mark_is_written(*written)
+        if scheduled is not None and not scheduled.done():
+            scheduled.set_result(None)
+
+    def close(self) -> None:
+        """Commit what the writer thread holds and the published mark, write a replaced store
+        file back, checkpoint and close (a checkpoint a full disk refuses is left to the next
+        open)."""
+        try:
+            self.ensure_file()
+            self.settle()
+            with contextlib.suppress(sqlite3.OperationalError):
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE … COMMIT, rolled back on error).
+
+        Services keep their own tables in the store this way (created with `ensure_schema`), so
+        their state commits atomically with the messages they queue.
+        """
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._rollback()
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            # A COMMIT refused with SQLITE_FULL can leave the transaction open, and every
+            # later BEGIN would fail: roll it back. SQLITE_FULL raises `StoreFull`.
+            self._rollback()
+            raise _error(self.path, exc) from exc
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(sqlite3.Error):  # ProgrammingError too: a closed store
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+
+    def add(self, reading: Reading, *, hold: Hold | None = None) -> bool:
+        """Store a reading and queue it for publishing; False if its id was already stored.
+
+        With `hold` (the hub's clock is not trustworthy yet) the row also enters `clock_hold`:
+        the publisher does not see it, nor anything after it, until gatewayd.timesync corrects
+        its time and releases it.
+        """
+        with self.transaction() as db:
+            return _insert(db, reading, hold, self._floor)
+
+    def add_soon(self, reading: Reading, *, hold: Hold | None = None) -> asyncio.Future[bool]:
+        """`add` committed by the writer thread, in a group with whatever else waits: the
+        future's result once the reading is on disk (`StoreFull` / `StoreError` on failure)."""
+        return self.writer.submit(partial(_insert, reading=reading, hold=hold, floor=self._floor))
+
+    def mark_delivered_soon(self, rowids: list[int], *, lazy: bool = True) -> asyncio.Future[None]:
+        """`mark_delivered`, the mark written by the writer thread: `lazy`, riding along with a
+        commit of readings at most every `MARK_EVERY_S` (or alone, without an fsync); not
+        `lazy`, at once (also what a lazy write scheduled earlier waits for). The future is done
+        when the mark is on disk."""
+        self._advance(rowids)
+        job = self._mark_job
+        if job is not None and lazy:
+            return job  # queued or scheduled: it writes the mark as it is when it runs
+        if job is None and self._written >= self._published and not self._acked:
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        if lazy:
+            wait = self._mark_written_at + MARK_EVERY_S - time.monotonic()
+            if wait > 0:
+                loop = asyncio.get_running_loop()
+                scheduled: asyncio.Future[None] = loop.create_future()
+                self._mark_job = scheduled
+                self._mark_timer = loop.call_later(wait, self._submit_scheduled, scheduled)
+                return scheduled
+        return self._submit_mark(lazy=lazy)
+
+    def _submit_mark(self, *, lazy: bool) -> asyncio.Future[None]:
+        scheduled = None
+        if self._mark_timer is not None:  # a lazy write waits for its turn: this one serves it
+            self._mark_timer.cancel()
+            self._mark_timer = None
+            scheduled = self._mark_job
+        self._mark_written_at = time.monotonic()
+        future: asyncio.Future[tuple[int, set[int]]] = self.writer.submit(
+            self._write_mark, lazy=lazy
+        )
+        outcome: asyncio.Future[None] = future.get_loop().create_future()
+        self._mark_job = outcome
+        future.add_done_callback(partial(self._mark_written, outcome))
+        if scheduled is not None and not scheduled.done():
+            outcome.add_done_callback(partial(_chain, scheduled))
+        return outcome
+
+    def _submit_scheduled(self, scheduled: asyncio.Future[None]) -> None:
+        self._mark_timer = None
+        if self._mark_job is scheduled:
+            self._mark_job = None
+        if scheduled.done():
+            return
+        written = self._submit_mark(lazy=True)
+        written.add_done_callback(partial(_chain, scheduled))
+
+    def _mark_written(
+        self, outcome: asyncio.Future[None], future: asyncio.Future[tuple[int, set[int]]]
+    ) -> None:
+        """On the event loop: a mark job committed (or failed)."""
+        if self._mark_job is outcome:
+            self._mark_job = None
+        if future.cancelled():
+            outcome.cancel()
+            return
+        exc = future.exception()
+        if exc is not None:
+            outcome.set_exception(exc)
+            return
+        self._mark_is_written(*future.result())
+        outcome.set_result(None)
+        if self._written < self._published and self._mark_job is None:
+            # Acknowledged while the job ran: written with the next one (out-of-order ones
+            # alone wait for the mark, the next flush or `settle`).
+            self.mark_delivered_soon([]).add_done_callback(_consume)
+
+    @staticmethod
+    def _mark_sql(db: sqlite3.Connection, mark: int, above: set[int]) -> tuple[int, set[int]]:
+        """Write the mark, and the readings acknowledged above it (out of order) as withheld:
+        they are not sent again after a restart."""
+        _set_meta(db, PUBLISHED_KEY, str(mark))
+        above = {r for r in above if r > mark}
+        if above:
+            db.executemany(
+                "INSERT OR IGNORE INTO withheld (rowid) VALUES (?)", ((r,) for r in above)
+            )
+        return mark, above
+
+    def _write_mark(self, db: sqlite3.Connection) -> tuple[int, set[int]]:
+        """Write the published mark as it is now (in the writer thread; `set.copy` is atomic)."""
+        return self._mark_sql(db, self._published, self._acked.copy())
+
+    def _mark_is_written(self, mark: int, above: set[int]) -> None:
+        self._written = max(self._written, mark)
+        self._acked -= above  # withheld on disk now: `pending` and `_advance` skip them
+
+    def _advance(self, rowids: Iterable[int]) -> None:
+        """Move the published mark over the acknowledged readings, in rowid order."""
+        self._acked.update(r for r in rowids if r > self._published)
+        if not self._acked:
+            return
+        rows = self._db.execute(
+            "SELECT rowid FROM readings WHERE rowid > ? "
+            "AND rowid NOT IN (SELECT rowid FROM withheld) ORDER BY rowid LIMIT ?",
+            (self._published, len(self._acked) + 1),
+        ).fetchall()
+        mark = self._published
+        for (rowid,) in rows:
+            if rowid not in self._acked:
+                break
+            mark = rowid
+        else:  # nothing above the mark waits: it passes the withheld ones too (not the held).
+            # Withheld only: a reading committed since the query above has a higher rowid.
+            (top,) = self._db.execute(
+                "SELECT max(rowid) FROM withheld "
+                "WHERE rowid < (SELECT coalesce(min(rowid), ?) FROM clock_hold)",
+                (NO_HOLD,),
+            ).fetchone()
+            mark = max(mark, top or 0, *self._acked)
+        if mark > self._published:
+            self._published = mark
+            self._floor = max(self._floor, mark)
+            self._acked = {r for r in self._acked if r > mark}
+
+    def delete_message_soon(self, rowid: int) -> asyncio.Future[None]:
+        """`delete_message` by the writer thread (lazily, as `mark_delivered_soon`)."""
+        return self.writer.submit(partial(_delete_message, rowid=rowid), lazy=True)
+
+    def remember_identity(self, device: str, identity: DeviceIdentity) -> bool:
+        """Keep what a device said about itself (model, firmware; for exports and Home
+        Assistant); True when it differs from what was kept."""
+        value = encode_identity(identity)
+        key = identity_key(device)
+        with self.transaction() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            if row is not None and row[0] == value:
+                return False
+            _set_meta(db, key, value)
+            return True
+
+    def identity(self, device: str) -> DeviceIdentity | None:
+        """What `remember_identity` kept for the device, if anything."""
+        value = self.meta(identity_key(device))
+        return decode_identity(value) if value is not None else None
+
+    def meta(self, key: str) -> str | None:
+        """A value kept in `meta` (the store's own keys, and small state such as the boot the
+        clock was trusted in, gatewayd.timesync)."""
+        row = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(row[0][0]) if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Keep a value in `meta` (one transaction)."""
+        with self.transaction() as db:
+            _set_meta(db, key, value)
+
+    def _meta_int(self, key: str) -> int:
+        value = self.meta(key)
+        return int(value) if value is not None else 0
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: {exc}") from exc
+
+    def ensure_schema(self, ddl: str) -> None:
+        """Create a service's tables (idempotent DDL: CREATE … IF NOT EXISTS)."""
+        try:
+            self._db.executescript(ddl)
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: {exc}") from exc
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query on a service's own tables (never the core tables)."""
+        return self._read(sql, params)
+
+    def add_message(
+        self, topic: str, payload: bytes, *, retain: bool, db: sqlite3.Connection | None = None
+    ) -> None:
+        """Queue a message for the broker (inside the caller's transaction when `db` is given)."""
+        if db is not None:
+            db.execute(
+                "INSERT INTO messages (topic, payload, retain) VALUES (?, ?, ?)",
+                (topic, payload, int(retain)),
+            )
+            self._no_messages = False  # (a rolled-back transaction only costs a query)
+            return
+        with self.transaction() as own:
+            self.add_message(topic, payload, retain=retain, db=own)
+
+    def replace_retained(
+        self, topic: str, payload: bytes, *, db: sqlite3.Connection | None = None
+    ) -> bool:
+        """Queue a retained message, dropping any older one for the same topic not yet sent;
+        False (nothing written) when the same payload already waits for that topic.
+
+        Only the newest retained value matters to subscribers; a publish of the superseded row
+        already in flight deletes its row after the PUBACK, which is harmless once it is gone.
+        Skipping an identical one keeps repeated announcements from wearing the SD card.
+        """
+        if db is None:
+            with self.transaction() as own:
+                return self.replace_retained(topic, payload, db=own)
+        waiting = db.execute(
+            "SELECT payload FROM messages WHERE topic = ? AND retain = 1 ORDER BY rowid DESC",
+            (topic,),
+        ).fetchall()
+        if len(waiting) == 1 and bytes(waiting[0][0]) == payload:
+            return False
+        if waiting:
+            db.execute("DELETE FROM messages WHERE topic = ? AND retain = 1", (topic,))
+        self.add_message(topic, payload, retain=True, db=db)
+        return True
+
+    def pending_messages(self, limit: int) -> list[PendingMessage]:
+        """Queued messages, oldest first (no query while none was queued since the last look:
+        the publisher asks twice per drain)."""
+        if self._no_messages:
+            return []
+        rows = self._db.execute(
+            "SELECT rowid, topic, payload, retain FROM messages ORDER BY rowid LIMIT ?", (limit,)
+        ).fetchall()
+        self._no_messages = not rows
+        return [PendingMessage(r, t, bytes(p), bool(k)) for r, t, p, k in rows]
+
+    def message_count(self) -> int:
+        """How many messages wait for the broker (alerts, summaries, discovery configs)."""
+        ((count,),) = self._read("SELECT count(*) FROM messages")
+        return int(count)
+
+    def delete_message(self, rowid: int) -> None:
+        """Forget a message the broker acknowledged."""
+        with self.transaction() as db:
+            _delete_message(db, rowid)
+
+    def pending(self, limit: int, after: int = 0) -> list[PendingRow]:
+        """Undelivered rows after rowid `after`, oldest first, up to the oldest held one."""
+        acked = self._acked
+        rows = self._db.execute(
+            _PENDING, (max(after, self._published), NO_HOLD, limit + len(acked))
+        ).fetchall()
+        return [PendingRow(*row) for row in rows if row[0] not in acked][:limit]
+
+    def mark_delivered(self, rowids: Iterable[int]) -> None:
+        """Record that the broker acknowledged these readings: the published mark moves over
+        them (in rowid order) and is written at once, without an fsync even under
+        `synchronous = full`: if power fails before the next synced commit, the readings are
+        merely sent again with the same ids, which the contract allows."""
+        self._advance(rowids)
+        if self._written >= self._published and not self._acked:
+            return
+        relaxed = self._synchronous == "FULL"
+        if relaxed:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            with self.transaction() as db:
+                written = self._mark_sql(db, self._published, self._acked.copy())
+            self._mark_is_written(*written)
+        finally:
+            if relaxed:
+                self._db.execute(f"PRAGMA synchronous={self._synchronous}")
+
+    @property
+    def published_through(self) -> int:
+        """The published mark: every reading at or below this rowid was acknowledged."""
+        return self._published
+
+    def outbox_depth(self) -> int:
+        """How many readings wait for the broker (not those held for the clock: `held_depth`)."""
+        barrier = self._held_from()
+        ((count,),) = self._read(
+            "SELECT (SELECT count(*) FROM readings WHERE rowid > ?1 AND rowid < ?2) "
+            "- (SELECT count(*) FROM withheld WHERE rowid > ?1 AND rowid < ?2)",
+            (self._published, barrier),
+        )
+        return int(count) - sum(1 for r in self._acked if r < barrier)
+
+    def _held_from(self) -> int:
+        """The rowid of the oldest reading held for the clock: the outbox is published up to
+        it, so publishing stays in order (`NO_HOLD` when none is held)."""
+        (rowid,) = self._db.execute("SELECT min(rowid) FROM clock_hold").fetchone()
+        return NO_HOLD if rowid is None else int(rowid)
+
+    def held_depth(self) -> int:
+        """How many readings wait for the hub's clock to be corrected (gatewayd.timesync)."""
+        (count,) = self._db.execute("SELECT count(*) FROM clock_hold").fetchone()
+        return int(count)
+
+    def held(self) -> list[HeldRow]:
+        """The readings held for the clock, oldest first (gatewayd.timesync)."""
+        rows = self._read(
+            "SELECT h.rowid, h.boot_id, h.received_mono, r.record, r.serial "
+            "FROM clock_hold h JOIN readings r USING (rowid) ORDER BY h.rowid"
+        )
+        return [
+            HeldRow(rowid, Hold(boot_id, mono), decode_record(record, serial))
+            for rowid, boot_id, mono, record, serial in rows
+        ]
+
+    def release_held(
+        self, released: Sequence[tuple[int, Reading]], withheld: Sequence[tuple[int, Reading]]
+    ) -> None:
+        """Take every held reading off hold in one transaction, with its corrected time and
+        flags: `released` ones are published (in rowid order), `withheld` ones never are."""
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE readings SET time_ms = ?, record = ? WHERE rowid = ?",
+                (
+                    (_ms(reading.time), encode_record(reading), rowid)
+                    for rowid, reading in (*released, *withheld)
+                ),
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO withheld (rowid) VALUES (?)", ((r,) for r, _ in withheld)
+            )
+            db.executemany(
+                "DELETE FROM clock_hold WHERE rowid = ?",
+                ((r,) for r, _ in (*released, *withheld)),
+            )
+
+    def latest(self, device: str, *, publishable: bool = False) -> Reading | None:
+        """The newest stored reading of a device, by measured time (with `publishable`, not
+        one held for the clock, whose time is not yet trustworthy)."""
+        row = self._db.execute(
+            _LATEST_PUBLISHABLE if publishable else _LATEST,
+            (device,),
+        ).fetchone()
+        return decode_record(*row) if row else None
+
+    def latest_row(self, device: str) -> PendingRow | None:
+        """The newest publishable reading of a device (as `latest(publishable=True)`), as its
+        stored row: for the retained `state`, which is sent as stored, never decoded."""
+        row = self._db.execute(_LATEST_ROW, (device,)).fetchone()
+        return PendingRow(*row) if row else None
+
+    def resume_point(self, device: str) -> ResumePoint | None:
+        """Where a driver should backfill from: the newest stored reading of the device."""
+        reading = self.latest(device)
+        if reading is None:
+            return None
+        return ResumePoint(reading.serial, reading.session, reading.seq, reading.time)
+
+    def readings(
+        self, device: str, start: datetime | None = None, end: datetime | None = None
+    ) -> list[Reading]:
+        """Stored readings of a device in [start, end), by measured time."""
+        rows = self._db.execute(
+            "SELECT record, serial FROM readings WHERE device = ? AND time_ms >= ? "
+            "AND time_ms < ? ORDER BY time_ms, rowid",
+            (device, _ms(start) if start else -(2**62), _ms(end) if end else 2**62),
+        ).fetchall()
+        return [decode_record(text, serial) for text, serial in rows]
+
+    def readings_after(
+        self, rowid: int, devices: Sequence[str], since: int, limit: int
+    ) -> list[tuple[int, Reading]]:
+        """Publishable readings of `devices` after `rowid` in rowid order, measured at or after
+        `since` (ms since the epoch), up to the oldest held one (an uploader's cursor, such as
+        gatewayd.integrations.nightscout's)."""
+        marks = ",".join("?" * len(devices))
+        # Only "?" placeholders are formatted in.
+        sql = (
+            "SELECT rowid, record, serial FROM readings WHERE rowid > ? AND rowid < ? "  # noqa: S608
+            f"AND time_ms >= ? AND device IN ({marks}) ORDER BY rowid LIMIT ?"
+        )
+        rows = self._read(sql, (rowid, self._held_from(), since, *devices, limit))
+        return [(int(r), decode_record(text, serial)) for r, text, serial in rows]
+
+    def count_after(self, rowid: int, devices: Sequence[str], since: int) -> int:
+        """How many readings `readings_after` has to give (without a limit)."""
+        marks = ",".join("?" * len(devices))
+        # Only "?" placeholders are formatted in.
+        sql = (
+            "SELECT count(*) FROM readings WHERE rowid > ? AND rowid < ? "  # noqa: S608
+            f"AND time_ms >= ? AND device IN ({marks})"
+        )
+        ((count,),) = self._read(sql, (rowid, self._held_from(), since, *devices))
+        return int(count)
+
+    def count(self) -> int:
+        """How many readings the store holds."""
+        (count,) = self._db.execute("SELECT count(*) FROM readings").fetchone()
+        return int(count)
+
+    def devices(self) -> list[str]:
+        """The devices that have readings in the store (one index seek per device)."""
+        return stored_devices(self._db)
+
+    def newest_time_ms(self) -> int | None:
+        """The newest measured time (ms) of a reading not held for the clock, over all devices."""
+        times = [
+            row[0][0]
+            for device in self.devices()
+            if (
+                row := self._read(
+                    "SELECT time_ms FROM readings WHERE device = ? "
+                    "AND rowid NOT IN (SELECT rowid FROM clock_hold) ORDER BY time_ms DESC LIMIT 1",
+                    (device,),
+                )
+            )
+        ]
+        return max(times) if times else None
+
+    def delete_delivered(self, before_ms: int, limit: int) -> int:
+        """Delete up to `limit` readings measured before `before_ms` that the broker has
+        acknowledged (as written on disk: a crash cannot bring them back to the outbox), oldest
+        first; how many (the full-disk handling, gatewayd.store.full_disk)."""
+        with self.transaction() as db:
+            return int(
+                db.execute(
+                    "DELETE FROM readings WHERE rowid IN (SELECT rowid FROM readings "
+                    "WHERE rowid <= ? AND time_ms < ? "
+                    "AND rowid NOT IN (SELECT rowid FROM clock_hold) ORDER BY rowid LIMIT ?)",
+                    (self._written, before_ms, limit),
+                ).rowcount
+            )
+
+    def checkpoint(self) -> None:
+        """A PASSIVE WAL checkpoint: never waits for a reader; recycles the WAL when it can."""
+        self._read("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def prune(self, now: datetime) -> tuple[int, int]:
+        """Delete readings older than the retention period; returns (deleted, of them undelivered).
+
+        Undelivered rows that old are deleted too: the store must never grow without bound,
+        and the caller logs how many never reached the broker. Readings held for the clock are
+        kept: their time is not known yet. Each device's rows are found through its index.
+        """
+        cutoff = _ms(now - self.retention)
+        deleted = undelivered = 0
+        with self.transaction() as db:
+            (top,) = db.execute("SELECT max(rowid) FROM readings").fetchone()
+            for device in stored_devices(db):
+                (waiting,) = db.execute(
+                    "SELECT count(*) FROM readings WHERE device = ? AND time_ms < ? "
+                    "AND rowid > ? AND rowid NOT IN (SELECT rowid FROM clock_hold) "
+                    "AND rowid NOT IN (SELECT rowid FROM withheld)",
+                    (device, cutoff, self._published),
+                ).fetchone()
+                undelivered += int(waiting)
+                deleted += db.execute(
+                    "DELETE FROM readings WHERE device = ? AND time_ms < ? "
+                    "AND rowid NOT IN (SELECT rowid FROM clock_hold)",
+                    (device, cutoff),
+                ).rowcount
+            db.execute(
+                "DELETE FROM withheld WHERE rowid <= ? "
+                "OR rowid NOT IN (SELECT rowid FROM readings)",
+                (self._written,),
+            )
+            (newest,) = db.execute("SELECT max(rowid) FROM readings").fetchone()
+            if top is not None and (newest is None or newest < top) and top > self._floor:
+                # The newest rows went: rowids must not be given out again (`_INSERT`).
+                self._floor = int(top)
+                _set_meta(db, ROWID_FLOOR_KEY, str(top))
+        return deleted, undelivered
+
+
+def stored_devices(db: sqlite3.Connection) -> list[str]:
+    """The devices that have readings, in order (one seek of `readings_device_time` each)."""
+    devices: list[str] = []
+    row = db.execute("SELECT min(device) FROM readings").fetchone()
+    while row is not None and row[0] is not None:
+        devices.append(str(row[0]))
+        row = db.execute(_NEXT_DEVICE, (row[0],)).fetchone()
+    return devices
+
+
+def _consume(future: asyncio.Future[None]) -> None:
+    """Retrieve a background mark write's outcome (a failure is retried with the next one)."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _chain(target: asyncio.Future[None], source: asyncio.Future[None]) -> None:
+    """Hand `source`'s outcome to `target` (a mark job waiting for its turn)."""
+    if target.done():
+        return
+    if source.cancelled():
+        target.cancel()
+    elif (exc := source.exception()) is not None:
+        target.set_exception(exc)
+    else:
+        target.set_result(None)
