@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from tests.gatewayd.store.test_store import T0, make
-from tests.gatewayd.test_cli import HUB, SCRIPT, one_line_error, run
+from tests.gatewayd.cli.test_cli import HUB, SCRIPT, one_line_error, run
 
 from gatewayd.errors import StoreError, StoreVersionError
 from gatewayd.store import Hold, Store
