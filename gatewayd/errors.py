@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 
@@ -83,6 +84,15 @@ class DeviceRefused(DeviceError):  # noqa: N818 - reads as the event it reports
 
 class StoreError(GatewayError):
     """The local store cannot be opened or written."""
+
+
+class StoreFull(StoreError):  # noqa: N818 - reads as the condition it reports
+    """The disk (or the filesystem's quota) is full: SQLITE_FULL; see gatewayd.store.full_disk."""
+
+
+class CorruptStore(StoreError, sqlite3.DatabaseError):  # noqa: N818 - reads as the condition
+    """`PRAGMA quick_check` found damage (the file opens, but its pages are inconsistent); also
+    an `sqlite3.DatabaseError`, as the errors SQLite raises for a damaged file are."""
 
 
 class StorePathError(StoreError):

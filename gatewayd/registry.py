@@ -57,8 +57,3 @@ def load(name: str) -> DriverPlugin[Any]:
     if plugin.name != name:
         raise PluginError(f"driver {name!r} ({entry.value}) calls itself {plugin.name!r}")
     return plugin
-
-
-def load_all(names: set[str]) -> dict[str, DriverPlugin[Any]]:
-    """Load every plugin in `names` (the drivers the config uses)."""
-    return {name: load(name) for name in sorted(names)}

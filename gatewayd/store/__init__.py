@@ -12,6 +12,7 @@ The package is the only code that knows the SQLite schema of the core tables (`r
 - `full_disk` — what the daemon does when the disk is full (`Intake`).
 """
 
+from gatewayd.errors import StoreFull  # (re-exported: the store raises it)
 from gatewayd.store.store import (
     WAL_CHECKPOINT_PAGES,
     WAL_SIZE_LIMIT,
@@ -19,7 +20,6 @@ from gatewayd.store.store import (
     PendingMessage,
     PendingRow,
     Store,
-    StoreFull,
 )
 
 __all__ = [

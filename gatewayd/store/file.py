@@ -27,16 +27,14 @@ from pathlib import Path
 
 import structlog
 
+from gatewayd.errors import CorruptStore
+
 #: SQLite's primary result codes that mean "this file is not a usable database".
 _CORRUPT_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 #: The files SQLite keeps beside a WAL-mode database.
 _COMPANIONS = ("-wal", "-shm")
 #: Bytes written per call while filling a reserve by hand (no fallocate on the filesystem).
 _FILL_CHUNK = 1 << 16
-
-
-class CorruptStore(sqlite3.DatabaseError):
-    """`PRAGMA quick_check` found damage (the file opens, but its pages are inconsistent)."""
 
 
 def is_corrupt(exc: BaseException) -> bool:

@@ -37,10 +37,10 @@ from enum import StrEnum
 
 import structlog
 
-from gatewayd.errors import StoreError
+from gatewayd.errors import StoreError, StoreFull
 from gatewayd.models import Reading
 from gatewayd.store.file import Reserve, free_bytes
-from gatewayd.store.store import FILE_CHECK_EVERY_S, Hold, Store, StoreFull
+from gatewayd.store.store import FILE_CHECK_EVERY_S, Hold, Store
 
 #: The status `reason` of a connected device while the store refuses writes.
 FULL_REASON = "store full: readings wait in memory until disk space returns"

@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 import structlog
 
 from gatewayd.driver import ResumePoint
-from gatewayd.errors import StoreError, StorePathError
+from gatewayd.errors import StoreError, StoreFull, StorePathError
 from gatewayd.models import DeviceIdentity, Reading
 from gatewayd.store.codec import (
     decode_identity,
@@ -94,10 +94,6 @@ WAL_CHECKPOINT_PAGES = 200
 #: Bytes the WAL file is cut back to after a checkpoint resets it (SQLite keeps it at its largest
 #: otherwise): what a past burst made it need is given back to the disk.
 WAL_SIZE_LIMIT = 1 << 20
-
-
-class StoreFull(StoreError):  # noqa: N818 - reads as the condition it reports
-    """The disk (or the filesystem's quota) is full: SQLITE_FULL; see gatewayd.store.full_disk."""
 
 
 class Hold(NamedTuple):

@@ -176,7 +176,6 @@ class CgmStatus:
 SESSION_START_TIME = cs.Struct(
     "start" / DATE_TIME, "time_zone" / cs.Int8sl, "dst_offset" / cs.Int8ul
 )
-TIME_ZONE_UNKNOWN: Final = -128
 DST_UNKNOWN: Final = 255
 _DST_CODES: Final = frozenset({0, 2, 4, 8})
 

@@ -97,23 +97,11 @@ def test_load_the_simulator() -> None:
     assert "interval" in plugin.help
 
 
-def test_load_all() -> None:
-    plugins = registry.load_all({"simulator"})
-    assert list(plugins) == ["simulator"]
-    assert plugins["simulator"].name == "simulator"
-    assert registry.load_all(set()) == {}
-
-
 def test_load_unknown_names_installed_drivers() -> None:
     message = load_error("nope")
     assert "'nope'" in message
     assert "not installed" in message
     assert "simulator" in message
-
-
-def test_load_all_unknown_fails() -> None:
-    with pytest.raises(PluginError, match="'nope'"):
-        registry.load_all({"simulator", "nope"})
 
 
 # --- third-party distributions ------------------------------------------------------------------

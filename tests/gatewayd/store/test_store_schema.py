@@ -9,8 +9,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from tests.gatewayd.store.test_store import T0, make
 from tests.gatewayd.cli.test_cli import HUB, SCRIPT, one_line_error, run
+from tests.gatewayd.store.test_store import T0, make
 
 from gatewayd.errors import StoreError, StoreVersionError
 from gatewayd.store import Hold, Store

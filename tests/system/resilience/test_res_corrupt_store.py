@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from gatewayd.errors import StoreError
+from gatewayd.errors import CorruptStore, StoreError
 from gatewayd.models import Reading
 from gatewayd.store import Store
-from gatewayd.store.file import CorruptStore, is_corrupt
+from gatewayd.store.file import is_corrupt
 from mosquitto import Mosquitto
 from subscriber import Subscriber
 
