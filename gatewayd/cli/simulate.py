@@ -1,11 +1,11 @@
-"""`gatewayd simulate --device NAME`: a driver's emulated device, standalone (gatewayd.simulate)."""
+"""`gatewayd simulate --device NAME`: a driver's emulated device, standalone (see emulators)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from gatewayd.simulate import run_simulate
+from gatewayd.emulators import run_simulate
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -54,6 +54,7 @@ from gatewayd.driver import (
     TimeBase,
     Transport,
 )
+from gatewayd.emulators import SimulateContext
 from gatewayd.errors import (
     AttError,
     ConfigError,
@@ -66,7 +67,6 @@ from gatewayd.errors import (
 )
 from gatewayd.models import DeviceIdentity, Direction, OutOfRange, Reading
 from gatewayd.options import OptionReader
-from gatewayd.simulate import SimulateContext
 
 if TYPE_CHECKING:
     from gatewayd.transport.ble import BleConfig

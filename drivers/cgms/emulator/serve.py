@@ -4,7 +4,7 @@
   `InProcessLink` whose `central` host a gateway in this process uses, and the advertising
   `CgmsPeripheral` with its test hooks.
 * `simulate(context)` - the runner of ``gatewayd simulate --device cgms --hci
-  tcp-server:HOST:PORT`` (`gatewayd.simulate`): serves the gateway's controller on that socket,
+  tcp-server:HOST:PORT`` (`gatewayd.emulators`): serves the gateway's controller on that socket,
   prints ``HCI tcp-client:HOST:PORT`` first, and maps SIGUSR1 / SIGUSR2 / SIGHUP to the hooks
   (drop the link / damage the next record / new sensor session) until SIGTERM.
 * `parse_emulator_options(reader)` - the options (see `drivers.cgms.emulator`).

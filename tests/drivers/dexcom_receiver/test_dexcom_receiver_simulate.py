@@ -22,9 +22,9 @@ from drivers.dexcom_receiver.session import ReceiverSession
 from drivers.dexcom_receiver.simulate import simulate
 from gatewayd.cli import main
 from gatewayd.driver import DeviceContext
+from gatewayd.emulators import SimulateContext, parse_settings, resolve
 from gatewayd.errors import UsageError
 from gatewayd.plugin import Emulator
-from gatewayd.simulate import SimulateContext, parse_settings, resolve
 
 pytestmark = pytest.mark.timeout(30)
 GATEWAYD = str(Path(sys.executable).parent / "gatewayd")

@@ -6,7 +6,7 @@ import importlib
 
 import pytest
 
-from gatewayd import simulate
+from gatewayd import emulators as simulate
 from gatewayd.cli import main
 from gatewayd.driver import Emulator
 from gatewayd.errors import UsageError
