@@ -27,7 +27,7 @@ from typing import Any
 from _common import result_header, write_result
 from gatewayd.models import Reading
 from gatewayd.store import Store
-from gatewayd.store import store as store_module
+from gatewayd.store import mark as mark_module
 
 NAME = "store_writes"
 MODES = ("full", "normal")
@@ -66,7 +66,7 @@ async def gatewayd_side(folder: Path, mode: str, count: int, devices: int) -> fl
     Readings 30 s apart: the published mark is written after each PUBACK (its `MARK_EVERY_S`
     has always passed by then), which the loop here does without waiting that long.
     """
-    store_module.MARK_EVERY_S = 0.0
+    mark_module.MARK_EVERY_S = 0.0
     store = Store(folder / "gatewayd.db", synchronous=mode)
     try:
         for n in range(count // 10):  # warm: the file, its pages and the WAL exist

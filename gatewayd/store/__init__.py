@@ -5,6 +5,7 @@ The package is the only code that knows the SQLite schema of the core tables (`r
 
 - `store` — `Store`, the daemon's read-write store (the live path, the services, pruning).
 - `schema` — the DDL of the current schema version and the ordered migrations to it.
+- `mark` — the published mark: how far the broker acknowledged the outbox.
 - `writer` — the writer thread that commits the live path's writes in groups.
 - `view` — `StoreView`, the read-only view (`gatewayd status`, reports, exports).
 - `codec` — readings as JSON: the stored record and the published payload.

@@ -99,10 +99,8 @@ def _v1_to_v2(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE readings_v2 RENAME TO readings")
     db.execute("CREATE INDEX readings_device_time ON readings (device, time_ms)")
     db.execute("DELETE FROM sqlite_sequence WHERE name = 'readings'")
-    db.executemany(
-        "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-        ((PUBLISHED_KEY, str(mark)), (ROWID_FLOOR_KEY, str(floor))),
-    )
+    set_meta(db, PUBLISHED_KEY, str(mark))
+    set_meta(db, ROWID_FLOOR_KEY, str(floor))
 
 
 def _split_serial(
@@ -116,6 +114,11 @@ def _split_serial(
 
 #: Migration to version N+1 at index N-1 (from 1); each runs inside `migrate`'s transaction.
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1_to_v2,)
+
+
+def set_meta(db: sqlite3.Connection, key: str, value: str) -> None:
+    """Set one `meta` value (inside the caller's transaction)."""
+    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
 
 def stored_version(db: sqlite3.Connection) -> int | None:
@@ -160,9 +163,7 @@ def migrate(db: sqlite3.Connection, path: Path) -> int | None:
         for statement in DDL.split(";"):
             if statement.strip():
                 db.execute(statement)
-        db.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (VERSION_KEY, str(VERSION))
-        )
+        set_meta(db, VERSION_KEY, str(VERSION))
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:

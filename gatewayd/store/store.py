@@ -7,10 +7,9 @@ is every reading above the published mark (`meta.published_through`) that is nei
 Inserting is idempotent on the reading's deterministic id, so a backfill that overlaps what was
 already received, or a replay after a crash, adds nothing twice.
 
-The mark moves over the acknowledged readings in rowid order (PUBACKs may come out of order within
-the publisher's window: a reading acknowledged above one still in flight waits in memory) and is
-written lazily, riding along with a commit of readings at most every `MARK_EVERY_S`: a crash
-before that only sends those readings again, with the same ids (QoS 1 allows it), never loses one.
+The mark (gatewayd.store.mark) moves over the acknowledged readings in rowid order and is written
+lazily: a crash only sends those readings again, with the same ids (QoS 1 allows it), never
+loses one.
 
 Reads are synchronous and short; the daemon makes them on the event loop, which SQLite in WAL
 mode serves in tens of microseconds without waiting for any writer. The live path's writes
@@ -49,7 +48,8 @@ from gatewayd.store.codec import (
     identity_key,
 )
 from gatewayd.store.file import identity, is_corrupt, move_aside, quick_check, restore
-from gatewayd.store.schema import PUBLISHED_KEY, ROWID_FLOOR_KEY, migrate
+from gatewayd.store.mark import NO_HOLD, PublishedMark
+from gatewayd.store.schema import PUBLISHED_KEY, ROWID_FLOOR_KEY, migrate, set_meta
 from gatewayd.store.writer import Writer
 
 _LATEST_ROW = (
@@ -77,11 +77,6 @@ _INSERT = (
     "INSERT OR IGNORE INTO readings (rowid, id, device, time_ms, serial, record) "
     "VALUES (max(coalesce((SELECT max(rowid) FROM readings), 0), ?) + 1, ?, ?, ?, ?, ?)"
 )
-#: `_held_from()` when no reading is held for the clock.
-NO_HOLD = 2**63 - 1
-#: Seconds between two writes of the published mark while PUBACKs keep coming (each write
-#: rides along with a commit of readings; a crash loses at most this much of the mark).
-MARK_EVERY_S = 1.0
 #: Seconds between two identity checks of the store file on the live path
 #: (`ensure_file(every=...)`): two stats per reading cost ~5 % of the CPU at 100 readings/s.
 FILE_CHECK_EVERY_S = 1.0
@@ -165,10 +160,6 @@ def _insert(db: sqlite3.Connection, reading: Reading, hold: Hold | None, floor: 
     return True
 
 
-def _set_meta(db: sqlite3.Connection, key: str, value: str) -> None:
-    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
-
-
 def _delete_message(db: sqlite3.Connection, rowid: int) -> None:
     db.execute("DELETE FROM messages WHERE rowid = ?", (rowid,))
 
@@ -224,18 +215,18 @@ class Store:
         self.writer = Writer(
             self._open_writer, lambda exc: _error(self.path, exc), self._synchronous
         )
-        #: Every reading at or below this rowid was acknowledged (or is withheld); `_written`
-        #: is the value on disk, `_acked` the acknowledged rowids above the mark.
-        self._published = self._meta_int(PUBLISHED_KEY)
-        self._written = self._published
-        self._acked: set[int] = set()
-        #: A new reading's rowid is above this (and above every rowid there is).
-        self._floor = max(self._published, self._meta_int(ROWID_FLOOR_KEY))
-        self._mark_written_at = 0.0
+        #: The published mark: the outbox is every reading above it (gatewayd.store.mark).
+        self._mark = PublishedMark(
+            self._db,
+            self.writer,
+            self.transaction,
+            self._synchronous,
+            self._meta_int(PUBLISHED_KEY),
+        )
+        #: A new reading's rowid is above this and the mark (and above every rowid there is).
+        self._floor = self._meta_int(ROWID_FLOOR_KEY)
         #: No message waits (known since the last `pending_messages` that found none).
         self._no_messages = False
-        self._mark_timer: asyncio.TimerHandle | None = None
-        self._mark_job: asyncio.Future[None] | None = None
 
     def _open(self) -> sqlite3.Connection:
         """A connection with the store's settings (used from one thread at a time)."""
@@ -279,6 +270,11 @@ class Store:
             db.close()
             raise
         return db
+
+    def _rowid_floor(self) -> int:
+        """What a new reading's rowid must be above: the published mark, and the newest rowid
+        a deletion took away (rowids only grow, without AUTOINCREMENT)."""
+        return max(self._floor, self._mark.published)
 
     def _identities(self) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
         """(st_dev, st_ino) of the database file and of its WAL (which the open connection
@@ -339,17 +335,7 @@ class Store:
         """Commit what waits for the writer thread (the acknowledgements it holds back too) and
         the published mark, and stop the thread; the next write starts it again."""
         self.writer.close()
-        if self._mark_timer is not None:
-            self._mark_timer.cancel()
-            self._mark_timer = None
-        scheduled, self._mark_job = self._mark_job, None
-        if self._written < self._published or self._acked:
-            with contextlib.suppress(StoreError):  # a full disk: sent again after a restart
-                with self.transaction() as db:
-                    written = self._mark_sql(db, self._published, self._acked.copy())
-                self._mark_is_written(*written)
-        if scheduled is not None and not scheduled.done():
-            scheduled.set_result(None)
+        self._mark.settle()
 
     def close(self) -> None:
         """Commit what the writer thread holds and the published mark, write a replaced store
@@ -397,129 +383,20 @@ class Store:
         its time and releases it.
         """
         with self.transaction() as db:
-            return _insert(db, reading, hold, self._floor)
+            return _insert(db, reading, hold, self._rowid_floor())
 
     def add_soon(self, reading: Reading, *, hold: Hold | None = None) -> asyncio.Future[bool]:
         """`add` committed by the writer thread, in a group with whatever else waits: the
         future's result once the reading is on disk (`StoreFull` / `StoreError` on failure)."""
-        return self.writer.submit(partial(_insert, reading=reading, hold=hold, floor=self._floor))
+        return self.writer.submit(
+            partial(_insert, reading=reading, hold=hold, floor=self._rowid_floor())
+        )
 
     def mark_delivered_soon(self, rowids: list[int], *, lazy: bool = True) -> asyncio.Future[None]:
         """`mark_delivered`, the mark written by the writer thread: `lazy`, riding along with a
         commit of readings at most every `MARK_EVERY_S` (or alone, without an fsync); not
-        `lazy`, at once (also what a lazy write scheduled earlier waits for). The future is done
-        when the mark is on disk."""
-        self._advance(rowids)
-        job = self._mark_job
-        if job is not None and lazy:
-            return job  # queued or scheduled: it writes the mark as it is when it runs
-        if job is None and self._written >= self._published and not self._acked:
-            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            done.set_result(None)
-            return done
-        if lazy:
-            wait = self._mark_written_at + MARK_EVERY_S - time.monotonic()
-            if wait > 0:
-                loop = asyncio.get_running_loop()
-                scheduled: asyncio.Future[None] = loop.create_future()
-                self._mark_job = scheduled
-                self._mark_timer = loop.call_later(wait, self._submit_scheduled, scheduled)
-                return scheduled
-        return self._submit_mark(lazy=lazy)
-
-    def _submit_mark(self, *, lazy: bool) -> asyncio.Future[None]:
-        scheduled = None
-        if self._mark_timer is not None:  # a lazy write waits for its turn: this one serves it
-            self._mark_timer.cancel()
-            self._mark_timer = None
-            scheduled = self._mark_job
-        self._mark_written_at = time.monotonic()
-        future: asyncio.Future[tuple[int, set[int]]] = self.writer.submit(
-            self._write_mark, lazy=lazy
-        )
-        outcome: asyncio.Future[None] = future.get_loop().create_future()
-        self._mark_job = outcome
-        future.add_done_callback(partial(self._mark_written, outcome))
-        if scheduled is not None and not scheduled.done():
-            outcome.add_done_callback(partial(_chain, scheduled))
-        return outcome
-
-    def _submit_scheduled(self, scheduled: asyncio.Future[None]) -> None:
-        self._mark_timer = None
-        if self._mark_job is scheduled:
-            self._mark_job = None
-        if scheduled.done():
-            return
-        written = self._submit_mark(lazy=True)
-        written.add_done_callback(partial(_chain, scheduled))
-
-    def _mark_written(
-        self, outcome: asyncio.Future[None], future: asyncio.Future[tuple[int, set[int]]]
-    ) -> None:
-        """On the event loop: a mark job committed (or failed)."""
-        if self._mark_job is outcome:
-            self._mark_job = None
-        if future.cancelled():
-            outcome.cancel()
-            return
-        exc = future.exception()
-        if exc is not None:
-            outcome.set_exception(exc)
-            return
-        self._mark_is_written(*future.result())
-        outcome.set_result(None)
-        if self._written < self._published and self._mark_job is None:
-            # Acknowledged while the job ran: written with the next one (out-of-order ones
-            # alone wait for the mark, the next flush or `settle`).
-            self.mark_delivered_soon([]).add_done_callback(_consume)
-
-    @staticmethod
-    def _mark_sql(db: sqlite3.Connection, mark: int, above: set[int]) -> tuple[int, set[int]]:
-        """Write the mark, and the readings acknowledged above it (out of order) as withheld:
-        they are not sent again after a restart."""
-        _set_meta(db, PUBLISHED_KEY, str(mark))
-        above = {r for r in above if r > mark}
-        if above:
-            db.executemany(
-                "INSERT OR IGNORE INTO withheld (rowid) VALUES (?)", ((r,) for r in above)
-            )
-        return mark, above
-
-    def _write_mark(self, db: sqlite3.Connection) -> tuple[int, set[int]]:
-        """Write the published mark as it is now (in the writer thread; `set.copy` is atomic)."""
-        return self._mark_sql(db, self._published, self._acked.copy())
-
-    def _mark_is_written(self, mark: int, above: set[int]) -> None:
-        self._written = max(self._written, mark)
-        self._acked -= above  # withheld on disk now: `pending` and `_advance` skip them
-
-    def _advance(self, rowids: Iterable[int]) -> None:
-        """Move the published mark over the acknowledged readings, in rowid order."""
-        self._acked.update(r for r in rowids if r > self._published)
-        if not self._acked:
-            return
-        rows = self._db.execute(
-            "SELECT rowid FROM readings WHERE rowid > ? "
-            "AND rowid NOT IN (SELECT rowid FROM withheld) ORDER BY rowid LIMIT ?",
-            (self._published, len(self._acked) + 1),
-        ).fetchall()
-        mark = self._published
-        for (rowid,) in rows:
-            if rowid not in self._acked:
-                break
-            mark = rowid
-        else:  # nothing above the mark waits: it passes the withheld ones too (not the held).
-            # Withheld only: a reading committed since the query above has a higher rowid.
-            (top,) = self._db.execute(
-                "SELECT max(rowid) FROM withheld "
-                "WHERE rowid < (SELECT coalesce(min(rowid), ?) FROM clock_hold)",
-                (NO_HOLD,),
-            ).fetchone()
-            mark = max(mark, top or 0, *self._acked)
-        if mark > self._published:
-            self._published = mark
-            self._floor = max(self._floor, mark)
-            self._acked = {r for r in self._acked if r > mark}
+        `lazy`, at once. The future is done when the mark is on disk."""
+        return self._mark.deliver_soon(rowids, lazy=lazy)
 
     def delete_message_soon(self, rowid: int) -> asyncio.Future[None]:
         """`delete_message` by the writer thread (lazily, as `mark_delivered_soon`)."""
@@ -534,7 +411,7 @@ class Store:
             row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
             if row is not None and row[0] == value:
                 return False
-            _set_meta(db, key, value)
+            set_meta(db, key, value)
             return True
 
     def identity(self, device: str) -> DeviceIdentity | None:
@@ -551,7 +428,7 @@ class Store:
     def set_meta(self, key: str, value: str) -> None:
         """Keep a value in `meta` (one transaction)."""
         with self.transaction() as db:
-            _set_meta(db, key, value)
+            set_meta(db, key, value)
 
     def _meta_int(self, key: str) -> int:
         value = self.meta(key)
@@ -635,9 +512,9 @@ class Store:
 
     def pending(self, limit: int, after: int = 0) -> list[PendingRow]:
         """Undelivered rows after rowid `after`, oldest first, up to the oldest held one."""
-        acked = self._acked
+        acked = self._mark.acked
         rows = self._db.execute(
-            _PENDING, (max(after, self._published), NO_HOLD, limit + len(acked))
+            _PENDING, (max(after, self._mark.published), NO_HOLD, limit + len(acked))
         ).fetchall()
         return [PendingRow(*row) for row in rows if row[0] not in acked][:limit]
 
@@ -646,24 +523,12 @@ class Store:
         them (in rowid order) and is written at once, without an fsync even under
         `synchronous = full`: if power fails before the next synced commit, the readings are
         merely sent again with the same ids, which the contract allows."""
-        self._advance(rowids)
-        if self._written >= self._published and not self._acked:
-            return
-        relaxed = self._synchronous == "FULL"
-        if relaxed:
-            self._db.execute("PRAGMA synchronous=NORMAL")
-        try:
-            with self.transaction() as db:
-                written = self._mark_sql(db, self._published, self._acked.copy())
-            self._mark_is_written(*written)
-        finally:
-            if relaxed:
-                self._db.execute(f"PRAGMA synchronous={self._synchronous}")
+        self._mark.deliver(rowids)
 
     @property
     def published_through(self) -> int:
         """The published mark: every reading at or below this rowid was acknowledged."""
-        return self._published
+        return self._mark.published
 
     def outbox_depth(self) -> int:
         """How many readings wait for the broker (not those held for the clock: `held_depth`)."""
@@ -671,9 +536,9 @@ class Store:
         ((count,),) = self._read(
             "SELECT (SELECT count(*) FROM readings WHERE rowid > ?1 AND rowid < ?2) "
             "- (SELECT count(*) FROM withheld WHERE rowid > ?1 AND rowid < ?2)",
-            (self._published, barrier),
+            (self._mark.published, barrier),
         )
-        return int(count) - sum(1 for r in self._acked if r < barrier)
+        return int(count) - sum(1 for r in self._mark.acked if r < barrier)
 
     def _held_from(self) -> int:
         """The rowid of the oldest reading held for the clock: the outbox is published up to
@@ -811,7 +676,7 @@ class Store:
                     "DELETE FROM readings WHERE rowid IN (SELECT rowid FROM readings "
                     "WHERE rowid <= ? AND time_ms < ? "
                     "AND rowid NOT IN (SELECT rowid FROM clock_hold) ORDER BY rowid LIMIT ?)",
-                    (self._written, before_ms, limit),
+                    (self._mark.written, before_ms, limit),
                 ).rowcount
             )
 
@@ -835,7 +700,7 @@ class Store:
                     "SELECT count(*) FROM readings WHERE device = ? AND time_ms < ? "
                     "AND rowid > ? AND rowid NOT IN (SELECT rowid FROM clock_hold) "
                     "AND rowid NOT IN (SELECT rowid FROM withheld)",
-                    (device, cutoff, self._published),
+                    (device, cutoff, self._mark.published),
                 ).fetchone()
                 undelivered += int(waiting)
                 deleted += db.execute(
@@ -846,13 +711,13 @@ class Store:
             db.execute(
                 "DELETE FROM withheld WHERE rowid <= ? "
                 "OR rowid NOT IN (SELECT rowid FROM readings)",
-                (self._written,),
+                (self._mark.written,),
             )
             (newest,) = db.execute("SELECT max(rowid) FROM readings").fetchone()
-            if top is not None and (newest is None or newest < top) and top > self._floor:
+            if top is not None and (newest is None or newest < top) and top > self._rowid_floor():
                 # The newest rows went: rowids must not be given out again (`_INSERT`).
                 self._floor = int(top)
-                _set_meta(db, ROWID_FLOOR_KEY, str(top))
+                set_meta(db, ROWID_FLOOR_KEY, str(top))
         return deleted, undelivered
 
 
@@ -864,21 +729,3 @@ def stored_devices(db: sqlite3.Connection) -> list[str]:
         devices.append(str(row[0]))
         row = db.execute(_NEXT_DEVICE, (row[0],)).fetchone()
     return devices
-
-
-def _consume(future: asyncio.Future[None]) -> None:
-    """Retrieve a background mark write's outcome (a failure is retried with the next one)."""
-    if not future.cancelled():
-        future.exception()
-
-
-def _chain(target: asyncio.Future[None], source: asyncio.Future[None]) -> None:
-    """Hand `source`'s outcome to `target` (a mark job waiting for its turn)."""
-    if target.done():
-        return
-    if source.cancelled():
-        target.cancel()
-    elif (exc := source.exception()) is not None:
-        target.set_exception(exc)
-    else:
-        target.set_result(None)

@@ -19,8 +19,9 @@ from typing import Any, Self
 from gatewayd.errors import StoreError
 from gatewayd.models import DeviceIdentity, Reading
 from gatewayd.store.codec import decode_identity, decode_record, identity_key
+from gatewayd.store.mark import NO_HOLD
 from gatewayd.store.schema import PUBLISHED_KEY, VERSION, stored_version
-from gatewayd.store.store import NO_HOLD, stored_devices
+from gatewayd.store.store import stored_devices
 
 
 def _check_version(path: Path, version: int | None) -> None:
