@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from gatewayd.plugin import Direction, OutOfRange, Reading
+from protocols.cgms.events import Measurement
 from protocols.cgms.measurement import CgmMeasurement
-from protocols.cgms.session import Measurement
 from protocols.cgms.state import SensorStatus, status_names
 from protocols.sfloat import SFloat, SFloatSpecial, SFloatValue
 

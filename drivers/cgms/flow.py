@@ -24,8 +24,9 @@ from typing import Any
 
 from drivers.cgms.convert import session_key
 from gatewayd.plugin import DeviceContext, Reading
+from protocols.cgms.events import CgmsEvent, Measurement
 from protocols.cgms.release import ReleaseRule
-from protocols.cgms.session import CgmsCollector, CgmsEvent, Measurement
+from protocols.cgms.session import CgmsCollector
 
 __all__ = ["RecordFlow"]
 

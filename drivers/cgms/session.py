@@ -44,9 +44,8 @@ from gatewayd.plugin import (
     Reading,
     gatt_text,
 )
-from protocols.cgms.session import (
+from protocols.cgms.events import (
     BackfillComplete,
-    CgmsCollector,
     CgmsEvent,
     GapDetected,
     Measurement,
@@ -54,6 +53,7 @@ from protocols.cgms.session import (
     SessionChanged,
     SessionStopped,
 )
+from protocols.cgms.session import CgmsCollector
 from protocols.cgms.uuids import CGM_MEASUREMENT, CGM_SPECIFIC_OPS_CONTROL_POINT, CGMS_SERVICE
 from protocols.gatt.racp import RECORD_ACCESS_CONTROL_POINT
 from protocols.gatt.session import ProcedureFailed

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
-from protocols.cgms.session import (
+from protocols.cgms.events import (
     BackfillComplete,
     CgmsEvent,
     GapDetected,

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from protocols.cgms.events import CgmsEvent
 from protocols.cgms.measurement import CgmMeasurement
-from protocols.cgms.session import CgmsCollector, CgmsEvent
+from protocols.cgms.session import CgmsCollector
 from protocols.cgms.socp import SocpOpCode, SocpPacket, SocpResponseCode, SocpResult
 from protocols.cgms.state import (
     CgmFeature,

@@ -17,8 +17,8 @@ from drivers.cgms.convert import (
     trend_of,
 )
 from gatewayd.models import Direction, Reading, reading_id
+from protocols.cgms.events import Measurement
 from protocols.cgms.measurement import CgmMeasurement, parse_measurements
-from protocols.cgms.session import Measurement
 from protocols.cgms.state import SensorStatus
 from protocols.sfloat import SFloat, SFloatSpecial
 

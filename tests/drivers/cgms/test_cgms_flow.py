@@ -20,7 +20,8 @@ from drivers.cgms.convert import to_reading
 from drivers.cgms.flow import RecordFlow
 from gatewayd.driver import DAMAGED_RETRIES, DeviceContext, DeviceFindings
 from gatewayd.models import Reading
-from protocols.cgms.session import CgmsCollector, CgmsEvent, Measurement
+from protocols.cgms.events import CgmsEvent, Measurement
+from protocols.cgms.session import CgmsCollector
 from protocols.cgms.uuids import CGM_MEASUREMENT
 from protocols.gatt.racp import RECORD_ACCESS_CONTROL_POINT
 from protocols.gatt.session import Request

@@ -9,15 +9,15 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from protocols.cgms.measurement import CgmMeasurement
-from protocols.cgms.release import ReleaseRule
-from protocols.cgms.session import (
+from protocols.cgms.events import (
     BackfillComplete,
     Measurement,
     Ready,
     ReportStarted,
     SessionChanged,
 )
+from protocols.cgms.measurement import CgmMeasurement
+from protocols.cgms.release import ReleaseRule
 from protocols.gatt.racp import RECORD_ACCESS_CONTROL_POINT
 from protocols.gatt.session import ProcedureFailed, RecordRejected, Request, RequestKind
 from protocols.sfloat import SFloat

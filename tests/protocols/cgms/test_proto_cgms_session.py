@@ -13,10 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cgms_fake import START, FakeCgm, pump
-from protocols.cgms.measurement import CgmMeasurement
-from protocols.cgms.session import (
+from protocols.cgms.events import (
     BackfillComplete,
-    CgmsCollector,
     CgmsEvent,
     GapDetected,
     Measurement,
@@ -25,6 +23,8 @@ from protocols.cgms.session import (
     SessionStopped,
     SocpResponse,
 )
+from protocols.cgms.measurement import CgmMeasurement
+from protocols.cgms.session import CgmsCollector
 from protocols.cgms.socp import SocpOpCode, SocpPacket, SocpResponseCode, SocpResult
 from protocols.cgms.state import (
     CgmFeature,

@@ -29,6 +29,7 @@ from typing import Any
 
 import construct as cs
 
+from protocols.cgms.events import Measurement
 from protocols.cgms.measurement import (
     CgmMeasurement,
     StatusOctetOrder,
@@ -38,7 +39,7 @@ from protocols.cgms.measurement import (
     parse_measurements,
 )
 from protocols.cgms.release import ReleaseRule
-from protocols.cgms.session import CgmsCollector, Measurement
+from protocols.cgms.session import CgmsCollector
 from protocols.cgms.socp import (
     SOCP_OPERAND,
     CalibrationRecord,
