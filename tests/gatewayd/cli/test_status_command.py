@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from gatewayd.cli import status as statuscmd
+from gatewayd.cli import status as status_command
 from gatewayd.cli.status import age_text, run_status
 from gatewayd.models import Reading
 from gatewayd.mqtt.publisher import Publisher
@@ -260,10 +260,10 @@ def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_link_column_shows_the_device_clock_and_unreadable_records() -> None:
     link = {"state": "connected", "reason": None, "clock_offset_s": -3600.0}
-    assert statuscmd._link(link) == "connected; device clock -3600 s"
+    assert status_command._link(link) == "connected; device clock -3600 s"
     link |= {"records_unreadable": 2}
-    assert statuscmd._link(link) == "connected; device clock -3600 s; 2 records unreadable"
-    assert statuscmd._link({"state": "connected", "records_unreadable": 0}) == "connected"
+    assert status_command._link(link) == "connected; device clock -3600 s; 2 records unreadable"
+    assert status_command._link({"state": "connected", "records_unreadable": 0}) == "connected"
 
 
 def test_age_text() -> None:

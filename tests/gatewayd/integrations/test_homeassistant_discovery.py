@@ -19,8 +19,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from gatewayd.device_status import DeviceStatus, LinkState
 from gatewayd.errors import ConfigError
-from gatewayd.integrations import homeassistant
-from gatewayd.integrations import homeassistant_hub as hubstate
+from gatewayd.integrations import homeassistant, homeassistant_hub
 from gatewayd.integrations.homeassistant import SUMMARY_METRICS
 from gatewayd.integrations.summaries.metrics import summarize
 from gatewayd.integrations.summaries.payload import STANDARD_WINDOWS, summary_payload
@@ -472,10 +471,12 @@ def test_summary_sensors_read_the_retained_summary(rig: Any, unit: str) -> None:
 
 async def test_the_hub_publishes_its_outbox_for_its_device(rig: Any) -> None:
     config = rig.config(("cgm-a",), homeassistant={})
-    assert hubstate.parse(config) == hubstate.HubStateOptions()
-    assert hubstate.parse(rig.config(("cgm-a",), homeassistant={"enabled": False})) is None
+    assert homeassistant_hub.parse(config) == homeassistant_hub.HubStateOptions()
+    assert homeassistant_hub.parse(rig.config(("cgm-a",), homeassistant={"enabled": False})) is None
     quick = ServiceSpec(
-        "hubstate", lambda c: hubstate.HubStateOptions(check_s=0.02), hubstate.SPEC.create
+        "hubstate",
+        lambda c: homeassistant_hub.HubStateOptions(check_s=0.02),
+        homeassistant_hub.SPEC.create,
     )
     topic = f"gatewayd/{rig.hub}/outbox"
     async with (

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gatewayd.errors import ConfigError
-from gatewayd.integrations import prometheus as metrics
+from gatewayd.integrations import prometheus
 from mosquitto import free_port
 from subscriber import Subscriber
 
@@ -70,7 +70,7 @@ async def test_scraped_counters_follow_the_data_path(rig: Any) -> None:
     root = f"gatewayd/{rig.hub}"
     async with (
         Subscriber(rig.broker, [f"{root}/+/reading"]) as sub,
-        rig.running(rig.daemon(config, metrics.SPEC)) as daemon,
+        rig.running(rig.daemon(config, prometheus.SPEC)) as daemon,
     ):
         await asyncio.wait_for(daemon.services[0].listening.wait(), 10)
         crc, short = rig.drop("crc_mismatch"), rig.drop("short_packet")
@@ -123,7 +123,7 @@ async def test_scraped_counters_follow_the_data_path(rig: Any) -> None:
 async def test_a_broker_outage_shows_in_the_metrics(own_rig: Any) -> None:
     rig, port = own_rig, free_port()
     config = rig.config(metrics={"port": port})
-    async with rig.running(rig.daemon(config, metrics.SPEC)):
+    async with rig.running(rig.daemon(config, prometheus.SPEC)):
         await scrape_until(port, lambda s: one(s, "gatewayd_mqtt_connected") == 1)
         rig.broker.stop()
         await scrape_until(
@@ -153,7 +153,7 @@ async def test_a_port_in_use_does_not_stop_the_daemon(rig: Any) -> None:
     port = blocker.sockets[0].getsockname()[1]
     config = rig.config(metrics={"port": port})
     try:
-        async with rig.running(rig.daemon(config, metrics.SPEC)) as daemon:
+        async with rig.running(rig.daemon(config, prometheus.SPEC)) as daemon:
             rig.feed("cgm-a", rig.reading("cgm-a", 1))
             await rig.wait_until(lambda: daemon.publisher.delivered == 1, what="data path")
             assert not daemon.services[0].listening.is_set()
@@ -178,13 +178,13 @@ def test_bad_config_fails_at_start(
     rig: Any, table: dict[str, Any], key: str, fragment: str
 ) -> None:
     with pytest.raises(ConfigError) as info:
-        metrics.parse(rig.config(metrics=table))
+        prometheus.parse(rig.config(metrics=table))
     assert info.value.key == key
     assert fragment in info.value.reason
 
 
 def test_config_defaults(rig: Any) -> None:
-    assert metrics.parse(rig.config()) is None
-    assert metrics.parse(rig.config(metrics={"enabled": False})) is None
-    options = metrics.parse(rig.config(metrics={}))
-    assert options == metrics.MetricsOptions(address="127.0.0.1", port=9464)
+    assert prometheus.parse(rig.config()) is None
+    assert prometheus.parse(rig.config(metrics={"enabled": False})) is None
+    options = prometheus.parse(rig.config(metrics={}))
+    assert options == prometheus.MetricsOptions(address="127.0.0.1", port=9464)
