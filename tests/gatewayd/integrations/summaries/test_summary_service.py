@@ -33,6 +33,8 @@ from gatewayd.store.codec import json_schema
 from mosquitto import Mosquitto
 from subscriber import Received, Subscriber
 
+from integration_support import wait_until
+
 pytestmark = pytest.mark.timeout(30)
 
 NOW = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
@@ -223,6 +225,9 @@ async def test_summary_at_start_is_valid_correct_and_retained(
         assert retained[0].retain
         assert retained[0].json() == payload
         assert service.published == 1
+        # The PUBACK's deletion is committed lazily by the writer thread (gatewayd.store.writer):
+        # received by a subscriber is not yet deleted from the store.
+        await wait_until(lambda: store.pending_messages(10) == [], 5, "the message deleted")
         assert store.pending_messages(10) == []
 
 
