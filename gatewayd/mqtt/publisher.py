@@ -20,6 +20,7 @@ import json
 import logging
 import socket
 import ssl
+import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -28,7 +29,7 @@ from typing import Any, cast
 
 import aiomqtt
 import structlog
-from paho.mqtt.client import CallbackOnPublish_v2
+from paho.mqtt.client import MQTT_ERR_SUCCESS, CallbackOnPublish_v2
 from paho.mqtt.client import Client as PahoClient
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -76,6 +77,10 @@ class _Client(aiomqtt.Client):
     from the attribute aiomqtt's own code uses; an aiomqtt that moved it fails the broker link
     loudly at its first attempt instead of losing the check.
 
+    The readings themselves go out through `publish_now`: handed to paho at once, their PUBACK
+    handled by a callback, without the task, event and timer aiomqtt's `publish()` makes for
+    each message (the live path's largest cost per reading after the commit).
+
     MQTT 3.1.1 has no way to refuse a publish in its PUBACK, so there a broker ACL that denies
     our topics silently drops the messages: use MQTT 5 (the default) with such brokers.
     """
@@ -84,11 +89,24 @@ class _Client(aiomqtt.Client):
         super().__init__(*args, **kwargs)
         self.refused: list[str] = []
         paho: PahoClient = self._client
+        self._paho = paho
         wake = paho.on_publish
         if wake is None:
             raise TypeError("aiomqtt set no on_publish callback on its paho client")
         self._wake_publisher = cast("CallbackOnPublish_v2", wake)
+        #: PUBACK callbacks of the messages `publish_now` sent, by message id.
+        self._acks: dict[int, Callable[[bool], None]] = {}
         paho.on_publish = self._on_puback
+
+    def publish_now(
+        self, topic: str, payload: bytes, *, retain: bool, acked: Callable[[bool], None]
+    ) -> None:
+        """Hand a QoS 1 message to paho; `acked(ok)` is called with its PUBACK (not `ok`: the
+        broker refused it). Raises `MqttCodeError` when paho cannot take it (link down)."""
+        info = self._paho.publish(topic, payload, 1, retain)
+        if info.rc != MQTT_ERR_SUCCESS:
+            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+        self._acks[info.mid] = acked
 
     def _on_puback(
         self,
@@ -100,6 +118,10 @@ class _Client(aiomqtt.Client):
     ) -> None:
         if reason_code.is_failure:
             self.refused.append(str(reason_code))
+        acked = self._acks.pop(mid, None)
+        if acked is not None:
+            acked(not reason_code.is_failure)
+            return
         self._wake_publisher(client, userdata, mid, reason_code, properties)
 
 
@@ -119,6 +141,7 @@ class Publisher:
         self.hub = hub_id
         self.topics = Topics(config.topic_root, hub_id)
         self.store = store
+        store.on_commit = self.notify
         self.log = log or structlog.get_logger().bind(component="publisher")
         self.connected = asyncio.Event()
         self.delivered = 0
@@ -139,6 +162,14 @@ class Publisher:
         #: Per device, the newest reading (by measured time) acknowledged in this session.
         self._newest: dict[str, PendingRow] = {}
         self._dirty_state: set[str] = set()
+        #: Per device, when its retained state was last handed to the broker (monotonic).
+        self._state_at: dict[str, float] = {}
+        self._state_timer: asyncio.TimerHandle | None = None
+        #: Readings and states awaiting their PUBACK; set when there are none, and when one
+        #: more may be sent.
+        self._in_flight = 0
+        self._drained = asyncio.Event()
+        self._room = asyncio.Event()
         self._subscriptions: dict[str, Callable[[str, bytes], None]] = {}
         #: Messages acknowledged by the broker that a full disk kept us from deleting.
         self._sent_messages: set[int] = set()
@@ -305,17 +336,18 @@ class Publisher:
             self._dirty_status.update(self._statuses)
             self._dirty_state.update(self._statuses)
             self._state_sent.clear()
+            self._state_at.clear()
             self._newest.clear()
-            await self._drain(client, tasks)
+            self._in_flight = 0
+            await self._drain(client)
             # Stopping: a clean disconnect does not fire the LWT, so say it ourselves.
             await self._publish_statuses(client)
             await client.publish(self.topics.hub_status, b"offline", qos=1, retain=True)
             self.log.info("broker_disconnecting", outbox=self.store.outbox_depth())
             watcher.cancel()
 
-    async def _drain(self, client: _Client, tasks: asyncio.TaskGroup) -> None:
+    async def _drain(self, client: _Client) -> None:
         """Publish until stopped: statuses, messages, the outbox in order within the window."""
-        window = asyncio.Semaphore(self.config.inflight)
         last = 0  # rowid of the last row handed to the broker in this session
         while True:
             self._wake.clear()
@@ -324,17 +356,20 @@ class Publisher:
             await self._publish_messages(client)
             rows = self.store.pending(_BATCH, after=last)
             if not rows:
-                await self._idle(window)
+                await self._idle(client)
                 await self._publish_messages(client)
-                await self._publish_states(client, tasks, window)
+                self._publish_states(client)
                 if self._stopping:
+                    await self._idle(client)
                     return
                 if not self._wake.is_set():
                     await self._wake.wait()
                 continue
             for row in rows:
-                await window.acquire()
-                tasks.create_task(self._send(client, row, window))
+                while self._in_flight >= self.config.inflight:
+                    self._room.clear()
+                    await self._acks_for(client, self._room)
+                self._send(client, row)
                 last = row.rowid
 
     async def _watch_link(self, client: aiomqtt.Client) -> None:
@@ -384,28 +419,41 @@ class Publisher:
         for rowid in sorted(undeleted):
             self._delete_message(rowid)
 
-    async def _idle(self, window: asyncio.Semaphore) -> None:
+    async def _idle(self, client: _Client) -> None:
         """Wait for the in-flight window to empty, then persist the acknowledgements."""
-        for _ in range(self.config.inflight):
-            await window.acquire()
-        for _ in range(self.config.inflight):
-            window.release()
+        if self._in_flight:
+            self._drained.clear()
+            await self._acks_for(client, self._drained)
         self._flush_acks()
 
-    async def _send(
-        self, client: _Client, row: PendingRow, window: asyncio.Semaphore, *, state: bool = False
-    ) -> None:
-        """Publish a stored row as its `reading` (or as the device's retained `state`)."""
+    async def _acks_for(self, client: _Client, event: asyncio.Event) -> None:
+        """Wait for PUBACKs until `event`; a refusal (`BrokerRefused`) or no progress for
+        `_PUBLISH_TIMEOUT` s (`PublishError`) ends the session: the rows stay in the outbox."""
         try:
-            payload = reading_payload_json(
-                row.record, row.serial, self.hub, include_serial=self.config.include_serial
-            )
-            topic = (self.topics.state if state else self.topics.reading)(row.device)
-            await client.publish(topic, payload, qos=1, retain=state)
-            if client.refused:  # this one or another: keep the row, reconnect and retry
-                raise BrokerRefused(f"broker refused a publish: {client.refused[0]}")
-        finally:
-            window.release()
+            async with asyncio.timeout(_PUBLISH_TIMEOUT):
+                await event.wait()
+        except TimeoutError:
+            raise PublishError(f"no PUBACK from the broker within {_PUBLISH_TIMEOUT:g} s") from None
+        if client.refused:  # keep the rows, reconnect and retry
+            raise BrokerRefused(f"broker refused a publish: {client.refused[0]}")
+
+    def _send(self, client: _Client, row: PendingRow, *, state: bool = False) -> None:
+        """Publish a stored row as its `reading` (or as the device's retained `state`)."""
+        payload = reading_payload_json(
+            row.record, row.serial, self.hub, include_serial=self.config.include_serial
+        )
+        topic = (self.topics.state if state else self.topics.reading)(row.device)
+        client.publish_now(topic, payload, retain=state, acked=partial(self._on_ack, row, state))
+        self._in_flight += 1
+
+    def _on_ack(self, row: PendingRow, state: bool, ok: bool) -> None:
+        """A PUBACK of a reading or a state (`ok`: not refused, see `_acks_for`)."""
+        self._in_flight -= 1
+        self._room.set()
+        if not self._in_flight:
+            self._drained.set()
+        if not ok:
+            return
         if state:
             self._state_sent[row.device] = row.rowid
             return
@@ -468,12 +516,15 @@ class Publisher:
             payload = self._statuses[device].payload(self.hub)
             await client.publish(self.topics.status(device), _json(payload), qos=1, retain=True)
 
-    async def _publish_states(
-        self, client: _Client, tasks: asyncio.TaskGroup, window: asyncio.Semaphore
-    ) -> None:
+    def _publish_states(self, client: _Client) -> None:
         """Retained `state` (newest reading by measured time) of devices whose newest reading
         changed: one per device per drain, the newest, sent as stored (no decode, no re-encode)
-        within the in-flight window like the readings."""
+        like the readings, and at most one per device every `[mqtt] state_interval` seconds
+        (the newest when it is due: a burst of readings, such as a backfill, updates it once),
+        except when stopping. They may go beyond the window: at most one per device."""
+        now = time.monotonic()
+        interval = self.config.state_interval
+        later: list[str] = []
         while self._dirty_state:
             device = self._dirty_state.pop()
             row = self._newest.get(device)
@@ -484,5 +535,21 @@ class Publisher:
                 self._newest[device] = row
             if self._state_sent.get(device) == row.rowid:
                 continue
-            await window.acquire()
-            tasks.create_task(self._send(client, row, window, state=True))
+            if now < self._state_at.get(device, -interval) + interval and not self._stopping:
+                later.append(device)
+                continue
+            self._state_at[device] = now
+            self._send(client, row, state=True)
+        if later:
+            self._dirty_state.update(later)
+            self._wake_at(min(self._state_at[device] for device in later) + interval)
+
+    def _wake_at(self, when: float) -> None:
+        """Wake the drain at monotonic time `when` (or at the earlier wake already set)."""
+        timer = self._state_timer
+        if timer is not None and not timer.cancelled() and timer.when() <= when:
+            return
+        if timer is not None:
+            timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._state_timer = loop.call_at(loop.time() + (when - time.monotonic()), self._wake.set)

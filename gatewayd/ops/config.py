@@ -91,6 +91,8 @@ class MqttConfig:
     keepalive: int = 60
     inflight: int = 32
     include_serial: bool = False
+    #: Seconds between two retained `state` publishes of one device (0: after every drain).
+    state_interval: float = 1.0
     #: Seconds between connection attempts: doubling from min to max, jittered (gatewayd.backoff).
     backoff_min: float = 1.0
     backoff_max: float = MQTT_BACKOFF_MAX
@@ -306,6 +308,7 @@ def _mqtt(r: OptionReader, base: Path, hub_id: str, supervisor: SupervisorConfig
         keepalive=r.integer("keepalive", 60, minimum=5, maximum=3600),
         inflight=r.integer("inflight", 32, minimum=1, maximum=1000),
         include_serial=r.boolean("include_serial", False),
+        state_interval=r.number("state_interval", 1.0, minimum=0),
         backoff_min=low,
         backoff_max=high,
     )

@@ -118,7 +118,7 @@ class Intake:
             except StoreFull:
                 pass
             else:
-                if not new:
+                if new is None:
                     return Outcome.DUPLICATE
                 self.on_stored(reading, hold)
                 return Outcome.STORED

@@ -40,10 +40,14 @@ class PublishedMark:
         transaction: Callable[[], AbstractContextManager[sqlite3.Connection]],
         synchronous: str,
         published: int,
+        *,
+        withheld: Callable[[set[int]], None] = lambda rowids: None,
     ) -> None:
         """`db` is the store's event-loop connection, `transaction` its write transaction,
         `synchronous` its configured `PRAGMA synchronous` (upper case), `published` the mark
-        as written."""
+        as written; `withheld(rowids)` is told which readings acknowledged above the mark were
+        written as withheld (never to be sent again)."""
+        self._withheld = withheld
         self._db = db
         self._writer = writer
         self._transaction = transaction
@@ -180,11 +184,17 @@ class PublishedMark:
     def _is_written(self, mark: int, above: set[int]) -> None:
         self.written = max(self.written, mark)
         self.acked -= above  # withheld on disk now: `pending` and `_advance` skip them
+        if above:
+            self._withheld(above)
 
     def _advance(self, rowids: Iterable[int]) -> None:
         """Move the mark over the acknowledged readings, in rowid order."""
         self.acked.update(r for r in rowids if r > self.published)
         if not self.acked:
+            return
+        top = max(self.acked)
+        if top - self.published == len(self.acked):  # every rowid up to `top`: no query needed
+            self.published, self.acked = top, set()
             return
         rows = self._db.execute(
             "SELECT rowid FROM readings WHERE rowid > ? "

@@ -27,7 +27,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -47,6 +47,7 @@ from gatewayd.store.codec import (
     encode_record,
     identity_key,
 )
+from gatewayd.store.feed import LiveFeed
 from gatewayd.store.file import identity, is_corrupt, move_aside, quick_check, restore
 from gatewayd.store.mark import NO_HOLD, PublishedMark
 from gatewayd.store.schema import PUBLISHED_KEY, ROWID_FLOOR_KEY, migrate, set_meta
@@ -137,27 +138,20 @@ class HeldRow:
     reading: Reading
 
 
-def _insert(db: sqlite3.Connection, reading: Reading, hold: Hold | None, floor: int) -> bool:
-    """Insert a reading (and its `clock_hold` row); False if already there."""
-    cur = db.execute(
-        _INSERT,
-        (
-            floor,
-            reading.id,
-            reading.device,
-            _ms(reading.time),
-            reading.serial,
-            encode_record(reading),
-        ),
-    )
-    if cur.rowcount != 1:
-        return False
+def _insert(
+    db: sqlite3.Connection, reading: Reading, hold: Hold | None, floor: int
+) -> PendingRow | None:
+    """Insert a reading (and its `clock_hold` row); its row, or None if already there."""
+    time_ms, record = _ms(reading.time), encode_record(reading)
+    cur = db.execute(_INSERT, (floor, reading.id, reading.device, time_ms, reading.serial, record))
+    if cur.rowcount != 1 or cur.lastrowid is None:
+        return None
     if hold is not None:
         db.execute(
             "INSERT INTO clock_hold (rowid, boot_id, received_mono) VALUES (?, ?, ?)",
             (cur.lastrowid, hold.boot_id, hold.received_mono),
         )
-    return True
+    return PendingRow(cur.lastrowid, reading.device, record, time_ms, reading.serial)
 
 
 def _delete_message(db: sqlite3.Connection, rowid: int) -> None:
@@ -216,12 +210,18 @@ class Store:
             self._open_writer, lambda exc: _error(self.path, exc), self._synchronous
         )
         #: The published mark: the outbox is every reading above it (gatewayd.store.mark).
+        #: The readings just committed, for `pending` while the publisher keeps up.
+        self._feed: LiveFeed[PendingRow] = LiveFeed()
+        #: Called on the event loop when the writer thread hands a new reading back (the
+        #: publisher's `notify`: it drains in the same turn as the reading's waiter resumes).
+        self.on_commit: Callable[[], None] = _nothing
         self._mark = PublishedMark(
             self._db,
             self.writer,
             self.transaction,
             self._synchronous,
             self._meta_int(PUBLISHED_KEY),
+            withheld=self._feed.discard,
         )
         #: A new reading's rowid is above this and the mark (and above every rowid there is).
         self._floor = self._meta_int(ROWID_FLOOR_KEY)
@@ -320,6 +320,7 @@ class Store:
                 return False
             self._db = self._connect(check=False)
             self._identity = self._identities()
+            self._feed.close()
         self._restore_failing = False
         log.error(
             "store_file_replaced",
@@ -383,14 +384,32 @@ class Store:
         its time and releases it.
         """
         with self.transaction() as db:
-            return _insert(db, reading, hold, self._rowid_floor())
+            row = _insert(db, reading, hold, self._rowid_floor())
+        # Its rowid may be above rows the writer thread committed but has not handed back yet:
+        # the feed must not take it before them.
+        self._feed.close()
+        return row is not None
 
-    def add_soon(self, reading: Reading, *, hold: Hold | None = None) -> asyncio.Future[bool]:
+    def add_soon(
+        self, reading: Reading, *, hold: Hold | None = None
+    ) -> asyncio.Future[PendingRow | None]:
         """`add` committed by the writer thread, in a group with whatever else waits: the
-        future's result once the reading is on disk (`StoreFull` / `StoreError` on failure)."""
+        future's result once the reading is on disk, its row (None if its id was already
+        stored; `StoreFull` / `StoreError` on failure)."""
         return self.writer.submit(
-            partial(_insert, reading=reading, hold=hold, floor=self._rowid_floor())
+            partial(_insert, reading=reading, hold=hold, floor=self._rowid_floor()),
+            then=partial(self._committed, hold=hold),
         )
+
+    def _committed(self, row: PendingRow | None, hold: Hold | None) -> None:
+        """On the event loop, a reading's commit handed back (whether or not its caller still
+        waits): the live feed takes its row; a held one closes it (nothing after it is
+        published until it is released)."""
+        if hold is not None:
+            self._feed.close()
+        elif row is not None:
+            self._feed.add(row)
+            self.on_commit()
 
     def mark_delivered_soon(self, rowids: list[int], *, lazy: bool = True) -> asyncio.Future[None]:
         """`mark_delivered`, the mark written by the writer thread: `lazy`, riding along with a
@@ -511,12 +530,22 @@ class Store:
             _delete_message(db, rowid)
 
     def pending(self, limit: int, after: int = 0) -> list[PendingRow]:
-        """Undelivered rows after rowid `after`, oldest first, up to the oldest held one."""
+        """Undelivered rows after rowid `after`, oldest first, up to the oldest held one.
+
+        While the caller keeps up, from the live feed (gatewayd.store.feed): the rows committed
+        since, without a query. A query that finds fewer than `limit` rows and nothing held for
+        the clock opens the feed after the last row it found."""
         acked = self._mark.acked
-        rows = self._db.execute(
-            _PENDING, (max(after, self._mark.published), NO_HOLD, limit + len(acked))
-        ).fetchall()
-        return [PendingRow(*row) for row in rows if row[0] not in acked][:limit]
+        after = max(after, self._mark.published)
+        fed = self._feed.take(after, limit, acked)
+        if fed is not None:
+            return fed
+        found = self._db.execute(_PENDING, (after, NO_HOLD, limit + len(acked))).fetchall()
+        waiting = [PendingRow(*row) for row in found if row[0] not in acked]
+        caught_up = len(found) < limit + len(acked) and len(waiting) <= limit
+        if caught_up and self._held_from() == NO_HOLD:  # every row above `after` is in `found`
+            self._feed.start(found[-1][0] if found else after)
+        return waiting[:limit]
 
     def mark_delivered(self, rowids: Iterable[int]) -> None:
         """Record that the broker acknowledged these readings: the published mark moves over
@@ -567,6 +596,7 @@ class Store:
     ) -> None:
         """Take every held reading off hold in one transaction, with its corrected time and
         flags: `released` ones are published (in rowid order), `withheld` ones never are."""
+        self._feed.close()
         with self.transaction() as db:
             db.executemany(
                 "UPDATE readings SET time_ms = ?, record = ? WHERE rowid = ?",
@@ -670,6 +700,7 @@ class Store:
         """Delete up to `limit` readings measured before `before_ms` that the broker has
         acknowledged (as written on disk: a crash cannot bring them back to the outbox), oldest
         first; how many (the full-disk handling, gatewayd.store.full_disk)."""
+        self._feed.close()
         with self.transaction() as db:
             return int(
                 db.execute(
@@ -693,6 +724,7 @@ class Store:
         """
         cutoff = _ms(now - self.retention)
         deleted = undelivered = 0
+        self._feed.close()
         with self.transaction() as db:
             (top,) = db.execute("SELECT max(rowid) FROM readings").fetchone()
             for device in stored_devices(db):
@@ -719,6 +751,10 @@ class Store:
                 self._floor = int(top)
                 set_meta(db, ROWID_FLOOR_KEY, str(top))
         return deleted, undelivered
+
+
+def _nothing() -> None:
+    """No one listens."""
 
 
 def stored_devices(db: sqlite3.Connection) -> list[str]:

@@ -41,16 +41,19 @@ class _Job:
     lazy: bool
     loop: asyncio.AbstractEventLoop | None = None
     future: asyncio.Future[Any] | None = None
+    then: Callable[[Any], None] | None = None
     outcome: tuple[bool, Any] = field(default=(True, None))
 
 
 def _settle(jobs: list[_Job]) -> None:
-    """On the event loop: hand every job's outcome to its future."""
+    """On the event loop: hand every job's outcome to its `then` and its future."""
     for job in jobs:
+        ok, value = job.outcome
+        if ok and job.then is not None:
+            job.then(value)
         future = job.future
         if future is None or future.done():
             continue
-        ok, value = job.outcome
         if ok:
             future.set_result(value)
         else:
@@ -82,11 +85,17 @@ class Writer:
         self.commits = 0
 
     def submit(
-        self, run: Callable[[sqlite3.Connection], Any], *, lazy: bool = False
+        self,
+        run: Callable[[sqlite3.Connection], Any],
+        *,
+        lazy: bool = False,
+        then: Callable[[Any], None] | None = None,
     ) -> asyncio.Future[Any]:
-        """Queue `run(db)` for the next group commit; its result (or error) in the future."""
+        """Queue `run(db)` for the next group commit; its result (or error) in the future.
+        `then(result)` is called on the event loop once committed, before the future is done,
+        even when whoever waited for it was cancelled meanwhile."""
         loop = asyncio.get_running_loop()
-        job = _Job(run, lazy, loop, loop.create_future())
+        job = _Job(run, lazy, loop, loop.create_future(), then)
         if self._thread is None:  # the lock only to start it (`close` clears it on the loop)
             self._start()
         self._queue.put(job)

@@ -422,6 +422,29 @@ async def test_state_follows_a_newer_reading(broker: Mosquitto, store: Store) ->
     assert older.id not in [m.json()["id"] for m in messages]
 
 
+async def test_a_burst_updates_the_state_once_per_interval_and_ends_with_the_newest(
+    broker: Mosquitto, store: Store
+) -> None:
+    hub = new_hub()
+    store.add(make_reading("cgm1", 0))
+    config = mqtt_config(broker, hub, state_interval=0.5)
+    publisher = publisher_for(config, hub, store)
+    async with (
+        Subscriber(broker, [f"gatewayd/{hub}/cgm1/state"]) as sub,
+        running(publisher),
+    ):
+        await sub.wait_for(lambda m: len(m) >= 1)  # the first state goes at once
+        burst = [make_reading("cgm1", seq) for seq in range(1, 21)]
+        for reading in burst:  # one drain each: the state is due at most every 0.5 s
+            store.add(reading)
+            publisher.notify()
+            await wait_until(lambda r=reading: publisher.published["cgm1"] >= r.seq + 1)
+        messages = await sub.wait_for(lambda m: m[-1].json()["id"] == burst[-1].id, timeout=5)
+    states = [m.json()["id"] for m in messages]
+    assert len(states) < 1 + len(burst) / 2  # not one per reading
+    assert states[-1] == burst[-1].id
+
+
 async def test_birth_online_and_explicit_offline_on_stop(broker: Mosquitto, store: Store) -> None:
     hub = new_hub()
     publisher = publisher_for(mqtt_config(broker, hub), hub, store)

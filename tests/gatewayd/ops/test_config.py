@@ -95,6 +95,7 @@ protocol = "3.1.1"
 keepalive = 30
 inflight = 10
 include_serial = true
+state_interval = 2.5
 backoff_max = 20
 
 [log]
@@ -155,6 +156,7 @@ def test_full_config_parses_to_expected_objects(
             keepalive=30,
             inflight=10,
             include_serial=True,
+            state_interval=2.5,
             backoff_min=0.5,  # [supervisor] backoff_min unless set
             backoff_max=20.0,
         ),
@@ -810,6 +812,7 @@ def test_wrong_types(tmp_path: Path, extra: str, key: str, reason: str) -> None:
         ("[mqtt]\nkeepalive = 3601\n", "mqtt.keepalive", "must be <= 3600, got 3601"),
         ("[mqtt]\ninflight = 0\n", "mqtt.inflight", "must be >= 1"),
         ("[mqtt]\ninflight = 1001\n", "mqtt.inflight", "must be <= 1000"),
+        ("[mqtt]\nstate_interval = -1\n", "mqtt.state_interval", "must be >= 0"),
         ("[store]\nretention_days = 0\n", "store.retention_days", "must be > 0, got 0"),
         ("[store]\nretention_days = -1.5\n", "store.retention_days", "must be > 0"),
         ('[store]\nsynchronous = "off"\n', "store.synchronous", "one of full, normal; got 'off'"),

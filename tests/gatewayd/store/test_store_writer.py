@@ -11,7 +11,7 @@ import pytest
 from tests.gatewayd.store.test_store import make
 
 from gatewayd.errors import StoreError
-from gatewayd.store import Store
+from gatewayd.store import PendingRow, Store
 from gatewayd.store.view import StoreView
 
 
@@ -31,7 +31,8 @@ async def test_readings_that_arrive_during_a_commit_share_the_next_one(store: St
     before = store.writer.commits
     with store.writer.lock:  # as if a commit (and its fsync) were running
         futures = [store.add_soon(make(seq)) for seq in range(1, 21)]
-    assert await asyncio.gather(*futures) == [True] * 20
+    rows = await asyncio.gather(*futures)
+    assert [row.rowid if row else None for row in rows] == list(range(2, 22))
     # The thread took what was queued when it woke (at least one) and the rest together.
     assert store.writer.commits - before <= 2
     assert store.count() == 21
@@ -41,16 +42,18 @@ async def test_readings_that_arrive_during_a_commit_share_the_next_one(store: St
 async def test_a_failing_job_fails_alone_and_the_rest_of_its_group_lands(store: Store) -> None:
     futures = [store.add_soon(make(0)), store.writer.submit(fail), store.add_soon(make(1))]
     outcomes = await asyncio.gather(*futures, return_exceptions=True)
-    assert outcomes[0] is True
+    assert isinstance(outcomes[0], PendingRow)
     assert isinstance(outcomes[1], StoreError)
     assert "a job that fails" in str(outcomes[1])
-    assert outcomes[2] is True
+    assert isinstance(outcomes[2], PendingRow)
     assert [r.seq for r in store.readings("cgm1")] == [0, 1]
 
 
 async def test_a_duplicate_is_reported_and_not_queued_twice(store: Store) -> None:
-    assert await store.add_soon(make(0)) is True
-    assert await store.add_soon(make(0)) is False
+    row = await store.add_soon(make(0))
+    assert row is not None
+    assert (row.rowid, row.device, row.serial) == (1, "cgm1", "SN-cgm1")
+    assert await store.add_soon(make(0)) is None
     assert store.outbox_depth() == 1
 
 
@@ -82,7 +85,7 @@ async def test_settle_commits_what_waits_and_the_writer_starts_again(store: Stor
     store.settle()
     assert store.outbox_depth() == 0
     await delivered
-    assert await store.add_soon(make(1)) is True
+    assert await store.add_soon(make(1)) is not None
     assert store.outbox_depth() == 1
 
 
