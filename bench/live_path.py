@@ -14,6 +14,11 @@ Per run, after a warm-up, a window of `--window` s is measured from outside the 
   WAL and checkpoints included: the figure that decides an SD card's life), per reading;
 - latency: a subscriber's arrival time minus the reading's `received` time, p50 / p99.
 
+A third process, in the same rounds, is the bare script fed by the simulator driver gatewayd
+runs (the same devices, seeds and rate, through the plugin API): the bare script's readings cost
+nothing to make, the daemon's come from the simulated sensors in its own process, so the ratio
+against this one is what the live path costs above producing the readings. Both are reported.
+
 The broker runs with `set_tcp_nodelay true` (mosquitto's default holds the end of a burst for
 the subscriber's delayed ACK, up to 40 ms, whoever publishes: docs/operations.md). Each figure is
 reported for `synchronous = "full"` and `"normal"`, and as the median of the
@@ -99,6 +104,60 @@ async def main():
 asyncio.run(main())
 """
 
+#: The same bare script with the same devices: the readings come from the simulator driver that
+#: gatewayd runs (same options, same device ids, so the same seeds), through the plugin API.
+#: Against it, the ratio is what the daemon's live path costs above producing the readings.
+BARE_DRIVER_CODE = r"""
+import asyncio, os, sqlite3, sys, json
+import aiomqtt, structlog
+from drivers.simulator import plugin
+from gatewayd.driver import DeviceContext
+from gatewayd.options import OptionReader
+
+port, db_path, sync, hub, devices, interval = sys.argv[1:7]
+devices, interval = int(devices), float(interval)
+structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(20))
+db = sqlite3.connect(db_path, isolation_level=None)
+db.execute("PRAGMA journal_mode=WAL")
+db.execute(f"PRAGMA synchronous={sync.upper()}")
+db.execute("CREATE TABLE IF NOT EXISTS readings (id TEXT PRIMARY KEY, device TEXT NOT NULL,"
+           " seq INTEGER NOT NULL, time TEXT NOT NULL, record TEXT NOT NULL)")
+
+def iso(t):
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+async def device(client, n):
+    options = {"interval": interval, "history": 0, "warmup": 0, "dropout_rate": 0,
+               "missed_rate": 0}
+    ctx = DeviceContext(device_id=f"sim{n:02d}", driver="simulator",
+                        options=plugin.parse_options(OptionReader(options, None, "devices")),
+                        resume=None, log=structlog.get_logger())
+    async with plugin.open(ctx) as session:
+        async for r in session.readings():
+            record = {"schema": "gatewayd/reading/1", "hub": hub, "id": r.id,
+                      "device": r.device, "driver": r.driver, "session": r.session,
+                      "seq": r.seq, "time": iso(r.time), "received": iso(r.received),
+                      "glucose_mgdl": r.glucose_mgdl, "glucose_mmoll": r.glucose_mmoll,
+                      "out_of_range": r.out_of_range, "trend_mgdl_min": r.trend_mgdl_min,
+                      "direction": r.direction.value, "quality_pct": r.quality_pct,
+                      "status": list(r.status), "backfilled": r.backfilled}
+            text = json.dumps(record)
+            db.execute("BEGIN")
+            db.execute("INSERT INTO readings VALUES (?, ?, ?, ?, ?)",
+                       (r.id, r.device, r.seq, record["time"], text))
+            db.execute("COMMIT")
+            await client.publish(f"bare/{hub}/{r.device}/reading", text, qos=1)
+
+async def main():
+    async with aiomqtt.Client("127.0.0.1", int(port), username=os.environ["BENCH_USER"],
+                              password=os.environ["BENCH_PASSWORD"]) as client:
+        await asyncio.gather(*(device(client, n) for n in range(devices)))
+
+asyncio.run(main())
+"""
+#: The processes of one round, per mode.
+KINDS = ("gatewayd", "bare", "bare+sim")
+
 
 class Listener(BenchSubscriber):
     """Per hub, the readings' arrival minus their `received` time (wall clock)."""
@@ -177,12 +236,13 @@ class Bench:
 
     def _argv(self, kind: str, hub: str, mode: str, folder: Path) -> list[str]:
         args = self.args
-        if kind == "bare":
+        if kind.startswith("bare"):
             folder.mkdir(parents=True)
             db = str(folder / "b.db")
             port = str(self.broker.port)
             rate = [str(args.devices), str(args.interval)]
-            return [sys.executable, "-c", BARE_CODE, port, db, mode, hub, *rate]
+            code = BARE_CODE if kind == "bare" else BARE_DRIVER_CODE
+            return [sys.executable, "-c", code, port, db, mode, hub, *rate]
         simulator = {
             "driver": "simulator",
             "interval": args.interval,
@@ -198,7 +258,7 @@ class Bench:
     def run(self, kind: str, mode: str) -> Run:
         """Start one process, measure one window, stop it."""
         self._serial += 1
-        hub = f"{kind[:2]}{self._serial:03d}"
+        hub = f"{kind[:2]}{kind[-1]}{self._serial:03d}"
         folder = self.folder / hub
         env = {**os.environ, "BENCH_USER": self.broker.username}
         env["BENCH_PASSWORD"] = self.broker.password
@@ -255,29 +315,28 @@ def summarize(runs: list[Run], args: argparse.Namespace) -> dict[str, Any]:
     """Per mode: medians of each side and the paired ratios."""
     modes: dict[str, Any] = {}
     for mode in MODES:
-        gw = [r for r in runs if r.kind == "gatewayd" and r.mode == mode]
-        bare = [r for r in runs if r.kind == "bare" and r.mode == mode]
-        pairs = list(zip(gw, bare, strict=True))
+        side = {k: [r for r in runs if r.kind == k and r.mode == mode] for k in KINDS}
+        gw = side["gatewayd"]
+        pairs = list(zip(gw, side["bare"], strict=True))
+        same_devices = list(zip(gw, side["bare+sim"], strict=True))
 
-        def med(side: list[Run], attr: str) -> float:
-            return round(statistics.median(getattr(r, attr) for r in side), 3)
+        def med(of_kind: list[Run], attr: str) -> float:
+            return round(statistics.median(getattr(r, attr) for r in of_kind), 3)
 
         modes[mode] = {
-            "gatewayd": {
-                "cpu_s_per_1000": med(gw, "cpu_per_1000"),
-                "core_share": round(sum(r.cpu_s for r in gw) / sum(r.wall_s for r in gw), 3),
-                "bytes_written_per_reading": med(gw, "bytes_per_reading"),
-                "p50_ms": med(gw, "p50_ms"),
-                "p99_ms": med(gw, "p99_ms"),
-            },
-            "bare": {
-                "cpu_s_per_1000": med(bare, "cpu_per_1000"),
-                "core_share": round(sum(r.cpu_s for r in bare) / sum(r.wall_s for r in bare), 3),
-                "bytes_written_per_reading": med(bare, "bytes_per_reading"),
-                "p50_ms": med(bare, "p50_ms"),
-                "p99_ms": med(bare, "p99_ms"),
-            },
+            kind: {
+                "cpu_s_per_1000": med(of, "cpu_per_1000"),
+                "core_share": round(sum(r.cpu_s for r in of) / sum(r.wall_s for r in of), 3),
+                "bytes_written_per_reading": med(of, "bytes_per_reading"),
+                "p50_ms": med(of, "p50_ms"),
+                "p99_ms": med(of, "p99_ms"),
+            }
+            for kind, of in side.items()
+        } | {
             "ratio_cpu": paired([(g.cpu_per_1000, b.cpu_per_1000) for g, b in pairs]),
+            "ratio_cpu_same_devices": paired(
+                [(g.cpu_per_1000, b.cpu_per_1000) for g, b in same_devices]
+            ),
             "ratio_bytes_written": paired(
                 [(g.bytes_per_reading, b.bytes_per_reading) for g, b in pairs]
             ),
@@ -307,13 +366,15 @@ def print_block(result: dict[str, Any], path: Path) -> None:
         f"{setup['rounds']} paired rounds of {setup['window_s']:g} s ==",
     ]
     for mode, m in result["modes"].items():
-        g, b = m["gatewayd"], m["bare"]
+        g, b, d = m["gatewayd"], m["bare"], m["bare+sim"]
         lines += [
             f"  synchronous = {mode}",
             f"    CPU s / 1,000 readings  gatewayd {g['cpu_s_per_1000']:.3f}"
             f" ({g['core_share'] * 100:.1f} % of a core)   bare {b['cpu_s_per_1000']:.3f}"
             f" ({b['core_share'] * 100:.1f} %)   ratio {ratio_text(m['ratio_cpu'])}"
             "   target <= 1.2",
+            f"      same devices: bare with the simulator driver {d['cpu_s_per_1000']:.3f}"
+            f" ({d['core_share'] * 100:.1f} %)   ratio {ratio_text(m['ratio_cpu_same_devices'])}",
             f"    bytes written / reading gatewayd {g['bytes_written_per_reading']:,.0f}"
             f"   bare {b['bytes_written_per_reading']:,.0f}"
             f"   ratio {ratio_text(m['ratio_bytes_written'])}   target <= 1.1",
@@ -340,7 +401,7 @@ def main() -> int:
         try:
             for n in range(args.rounds):
                 for mode in MODES:
-                    order = ("gatewayd", "bare") if n % 2 == 0 else ("bare", "gatewayd")
+                    order = KINDS if n % 2 == 0 else KINDS[::-1]
                     for kind in order:
                         run = bench.run(kind, mode)
                         runs.append(run)
