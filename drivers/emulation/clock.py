@@ -26,7 +26,7 @@ def to_us(dt: datetime) -> int:
 
 def from_us(us: int) -> datetime:
     """The aware UTC datetime of `us` microseconds since the Unix epoch."""
-    return _EPOCH + timedelta(microseconds=us)
+    return _EPOCH + timedelta(0, 0, us)  # positional: cheaper than microseconds=us
 
 
 class SimClock:

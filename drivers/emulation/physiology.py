@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import operator
 import random
 from dataclasses import dataclass
 from functools import lru_cache
@@ -49,8 +50,19 @@ _HORIZON = 14 * 3600.0
 _NOISE_SD = 3.0
 _NOISE_PHI = 0.7
 _NOISE_TERMS = 24
+#: The weight of the innovation `k` records back in a record's noise: `_NOISE_PHI**k`.
+_NOISE_WEIGHTS = tuple(_NOISE_PHI**k for k in range(_NOISE_TERMS))
+#: An innovation's standard deviation (the noise's is then `_NOISE_SD`), and its clip at 3 sd.
+_INNOVATION_SD = _NOISE_SD * math.sqrt(1.0 - _NOISE_PHI**2)
+_INNOVATION_LIMIT = 3.0 * _INNOVATION_SD
+#: How many (seed, session) streams `noise` keeps the latest innovations of.
+_NOISE_STREAMS = 64
 #: The sensor's trend is its own smooth signal differenced over this window (seconds).
 _TREND_WINDOW = 15 * _MIN
+_TWO_PI = 2 * math.pi
+#: Periods (seconds) of the two sines of the slow multi-day drift.
+_DRIFT_PERIOD_1 = 2.7 * _DAY
+_DRIFT_PERIOD_2 = 6.1 * _DAY
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +89,7 @@ class Sample:
 
 def stable_int(*parts: object) -> int:
     """A 64-bit integer from the parts, stable across processes (unlike `hash`)."""
-    text = "\x1f".join(str(p) for p in parts)
+    text = "\x1f".join(map(str, parts))
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
 
 
@@ -129,18 +141,23 @@ def day_events(seed: int, day: int) -> tuple[Event, ...]:
     return tuple(events)
 
 
-def _event_effect(event: Event, t: float) -> float:
-    """mg/dL that one event adds at `t` (negative for insulin excess and exercise)."""
-    since = (t - min(event.meal_time, event.bolus_time)) / _MIN
-    rise = event.carbs_g * _MGDL_PER_GRAM
-    effect = rise * (
-        _absorbed((t - event.meal_time) / _MIN, _CARB_SCALE)
-        - event.dose_ratio * _absorbed((t - event.bolus_time) / _MIN, _INSULIN_SCALE)
+@lru_cache(maxsize=256)
+def _acting(seed: int, day: int) -> tuple[tuple[float, float, float, float, float, float], ...]:
+    """The events that can act during UTC day `day` (those of the day before and of the day,
+    in that order), each as (start, meal time, bolus time, rise, dose ratio, exercise): start
+    is the earlier of the meal and the bolus, rise the meal's carbs in mg/dL."""
+    return tuple(
+        (
+            min(event.meal_time, event.bolus_time),
+            event.meal_time,
+            event.bolus_time,
+            event.carbs_g * _MGDL_PER_GRAM,
+            event.dose_ratio,
+            event.exercise_mgdl,
+        )
+        for d in (day - 1, day)
+        for event in day_events(seed, d)
     )
-    effect /= 1.0 + (since / _FADE) ** 4
-    if event.exercise_mgdl:
-        effect -= event.exercise_mgdl * _bump(since, 60.0)
-    return effect
 
 
 @lru_cache(maxsize=64)
@@ -161,7 +178,7 @@ def _dawn(t: float, amplitude: float) -> float:
     hour = (t % _DAY) / 3600.0
     if not 3.5 < hour < 9.0:
         return 0.0
-    return amplitude * 0.5 * (1.0 - math.cos(2 * math.pi * (hour - 3.5) / 5.5))
+    return amplitude * 0.5 * (1.0 - math.cos(_TWO_PI * (hour - 3.5) / 5.5))
 
 
 def _counter_regulation(g: float) -> float:
@@ -174,14 +191,21 @@ def true_glucose(seed: int, t: float) -> float:
     baseline, dawn, drift, phase1, phase2 = _person(seed)
     g = baseline + _dawn(t, dawn)
     g += drift * (
-        0.6 * math.sin(2 * math.pi * t / (2.7 * _DAY) + phase1)
-        + 0.4 * math.sin(2 * math.pi * t / (6.1 * _DAY) + phase2)
+        0.6 * math.sin(_TWO_PI * t / _DRIFT_PERIOD_1 + phase1)
+        + 0.4 * math.sin(_TWO_PI * t / _DRIFT_PERIOD_2 + phase2)
     )
-    day = math.floor(t / _DAY)
-    for d in (day - 1, day):
-        for event in day_events(seed, d):
-            if 0.0 < t - min(event.meal_time, event.bolus_time) < _HORIZON:
-                g += _event_effect(event, t)
+    for start, meal, bolus, rise, ratio, exercise in _acting(seed, math.floor(t / _DAY)):
+        if 0.0 < t - start < _HORIZON:
+            # What the event adds at `t` (negative for insulin excess and exercise).
+            since = (t - start) / _MIN
+            effect = rise * (
+                _absorbed((t - meal) / _MIN, _CARB_SCALE)
+                - ratio * _absorbed((t - bolus) / _MIN, _INSULIN_SCALE)
+            )
+            effect /= 1.0 + (since / _FADE) ** 4
+            if exercise:
+                effect -= exercise * _bump(since, 60.0)
+            g += effect
     return _counter_regulation(g)
 
 
@@ -198,24 +222,63 @@ def sensor_glucose(seed: int, session: int, t: float) -> float:
     return true_glucose(seed, t) * gain + offset
 
 
+@lru_cache(maxsize=64)
+def _noise_hash(seed: int, session: int) -> hashlib.blake2b:
+    """The hash of `stable_int(seed, "noise", session, seq)` fed all but the seq."""
+    prefix = "\x1f".join(map(str, (seed, "noise", session, "")))
+    return hashlib.blake2b(prefix.encode(), digest_size=8)
+
+
 @lru_cache(maxsize=4096)
 def _innovation(seed: int, session: int, seq: int) -> float:
-    """The noise innovation of one record, clipped to 3 sd so a single spike stays plausible."""
-    sd = _NOISE_SD * math.sqrt(1.0 - _NOISE_PHI**2)
-    return max(-3.0 * sd, min(3.0 * sd, _rng(seed, "noise", session, seq).gauss(0.0, sd)))
+    """The noise innovation of one record, clipped to 3 sd so a single spike stays plausible.
+
+    Drawn from `_rng(seed, "noise", session, seq)`: the same seed, hashed from `_noise_hash`.
+    """
+    digest = _noise_hash(seed, session).copy()
+    digest.update(str(seq).encode())
+    rng = random.Random(int.from_bytes(digest.digest(), "big"))
+    return max(-_INNOVATION_LIMIT, min(_INNOVATION_LIMIT, rng.gauss(0.0, _INNOVATION_SD)))
+
+
+#: Per (seed, session): the seq whose innovations `_innovations` returned last, and those. Only
+#: a shortcut: what it returns never depends on what is kept here.
+_latest: dict[tuple[int, int], tuple[int, tuple[float, ...]]] = {}
+
+
+def _innovations(seed: int, session: int, seq: int) -> tuple[float, ...]:
+    """The innovations of records `seq`, `seq - 1`, ... (`_NOISE_TERMS` of them).
+
+    A sensor asks for its records in order, so the previous record's are usually at hand:
+    then only record `seq`'s is new.
+    """
+    stream = (seed, session)
+    latest = _latest.get(stream)
+    if latest is not None and latest[0] == seq - 1:
+        found = (_innovation(seed, session, seq), *latest[1][:-1])
+    else:
+        found = tuple(_innovation(seed, session, seq - k) for k in range(_NOISE_TERMS))
+        if latest is None and len(_latest) >= _NOISE_STREAMS:
+            _latest.pop(next(iter(_latest)), None)  # the stream that started first
+    _latest[stream] = (seq, found)
+    return found
 
 
 def noise(seed: int, session: int, seq: int) -> float:
     """AR(1)-like sensor noise of record `seq` (a truncated sum, so it can be recomputed)."""
-    return sum(_NOISE_PHI**k * _innovation(seed, session, seq - k) for k in range(_NOISE_TERMS))
+    # Newest term first: the order of a float sum is part of its value.
+    total: float = sum(map(operator.mul, _NOISE_WEIGHTS, _innovations(seed, session, seq)))
+    return total
 
 
 def sample(seed: int, session: int, seq: int, t: float) -> Sample:
     """The record sensor `session` stores as number `seq`, measured at `t`."""
-    smooth = sensor_glucose(seed, session, t)
+    gain, offset = _calibration(seed, session)  # `sensor_glucose`, at t and a trend window back
+    smooth = true_glucose(seed, t) * gain + offset
+    before = true_glucose(seed, t - _TREND_WINDOW) * gain + offset
     err = noise(seed, session, seq)
     value = round(smooth + err)
-    trend = round((smooth - sensor_glucose(seed, session, t - _TREND_WINDOW)) / 15.0, 1)
+    trend = round((smooth - before) / 15.0, 1)
     quality = float(max(60, min(100, round(100 - 4 * abs(err)))))
     if value < LOW_LIMIT:
         return Sample(None, "low", trend, quality)

@@ -125,14 +125,22 @@ class Grid:
         seq = (t_us - first) // self.interval_us + 1
         return (n, seq) if seq < self.count(n) else (n + 1, 0)
 
-    def between(self, after_us: int, until_us: int) -> Iterator[tuple[int, int]]:
-        """(session, seq) of every record with after_us < time <= until_us, oldest first."""
+    def after(self, after_us: int) -> Iterator[tuple[int, int]]:
+        """(session, seq) of every record with after_us < time, oldest first, without end."""
         n, seq = self.next_after(after_us)
-        while self.time_us(n, seq) <= until_us:
+        count = self.count(n)
+        while True:
             yield n, seq
             seq += 1
-            if seq >= self.count(n):
+            if seq >= count:
                 n, seq = n + 1, 0
+
+    def between(self, after_us: int, until_us: int) -> Iterator[tuple[int, int]]:
+        """(session, seq) of every record with after_us < time <= until_us, oldest first."""
+        for n, seq in self.after(after_us):
+            if self.time_us(n, seq) > until_us:
+                return
+            yield n, seq
 
     def active_session(self, t_us: int) -> int | None:
         """The session producing records at `t_us`, or None during a warm-up."""
@@ -190,9 +198,11 @@ class SimulatedSensor:
         n = parse_session(session)
         return None if n is None else self.grid.time_us(n, seq)
 
-    def next_record(self, after_us: int) -> Record:
-        """The first record measured strictly after `after_us` (possibly not yet due)."""
-        return self.record(*self.grid.next_after(after_us))
+    def records_after(self, after_us: int) -> Iterator[Record]:
+        """Every record measured after `after_us`, oldest first, without end (the live ones:
+        a record is computed when asked for, most are not due yet)."""
+        for n, seq in self.grid.after(after_us):
+            yield self.record(n, seq)
 
     # -- link --------------------------------------------------------------------------------
 
@@ -217,6 +227,8 @@ class SimulatedSensor:
         """What happens to the live notification of `record`: delivered (None), lost, dropped."""
         if self._forced:
             return self._forced.pop(0)
+        if self.dropout_rate <= 0 and self.missed_rate <= 0:  # no draw can fall below them
+            return None
         draw = stable_int("link", self.seed, record.session_index, record.seq) / 2**64
         if draw < self.dropout_rate:
             return "drop"

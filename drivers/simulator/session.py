@@ -222,10 +222,10 @@ class SimulatorSession:
             after = newest
 
     def _arrives(
-        self, sensor: SimulatedSensor, record: Record, event: LinkEvent | None, again: list[Record]
+        self, sensor: SimulatedSensor, record: Record, event: LinkEvent, again: list[Record]
     ) -> bool:
-        """Whether the live notification of `record` arrives now (`event`: what happens to
-        it; `again` collects those that arrive after the next one)."""
+        """Whether the live notification of `record` arrives now although `event` happens to
+        it (`again` collects those that arrive after the next one)."""
         log = self._ctx.log
         if event == "drop":
             sensor.drop_link(record.time_us)
@@ -261,21 +261,23 @@ class SimulatorSession:
         delivered = after  # the newest record the consumer has (or where it started)
         current = sensor.grid.active_session(after)
         again: list[Record] = []  # notifications that arrive again, or late
-        while True:
-            record = sensor.next_record(after)
+        for record in sensor.records_after(after):
             if current is not None and record.session_index != current:
                 await sensor.clock.sleep_until(sensor.grid.end_us(current))
                 log.info("sensor_session_ended", session=session_id(current), serial=sensor.serial)
                 log.info("sensor_warmup", until=record.time, session=record.session)
             current = record.session_index
             await sensor.clock.sleep_until(record.time_us)
+            # The consumer lacks the record before this one (its notification was lost, damaged
+            # or late): what it lacks is fetched from memory before this one.
+            gap = delivered < after
             after = record.time_us
             event = sensor.link_event(record)
-            if not self._arrives(sensor, record, event, again):
+            if event is not None and not self._arrives(sensor, record, event, again):
                 continue
-            # A gap before this record (a lost notification): fetch it from memory first.
-            for missed in sensor.records(delivered, record.time_us - 1):
-                yield self._reading(missed, backfilled=True)
+            if gap:
+                for missed in sensor.records(delivered, record.time_us - 1):
+                    yield self._reading(missed, backfilled=True)
             yield self._reading(record, backfilled=False)
             delivered = record.time_us
             if event == "twice":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import statistics
 
 import pytest
@@ -108,3 +109,20 @@ def test_trend_follows_the_trace(traces: dict[int, list[Sample]]) -> None:
             assert Direction.from_rate(s.trend_mgdl_min) not in {Direction.FLAT, Direction.NONE}
     assert total > 50
     assert agree / total > 0.9
+
+
+def test_noise_is_the_truncated_sum_of_seeded_innovations_in_any_order() -> None:
+    """`noise` keeps each stream's latest innovations: the value is still exactly the sum of
+    the model, whatever order the records are asked for in."""
+    sd = 3.0 * math.sqrt(1.0 - 0.7**2)
+
+    def innovation(seq: int) -> float:
+        draw = physiology._rng(5, "noise", 2, seq).gauss(0.0, sd)
+        return max(-3.0 * sd, min(3.0 * sd, draw))
+
+    def model(seq: int) -> float:
+        return sum(0.7**k * innovation(seq - k) for k in range(24))
+
+    physiology._innovation.cache_clear()
+    seqs = [*range(60), *range(80, 40, -1), 7, 500, 501, 502, -3, -2, 58, 59, 60]
+    assert [physiology.noise(5, 2, seq) for seq in seqs] == [model(seq) for seq in seqs]
