@@ -78,7 +78,7 @@ def iso(t):
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
 
 async def device(client, n):
-    seq, due = 0, time.monotonic()
+    seq, due = 0, time.monotonic() + n * interval / devices  # staggered, like real sensors
     while True:
         due += interval
         await asyncio.sleep(max(0.0, due - time.monotonic()))

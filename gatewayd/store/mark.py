@@ -28,6 +28,13 @@ NO_HOLD = 2**63 - 1
 #: Seconds between two writes of the published mark while PUBACKs keep coming (each write
 #: rides along with a commit of readings; a crash loses at most this much of the mark).
 MARK_EVERY_S = 1.0
+#: Seconds a write of the mark waits for a commit of readings to ride along with before it is
+#: committed alone. At a hub's real rate (10 sensors at one reading per 5 minutes: one every
+#: 30 s) the mark of one reading goes to disk in the commit of the next, instead of in a commit
+#: of its own that wrote a page per reading more (bench/store_writes.py). A crash meanwhile only
+#: sends the last readings again, with the same ids; `gatewayd status`, reading the file, shows
+#: them waiting until then.
+MARK_PATIENCE_S = 60.0
 
 
 class PublishedMark:
@@ -127,7 +134,7 @@ class PublishedMark:
             scheduled = self._job
         self._written_at = time.monotonic()
         future: asyncio.Future[tuple[int, set[int]]] = self._writer.submit(
-            self._write_current, lazy=lazy
+            self._write_current, lazy=lazy, patience=MARK_PATIENCE_S
         )
         outcome: asyncio.Future[None] = future.get_loop().create_future()
         self._job = outcome
@@ -156,10 +163,12 @@ class PublishedMark:
             return
         exc = future.exception()
         if exc is not None:
-            outcome.set_exception(exc)
+            if not outcome.done():
+                outcome.set_exception(exc)
             return
         self._is_written(*future.result())
-        outcome.set_result(None)
+        if not outcome.done():  # else its waiter gave up (cancelled it): written all the same
+            outcome.set_result(None)
         if self.written < self.published and self._job is None:
             # Acknowledged while the job ran: written with the next one (out-of-order ones
             # alone wait for the mark, the next flush or `settle`).

@@ -87,6 +87,13 @@ FILE_CHECK_EVERY_S = 1.0
 #: 200 pages (800 KiB) stays below the full-disk reserve (1 MiB, gatewayd.store.full_disk):
 #: releasing it always lets a checkpoint complete.
 WAL_CHECKPOINT_PAGES = 200
+#: The page size of a new store (an existing one keeps its own: SQLite changes it only with a
+#: VACUUM outside WAL mode). A lone reading's commit appends a WAL frame for each page it
+#: touches (the row, the id index, the device/time index): 3 frames of 2 KiB are 1.5 file-system
+#: blocks of 4 KiB where 3 frames of SQLite's default 4 KiB are 3. Measured at 100 readings/s
+#: (bench/live_path.py): 14.5 KB written per reading with 2 KiB pages, 19.7 KB with 4 KiB,
+#: 14.1 KB with 1 KiB (which packs only two stored readings in a page).
+PAGE_SIZE = 2048
 #: Bytes the WAL file is cut back to after a checkpoint resets it (SQLite keeps it at its largest
 #: otherwise): what a past burst made it need is given back to the disk.
 WAL_SIZE_LIMIT = 1 << 20
@@ -260,6 +267,7 @@ class Store:
             if check:
                 quick_check(db)
             self._configure(db)
+            db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # a new file only: ignored otherwise
             db.execute("PRAGMA journal_mode=WAL")
             migrate(db, self.path)
         except BaseException as exc:

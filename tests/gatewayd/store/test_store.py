@@ -19,6 +19,7 @@ from gatewayd.errors import GatewayError, StoreError
 from gatewayd.models import Reading
 from gatewayd.store import PendingRow, Store
 from gatewayd.store.codec import decode_record
+from gatewayd.store.store import PAGE_SIZE
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -60,6 +61,20 @@ def pragma(path: Path, name: str) -> Any:
 
 def test_wal_mode(store: Store, db_path: Path) -> None:
     assert pragma(db_path, "journal_mode") == "wal"
+
+
+def test_a_new_store_has_small_pages_and_an_old_one_keeps_its_own(
+    store: Store, db_path: Path, tmp_path: Path
+) -> None:
+    assert pragma(db_path, "page_size") == PAGE_SIZE == 2048
+    old = tmp_path / "old.db"
+    with closing(sqlite3.connect(old)) as db:  # made by an earlier version: SQLite's default
+        db.execute("PRAGMA page_size=4096")
+        db.execute("PRAGMA journal_mode=WAL")
+    with closing(Store(old)) as again:
+        again.add(make(0))
+        assert [r.seq for r in again.readings("cgm1")] == [0]
+    assert pragma(old, "page_size") == 4096
 
 
 def test_schema_version_recorded(store: Store, db_path: Path) -> None:
