@@ -7,7 +7,8 @@ written after its PUBACK. This script does exactly what the daemon's store does 
 reading, through the same calls (`Store.add_soon`, then `Store.mark_delivered_soon` after the
 publish), `--readings` times in a row, and reports `write_bytes` from /proc/self/io per reading
 (WAL, checkpoints and the database file included) for `synchronous = "full"` and `"normal"`,
-beside a bare script's single committed insert (the same table as bench/live_path.py's).
+beside a bare script's single committed insert (the same table as bench/live_path.py's), as the
+median of `--rounds` paired ratios (min-max beside it).
 docs/operations.md turns the figure into SD-card life.
 Run: `.venv/bin/python bench/store_writes.py`.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sqlite3
+import statistics
 import sys
 import tempfile
 import uuid
@@ -24,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from _common import result_header, write_result
+from _common import paired, ratio_text, result_header, write_result
 from gatewayd.models import Reading
 from gatewayd.store import Store
 from gatewayd.store import mark as mark_module
@@ -112,27 +114,31 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--readings", type=int, default=2000)
     parser.add_argument("--devices", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3, help="paired rounds per case")
     args = parser.parse_args()
     modes: dict[str, Any] = {}
     for mode in MODES:
-        with tempfile.TemporaryDirectory(prefix="bench-store-writes-") as tmp:
-            ours = asyncio.run(gatewayd_side(Path(tmp), mode, args.readings, args.devices))
-            bare = bare_side(Path(tmp), mode, args.readings)
+        pairs = []
+        for _ in range(args.rounds):
+            with tempfile.TemporaryDirectory(prefix="bench-store-writes-") as tmp:
+                ours = asyncio.run(gatewayd_side(Path(tmp), mode, args.readings, args.devices))
+                bare = bare_side(Path(tmp), mode, args.readings)
+            pairs.append((ours, bare))
         modes[mode] = {
-            "gatewayd_bytes_per_reading": round(ours),
-            "bare_bytes_per_reading": round(bare),
-            "ratio": round(ours / bare, 3),
+            "gatewayd_bytes_per_reading": round(statistics.median(p[0] for p in pairs)),
+            "bare_bytes_per_reading": round(statistics.median(p[1] for p in pairs)),
+            "ratio": paired(pairs),
         }
     result = {
         **result_header(NAME),
-        "setup": {"readings": args.readings, "devices": args.devices},
+        "setup": {"readings": args.readings, "devices": args.devices, "rounds": args.rounds},
         "modes": modes,
     }
     path = write_result(NAME, result)
     lines = [f"== {NAME}: {args.readings} readings one at a time, {args.devices} devices =="]
     lines += [
         f"  synchronous = {mode}: gatewayd {m['gatewayd_bytes_per_reading']:,} B/reading"
-        f"   bare {m['bare_bytes_per_reading']:,}   ratio {m['ratio']:.2f}"
+        f"   bare {m['bare_bytes_per_reading']:,}   ratio {ratio_text(m['ratio'])}"
         for mode, m in modes.items()
     ]
     lines.append(f"  json: {path}")

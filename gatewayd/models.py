@@ -73,6 +73,8 @@ def mgdl_to_mmoll(mgdl: float) -> float:
 
 def utc(dt: datetime) -> datetime:
     """`dt` as aware UTC; a naive datetime is refused rather than guessed."""
+    if dt.tzinfo is UTC:  # the usual case, twice per reading: no conversion to make
+        return dt
     if dt.tzinfo is None:
         raise ValueError("naive datetime: every timestamp must carry a timezone")
     return dt.astimezone(UTC)

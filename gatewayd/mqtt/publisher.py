@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import socket
 import ssl
 import time
@@ -164,6 +165,10 @@ class Publisher:
         self._dirty_state: set[str] = set()
         #: Per device, when its retained state was last handed to the broker (monotonic).
         self._state_at: dict[str, float] = {}
+        #: Devices whose state changed within `state_interval` of the last one sent, and when
+        #: the first of them is due (monotonic).
+        self._deferred: set[str] = set()
+        self._deferred_due = math.inf
         self._state_timer: asyncio.TimerHandle | None = None
         #: Readings and states awaiting their PUBACK; set when there are none, and when one
         #: more may be sent.
@@ -337,6 +342,8 @@ class Publisher:
             self._dirty_state.update(self._statuses)
             self._state_sent.clear()
             self._state_at.clear()
+            self._dirty_state |= self._deferred
+            self._deferred.clear()
             self._newest.clear()
             self._in_flight = 0
             await self._drain(client)
@@ -524,7 +531,10 @@ class Publisher:
         except when stopping. They may go beyond the window: at most one per device."""
         now = time.monotonic()
         interval = self.config.state_interval
-        later: list[str] = []
+        if self._deferred and (now >= self._deferred_due or self._stopping):
+            self._dirty_state |= self._deferred
+            self._deferred.clear()
+            self._deferred_due = math.inf
         while self._dirty_state:
             device = self._dirty_state.pop()
             row = self._newest.get(device)
@@ -535,14 +545,15 @@ class Publisher:
                 self._newest[device] = row
             if self._state_sent.get(device) == row.rowid:
                 continue
-            if now < self._state_at.get(device, -interval) + interval and not self._stopping:
-                later.append(device)
+            due = self._state_at.get(device, -interval) + interval
+            if now < due and not self._stopping:
+                self._deferred.add(device)
+                if due < self._deferred_due:
+                    self._deferred_due = due
+                    self._wake_at(due)
                 continue
             self._state_at[device] = now
             self._send(client, row, state=True)
-        if later:
-            self._dirty_state.update(later)
-            self._wake_at(min(self._state_at[device] for device in later) + interval)
 
     def _wake_at(self, when: float) -> None:
         """Wake the drain at monotonic time `when` (or at the earlier wake already set)."""

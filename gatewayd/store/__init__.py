@@ -15,7 +15,7 @@ The package is the only code that knows the SQLite schema of the core tables (`r
 
 from gatewayd.errors import StoreFull  # (re-exported: the store raises it)
 from gatewayd.store.store import (
-    WAL_CHECKPOINT_PAGES,
+    WAL_CHECKPOINT_BYTES,
     WAL_SIZE_LIMIT,
     Hold,
     PendingMessage,
@@ -24,7 +24,7 @@ from gatewayd.store.store import (
 )
 
 __all__ = [
-    "WAL_CHECKPOINT_PAGES",
+    "WAL_CHECKPOINT_BYTES",
     "WAL_SIZE_LIMIT",
     "Hold",
     "PendingMessage",

@@ -28,13 +28,6 @@ NO_HOLD = 2**63 - 1
 #: Seconds between two writes of the published mark while PUBACKs keep coming (each write
 #: rides along with a commit of readings; a crash loses at most this much of the mark).
 MARK_EVERY_S = 1.0
-#: Seconds a write of the mark waits for a commit of readings to ride along with before it is
-#: committed alone. At a hub's real rate (10 sensors at one reading per 5 minutes: one every
-#: 30 s) the mark of one reading goes to disk in the commit of the next, instead of in a commit
-#: of its own that wrote a page per reading more (bench/store_writes.py). A crash meanwhile only
-#: sends the last readings again, with the same ids; `gatewayd status`, reading the file, shows
-#: them waiting until then.
-MARK_PATIENCE_S = 60.0
 
 
 class PublishedMark:
@@ -134,7 +127,7 @@ class PublishedMark:
             scheduled = self._job
         self._written_at = time.monotonic()
         future: asyncio.Future[tuple[int, set[int]]] = self._writer.submit(
-            self._write_current, lazy=lazy, patience=MARK_PATIENCE_S
+            self._write_current, lazy=lazy
         )
         outcome: asyncio.Future[None] = future.get_loop().create_future()
         self._job = outcome

@@ -17,6 +17,8 @@ Version 2 (the live path's bytes on an SD card, issue 11):
   never to be published); above it, a reading waits unless its rowid is in `withheld` (readings
   never to be published: held in an earlier boot with implausible times, gatewayd.timesync) or
   at or after the oldest row of `clock_hold`.
+
+Version 3: `meta` is a WITHOUT ROWID table (a write of the mark touches one page, not two).
 """
 
 from __future__ import annotations
@@ -29,14 +31,14 @@ from pathlib import Path
 from gatewayd.errors import StoreError, StoreVersionError
 
 #: The schema this code reads and writes.
-VERSION = 2
+VERSION = 3
 
 #: The current schema, for a new store. `clock_hold`: readings received while the hub's clock was
 #: not trustworthy (gatewayd.timesync), held back from the broker until their times are
 #: corrected; the monotonic clock of that boot dates them. `withheld`: readings never to be
 #: published (their times could not be corrected). Idempotent: `migrate` runs it last.
 DDL = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS readings (
     rowid INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
@@ -112,8 +114,17 @@ def _split_serial(
     return rowid, id_, device, time_ms, serial, json.dumps(fields, separators=(",", ":"))
 
 
+def _v2_to_v3(db: sqlite3.Connection) -> None:
+    """`meta` without a rowid: one b-tree, its key's, so a write of the published mark touches
+    one page of the file instead of two (the table and its key's index)."""
+    db.execute("CREATE TABLE meta_v3 (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID")
+    db.execute("INSERT INTO meta_v3 (key, value) SELECT key, value FROM meta")
+    db.execute("DROP TABLE meta")
+    db.execute("ALTER TABLE meta_v3 RENAME TO meta")
+
+
 #: Migration to version N+1 at index N-1 (from 1); each runs inside `migrate`'s transaction.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1_to_v2,)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1_to_v2, _v2_to_v3)
 
 
 def set_meta(db: sqlite3.Connection, key: str, value: str) -> None:

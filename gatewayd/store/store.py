@@ -81,12 +81,12 @@ _INSERT = (
 #: Seconds between two identity checks of the store file on the live path
 #: (`ensure_file(every=...)`): two stats per reading cost ~5 % of the CPU at 100 readings/s.
 FILE_CHECK_EVERY_S = 1.0
-#: Pages in the WAL before a commit checkpoints it into the database (SQLite's default, 1000
-#: pages = 4 MiB, never fired on a 4 MiB volume: the WAL itself filled the disk, and then no
-#: checkpoint could grow the database to empty it, so freed space went straight back to the WAL).
-#: 200 pages (800 KiB) stays below the full-disk reserve (1 MiB, gatewayd.store.full_disk):
-#: releasing it always lets a checkpoint complete.
-WAL_CHECKPOINT_PAGES = 200
+#: Bytes in the WAL before a commit checkpoints it into the database (`wal_autocheckpoint` is
+#: this in pages of the store's size). SQLite's default, 1000 pages = 4 MiB, never fired on a
+#: 4 MiB volume: the WAL itself filled the disk, and then no checkpoint could grow the database
+#: to empty it, so freed space went straight back to the WAL. 800 KiB stays below the full-disk
+#: reserve (1 MiB, gatewayd.store.full_disk): releasing it always lets a checkpoint complete.
+WAL_CHECKPOINT_BYTES = 800 << 10
 #: The page size of a new store (an existing one keeps its own: SQLite changes it only with a
 #: VACUUM outside WAL mode). A lone reading's commit appends a WAL frame for each page it
 #: touches (the row, the id index, the device/time index): 3 frames of 2 KiB are 1.5 file-system
@@ -246,7 +246,8 @@ class Store:
         return db
 
     def _configure(self, db: sqlite3.Connection) -> None:
-        db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+        (page_size,) = db.execute("PRAGMA page_size").fetchone()
+        db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_BYTES // int(page_size)}")
         db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         db.execute(f"PRAGMA synchronous={self._synchronous}")
         db.execute("PRAGMA busy_timeout=5000")
@@ -266,8 +267,8 @@ class Store:
         try:
             if check:
                 quick_check(db)
-            self._configure(db)
             db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # a new file only: ignored otherwise
+            self._configure(db)
             db.execute("PRAGMA journal_mode=WAL")
             migrate(db, self.path)
         except BaseException as exc:

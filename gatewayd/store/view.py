@@ -147,7 +147,7 @@ class StoreView:
 
     def waiting_by_device(self, *, stored_up_to: int | None = None) -> dict[str, int]:
         """How many readings wait for the broker, per device (with `stored_up_to`, only those
-        at or below that rowid: the file's mark trails the daemon's until a later commit)."""
+        at or below that rowid: the file's mark is up to a second behind the daemon's)."""
         mark, held = self._bounds()
         if stored_up_to is not None:
             held = min(held, stored_up_to + 1)

@@ -9,9 +9,9 @@ resolved only after the COMMIT returned, so a reading is on disk (as the store's
 setting defines it) before anything sees it — the publisher reads committed rows only.
 
 Jobs submitted `lazy` (acknowledged rows leaving the outbox) need no fsync of their own: losing
-them to a crash only sends those rows again, with the same ids. They wait up to `lazy_s` (or
-their own `patience`) for a durable commit to ride along in (at a high rate there is always
-one), else they are committed alone with `synchronous = NORMAL`.
+them to a crash only sends those rows again, with the same ids. They wait up to `lazy_s` for a
+durable commit to ride along in (at a high rate there is always one), else they are committed
+alone with `synchronous = NORMAL`. The wait is short, so an idle outbox is seen empty.
 
 When a group fails (SQLITE_FULL from a full disk, one job's error), it is rolled back and each of
 its jobs runs again in a transaction of its own, so every caller gets its own outcome.
@@ -42,8 +42,6 @@ class _Job:
     loop: asyncio.AbstractEventLoop | None = None
     future: asyncio.Future[Any] | None = None
     then: Callable[[Any], None] | None = None
-    #: Seconds a lazy job may wait for a durable commit to ride along with (None: `lazy_s`).
-    patience: float | None = None
     outcome: tuple[bool, Any] = field(default=(True, None))
 
 
@@ -92,14 +90,12 @@ class Writer:
         *,
         lazy: bool = False,
         then: Callable[[Any], None] | None = None,
-        patience: float | None = None,
     ) -> asyncio.Future[Any]:
         """Queue `run(db)` for the next group commit; its result (or error) in the future.
         `then(result)` is called on the event loop once committed, before the future is done,
-        even when whoever waited for it was cancelled meanwhile. A `lazy` job waits up to
-        `patience` seconds (default `lazy_s`) for a durable commit to ride along with."""
+        even when whoever waited for it was cancelled meanwhile."""
         loop = asyncio.get_running_loop()
-        job = _Job(run, lazy, loop, loop.create_future(), then, patience)
+        job = _Job(run, lazy, loop, loop.create_future(), then)
         if self._thread is None:  # the lock only to start it (`close` clears it on the loop)
             self._start()
         self._queue.put(job)
@@ -145,9 +141,8 @@ class Writer:
                     if not job.lazy:
                         durable.append(job)
                         continue
-                    wait = self._lazy_s if job.patience is None else job.patience
-                    due = time.monotonic() + wait
-                    deadline = min(deadline, due) if lazy else due
+                    if not lazy:
+                        deadline = time.monotonic() + self._lazy_s
                     lazy.append(job)
                 if durable or (lazy and (stopping or time.monotonic() >= deadline)):
                     group, lazy = lazy + durable, []
@@ -165,11 +160,8 @@ class Writer:
             items = [self._queue.get(timeout=timeout)]
         except queue.Empty:
             return [], False
-        while True:
-            try:
-                items.append(self._queue.get_nowait())
-            except queue.Empty:
-                break
+        while not self._queue.empty():  # only this thread takes from the queue
+            items.append(self._queue.get_nowait())
         jobs = [job for job in items if job is not None]
         return jobs, len(jobs) < len(items)
 

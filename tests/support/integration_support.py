@@ -131,7 +131,7 @@ class DaemonProcess:
 
     def outbox_depth(self) -> int:
         """Readings waiting for the broker as the store file says (the published mark is
-        written lazily, with the next reading's commit: behind the daemon's own count)."""
+        written lazily: about a second behind the daemon's own count)."""
         try:
             view = StoreView(self.store_path, timeout=10)
         except StoreError:  # the daemon is creating it: its tables are not there yet
@@ -141,9 +141,9 @@ class DaemonProcess:
 
     def outbox_drained(self) -> Callable[[], bool]:
         """A check for `wait_until`: every reading stored by now has left the outbox, as the
-        store file says. (While readings keep coming, the file's published mark, written with
-        the commit of a later reading, is rarely past the newest one: `outbox_depth() == 0` may
-        never be seen.)"""
+        store file says. (While readings keep coming, the file's published mark, written at
+        most once a second, is rarely past the newest one: `outbox_depth() == 0` may never be
+        seen.)"""
         with StoreView(self.store_path, timeout=10) as view:
             target = view.newest_rowid()
 

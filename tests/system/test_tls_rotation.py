@@ -87,8 +87,9 @@ async def test_garbage_key_at_run_time_is_retried_and_readings_are_kept(
     daemon = DaemonProcess(config, tmp_path / "daemon.log")
     try:
         daemon.start()
-        await wait_until(lambda: len(daemon.stored()) >= 5, 30, "readings stored")
-        await wait_until(daemon.outbox_drained(), 30, "delivered over mTLS")
+        await wait_until(
+            lambda: outbox(daemon) == 0 and len(daemon.stored()) >= 5, 30, "delivered over mTLS"
+        )
         key.write_text(GARBAGE_KEY)  # the botched rotation
         own_broker.stop()
         own_broker.start()  # the next reconnect loads the garbage
@@ -106,7 +107,7 @@ async def test_garbage_key_at_run_time_is_retried_and_readings_are_kept(
         assert "broker link: unavailable since " in text
         assert f"key_file {key}: not a PEM private key" in text
         shutil.copy(pki.client_key, key)  # the rotation fixed
-        await wait_until(daemon.outbox_drained(), 30, "everything delivered")
+        await wait_until(lambda: outbox(daemon) == 0, 30, "everything delivered")
         assert daemon.terminate() == 0
     finally:
         if daemon.process is not None and daemon.process.poll() is None:

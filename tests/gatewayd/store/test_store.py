@@ -67,6 +67,8 @@ def test_a_new_store_has_small_pages_and_an_old_one_keeps_its_own(
     store: Store, db_path: Path, tmp_path: Path
 ) -> None:
     assert pragma(db_path, "page_size") == PAGE_SIZE == 2048
+    # The WAL is checkpointed at the same size whatever the pages: 800 KiB.
+    assert store._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 400
     old = tmp_path / "old.db"
     with closing(sqlite3.connect(old)) as db:  # made by an earlier version: SQLite's default
         db.execute("PRAGMA page_size=4096")
@@ -74,13 +76,14 @@ def test_a_new_store_has_small_pages_and_an_old_one_keeps_its_own(
     with closing(Store(old)) as again:
         again.add(make(0))
         assert [r.seq for r in again.readings("cgm1")] == [0]
+        assert again._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 200
     assert pragma(old, "page_size") == 4096
 
 
 def test_schema_version_recorded(store: Store, db_path: Path) -> None:
     with closing(sqlite3.connect(db_path)) as db:
         rows = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
-    assert rows == [("2",)]
+    assert rows == [("3",)]
 
 
 def test_file_mode_0600_on_creation(db_path: Path) -> None:

@@ -121,11 +121,37 @@ def test_a_v1_store_is_migrated_with_nothing_lost_and_the_outbox_order_kept(
         names = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
         assert "outbox" not in names
         assert "readings_time" not in names
+        assert "sqlite_autoindex_meta_1" not in names  # v3: meta without a rowid
         assert db.execute(
             "SELECT count(*) FROM sqlite_sequence WHERE name = 'readings'"
         ).fetchone() == (0,)
         ids = [id_ for (id_,) in db.execute("SELECT id FROM readings ORDER BY rowid")]
     assert ids[:10] == [id_ for _, id_, _ in v1_rows]
+
+
+def test_a_v2_store_keeps_its_meta_in_a_table_without_rowid(tmp_path: Path) -> None:
+    path = tmp_path / "gatewayd.db"
+    with closing(Store(path)) as store:
+        for seq in range(4):
+            store.add(make(seq))
+        store.mark_delivered([1, 2])
+    with closing(sqlite3.connect(path)) as db:  # as a v2 daemon left it: meta with a rowid
+        db.execute("CREATE TABLE meta_v2 (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("INSERT INTO meta_v2 SELECT key, value FROM meta")
+        db.execute("DROP TABLE meta")
+        db.execute("ALTER TABLE meta_v2 RENAME TO meta")
+        db.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+        db.commit()
+        before = dict(db.execute("SELECT key, value FROM meta WHERE key != 'schema_version'"))
+    with closing(Store(path)) as store:
+        assert [row.rowid for row in store.pending(10)] == [3, 4]
+        assert store.published_through == 2
+    with closing(sqlite3.connect(path)) as db:
+        after = dict(db.execute("SELECT key, value FROM meta"))
+        (sql,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'meta'").fetchone()
+    assert after.pop("schema_version") == str(VERSION) == "3"
+    assert after == before
+    assert "WITHOUT ROWID" in sql
 
 
 def test_a_migration_that_fails_leaves_the_v1_store_as_it_was(tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ from tests.gatewayd.store.test_store import make
 
 from gatewayd.errors import StoreError
 from gatewayd.store import PendingRow, Store
-from gatewayd.store import mark as mark_module
 from gatewayd.store.view import StoreView
 
 
@@ -96,44 +95,9 @@ async def test_writes_land_in_the_file_other_connections_read(store: Store) -> N
         assert other.waiting_by_device() == {"cgm1": 1}
 
 
-async def test_at_a_real_rate_the_mark_rides_along_with_the_next_reading(store: Store) -> None:
-    await store.add_soon(make(0))
-    delivered = store.mark_delivered_soon([row.rowid for row in store.pending(10)])
-    on_disk = StoreView(store.path)
-    try:
-        await asyncio.sleep(0.2)  # longer than any short wait: this one waits for a reading
-        assert not delivered.done()
-        assert store.outbox_depth() == 0  # the daemon's own count is exact at once
-        assert on_disk.waiting_by_device() == {"cgm1": 1}  # the file's mark trails
-        before = store.writer.commits
-        await store.add_soon(make(1))
-        await delivered
-        assert store.writer.commits == before + 1  # one commit: the reading and the mark
-        assert on_disk.waiting_by_device() == {"cgm1": 1}  # reading 1 itself
-        assert [row.seq for row in store.readings("cgm1")] == [0, 1]
-    finally:
-        on_disk.close()
-
-
-async def test_with_no_reading_to_ride_along_with_the_mark_is_written_alone(
-    store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(mark_module, "MARK_PATIENCE_S", 0.05)
-    await store.add_soon(make(0))
-    before = store.writer.commits
-    await store.mark_delivered_soon([row.rowid for row in store.pending(10)])
-    assert store.writer.commits == before + 1
-    on_disk = StoreView(store.path)
-    try:
-        assert on_disk.waiting_by_device() == {}
-    finally:
-        on_disk.close()
-
-
 async def test_the_published_mark_is_written_at_most_once_a_second_while_readings_come(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    store: Store,
 ) -> None:
-    monkeypatch.setattr(mark_module, "MARK_PATIENCE_S", 0.05)
     await store.add_soon(make(0))
     first = store.mark_delivered_soon([row.rowid for row in store.pending(10)])
     await first  # written at once: none was written in the last second
