@@ -61,12 +61,14 @@ WARM_READINGS = 30  # per device, before the window opens
 START_TIMEOUT_S = 30.0
 
 #: The bare script: per reading one committed SQLite insert, then one QoS 1 publish (PUBACK).
+#: Its readings are made on the spot (`made`), or come from the simulator driver gatewayd runs
+#: (`simulator`: same options, same device ids, so the same seeds, through the plugin API).
 BARE_CODE = r"""
 import asyncio, json, os, sqlite3, sys, time, uuid
 from datetime import datetime, UTC
 import aiomqtt
 
-port, db_path, sync, hub, devices, interval = sys.argv[1:7]
+port, db_path, sync, hub, devices, interval, source = sys.argv[1:8]
 devices, interval = int(devices), float(interval)
 db = sqlite3.connect(db_path, isolation_level=None)
 db.execute("PRAGMA journal_mode=WAL")
@@ -77,56 +79,34 @@ db.execute("CREATE TABLE IF NOT EXISTS readings (id TEXT PRIMARY KEY, device TEX
 def iso(t):
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
 
-async def device(client, n):
+async def keep(client, record):
+    text = json.dumps(record)
+    db.execute("BEGIN")
+    db.execute("INSERT INTO readings VALUES (?, ?, ?, ?, ?)",
+               (record["id"], record["device"], record["seq"], record["time"], text))
+    db.execute("COMMIT")
+    await client.publish(f"bare/{hub}/{record['device']}/reading", text, qos=1)
+
+async def made(client, n):
     seq, due = 0, time.monotonic() + n * interval / devices  # staggered, like real sensors
     while True:
         due += interval
         await asyncio.sleep(max(0.0, due - time.monotonic()))
         seq += 1
         now = datetime.now(UTC)
-        record = {"schema": "gatewayd/reading/1", "hub": hub, "id": uuid.uuid4().hex,
-                  "device": f"dev{n:02d}", "driver": "bare", "session": "s1", "seq": seq,
-                  "time": iso(now), "received": iso(now), "glucose_mgdl": 120,
-                  "glucose_mmoll": 6.7, "out_of_range": None, "trend_mgdl_min": 0.5,
-                  "direction": "Flat", "quality_pct": 97.0, "status": [], "backfilled": False}
-        text = json.dumps(record)
-        db.execute("BEGIN")
-        db.execute("INSERT INTO readings VALUES (?, ?, ?, ?, ?)",
-                   (record["id"], record["device"], seq, record["time"], text))
-        db.execute("COMMIT")
-        await client.publish(f"bare/{hub}/{record['device']}/reading", text, qos=1)
+        await keep(client, {
+            "schema": "gatewayd/reading/1", "hub": hub, "id": uuid.uuid4().hex,
+            "device": f"dev{n:02d}", "driver": "bare", "session": "s1", "seq": seq,
+            "time": iso(now), "received": iso(now), "glucose_mgdl": 120, "glucose_mmoll": 6.7,
+            "out_of_range": None, "trend_mgdl_min": 0.5, "direction": "Flat",
+            "quality_pct": 97.0, "status": [], "backfilled": False})
 
-async def main():
-    async with aiomqtt.Client("127.0.0.1", int(port), username=os.environ["BENCH_USER"],
-                              password=os.environ["BENCH_PASSWORD"]) as client:
-        await asyncio.gather(*(device(client, n) for n in range(devices)))
-
-asyncio.run(main())
-"""
-
-#: The same bare script with the same devices: the readings come from the simulator driver that
-#: gatewayd runs (same options, same device ids, so the same seeds), through the plugin API.
-#: Against it, the ratio is what the daemon's live path costs above producing the readings.
-BARE_DRIVER_CODE = r"""
-import asyncio, os, sqlite3, sys, json
-import aiomqtt, structlog
-from drivers.simulator import plugin
-from gatewayd.driver import DeviceContext
-from gatewayd.options import OptionReader
-
-port, db_path, sync, hub, devices, interval = sys.argv[1:7]
-devices, interval = int(devices), float(interval)
-structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(20))
-db = sqlite3.connect(db_path, isolation_level=None)
-db.execute("PRAGMA journal_mode=WAL")
-db.execute(f"PRAGMA synchronous={sync.upper()}")
-db.execute("CREATE TABLE IF NOT EXISTS readings (id TEXT PRIMARY KEY, device TEXT NOT NULL,"
-           " seq INTEGER NOT NULL, time TEXT NOT NULL, record TEXT NOT NULL)")
-
-def iso(t):
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
-
-async def device(client, n):
+async def simulated(client, n):
+    import structlog
+    from drivers.simulator import plugin
+    from gatewayd.driver import DeviceContext
+    from gatewayd.options import OptionReader
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(20))
     options = {"interval": interval, "history": 0, "warmup": 0, "dropout_rate": 0,
                "missed_rate": 0}
     ctx = DeviceContext(device_id=f"sim{n:02d}", driver="simulator",
@@ -134,21 +114,17 @@ async def device(client, n):
                         resume=None, log=structlog.get_logger())
     async with plugin.open(ctx) as session:
         async for r in session.readings():
-            record = {"schema": "gatewayd/reading/1", "hub": hub, "id": r.id,
-                      "device": r.device, "driver": r.driver, "session": r.session,
-                      "seq": r.seq, "time": iso(r.time), "received": iso(r.received),
-                      "glucose_mgdl": r.glucose_mgdl, "glucose_mmoll": r.glucose_mmoll,
-                      "out_of_range": r.out_of_range, "trend_mgdl_min": r.trend_mgdl_min,
-                      "direction": r.direction.value, "quality_pct": r.quality_pct,
-                      "status": list(r.status), "backfilled": r.backfilled}
-            text = json.dumps(record)
-            db.execute("BEGIN")
-            db.execute("INSERT INTO readings VALUES (?, ?, ?, ?, ?)",
-                       (r.id, r.device, r.seq, record["time"], text))
-            db.execute("COMMIT")
-            await client.publish(f"bare/{hub}/{r.device}/reading", text, qos=1)
+            await keep(client, {
+                "schema": "gatewayd/reading/1", "hub": hub, "id": r.id, "device": r.device,
+                "driver": r.driver, "session": r.session, "seq": r.seq, "time": iso(r.time),
+                "received": iso(r.received), "glucose_mgdl": r.glucose_mgdl,
+                "glucose_mmoll": r.glucose_mmoll, "out_of_range": r.out_of_range,
+                "trend_mgdl_min": r.trend_mgdl_min, "direction": r.direction.value,
+                "quality_pct": r.quality_pct, "status": list(r.status),
+                "backfilled": r.backfilled})
 
 async def main():
+    device = made if source == "made" else simulated
     async with aiomqtt.Client("127.0.0.1", int(port), username=os.environ["BENCH_USER"],
                               password=os.environ["BENCH_PASSWORD"]) as client:
         await asyncio.gather(*(device(client, n) for n in range(devices)))
@@ -241,8 +217,8 @@ class Bench:
             db = str(folder / "b.db")
             port = str(self.broker.port)
             rate = [str(args.devices), str(args.interval)]
-            code = BARE_CODE if kind == "bare" else BARE_DRIVER_CODE
-            return [sys.executable, "-c", code, port, db, mode, hub, *rate]
+            source = "made" if kind == "bare" else "simulator"
+            return [sys.executable, "-c", BARE_CODE, port, db, mode, hub, *rate, source]
         simulator = {
             "driver": "simulator",
             "interval": args.interval,
