@@ -215,11 +215,11 @@ class Supervisor:
             log.debug("reading_queued", seq=reading.seq, queued=self.intake.queued())
 
     def _stored(self, reading: Reading, hold: Hold | None) -> None:
-        """A reading landed in the store (now, or later after a full disk)."""
+        """A reading landed in the store (now, or later after a full disk); the store itself
+        tells the publisher (`Store.on_commit`)."""
         device = self._by_id.get(reading.device)
         if device is not None:
             device.stored += 1
-        self.publisher.notify()
         self.log.debug(
             "reading_stored",
             device=reading.device,

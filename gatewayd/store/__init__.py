@@ -7,6 +7,8 @@ The package is the only code that knows the SQLite schema of the core tables (`r
 - `schema` — the DDL of the current schema version and the ordered migrations to it.
 - `mark` — the published mark: how far the broker acknowledged the outbox.
 - `writer` — the writer thread that commits the live path's writes in groups.
+- `feed` — the rows just committed, handed to the publisher without a query.
+- `history` — the history reads `Store` has (newest reading, ranges, cursors, counts).
 - `view` — `StoreView`, the read-only view (`gatewayd status`, reports, exports).
 - `codec` — readings as JSON: the stored record and the published payload.
 - `file` — the store's file: identity (replaced under the daemon), corruption, disk space.

@@ -37,7 +37,6 @@ from typing import Any, NamedTuple
 
 import structlog
 
-from gatewayd.driver import ResumePoint
 from gatewayd.errors import StoreError, StoreFull, StorePathError
 from gatewayd.models import DeviceIdentity, Reading
 from gatewayd.store.codec import (
@@ -49,6 +48,7 @@ from gatewayd.store.codec import (
 )
 from gatewayd.store.feed import LiveFeed
 from gatewayd.store.file import identity, is_corrupt, move_aside, quick_check, restore
+from gatewayd.store.history import History, stored_devices, to_ms
 from gatewayd.store.mark import NO_HOLD, PublishedMark
 from gatewayd.store.schema import PUBLISHED_KEY, ROWID_FLOOR_KEY, migrate, set_meta
 from gatewayd.store.writer import Writer
@@ -57,21 +57,12 @@ _LATEST_ROW = (
     "SELECT rowid, device, record, time_ms, serial FROM readings WHERE device = ? "
     "AND rowid NOT IN (SELECT rowid FROM clock_hold) ORDER BY time_ms DESC, rowid DESC LIMIT 1"
 )
-_LATEST = (
-    "SELECT record, serial FROM readings WHERE device = ? ORDER BY time_ms DESC, rowid DESC LIMIT 1"
-)
-_LATEST_PUBLISHABLE = (
-    "SELECT record, serial FROM readings WHERE device = ? "
-    "AND rowid NOT IN (SELECT rowid FROM clock_hold) ORDER BY time_ms DESC, rowid DESC LIMIT 1"
-)
 #: The readings waiting for the broker after a rowid, up to the oldest held one.
 _PENDING = (
     "SELECT rowid, device, record, time_ms, serial FROM readings WHERE rowid > ? "
     "AND rowid < (SELECT coalesce(min(rowid), ?) FROM clock_hold) "
     "AND rowid NOT IN (SELECT rowid FROM withheld) ORDER BY rowid LIMIT ?"
 )
-#: The next device id after `?` (an index seek: `SELECT DISTINCT device` would read the index).
-_NEXT_DEVICE = "SELECT device FROM readings WHERE device > ? ORDER BY device LIMIT 1"
 #: The new rowid of a reading: above every rowid there is, and above `floor` (the published
 #: mark, and the newest rowid a deletion took away), so rowids only grow without AUTOINCREMENT.
 _INSERT = (
@@ -149,7 +140,7 @@ def _insert(
     db: sqlite3.Connection, reading: Reading, hold: Hold | None, floor: int
 ) -> PendingRow | None:
     """Insert a reading (and its `clock_hold` row); its row, or None if already there."""
-    time_ms, record = _ms(reading.time), encode_record(reading)
+    time_ms, record = to_ms(reading.time), encode_record(reading)
     cur = db.execute(_INSERT, (floor, reading.id, reading.device, time_ms, reading.serial, record))
     if cur.rowcount != 1 or cur.lastrowid is None:
         return None
@@ -163,10 +154,6 @@ def _insert(
 
 def _delete_message(db: sqlite3.Connection, rowid: int) -> None:
     db.execute("DELETE FROM messages WHERE rowid = ?", (rowid,))
-
-
-def _ms(dt: datetime) -> int:
-    return int(dt.timestamp() * 1000)
 
 
 def _check_path(path: Path) -> None:
@@ -186,7 +173,7 @@ def _check_path(path: Path) -> None:
             raise StorePathError(path, f"cannot create the file: {exc.strerror or exc}") from None
 
 
-class Store:
+class Store(History):
     """The SQLite store of one hub."""
 
     def __init__(
@@ -219,8 +206,9 @@ class Store:
         #: The published mark: the outbox is every reading above it (gatewayd.store.mark).
         #: The readings just committed, for `pending` while the publisher keeps up.
         self._feed: LiveFeed[PendingRow] = LiveFeed()
-        #: Called on the event loop when the writer thread hands a new reading back (the
-        #: publisher's `notify`: it drains in the same turn as the reading's waiter resumes).
+        #: Called on the event loop when a new publishable reading is committed (the publisher's
+        #: `notify`; from the writer thread's hand-back, it drains in the same turn as the
+        #: reading's waiter resumes).
         self.on_commit: Callable[[], None] = _nothing
         self._mark = PublishedMark(
             self._db,
@@ -397,6 +385,8 @@ class Store:
         # Its rowid may be above rows the writer thread committed but has not handed back yet:
         # the feed must not take it before them.
         self._feed.close()
+        if row is not None and hold is None:
+            self.on_commit()
         return row is not None
 
     def add_soon(
@@ -461,12 +451,6 @@ class Store:
     def _meta_int(self, key: str) -> int:
         value = self.meta(key)
         return int(value) if value is not None else 0
-
-    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        try:
-            return self._db.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError(f"store {self.path}: {exc}") from exc
 
     def ensure_schema(self, ddl: str) -> None:
         """Create a service's tables (idempotent DDL: CREATE … IF NOT EXISTS)."""
@@ -578,12 +562,6 @@ class Store:
         )
         return int(count) - sum(1 for r in self._mark.acked if r < barrier)
 
-    def _held_from(self) -> int:
-        """The rowid of the oldest reading held for the clock: the outbox is published up to
-        it, so publishing stays in order (`NO_HOLD` when none is held)."""
-        (rowid,) = self._db.execute("SELECT min(rowid) FROM clock_hold").fetchone()
-        return NO_HOLD if rowid is None else int(rowid)
-
     def held_depth(self) -> int:
         """How many readings wait for the hub's clock to be corrected (gatewayd.timesync)."""
         (count,) = self._db.execute("SELECT count(*) FROM clock_hold").fetchone()
@@ -610,7 +588,7 @@ class Store:
             db.executemany(
                 "UPDATE readings SET time_ms = ?, record = ? WHERE rowid = ?",
                 (
-                    (_ms(reading.time), encode_record(reading), rowid)
+                    (to_ms(reading.time), encode_record(reading), rowid)
                     for rowid, reading in (*released, *withheld)
                 ),
             )
@@ -622,88 +600,11 @@ class Store:
                 ((r,) for r, _ in (*released, *withheld)),
             )
 
-    def latest(self, device: str, *, publishable: bool = False) -> Reading | None:
-        """The newest stored reading of a device, by measured time (with `publishable`, not
-        one held for the clock, whose time is not yet trustworthy)."""
-        row = self._db.execute(
-            _LATEST_PUBLISHABLE if publishable else _LATEST,
-            (device,),
-        ).fetchone()
-        return decode_record(*row) if row else None
-
     def latest_row(self, device: str) -> PendingRow | None:
         """The newest publishable reading of a device (as `latest(publishable=True)`), as its
         stored row: for the retained `state`, which is sent as stored, never decoded."""
         row = self._db.execute(_LATEST_ROW, (device,)).fetchone()
         return PendingRow(*row) if row else None
-
-    def resume_point(self, device: str) -> ResumePoint | None:
-        """Where a driver should backfill from: the newest stored reading of the device."""
-        reading = self.latest(device)
-        if reading is None:
-            return None
-        return ResumePoint(reading.serial, reading.session, reading.seq, reading.time)
-
-    def readings(
-        self, device: str, start: datetime | None = None, end: datetime | None = None
-    ) -> list[Reading]:
-        """Stored readings of a device in [start, end), by measured time."""
-        rows = self._db.execute(
-            "SELECT record, serial FROM readings WHERE device = ? AND time_ms >= ? "
-            "AND time_ms < ? ORDER BY time_ms, rowid",
-            (device, _ms(start) if start else -(2**62), _ms(end) if end else 2**62),
-        ).fetchall()
-        return [decode_record(text, serial) for text, serial in rows]
-
-    def readings_after(
-        self, rowid: int, devices: Sequence[str], since: int, limit: int
-    ) -> list[tuple[int, Reading]]:
-        """Publishable readings of `devices` after `rowid` in rowid order, measured at or after
-        `since` (ms since the epoch), up to the oldest held one (an uploader's cursor, such as
-        gatewayd.integrations.nightscout's)."""
-        marks = ",".join("?" * len(devices))
-        # Only "?" placeholders are formatted in.
-        sql = (
-            "SELECT rowid, record, serial FROM readings WHERE rowid > ? AND rowid < ? "  # noqa: S608
-            f"AND time_ms >= ? AND device IN ({marks}) ORDER BY rowid LIMIT ?"
-        )
-        rows = self._read(sql, (rowid, self._held_from(), since, *devices, limit))
-        return [(int(r), decode_record(text, serial)) for r, text, serial in rows]
-
-    def count_after(self, rowid: int, devices: Sequence[str], since: int) -> int:
-        """How many readings `readings_after` has to give (without a limit)."""
-        marks = ",".join("?" * len(devices))
-        # Only "?" placeholders are formatted in.
-        sql = (
-            "SELECT count(*) FROM readings WHERE rowid > ? AND rowid < ? "  # noqa: S608
-            f"AND time_ms >= ? AND device IN ({marks})"
-        )
-        ((count,),) = self._read(sql, (rowid, self._held_from(), since, *devices))
-        return int(count)
-
-    def count(self) -> int:
-        """How many readings the store holds."""
-        (count,) = self._db.execute("SELECT count(*) FROM readings").fetchone()
-        return int(count)
-
-    def devices(self) -> list[str]:
-        """The devices that have readings in the store (one index seek per device)."""
-        return stored_devices(self._db)
-
-    def newest_time_ms(self) -> int | None:
-        """The newest measured time (ms) of a reading not held for the clock, over all devices."""
-        times = [
-            row[0][0]
-            for device in self.devices()
-            if (
-                row := self._read(
-                    "SELECT time_ms FROM readings WHERE device = ? "
-                    "AND rowid NOT IN (SELECT rowid FROM clock_hold) ORDER BY time_ms DESC LIMIT 1",
-                    (device,),
-                )
-            )
-        ]
-        return max(times) if times else None
 
     def delete_delivered(self, before_ms: int, limit: int) -> int:
         """Delete up to `limit` readings measured before `before_ms` that the broker has
@@ -731,7 +632,7 @@ class Store:
         and the caller logs how many never reached the broker. Readings held for the clock are
         kept: their time is not known yet. Each device's rows are found through its index.
         """
-        cutoff = _ms(now - self.retention)
+        cutoff = to_ms(now - self.retention)
         deleted = undelivered = 0
         self._feed.close()
         with self.transaction() as db:
@@ -764,13 +665,3 @@ class Store:
 
 def _nothing() -> None:
     """No one listens."""
-
-
-def stored_devices(db: sqlite3.Connection) -> list[str]:
-    """The devices that have readings, in order (one seek of `readings_device_time` each)."""
-    devices: list[str] = []
-    row = db.execute("SELECT min(device) FROM readings").fetchone()
-    while row is not None and row[0] is not None:
-        devices.append(str(row[0]))
-        row = db.execute(_NEXT_DEVICE, (row[0],)).fetchone()
-    return devices

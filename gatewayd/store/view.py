@@ -19,9 +19,9 @@ from typing import Any, Self
 from gatewayd.errors import StoreError
 from gatewayd.models import DeviceIdentity, Reading
 from gatewayd.store.codec import decode_identity, decode_record, identity_key
+from gatewayd.store.history import stored_devices, to_ms
 from gatewayd.store.mark import NO_HOLD
 from gatewayd.store.schema import PUBLISHED_KEY, VERSION, stored_version
-from gatewayd.store.store import stored_devices
 
 
 def _check_version(path: Path, version: int | None) -> None:
@@ -30,10 +30,6 @@ def _check_version(path: Path, version: int | None) -> None:
             f"cannot read store {path}: schema version {version}, this gatewayd reads "
             f"{VERSION} (the daemon migrates the store when it starts)"
         )
-
-
-def _ms(dt: datetime) -> int:
-    return int(dt.timestamp() * 1000)
 
 
 class StoreView:
@@ -96,7 +92,7 @@ class StoreView:
             cursor = self._db.execute(
                 "SELECT record, serial FROM readings WHERE device = ? AND time_ms >= ? "
                 "AND time_ms < ? ORDER BY time_ms, rowid",
-                (device, _ms(start) if start else -(2**62), _ms(end) if end else 2**62),
+                (device, to_ms(start) if start else -(2**62), to_ms(end) if end else 2**62),
             )
             for text, serial in cursor:
                 yield decode_record(text, serial)
@@ -115,7 +111,8 @@ class StoreView:
     def count_since(self, device: str, since: datetime) -> int:
         """How many readings of a device were measured at or after `since`."""
         ((count,),) = self._query(
-            "SELECT count(*) FROM readings WHERE device = ? AND time_ms >= ?", (device, _ms(since))
+            "SELECT count(*) FROM readings WHERE device = ? AND time_ms >= ?",
+            (device, to_ms(since)),
         )
         return int(count)
 

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator, FormatChecker
+from tests.gatewayd.test_models import make as make_reading
 
 from gatewayd.device_status import DeviceStatus, LinkState
 from gatewayd.models import Direction, Reading, mgdl_to_mmoll
@@ -71,22 +72,14 @@ def errors(v: Draft202012Validator, instance: dict[str, Any]) -> list[str]:
 
 
 def make(**overrides: Any) -> Reading:
+    """test_models' reading, with every optional field set."""
     fields: dict[str, Any] = {
-        "device": "cgm1",
-        "driver": "simulator",
-        "serial": "SN123",
-        "session": "s1",
-        "seq": 7,
-        "time": T0,
-        "received": T0 + timedelta(seconds=2),
-        "glucose_mgdl": 120.0,
         "trend_mgdl_min": -1.5,
         "direction": Direction.FORTY_FIVE_DOWN,
         "quality_pct": 98.0,
         "status": ("calibration_recommended",),
     }
-    fields.update(overrides)
-    return Reading(**fields)
+    return make_reading(**(fields | overrides))
 
 
 # --- hypothesis strategies ----------------------------------------------------------------------
