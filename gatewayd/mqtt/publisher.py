@@ -344,6 +344,7 @@ class Publisher:
             self._state_at.clear()
             self._dirty_state |= self._deferred
             self._deferred.clear()
+            self._deferred_due = math.inf
             self._newest.clear()
             self._in_flight = 0
             await self._drain(client)
