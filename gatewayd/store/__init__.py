@@ -9,6 +9,7 @@ The package is the only code that knows the SQLite schema of the core tables (`r
 - `writer` — the writer thread that commits the live path's writes in groups.
 - `feed` — the rows just committed, handed to the publisher without a query.
 - `history` — the history reads `Store` has (newest reading, ranges, cursors, counts).
+- `messages` — the messages outbox `Store` has (alerts, summaries, discovery configs).
 - `view` — `StoreView`, the read-only view (`gatewayd status`, reports, exports).
 - `codec` — readings as JSON: the stored record and the published payload.
 - `file` — the store's file: identity (replaced under the daemon), corruption, disk space.
@@ -16,11 +17,11 @@ The package is the only code that knows the SQLite schema of the core tables (`r
 """
 
 from gatewayd.errors import StoreFull  # (re-exported: the store raises it)
+from gatewayd.store.messages import PendingMessage
 from gatewayd.store.store import (
     WAL_CHECKPOINT_BYTES,
     WAL_SIZE_LIMIT,
     Hold,
-    PendingMessage,
     PendingRow,
     Store,
 )

@@ -50,6 +50,7 @@ from gatewayd.store.feed import LiveFeed
 from gatewayd.store.file import identity, is_corrupt, move_aside, quick_check, restore
 from gatewayd.store.history import History, stored_devices, to_ms
 from gatewayd.store.mark import NO_HOLD, PublishedMark
+from gatewayd.store.messages import Messages
 from gatewayd.store.schema import PUBLISHED_KEY, ROWID_FLOOR_KEY, migrate, set_meta
 from gatewayd.store.writer import Writer
 
@@ -105,16 +106,6 @@ def _error(path: Path, exc: BaseException) -> StoreError:
 
 
 @dataclass(frozen=True, slots=True)
-class PendingMessage:
-    """A non-reading message waiting for the broker (alert, summary, discovery config)."""
-
-    rowid: int
-    topic: str
-    payload: bytes
-    retain: bool
-
-
-@dataclass(frozen=True, slots=True)
 class PendingRow:
     """One reading waiting for the broker: the store's rowid, its device, the stored record
     (JSON without the serial), its measured time (ms since the epoch) and the sensor serial."""
@@ -152,10 +143,6 @@ def _insert(
     return PendingRow(cur.lastrowid, reading.device, record, time_ms, reading.serial)
 
 
-def _delete_message(db: sqlite3.Connection, rowid: int) -> None:
-    db.execute("DELETE FROM messages WHERE rowid = ?", (rowid,))
-
-
 def _check_path(path: Path) -> None:
     """Create the store's folder (0700); `StorePathError` when the path cannot hold a file."""
     if path.is_dir():
@@ -173,7 +160,7 @@ def _check_path(path: Path) -> None:
             raise StorePathError(path, f"cannot create the file: {exc.strerror or exc}") from None
 
 
-class Store(History):
+class Store(History, Messages):
     """The SQLite store of one hub."""
 
     def __init__(
@@ -416,10 +403,6 @@ class Store(History):
         `lazy`, at once. The future is done when the mark is on disk."""
         return self._mark.deliver_soon(rowids, lazy=lazy)
 
-    def delete_message_soon(self, rowid: int) -> asyncio.Future[None]:
-        """`delete_message` by the writer thread (lazily, as `mark_delivered_soon`)."""
-        return self.writer.submit(partial(_delete_message, rowid=rowid), lazy=True)
-
     def remember_identity(self, device: str, identity: DeviceIdentity) -> bool:
         """Keep what a device said about itself (model, firmware; for exports and Home
         Assistant); True when it differs from what was kept."""
@@ -462,65 +445,6 @@ class Store(History):
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Rows of a read-only query on a service's own tables (never the core tables)."""
         return self._read(sql, params)
-
-    def add_message(
-        self, topic: str, payload: bytes, *, retain: bool, db: sqlite3.Connection | None = None
-    ) -> None:
-        """Queue a message for the broker (inside the caller's transaction when `db` is given)."""
-        if db is not None:
-            db.execute(
-                "INSERT INTO messages (topic, payload, retain) VALUES (?, ?, ?)",
-                (topic, payload, int(retain)),
-            )
-            self._no_messages = False  # (a rolled-back transaction only costs a query)
-            return
-        with self.transaction() as own:
-            self.add_message(topic, payload, retain=retain, db=own)
-
-    def replace_retained(
-        self, topic: str, payload: bytes, *, db: sqlite3.Connection | None = None
-    ) -> bool:
-        """Queue a retained message, dropping any older one for the same topic not yet sent;
-        False (nothing written) when the same payload already waits for that topic.
-
-        Only the newest retained value matters to subscribers; a publish of the superseded row
-        already in flight deletes its row after the PUBACK, which is harmless once it is gone.
-        Skipping an identical one keeps repeated announcements from wearing the SD card.
-        """
-        if db is None:
-            with self.transaction() as own:
-                return self.replace_retained(topic, payload, db=own)
-        waiting = db.execute(
-            "SELECT payload FROM messages WHERE topic = ? AND retain = 1 ORDER BY rowid DESC",
-            (topic,),
-        ).fetchall()
-        if len(waiting) == 1 and bytes(waiting[0][0]) == payload:
-            return False
-        if waiting:
-            db.execute("DELETE FROM messages WHERE topic = ? AND retain = 1", (topic,))
-        self.add_message(topic, payload, retain=True, db=db)
-        return True
-
-    def pending_messages(self, limit: int) -> list[PendingMessage]:
-        """Queued messages, oldest first (no query while none was queued since the last look:
-        the publisher asks twice per drain)."""
-        if self._no_messages:
-            return []
-        rows = self._db.execute(
-            "SELECT rowid, topic, payload, retain FROM messages ORDER BY rowid LIMIT ?", (limit,)
-        ).fetchall()
-        self._no_messages = not rows
-        return [PendingMessage(r, t, bytes(p), bool(k)) for r, t, p, k in rows]
-
-    def message_count(self) -> int:
-        """How many messages wait for the broker (alerts, summaries, discovery configs)."""
-        ((count,),) = self._read("SELECT count(*) FROM messages")
-        return int(count)
-
-    def delete_message(self, rowid: int) -> None:
-        """Forget a message the broker acknowledged."""
-        with self.transaction() as db:
-            _delete_message(db, rowid)
 
     def pending(self, limit: int, after: int = 0) -> list[PendingRow]:
         """Undelivered rows after rowid `after`, oldest first, up to the oldest held one.
