@@ -29,21 +29,25 @@ Damaged records (E2E-CRC mismatch, malformed: `RecordRejected`, which has no tru
 offset) follow one policy, the `DamagePolicy` given (a gatewayd `DeviceContext`). A damaged
 record in a report is named by its position: (session, offset of the intact record before it in
 the sensor's memory, how many damaged ones came between) - the same on every read and every
-connection. While the policy says "ask again", the rest of the report is dropped; when the
-report ends, what it brought before that record goes out (if the report began right after the
-released prefix, or with the oldest record) and the rest is asked for again (`asks`) after the
-last released record. Once the policy passes the record over, the records after it go out as if
-it had been released: the next intact record is expected one interval further per record passed
-over. A damaged live record is only counted (`drop_packet`); the collector fetches its interval
-from the memory at once, where the same policy applies. Records that are intact but not
-publishable (`convert` gives None) are passed over the same way, without a retry.
+connection. The records of one report come in offset order, but a live record that was in
+flight when the sensor began the report may come first, so a damaged record's position is
+settled only when the next intact record shows that the one before it was in order (an intact
+record at or before it means that what came so far was in flight). While the policy says "ask
+again", the rest of the report is dropped; when the report ends, what it brought before that
+record goes out (if the report began right after the released prefix, or with the oldest
+record) and the rest is asked for again (`asks`) after the last released record. Once the
+policy passes the record over, the records after it go out as if it had been released: the
+next intact record is expected one interval further per record passed over. A damaged live
+record is only counted (`drop_packet`); the collector fetches its interval from the memory at
+once, where the same policy applies. Records that are intact but not publishable (`convert`
+gives None) are passed over the same way, without a retry.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
@@ -116,15 +120,22 @@ class _Report:
     chained: bool = True  # every record so far went out in order (or was passed over)
     blocked: bool = False  # a damaged record is asked for again: the rest comes again too
     block_after: int | None = None  # offset of the intact record before the first such one
+    #: The position of the intact record at `prev`, and the damaged arrivals after it (data,
+    #: reason), not yet put to the policy: they are known to be in place only once the next
+    #: intact record shows that `prev` was in order (see `ReleaseRule._in_flight_before`).
+    intact: Position | None = None
+    unjudged: list[tuple[bytes, str]] = field(default_factory=list)
 
     def in_range(self, offset: int) -> bool:
         return self.last is None or offset <= self.last
 
+    def start(self) -> int | None:
+        """The anchor of the report's first record: the offset before its range, if known."""
+        return None if self.first is None else self.first - 1
+
     def position(self) -> Position:
         """The key of the record arriving now (stable across reads and connections)."""
-        anchor = self.prev
-        if anchor is None and self.first is not None:
-            anchor = self.first - 1
+        anchor = self.start() if self.prev is None else self.prev
         return ("cgms", self.session, anchor, self.run)
 
 
@@ -184,6 +195,8 @@ class ReleaseRule(Generic[R]):
             elif isinstance(event, BackfillComplete):
                 self._complete()
             elif isinstance(event, ProcedureFailed) and event.request.label == _REPORT:
+                if self._report is not None:
+                    self._settle(self._report)  # counted: the next read asks for them again
                 self._report = None
                 if event.reason == "timeout":
                     self.failure = "the sensor stopped answering a RACP report"
@@ -228,7 +241,10 @@ class ReleaseRule(Generic[R]):
 
     def _reported(self, report: _Report, offset: int, reading: R | None) -> None:
         """An intact record of the running report."""
-        self._damage.record_recovered(report.position())  # it may have arrived damaged before
+        if report.prev is not None and offset <= report.prev:
+            self._in_flight_before(report)
+        self._settle(report)
+        report.intact = report.position()  # it may have arrived damaged before
         report.prev, report.run = offset, 0
         if report.blocked:
             return  # asked for again once the report ends
@@ -250,23 +266,47 @@ class ReleaseRule(Generic[R]):
             report.chained = False
             self._held[(reading.session, reading.seq)] = reading
 
+    @staticmethod
+    def _in_flight_before(report: _Report) -> None:
+        """An intact record at or before `prev`: what the report brought so far was in flight
+        when the sensor began it (a live record sent before it read the request), since the
+        records of one report come in offset order. The report proper begins here: positions
+        count from the report's start again, and the damaged arrivals not judged yet are taken
+        as its first records (had one been in flight instead, that costs one more read, never
+        a record). A block decided after a record in flight stops the release at the start."""
+        report.prev, report.run, report.skipped, report.intact = None, 0, 0, None
+        if report.blocked:
+            report.block_after = report.start()
+
     def _rejected(self, event: RecordRejected) -> None:
         report = self._report
         if report is None:  # live: the collector fetches its interval from the memory
             self._damage.drop_packet(event.data, event.reason)
             self._holding = True
             return
-        key = report.position()
-        report.run += 1
-        position = describe(key)
-        if self._damage.record_damaged(key, event.data, position=position, reason=event.reason):
-            if not report.blocked:
-                report.blocked, report.block_after = True, key[2]
-        elif not report.blocked:
-            report.skipped += 1
+        report.unjudged.append((event.data, event.reason))
+
+    def _settle(self, report: _Report) -> None:
+        """`prev` is in place: its record is intact there, and the damaged arrivals after it go
+        to the policy, each at its position."""
+        if report.intact is not None:
+            self._damage.record_recovered(report.intact)
+            report.intact = None
+        for data, reason in report.unjudged:
+            key = report.position()
+            report.run += 1
+            position = describe(key)
+            if self._damage.record_damaged(key, data, position=position, reason=reason):
+                if not report.blocked:
+                    report.blocked, report.block_after = True, key[2]
+            elif not report.blocked:
+                report.skipped += 1
+        report.unjudged.clear()
 
     def _complete(self) -> None:
         report, self._report = self._report, None
+        if report is not None:
+            self._settle(report)
         if report is None or not report.blocked:
             return
         if report.continuous and report.block_after is not None:  # what precedes it is whole

@@ -47,13 +47,16 @@ Faults (for the driver kit's fault checks, gatewayd.plugin.kit.FAULT_CHECKS):
                   (default 0)
   drop_in_report  the link drops after this many records of the first RACP report (default
                   none)
+  in_flight       times a RACP report begins with the newest record, as a live notification
+                  the sensor had queued when it read the request (default 0)
   A memory reset (offsets start again) is a new sensor session: SIGHUP, or SOCP start.
 
 Hooks of the `gatewayd simulate` process: SIGUSR1 drops the link, SIGUSR2 damages the next
 notified record (CRC mismatch, or a broken Size byte without E2E-CRC), SIGHUP starts a new
 sensor session. In-process: the `CgmsPeripheral` methods `drop_link(away)`, `drop_after(n)`,
-`drop_in_report(n)`, `corrupt_next()`, `disorder_next(n)`, `restart_session()`,
-`stop_session()`, and its sensor's `damage(...)`, `clock_skew`, `reset_clock()`.
+`drop_in_report(n)`, `corrupt_next()`, `disorder_next(n)`, `in_flight_next(n)`,
+`restart_session()`, `stop_session()`, and its sensor's `damage(...)`, `clock_skew`,
+`reset_clock()`.
 """
 
 from drivers.cgms.emulator.peripheral import CgmsPeripheral

@@ -64,7 +64,8 @@ class ControlPoints:
     async def _notify(self, link: Link, offsets: Sequence[int], *, live: bool = False) -> int:
         raise NotImplementedError
 
-    def _report_begins(self) -> None:
+    def _report_begins(self) -> Sequence[int]:
+        """A report was asked for: arm its faults; the offsets to notify before its records."""
         raise NotImplementedError
 
     async def _indicate(
@@ -111,8 +112,8 @@ class ControlPoints:
             count = len(self._select(command))
             self._spawn(self._indicate(link, self.racp, RacpNumberOfRecords(count).build()))
         elif command.opcode == RacpOpCode.REPORT_STORED_RECORDS:
-            self._report_begins()
-            link.report = self._spawn(self._report(link, command))
+            ahead = self._report_begins()
+            link.report = self._spawn(self._report(link, command, ahead))
         else:  # deleting a CGM's memory is not offered
             self._racp_answer(link, command.opcode, _CODE.OP_CODE_NOT_SUPPORTED)
 
@@ -135,9 +136,12 @@ class ControlPoints:
             return self.sensor.offsets(values[0], values[1])
         return everything
 
-    async def _report(self, link: Link, command: RacpCommand) -> None:
-        """Notify the selected records (open-ended: up to the newest, even if made meanwhile)."""
+    async def _report(self, link: Link, command: RacpCommand, ahead: Sequence[int] = ()) -> None:
+        """Notify the selected records (open-ended: up to the newest, even if made meanwhile),
+        after the records `ahead` (in flight when the request was read)."""
         try:
+            if ahead and await self._notify(link, ahead) < len(ahead):
+                return  # the link went: no response
             selection, sent, last = self._select(command), 0, None
             pack = self.sensor.config.pack
             open_ended = command.operator in (

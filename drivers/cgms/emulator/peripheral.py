@@ -21,7 +21,9 @@ Test hooks: `drop_link()`, `drop_after(n)` (disconnect after n more records went
 in a report), `drop_in_report(n)` (the same, counted from the start of the next RACP report),
 `corrupt_next(n)` (the next n notifications carry a damaged first record: a flipped bit under
 the E2E-CRC, else a broken Size byte), `disorder_next(n)` (n times, two new live records go out
-newest first and the older one twice), `restart_session(age, replay)` (also a memory reset:
+newest first and the older one twice), `in_flight_next(n)` (the next n RACP reports begin
+with the newest record, as a live notification the sensor had queued when it read the
+request), `restart_session(age, replay)` (also a memory reset:
 offsets start again), `stop_session()`, `wait_idle()`; the sensor's own: `sensor.damage(...)`
 (records that stay damaged in memory), `sensor.clock_skew` / `sensor.reset_clock()`.
 """
@@ -81,6 +83,7 @@ class CgmsPeripheral(ControlPoints):
         self._drop_after: int | None = None
         self._drop_in_report: int | None = None
         self._disorder = 0
+        self._in_flight = 0
         self._away = 0.0
         self._corrupt = 0
         read = "READABLE,READ_REQUIRES_ENCRYPTION" if sensor.config.bonding else "READABLE"
@@ -191,10 +194,21 @@ class CgmsPeripheral(ControlPoints):
         """Drop the link once `records` records of the next RACP report went out."""
         self._drop_in_report = records
 
-    def _report_begins(self) -> None:
+    def in_flight_next(self, reports: int = 1) -> None:
+        """The next `reports` RACP reports begin with the newest record: a live notification
+        the sensor had queued when it read the request, so it comes before the report's oldest
+        records (as it does on a real link when a record is made just then)."""
+        self._in_flight += reports
+
+    def _report_begins(self) -> Sequence[int]:
         if self._drop_in_report is not None:
             self.drop_after(self._drop_in_report)
             self._drop_in_report = None
+        newest = self.sensor.newest()
+        if not self._in_flight or newest is None:
+            return ()
+        self._in_flight -= 1
+        return (newest,)
 
     def disorder_next(self, pairs: int = 1) -> None:
         """`pairs` times, hold a new live record back until the next one, then send the newer

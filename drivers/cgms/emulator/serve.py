@@ -47,10 +47,13 @@ class EmulatorOptions:
     disorder: int = 0
     #: Records of the first RACP report after which the link drops (None: no drop).
     drop_in_report: int | None = None
+    #: RACP reports that begin with the newest record, notified as a live one in flight.
+    in_flight: int = 0
 
     def arm(self, peripheral: CgmsPeripheral) -> None:
         """Set the peripheral's one-shot faults."""
         peripheral.disorder_next(self.disorder)
+        peripheral.in_flight_next(self.in_flight)
         if self.drop_in_report is not None:
             peripheral.drop_in_report(self.drop_in_report)
 
@@ -106,6 +109,7 @@ def parse_emulator_options(reader: OptionReader) -> EmulatorOptions:
         reader.number("away", 0.0, minimum=0),
         reader.integer("disorder", 0, minimum=0),
         None if drop is None else reader.integer("drop_in_report", minimum=1),
+        reader.integer("in_flight", 0, minimum=0),
     )
     reader.finish()
     return options

@@ -124,6 +124,26 @@ async def test_a_live_record_damaged_in_memory_is_fetched_twice_then_passed_over
     complete(kit, gw)
 
 
+async def test_a_record_in_flight_before_each_report_loses_nothing_near_damaged_ones() -> None:
+    """Every report begins with the newest record (a live notification in flight when the
+    sensor read the request), and the oldest record and one in the middle stay damaged: the
+    damaged ones keep their places, are passed over after their retries, nothing else is
+    lost."""
+    kit = CgmsKit(FAST)
+    async with kit.start_emulator() as target:
+        emulator = kit.emulator()
+        damaged = set(emulator.sensor.damage("start", "middle"))
+        emulator.in_flight_next(10)
+        async with run_gateway(plugin, target) as gw:
+            findings = gw.device.findings
+            await gw.wait_until(lambda: findings.unreadable >= 2, "passed over", 20)
+            await gw.wait_for(gw.count(live=True) + 3, live=True)
+    assert findings.unreadable == 2
+    assert not damaged & {r.seq for r in gw.stored}
+    assert gw.stored[0].seq == 1  # the oldest intact record: nothing before it was skipped
+    complete(kit, gw)
+
+
 async def test_a_damaged_live_record_without_crc_breaks_framing_and_the_gap_is_backfilled() -> None:
     async with running(replace(FAST, e2e_crc=False, pack=1)) as (gw, emulator, kit):
         await gw.wait_for(3, live=True)

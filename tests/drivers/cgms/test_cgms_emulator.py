@@ -120,6 +120,17 @@ async def test_racp_reports_what_was_asked() -> None:
         assert await c.racp(none) == RacpResponse(1, RacpResponseCode.NO_RECORDS_FOUND)
 
 
+async def test_a_record_in_flight_comes_before_the_report() -> None:
+    async with collector() as c:
+        await c.subscribe(CGM_MEASUREMENT, RECORD_ACCESS_CONTROL_POINT)
+        c.emulator.sensor.stop()
+        c.emulator.in_flight_next(1)
+        success = RacpResponse(1, RacpResponseCode.SUCCESS)
+        assert await c.racp(report_records(RacpOperator.WITHIN_RANGE, 3, 5).build()) == success
+        assert await c.racp(report_records(RacpOperator.WITHIN_RANGE, 3, 5).build()) == success
+        assert c.offsets() == [60, 3, 4, 5, 3, 4, 5]  # the newest first, once
+
+
 @pytest.mark.parametrize(
     ("request_hex", "code"),
     [

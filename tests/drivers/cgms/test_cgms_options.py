@@ -111,11 +111,12 @@ def test_emulator_options() -> None:
         "clock_epoch": True,
         "disorder": 2,
         "drop_in_report": 40,
+        "in_flight": 3,
     }
     options = parse_emulator_options(OptionReader(faults, "--set", ""))
     assert options.sensor.damaged == ("start", 300)
     assert (options.sensor.clock_skew, options.sensor.clock_epoch) == (-3600, True)
-    assert (options.disorder, options.drop_in_report) == (2, 40)
+    assert (options.disorder, options.drop_in_report, options.in_flight) == (2, 40, 3)
     assert parse_emulator_options(OptionReader({}, "--set", "")).drop_in_report is None
     with pytest.raises(ConfigError, match="damaged: must be a list"):
         parse_emulator_options(OptionReader({"damaged": ["top"]}, "--set", ""))

@@ -180,3 +180,44 @@ def test_held_records_of_an_ended_session_go_out_when_the_new_one_is_seen() -> N
     assert seqs(r) == []
     r.events([SessionChanged(NEXT, START)], interval_min=5)
     assert seqs(r) == [20]
+
+
+def test_a_live_record_in_flight_before_a_damaged_oldest_record_costs_no_record() -> None:
+    """A live record sent before the sensor began a report of all records comes first; the
+    damaged oldest record after it keeps the oldest record's position, and no record after it
+    goes out before the records that precede it in the sensor's memory."""
+    policy = Policy(retries=1)
+    r = rule(policy, released=None)
+    r.events([READY], interval_min=5)
+    damaged = RecordRejected("crc_mismatch", b"\x06\x00")
+    all_records = ReportStarted(None, None, START)
+    r.events([all_records, record(605), damaged, record(5), record(10)], interval_min=5)
+    r.events([record(600), BackfillComplete(121, None, None)], interval_min=5)
+    assert seqs(r) == []  # 5..600 follow a record asked for again: nothing may pass it
+    assert list(r.asks) == [(None, None)]
+    (key_, position, _), *_ = policy.damaged
+    assert key_ == ("cgms", key(START), None, 0)
+    assert position == f"the oldest record of session {key(START)}"
+    assert key_ not in policy.recovered  # the record in flight did not take the oldest's place
+
+    r.asks.clear()  # the second read: again a live record in flight, the oldest still damaged
+    r.events([all_records, record(610), damaged, record(5), record(10)], interval_min=5)
+    rest = [record(600), record(605), record(610), BackfillComplete(124, None, None)]
+    r.events(rest, interval_min=5)
+    r.idle()
+    assert [k for k, _, _ in policy.damaged] == [("cgms", key(START), None, 0)] * 2
+    assert seqs(r) == [5, 10, 600, 605, 610]  # passed over: everything after it goes out
+
+
+def test_a_record_in_flight_after_a_judged_damaged_one_releases_nothing_past_the_start() -> None:
+    """Two live records in flight around a damaged one: the block decided after them does not
+    let the end of the report release records past a hole."""
+    policy = Policy(retries=1)
+    r = rule(policy, released=None)
+    r.events([READY], interval_min=5)
+    damaged = RecordRejected("crc_mismatch", b"\x06\x00")
+    all_records = ReportStarted(None, None, START)
+    r.events([all_records, record(600), damaged, record(605), record(5)], interval_min=5)
+    r.events([record(10), BackfillComplete(4, None, None)], interval_min=5)
+    assert seqs(r) == []
+    assert list(r.asks) == [(None, None)]
