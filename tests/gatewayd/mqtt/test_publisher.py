@@ -7,10 +7,13 @@ than `max_queued_messages` (1000) behind, and our subscriber shares the publishe
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import signal
+import socket
 import sys
+import termios
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -27,7 +30,7 @@ from structlog.testing import capture_logs
 from gatewayd.backoff import Backoff
 from gatewayd.device_status import DeviceStatus, LinkState
 from gatewayd.models import Direction, Reading
-from gatewayd.mqtt.publisher import Publisher
+from gatewayd.mqtt.publisher import Publisher, _Client
 from gatewayd.ops.config import MqttConfig, parse
 from gatewayd.store import Store
 from gatewayd.store.codec import READING_SCHEMA, json_schema
@@ -173,6 +176,9 @@ class Tap:
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.changed = asyncio.Event()
+        self._reading = asyncio.Event()
+        self._reading.set()
+        self._clients: list[asyncio.StreamWriter] = []
 
     @property
     def outstanding(self) -> int:
@@ -183,9 +189,32 @@ class Tap:
         """PUBACKs the broker sent that the client has not been given yet."""
         return len(self._held)
 
-    async def listen(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+    async def listen(self, *, receive_buffer: int | None = None) -> None:
+        """Listen; `receive_buffer` sets SO_RCVBUF of the links it accepts (bytes) and keeps
+        what the relay buffers itself as small (a client's writes back up sooner)."""
+        limit = 2**16 if receive_buffer is None else receive_buffer // 4
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port, limit=limit)
         self.port = self._server.sockets[0].getsockname()[1]
+        if receive_buffer is not None:
+            self._server.sockets[0].setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+
+    def stop_reading(self) -> None:
+        """Read nothing more from the client until `read_again()`: its socket fills up."""
+        self._reading.clear()
+
+    def read_again(self) -> None:
+        self._reading.set()
+
+    def unread(self) -> int:
+        """Bytes the clients sent that wait in the relay's sockets."""
+        total = 0
+        for writer in self._clients:
+            sock = writer.get_extra_info("socket")
+            if sock is not None and sock.fileno() >= 0:
+                raw = bytearray(4)
+                fcntl.ioctl(sock.fileno(), termios.FIONREAD, raw)
+                total += int.from_bytes(raw, sys.byteorder)
+        return total
 
     def refuse(self) -> None:
         """Stop listening (links already open stay up)."""
@@ -225,6 +254,7 @@ class Tap:
             writer.close()
             return
         self._writers.update((writer, up_writer))
+        self._clients.append(writer)
         for coro in (self._to_broker(reader, up_writer), self._to_client(up_reader, writer)):
             task = asyncio.create_task(coro)
             self._tasks.add(task)
@@ -234,6 +264,7 @@ class Tap:
         try:
             while True:
                 packet = await _read_packet(reader)
+                await self._reading.wait()  # (holding the packet it was reading)
                 if packet[0] >> 4 == _PUBLISH and (packet[0] >> 1) & 3:
                     self.publishes += 1
                     self.max_outstanding = max(self.max_outstanding, self.outstanding)
@@ -272,9 +303,9 @@ class Tap:
 
 
 @asynccontextmanager
-async def tap_to(broker: Mosquitto) -> AsyncIterator[Tap]:
+async def tap_to(broker: Mosquitto, *, receive_buffer: int | None = None) -> AsyncIterator[Tap]:
     tap = Tap(broker.port)
-    await tap.listen()
+    await tap.listen(receive_buffer=receive_buffer)
     try:
         yield tap
     finally:
@@ -373,6 +404,36 @@ async def test_inflight_window_bounds_unacknowledged_publishes(
     assert publisher.reconnects == 0
 
 
+async def test_messages_the_socket_cannot_take_at_once_go_out_when_it_has_room(
+    broker: Mosquitto,
+) -> None:
+    """`publish_now` writes in the event loop's next turn; when the link backs up (the broker
+    stops reading, small socket buffers), the rest waits for room and all arrive, in order."""
+    hub, total, acked = new_hub(), 400, list[bool]()
+    async with tap_to(broker, receive_buffer=4096) as tap:
+        client = _Client(
+            "127.0.0.1",
+            tap.port,
+            username=broker.username,
+            password=broker.password,
+            identifier=f"gatewayd-{hub}",
+            max_inflight_messages=total,
+            socket_options=((socket.SOL_SOCKET, socket.SO_SNDBUF, 4096),),
+        )
+        async with client, Subscriber(broker, [f"test/{hub}/#"]) as sub:
+            tap.stop_reading()
+            for n in range(total):
+                client.publish_now(f"test/{hub}/{n}", b"x" * 400, retain=False, acked=acked.append)
+            await wait_until(lambda: tap.unread() >= 2048, what="the relay's buffer full")
+            assert not acked
+            tap.read_again()
+            await wait_until(lambda: len(acked) == total, what="every PUBACK")
+            messages = await sub.wait_for(lambda m: len(m) >= total)
+    assert acked == [True] * total
+    assert [m.topic for m in messages] == [f"test/{hub}/{n}" for n in range(total)]
+    assert tap.publishes == total
+
+
 async def test_state_is_the_newest_by_measured_time_and_retained(
     broker: Mosquitto, store: Store
 ) -> None:
@@ -465,7 +526,7 @@ from pathlib import Path
 import structlog
 from gatewayd.backoff import Backoff
 from gatewayd.ops.config import BrokerAddress, MqttConfig
-from gatewayd.mqtt.publisher import Publisher
+from gatewayd.mqtt.publisher import Publisher, _Client
 from gatewayd.store import Store
 
 async def main(args):
