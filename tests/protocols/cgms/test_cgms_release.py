@@ -182,15 +182,19 @@ def test_held_records_of_an_ended_session_go_out_when_the_new_one_is_seen() -> N
     assert seqs(r) == [20]
 
 
+def first_contact(policy: Policy) -> tuple[ReleaseRule[Placed], RecordRejected, ReportStarted]:
+    """A rule with nothing released, set up; a damaged record; a report of all records."""
+    r = rule(policy, released=None)
+    r.events([READY], interval_min=5)
+    return r, RecordRejected("crc_mismatch", b"\x06\x00"), ReportStarted(None, None, START)
+
+
 def test_a_live_record_in_flight_before_a_damaged_oldest_record_costs_no_record() -> None:
     """A live record sent before the sensor began a report of all records comes first; the
     damaged oldest record after it keeps the oldest record's position, and no record after it
     goes out before the records that precede it in the sensor's memory."""
     policy = Policy(retries=1)
-    r = rule(policy, released=None)
-    r.events([READY], interval_min=5)
-    damaged = RecordRejected("crc_mismatch", b"\x06\x00")
-    all_records = ReportStarted(None, None, START)
+    r, damaged, all_records = first_contact(policy)
     r.events([all_records, record(605), damaged, record(5), record(10)], interval_min=5)
     r.events([record(600), BackfillComplete(121, None, None)], interval_min=5)
     assert seqs(r) == []  # 5..600 follow a record asked for again: nothing may pass it
@@ -212,11 +216,7 @@ def test_a_live_record_in_flight_before_a_damaged_oldest_record_costs_no_record(
 def test_a_record_in_flight_after_a_judged_damaged_one_releases_nothing_past_the_start() -> None:
     """Two live records in flight around a damaged one: the block decided after them does not
     let the end of the report release records past a hole."""
-    policy = Policy(retries=1)
-    r = rule(policy, released=None)
-    r.events([READY], interval_min=5)
-    damaged = RecordRejected("crc_mismatch", b"\x06\x00")
-    all_records = ReportStarted(None, None, START)
+    r, damaged, all_records = first_contact(Policy(retries=1))
     r.events([all_records, record(600), damaged, record(605), record(5)], interval_min=5)
     r.events([record(10), BackfillComplete(4, None, None)], interval_min=5)
     assert seqs(r) == []
