@@ -25,8 +25,10 @@ notified at once to a connected collector, as some meters do), `notify_live(reco
 (the next `times` notifications of that record are sent one byte short), `corrupt_next(times)`
 (the next notifications of any record), `damaged` (sequence numbers of records damaged in
 memory: sent one byte short on every read), `disorder_next()` (the next new result is notified
-late, the one after it twice), `reset_memory()` (every record erased, sequence
-numbers start again at 1; each erased memory is kept in `erased`), `wait_idle()` (no link up).
+late, the one after it twice), `in_flight_next(n)` (the next n reports begin with the newest
+record, as a live notification queued when the meter read the request), `reset_memory()`
+(every record erased, sequence numbers start again at 1; each erased memory is kept in
+`erased`), `wait_idle()` (no link up).
 A report of "all" or ">= n" includes the results taken while it runs. `require_bonding` makes
 the Feature and RACP answer "insufficient authentication" on an unencrypted link;
 `refuse_bonding` makes the meter refuse every pairing request (a meter bonded to a phone,
@@ -155,6 +157,7 @@ class GlucoseMeterEmulator:
         #: Sequence numbers of the records damaged in memory (sent one byte short every time).
         self.damaged: set[int] = set()
         self._late = False  # `disorder_next`: the next result's notification is held back
+        self._in_flight = 0  # `in_flight_next`: reports that begin with the newest record
         self._held_live: MeterRecord | None = None
         #: The memories erased by `reset_memory`, oldest first.
         self.erased: list[list[MeterRecord]] = []
@@ -247,6 +250,11 @@ class GlucoseMeterEmulator:
             else:
                 self._spawn(self.notify_live(record))
         return record
+
+    def in_flight_next(self, reports: int = 1) -> None:
+        """The next `reports` reports begin with the newest record: a live notification the
+        meter had queued when it read the request, so it comes before the oldest records."""
+        self._in_flight += reports
 
     def disorder_next(self) -> None:
         """The next result is notified late (after the one after it), and that one twice."""
@@ -513,6 +521,10 @@ class GlucoseMeterEmulator:
         op = RacpOpCode.REPORT_STORED_RECORDS
         sent = 0
         self._reported = set()
+        if self._in_flight and self.records:
+            self._in_flight -= 1
+            if not await self._send(connection, self.records[-1]):
+                return
         while records:
             for record in records:
                 self._reported.add(record.seq)

@@ -27,6 +27,8 @@ Options (``--set KEY=VALUE``):
   damaged        sequence numbers of records damaged in memory, comma separated ("1,10,20"):
                  sent one byte short on every read (default none)
   drop_after     the link drops after this many records were sent, once (mid-report; 0: no)
+  in_flight      times a report begins with the newest record, as a live notification the
+                 meter had queued when it read the request (default 0)
   commands       true: test commands on stdin, one per line, each answered with one line on
                  stdout (``ok ...`` or ``error ...``): ``add MGDL``, ``high``, ``low``, ``drop``,
                  ``drop-after N``, ``corrupt SEQ [TIMES]``, ``damage SEQ``, ``clock SECONDS``,
@@ -73,6 +75,7 @@ class MeterSettings:
     clock_reset: bool = False
     damaged: frozenset[int] = frozenset()
     drop_after: int = 0
+    in_flight: int = 0
     commands: bool = False
 
 
@@ -98,6 +101,7 @@ def parse_meter_options(reader: OptionReader) -> MeterSettings:
         clock_reset=reader.boolean("clock_reset", d.clock_reset),
         damaged=_sequence_numbers(reader),
         drop_after=reader.integer("drop_after", d.drop_after, minimum=0),
+        in_flight=reader.integer("in_flight", d.in_flight, minimum=0),
         commands=reader.boolean("commands", d.commands),
     )
     reader.finish()
@@ -225,6 +229,7 @@ async def simulate(context: SimulateContext) -> None:
         meter.damaged.update(settings.damaged)
         if settings.drop_after:
             meter.drop_after(settings.drop_after)
+        meter.in_flight_next(settings.in_flight)
         await meter.start()
         context.announce(f"HCI {link.hci}")
         context.announce(

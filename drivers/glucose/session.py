@@ -6,7 +6,9 @@ Glucose Measurement, Measurement Context and RACP, then run `protocols.glucose.s
 `GlucoseCollector`: read the Glucose Feature and ask RACP for the records with sequence number
 >= the newest stored one + 1 (all of them when nothing of this meter is stored). Readings are
 yielded as they arrive, each at most once (a result the meter notifies by itself before the
-first report has ended is left to the report, which brings it in order). Once the report has
+first report has ended is left to the report, which brings it in order), except the first
+record of a report, which waits for the next arrival: one the meter had queued before it read
+the request may come before the report's oldest records (`_placed`). Once the report has
 ended the session waits `linger` seconds for the meter to close the link (meters do, a few
 seconds after a transfer) or to notify a new result, then ends; the supervisor reconnects with
 its backoff.
@@ -327,13 +329,13 @@ class GlucoseSession:
     ) -> Iterator[Reading]:
         log = self._log
         for event in events:
-            if isinstance(event, GlucoseReading):
-                reading = self._record(collector, state, event, serial)
+            for record in _arrived(state, event):
+                reading = self._record(collector, state, record, serial)
                 if state.end:
                     return
                 if reading is not None:
                     yield reading
-            elif isinstance(event, RecordRejected):
+            if isinstance(event, RecordRejected):
                 self._rejected(state, event)
             elif isinstance(event, TransferComplete):
                 state.awaiting = False
@@ -508,3 +510,70 @@ class _State:
     checking: bool = False  # asked whether the meter still holds the newest stored record
     fell_back: bool = False  # asked for all records after "records >= n" was refused
     end: bool = False  # the session is over
+    fresh: bool = True  # nothing of the coming (or running) report has arrived yet
+    #: The first record of a report, held until the next arrival shows whether it was in
+    #: order (see `_placed`); a record that was not: in flight when the meter read the request.
+    ahead: GlucoseReading | None = None
+    in_flight: GlucoseReading | None = None
+
+
+def _arrived(state: _State, event: SessionEvent) -> list[GlucoseReading]:
+    """The records to take now, in sequence order, as `event` arrives."""
+    if isinstance(event, GlucoseReading):
+        return _placed(state, event)
+    if isinstance(event, RecordRejected):
+        return _before_damaged(state, event)
+    if isinstance(event, TransferComplete) or (
+        isinstance(event, ProcedureFailed) and event.request.label == "racp_report"
+    ):
+        return _report_end(state)
+    return []
+
+
+def _placed(state: _State, event: GlucoseReading) -> list[GlucoseReading]:
+    """The records to take now, in order, as `event` arrives.
+
+    A report's records come in sequence order, but a result the meter had queued when it read
+    the request (a live one, the newest) may come first. Yielding it first would put the newest
+    reading in the store before older ones (the next connection resumes after it), and it would
+    become the place of a damaged record after it. So the first record of a report waits for the
+    next arrival: one numbered after it shows it in order; one at or before it shows it was in
+    flight, and it waits for the report's end (`_report_end`), where the report has brought it
+    in its place or it follows the rest."""
+    if not event.backfill:
+        return [event]
+    if state.fresh:
+        state.fresh, state.ahead = False, event
+        return []
+    ahead, state.ahead = state.ahead, None
+    if ahead is None:
+        return [event]
+    if event.sequence_number > ahead.sequence_number:
+        return [ahead, event]
+    state.in_flight = ahead
+    return [event]
+
+
+def _before_damaged(state: _State, event: RecordRejected) -> list[GlucoseReading]:
+    """The records to take before a damaged record of a report: the held first one when the
+    damaged record's own number shows it in order (unreadable: it stays held)."""
+    state.fresh = False
+    ahead, seq = state.ahead, rejected_seq(event.data)
+    if ahead is None or seq is None:
+        return []
+    state.ahead = None
+    if seq > ahead.sequence_number:
+        return [ahead]
+    state.in_flight = ahead
+    return []
+
+
+def _report_end(state: _State) -> list[GlucoseReading]:
+    """What the report held back, at its end: nothing after a hole (the report asked for again
+    brings it in its place), else in sequence order (one the report brought again is passed
+    over as seen)."""
+    held = [r for r in (state.in_flight, state.ahead) if r is not None]
+    state.fresh, state.ahead, state.in_flight = True, None, None
+    if state.skipping:
+        return []
+    return sorted(held, key=lambda r: r.sequence_number)

@@ -400,3 +400,37 @@ async def test_a_stopping_gateway_closes_the_link_and_leaves_no_task(link: InPro
     assert not link.central.device.connections  # closed on the way out
     mine = [t for t in asyncio.all_tasks() if "site-packages" not in repr(t)]  # not Bumble's
     assert [t for t in mine if not t.done()] == [asyncio.current_task()]
+
+
+async def test_a_record_in_flight_before_each_report_loses_nothing_near_a_damaged_one(
+    link: InProcessLink,
+) -> None:
+    """Every report begins with the newest result, notified as a live one the meter had queued
+    when it read the request: it is stored in its place, never before the older ones, and the
+    damaged record after it keeps its place (passed over after its retries, nothing lost)."""
+    meter = await start_meter(link)
+    meter.damaged.add(7)
+    meter.in_flight_next(10)
+    hub = Hub()
+    await hub.connect()
+    assert [r.seq for r in hub.order] == [1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12]  # 12 came first
+    assert hub.duplicates == 0
+    assert hub.dropped == Counter({"malformed": 3})  # the first try and the two retries
+    assert [v for op, v in report_requests(meter)] == [(), (7,), (7,), (8,)]
+
+
+async def test_a_record_in_flight_before_a_report_is_stored_after_the_older_ones(
+    link: InProcessLink,
+) -> None:
+    """The newest result comes first (in flight when the meter read the request), then the
+    link drops: the next connection resumes after what came in order, so nothing is lost."""
+    meter = await start_meter(link)
+    meter.in_flight_next(1)
+    meter.drop_after(4)  # 12 (in flight), 1, 2, 3
+    hub = Hub()
+    with pytest.raises(LinkLost):
+        await hub.connect()
+    assert 12 not in hub.seqs()
+    await hub.connect()
+    assert [r.seq for r in hub.order] == list(range(1, 13))
+    assert hub.duplicates == 0

@@ -286,8 +286,10 @@ def test_meter_settings() -> None:
         False,
         True,
     )
+    assert meter_settings(in_flight=2).in_flight == 2
     for bad, message in (
         ({"records": "many"}, "records: must be a whole number"),
+        ({"in_flight": -1}, "in_flight: must be >= 0"),
         ({"records": -1}, "records: must be >= 0"),
         ({"bonding": "maybe"}, "bonding: must be true or false"),
         ({"refuse_bonding": 1}, "refuse_bonding: must be true or false"),
