@@ -174,6 +174,9 @@ class CgmsKit(DriverKit):
     async def drop_in_report(self) -> None:
         self.emulator().drop_in_report(DROP_IN_REPORT)
 
+    async def records_in_flight(self, reports: int) -> None:
+        self.emulator().in_flight_next(reports)
+
 
 @contextlib.asynccontextmanager
 async def sibling_emulator(

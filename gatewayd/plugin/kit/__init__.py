@@ -77,7 +77,11 @@ kit; the default hooks raise `FaultUnsupportedError`, and a check whose hook doe
 * `check_large_backfill` - the device holds `LARGE_BACKFILL` (3,000) records on first contact
   (hook `fill_memory`): all stored, once, in order;
 * `check_link_drop_mid_report` - the link drops part way through the first backfill (hook
-  `drop_in_report`): the next connection completes it, nothing lost or repeated.
+  `drop_in_report`): the next connection completes it, nothing lost or repeated;
+* `check_record_in_flight_before_reports` - each of `IN_FLIGHT_REPORTS` (10) reports begins
+  with the newest record, a live one the device had queued when it read the request (hook
+  `records_in_flight`), and records stay damaged at the start and the middle of the memory
+  (hook `damage_in_memory`): those are passed over, every other record is stored once, in order.
 
 The fault hooks, all optional (raise `FaultUnsupportedError(hook)` where not supported)::
 
@@ -93,6 +97,7 @@ The fault hooks, all optional (raise `FaultUnsupportedError(hook)` where not sup
     async def disorder_records(self) -> None
     async def fill_memory(self, count: int) -> None   # before the first connection
     async def drop_in_report(self) -> None            # before the first connection
+    async def records_in_flight(self, reports: int) -> None  # before the first connection
 
 `expected_sequence(readings)` returns every (session, seq) the device held from the oldest to
 the newest of `readings` within each session (the keys that must be stored; records damaged
@@ -124,12 +129,14 @@ from gatewayd.plugin.kit.faults import (
     check_large_backfill,
     check_link_drop_mid_report,
     check_memory_reset,
+    check_record_in_flight_before_reports,
     check_records_damaged_in_memory,
 )
 from gatewayd.plugin.kit.gateway import KitGateway, run_gateway
 from gatewayd.plugin.kit.kit import (
     CLOCK_FAULTS,
     CLOCK_TOLERANCE,
+    IN_FLIGHT_REPORTS,
     LARGE_BACKFILL,
     DriverKit,
     FaultUnsupportedError,
@@ -143,6 +150,7 @@ __all__ = [
     "CLOCK_FAULTS",
     "CLOCK_TOLERANCE",
     "FAULT_CHECKS",
+    "IN_FLIGHT_REPORTS",
     "LARGE_BACKFILL",
     "DriverKit",
     "FaultUnsupportedError",
@@ -162,6 +170,7 @@ __all__ = [
     "check_memory_reset",
     "check_name",
     "check_readings_arrive",
+    "check_record_in_flight_before_reports",
     "check_records_damaged_in_memory",
     "check_refused_bond_parks",
     "run_gateway",

@@ -18,6 +18,7 @@ from gatewayd.plugin.kit.checks import (
 from gatewayd.plugin.kit.gateway import KitGateway, run_gateway
 from gatewayd.plugin.kit.kit import (
     CLOCK_TOLERANCE,
+    IN_FLIGHT_REPORTS,
     LARGE_BACKFILL,
     DriverKit,
     FaultUnsupportedError,
@@ -50,9 +51,22 @@ async def _drop_and_resume(kit: DriverKit, gateway: KitGateway) -> None:
 
 async def check_records_damaged_in_memory(kit: DriverKit) -> None:
     """Records that stay damaged in memory are passed over and counted; all others arrive."""
+    await _check_damaged(kit, ("start", "middle", "end"))
+
+
+async def check_record_in_flight_before_reports(kit: DriverKit) -> None:
+    """Each report begins with the newest record, a live one the device had queued when it
+    read the request, and records stay damaged at the start and in the middle of the memory:
+    the damaged ones are passed over, every other record arrives, once, in order."""
+    await _check_damaged(kit, ("start", "middle"), in_flight=IN_FLIGHT_REPORTS)
+
+
+async def _check_damaged(kit: DriverKit, where: tuple[str, ...], *, in_flight: int = 0) -> None:
     plugin = kit.make_plugin()
     async with asyncio.timeout(kit.timeout), kit.start_emulator() as target:
-        damaged = set(await _hook(kit, "damage_in_memory", ("start", "middle", "end")))
+        if in_flight:
+            await _hook(kit, "records_in_flight", in_flight)
+        damaged = set(await _hook(kit, "damage_in_memory", where))
         async with run_gateway(plugin, target, device_id=kit.device_id) as gateway:
             findings = gateway.device.findings
             await gateway.wait_until(
@@ -179,4 +193,5 @@ FAULT_CHECKS: tuple[Callable[[DriverKit], Awaitable[None]], ...] = (
     check_duplicated_and_out_of_order,
     check_large_backfill,
     check_link_drop_mid_report,
+    check_record_in_flight_before_reports,
 )

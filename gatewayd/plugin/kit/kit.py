@@ -21,6 +21,8 @@ CLOCK_FAULTS = ("ahead_1h", "behind_7_months", "epoch", "right")
 CLOCK_TOLERANCE = timedelta(seconds=60)
 #: Records of `check_large_backfill`.
 LARGE_BACKFILL = 3000
+#: Reports that begin with a record in flight in `check_record_in_flight_before_reports`.
+IN_FLIGHT_REPORTS = 10
 
 
 class FaultUnsupportedError(NotImplementedError):
@@ -131,3 +133,8 @@ class DriverKit(abc.ABC):
     async def drop_in_report(self) -> None:
         """Before the first connection: the link drops part way through the first backfill."""
         raise FaultUnsupportedError("drop_in_report")
+
+    async def records_in_flight(self, reports: int) -> None:
+        """Before the first connection: the next `reports` reports (backfills) begin with the
+        device's newest record, notified as a live one it had queued when it read the request."""
+        raise FaultUnsupportedError("records_in_flight")

@@ -188,6 +188,9 @@ class MeterKit(driverkit.DriverKit):
         self._fill(REPORT)
         self.meter.drop_after(DROP_AFTER)
 
+    async def records_in_flight(self, reports: int) -> None:
+        self.meter.in_flight_next(reports)
+
 
 class ClosingMeterKit(MeterKit):
     """A meter that closes the link 0.2 s after a report; the driver does not linger."""
