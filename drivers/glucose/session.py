@@ -539,11 +539,15 @@ def _placed(state: _State, event: GlucoseReading) -> list[GlucoseReading]:
     become the place of a damaged record after it. So the first record of a report waits for the
     next arrival: one numbered after it shows it in order; one at or before it shows it was in
     flight, and it waits for the report's end (`_report_end`), where the report has brought it
-    in its place or it follows the rest."""
+    in its place or it follows the rest. A first record that directly follows the last one
+    yielded cannot open a gap: it is taken at once."""
     if not event.backfill:
         return [event]
     if state.fresh:
-        state.fresh, state.ahead = False, event
+        state.fresh = False
+        if _next_wanted(state, event.sequence_number):
+            return [event]
+        state.ahead = event
         return []
     ahead, state.ahead = state.ahead, None
     if ahead is None:
@@ -554,15 +558,22 @@ def _placed(state: _State, event: GlucoseReading) -> list[GlucoseReading]:
     return [event]
 
 
+def _next_wanted(state: _State, seq: int) -> bool:
+    """Whether `seq` directly follows the last record yielded (or is the first one wanted)."""
+    return seq == (state.floor if state.last is None else state.last + 1)
+
+
 def _before_damaged(state: _State, event: RecordRejected) -> list[GlucoseReading]:
-    """The records to take before a damaged record of a report: the held first one when the
-    damaged record's own number shows it in order (unreadable: it stays held)."""
+    """The records to take before a damaged record of a report: the held first one unless the
+    damaged record's own number shows that it was in flight. Without a number, it is taken as
+    in order: the damaged record is then placed after it, as before this rule, and once it is
+    passed over the report goes on past both (held, it could never be yielded)."""
     state.fresh = False
     ahead, seq = state.ahead, rejected_seq(event.data)
-    if ahead is None or seq is None:
+    if ahead is None:
         return []
     state.ahead = None
-    if seq > ahead.sequence_number:
+    if seq is None or seq > ahead.sequence_number:
         return [ahead]
     state.in_flight = ahead
     return []

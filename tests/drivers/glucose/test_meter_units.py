@@ -14,13 +14,22 @@ from drivers.glucose.convert import SESSION, Skip, status_names, to_reading
 from drivers.glucose.emulator import make_record
 from drivers.glucose.options import GlucoseOptions, hub_zone, parse_options, zone
 from drivers.glucose.serve import MeterSettings, parse_meter_options
-from drivers.glucose.session import MAX_ASKS, GlucoseSession, _State, rejected_seq
+from drivers.glucose.session import (
+    MAX_ASKS,
+    GlucoseSession,
+    _before_damaged,
+    _placed,
+    _report_end,
+    _State,
+    rejected_seq,
+)
 from gatewayd.errors import ConfigError
 from gatewayd.models import Reading
 from gatewayd.options import OptionReader
 from protocols.errors import ProtocolError
 from protocols.gatt.date_time import DateTime
 from protocols.gatt.sample import SampleLocation, SampleType
+from protocols.gatt.session import RecordRejected
 from protocols.glucose.clock import AdjustReason, CurrentTime
 from protocols.glucose.context import CarbohydrateId, GlucoseContext, Health, Meal
 from protocols.glucose.context import Tester as GlsTester
@@ -366,3 +375,61 @@ def test_a_record_no_offset_explains_keeps_the_meter_calendar_unverified() -> No
     stamped = HUB - timedelta(days=1)  # stored before the reset: ahead of the meter's now
     assert clock.date(stamped, HUB) == (stamped, False)
     assert MeterClock().date(stamped, HUB) == (stamped, False)  # no Current Time at all
+
+
+# -- the first record of a report (a result in flight may come before the report's own) -----
+
+
+def reported(seq: int) -> GlucoseReading:
+    return event(GlucoseMeasurement(seq, DateTime(2025, 1, 1), concentration=SFloat(90, -5)))
+
+
+def damaged(seq: int | None) -> RecordRejected:
+    data = b"\x03" if seq is None else GlucoseMeasurement(seq, DateTime(2025, 1, 1)).build()[:-1]
+    return RecordRejected("malformed", data)
+
+
+def seqs(records: list[GlucoseReading]) -> list[int]:
+    return [r.sequence_number for r in records]
+
+
+def test_a_first_record_that_follows_the_last_one_yielded_is_taken_at_once() -> None:
+    state = _State(last=4)
+    assert seqs(_placed(state, reported(5))) == [5]
+    assert state.ahead is None
+
+
+def test_a_first_record_after_a_gap_waits_for_the_next_one() -> None:
+    state = _State(last=4)
+    assert seqs(_placed(state, reported(9))) == []  # a result in flight, or 5..8 deleted?
+    assert seqs(_placed(state, reported(10))) == [9, 10]  # in order
+
+
+def test_a_first_record_that_was_in_flight_follows_the_report() -> None:
+    state = _State(last=4)
+    assert seqs(_placed(state, reported(12))) == []
+    assert seqs(_placed(state, reported(5))) == [5]  # numbered before it: 12 was in flight
+    assert seqs(_placed(state, reported(6))) == [6]
+    assert seqs(_report_end(state)) == [12]
+    assert state.fresh  # the next report's first record waits again
+
+
+def test_a_held_first_record_is_dropped_after_a_hole() -> None:
+    state = _State(last=4)
+    _placed(state, reported(12))
+    _placed(state, reported(5))
+    state.skipping = True  # a damaged record: the report asked for again brings 12 too
+    assert _report_end(state) == []
+
+
+def test_a_damaged_record_places_the_held_first_record_by_its_number() -> None:
+    state = _State(last=4)
+    _placed(state, reported(9))
+    assert seqs(_before_damaged(state, damaged(10))) == [9]  # in order
+    state = _State(last=4)
+    _placed(state, reported(12))
+    assert _before_damaged(state, damaged(5)) == []  # 12 was in flight
+    assert state.in_flight is not None
+    state = _State(last=4)
+    _placed(state, reported(12))
+    assert seqs(_before_damaged(state, damaged(None))) == [12]  # no number: taken in order
