@@ -23,9 +23,9 @@ in a report), `drop_in_report(n)` (the same, counted from the start of the next 
 the E2E-CRC, else a broken Size byte), `disorder_next(n)` (n times, two new live records go out
 newest first and the older one twice), `in_flight_next(n)` (the next n RACP reports begin
 with the newest record, as a live notification the sensor had queued when it read the
-request), `restart_session(age, replay)` (also a memory reset:
-offsets start again), `stop_session()`, `wait_idle()`; the sensor's own: `sensor.damage(...)`
-(records that stay damaged in memory), `sensor.clock_skew` / `sensor.reset_clock()`.
+request), `restart_session(age, replay)` (also a memory reset: offsets start again),
+`stop_session()`, `wait_idle()`; the sensor's own: `sensor.damage(...)` (records that stay
+damaged in memory), `sensor.clock_skew` / `sensor.reset_clock()`.
 """
 
 from __future__ import annotations

@@ -526,7 +526,7 @@ from pathlib import Path
 import structlog
 from gatewayd.backoff import Backoff
 from gatewayd.ops.config import BrokerAddress, MqttConfig
-from gatewayd.mqtt.publisher import Publisher, _Client
+from gatewayd.mqtt.publisher import Publisher
 from gatewayd.store import Store
 
 async def main(args):
