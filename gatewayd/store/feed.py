@@ -70,10 +70,13 @@ class LiveFeed(Generic[RowT]):
 
     def take(self, after: int, limit: int, skip: Set[int]) -> list[RowT] | None:
         """The rows above `after` not in `skip`, oldest first, up to `limit`; None when the feed
-        cannot answer (closed, or `after` below where it was opened). Rows at or below `after`
-        are dropped: the caller has them."""
+        cannot answer (closed, or `after` below the last row asked after). Rows at or below
+        `after` are dropped: the caller has them, so from then on the feed answers only from
+        `after` (a new broker session asks from the published mark again, below the rows a
+        lost session was handed, and must get them from the store)."""
         if self._after is None or after < self._after:
             return None
+        self._after = after
         rows = self._rows
         while rows and rows[0].rowid <= after:
             rows.popleft()

@@ -63,6 +63,7 @@ def test_an_open_feed_answers_in_order_after_the_row_asked_for() -> None:
     assert [r.rowid for r in feed.take(2, 10, set()) or []] == [3, 4, 5, 6]
     assert [r.rowid for r in feed.take(3, 2, {5}) or []] == [4, 6]
     assert [r.rowid for r in feed.take(6, 10, set()) or []] == []
+    assert feed.take(5, 10, set()) is None  # rows up to 6 were dropped: only a query knows
 
 
 # --- the store's outbox through it --------------------------------------------------------------
@@ -136,3 +137,15 @@ async def test_acknowledged_rows_are_not_fed_again(store: Store) -> None:
     store.mark_delivered([1, 3])  # 3 out of order: above the mark, still acknowledged
     assert [r.rowid for r in store.pending(10)] == [2, 4]
     assert outbox(store) == [2, 4]
+
+
+async def test_rows_a_lost_session_was_handed_are_handed_again_to_the_next(store: Store) -> None:
+    """The broker goes away with readings sent but not acknowledged: the next session asks from
+    the published mark again and must get them, although the feed dropped them."""
+    await store.add_soon(make(0))
+    store.pending(10)  # opens the feed after row 1
+    rows = [await store.add_soon(make(seq)) for seq in range(1, 4)]
+    assert store.pending(10, after=1) == rows  # rows 2-4 handed to the broker
+    assert store.pending(10, after=4) == []
+    store.mark_delivered([1, 2])  # acknowledged before the link went: 3 and 4 were not
+    assert [r.rowid for r in store.pending(10, after=0)] == [3, 4]  # the next session
