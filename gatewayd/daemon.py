@@ -17,7 +17,7 @@ from typing import Any
 import structlog
 
 from gatewayd.driver import DriverPlugin
-from gatewayd.errors import ConfigError, PluginError, StorePathError, TlsFileError
+from gatewayd.errors import ConfigError, PluginError, StoreError, StorePathError, TlsFileError
 from gatewayd.mqtt.publisher import Publisher, tls_context
 from gatewayd.ops.config import Config
 from gatewayd.ops.health.watchdog import Watchdog, WatchdogOptions
@@ -174,6 +174,10 @@ class Daemon:
                 await asyncio.wait([supervising, pruning, watching, *background])
                 self.supervisor.intake.close()
                 self.supervisor.mark_stopped()
+                # A reading whose commit was under way when its device was stopped is still
+                # stored: the publisher's last drain must see it.
+                with contextlib.suppress(TimeoutError, StoreError):
+                    await asyncio.wait_for(self.store.committed(), self.flush_timeout)
                 self.publisher.stop()
                 done, _ = await asyncio.wait([publishing], timeout=self.flush_timeout)
                 if not done:

@@ -401,6 +401,8 @@ class Publisher:
                 await self._publish_messages(client)
                 self._publish_states(client)
                 if self._stopping:
+                    if self.store.pending(1, after=last):
+                        continue  # committed while the window emptied: it goes out too
                     await self._idle(client)
                     return
                 if not self._wake.is_set():

@@ -143,6 +143,10 @@ def _insert(
     return PendingRow(cur.lastrowid, reading.device, record, time_ms, reading.serial)
 
 
+def _barrier(_db: sqlite3.Connection) -> None:
+    """A write that writes nothing: it commits after the writes queued before it."""
+
+
 def _check_path(path: Path) -> None:
     """Create the store's folder (0700); `StorePathError` when the path cannot hold a file."""
     if path.is_dir():
@@ -315,6 +319,11 @@ class Store(History, Messages):
             "points kept",
         )
         return True
+
+    async def committed(self) -> None:
+        """Return once every write submitted so far is committed and handed back to the event
+        loop (so the publisher has been told of every reading stored until now)."""
+        await self.writer.submit(_barrier)
 
     def settle(self) -> None:
         """Commit what waits for the writer thread (the acknowledgements it holds back too) and

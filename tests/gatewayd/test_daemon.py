@@ -247,6 +247,44 @@ async def test_runs_publishes_and_stops_cleanly(broker: Mosquitto, tmp_path: Pat
         )
 
 
+async def test_a_reading_committed_while_the_daemon_stops_is_still_published(
+    broker: Mosquitto, tmp_path: Path
+) -> None:
+    """The device is stopped while its reading's commit is under way on the writer thread: the
+    reading is stored all the same, and the publisher's last drain waits for it."""
+    hub = new_hub()
+    plan = make_plan(make_config(tmp_path, broker, hub))
+    daemon = Daemon(plan, flush_timeout=5.0)
+    feed = feeds(plan)["cgm-a"]
+    first, late = (make_reading("cgm-a", feed.serial, seq) for seq in range(2))
+    lock = daemon.store.writer.lock
+    stopped = daemon.supervisor.mark_stopped
+
+    def mark_stopped() -> None:  # the devices are stopped: now the commit may land
+        stopped()
+        lock.release()
+
+    daemon.supervisor.mark_stopped = mark_stopped  # type: ignore[method-assign]
+    async with Subscriber(broker, [f"gatewayd/{hub}/cgm-a/reading"]) as sub:
+        async with started(daemon) as task:
+            feed.queue.put_nowait(first)
+            await sub.wait_for(lambda m: len(m) >= 1)
+            lock.acquire()
+            feed.queue.put_nowait(late)
+            device = next(d for d in daemon.supervisor.devices if d.id == "cgm-a")
+            await wait_until(lambda: device.received == 2, what="the late reading taken")
+            daemon.stop()
+            async with asyncio.timeout(10):
+                await task
+        messages = await sub.wait_for(lambda m: len(m) >= 2)
+    assert [m.json()["id"] for m in messages] == [first.id, late.id]
+    reopened = Store(plan.config.store.path)
+    try:
+        assert reopened.outbox_depth() == 0
+    finally:
+        reopened.close()
+
+
 async def test_sigterm_stops_the_daemon_cleanly(broker: Mosquitto, tmp_path: Path) -> None:
     hub = new_hub()
     plan = make_plan(make_config(tmp_path, broker, hub))
