@@ -15,10 +15,15 @@ every poll (`clock_offset_s` in the device status). Sensor changes are not split
 Each poll: ReadSystemTime (the hub's clock read before and after), ReadDatabasePageRange(EGV),
 then EGV pages from the newest back until a page holds the newest record already handled (by
 its database position; on a new connection, the store's resume point or, on first contact,
-`backfill_hours` before the hub's clock). Records of the first poll of a session are
-`backfilled`. Status values (< 13) are skipped with an `egv_status` log event (counted in
-`statuses`); display-only records carry the status flag "display_only", noise above 1
-"noise_<n>".
+`backfill_hours` before the hub's clock); when they hold new records, ReadSystemTime once more
+before they are dated. A record the receiver stamped after its clock jumped during the poll
+(after the first ReadSystemTime) is dated, and given its session, by the jump only the second
+reading shows: without it, a record stamped an hour ahead was passed over as ahead of the
+clock, and one stamped after the clock went back was dated an hour off.
+
+Records of the first poll of a session are `backfilled`. Status values (< 13) are skipped with
+an `egv_status` log event (counted in `statuses`); display-only records carry the status flag
+"display_only", noise above 1 "noise_<n>".
 
 Damaged memory: a page whose header CRC fails (or that fits no record layout) and a record
 whose CRC fails are asked for again (`DeviceContext.record_damaged`, keys ("page", n) and
@@ -140,20 +145,11 @@ class ReceiverSession:
         """Backfill after the resume point (or the window), then poll until the link drops."""
         if self._api is None or self.identity is None:
             raise RuntimeError("readings() outside `async with`")
-        api, ctx, opts = self._api, self._ctx, self._ctx.options
+        ctx, opts = self._ctx, self._ctx.options
         timeline = self._timeline()
         catching_up = True
         while True:
-            before = ctx.now()
-            receiver_now = await api.system_time()
-            jump = timeline.measure(receiver_now, before, ctx.now())
-            ctx.set_clock_offset(timeline.offset)
-            if jump is not None:
-                ctx.log.warning(
-                    "receiver_clock_jump",
-                    seconds=round(jump.seconds),
-                    clock_offset_s=timeline.offset,
-                )
+            await self._measure(timeline)
             count = 0
             for index, dated in enumerate(await self._new_records(timeline)):
                 if index and not index % _CHUNK:
@@ -166,6 +162,19 @@ class ReceiverSession:
                 ctx.log.info("backfill_done", count=count, session=timeline.session)
                 catching_up = False
             await asyncio.sleep(opts.poll_interval)
+
+    async def _measure(self, timeline: Timeline) -> None:
+        """Read the receiver's clock (the hub's read around the request) into `timeline`."""
+        assert self._api is not None  # noqa: S101 - readings() checked it
+        ctx = self._ctx
+        before = ctx.now()
+        receiver_now = await self._api.system_time()
+        jump = timeline.measure(receiver_now, before, ctx.now())
+        ctx.set_clock_offset(timeline.offset)
+        if jump is not None:
+            ctx.log.warning(
+                "receiver_clock_jump", seconds=round(jump.seconds), clock_offset_s=timeline.offset
+            )
 
     def _timeline(self) -> Timeline:
         """Where delivery stands: the store's newest reading of this receiver, if any."""
@@ -209,6 +218,10 @@ class ReceiverSession:
                 else:
                     read[number] = page
         self._recovered(read.values())
+        if any(s.position >= start for s in records):
+            # The clock again, after the pages: a record stamped after a jump of the clock
+            # during this poll is then dated (and given its session) by that jump.
+            await self._measure(timeline)
         placed = timeline.place(records, start)
         if timeline.unanchored > self._unanchored:
             self._ctx.log.warning(

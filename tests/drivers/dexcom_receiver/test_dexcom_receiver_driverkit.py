@@ -25,21 +25,8 @@ async def test_receiver_driver_honours_the_contract(
     await check(ReceiverKit())
 
 
-#: Seen to fail once, under load (one record missing around the jump ahead): not strict, so the
-#: run goes on while the cause is looked for; a failure shows as XFAIL with this reason.
-FLAKY = {
-    "device_clock_ahead_1h": "once under load the record stamped as the clock jumped was missing",
-}
-
-
-def _fault(check: Callable[[driverkit.DriverKit], Awaitable[None]]) -> object:
-    reason = FLAKY.get(driverkit.check_name(check))
-    marks = [pytest.mark.xfail(reason=reason, strict=False)] if reason else []
-    return pytest.param(check, marks=marks, id=driverkit.check_name(check))
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("check", [_fault(c) for c in driverkit.FAULT_CHECKS])
+@pytest.mark.parametrize("check", driverkit.FAULT_CHECKS, ids=driverkit.check_name)
 async def test_receiver_driver_survives_the_kit_faults(
     check: Callable[[driverkit.DriverKit], Awaitable[None]],
 ) -> None:

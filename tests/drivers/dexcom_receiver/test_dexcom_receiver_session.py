@@ -118,6 +118,51 @@ async def test_a_clock_moved_back_since_the_newest_stored_reading_starts_a_new_s
     assert all(r.time > stored_time for r in readings)
 
 
+@pytest.mark.parametrize("move", [3600, -7200], ids=["ahead-one-hour", "back-two-hours"])
+async def test_a_record_stamped_after_the_clock_jumped_during_a_poll_is_dated_by_the_jump(
+    receiver: ReceiverEmulator,
+    clock: ManualClock,
+    make_ctx,
+    take,
+    monkeypatch: pytest.MonkeyPatch,
+    move: int,
+) -> None:
+    # Right after answering a ReadSystemTime, the receiver's clock jumps and a record is stamped
+    # with it, before the driver reads the pages: the clock as first read cannot date it (an hour
+    # ahead, it looked stamped before a reset the hub never saw and was passed over; two hours
+    # back, it was dated two hours off).
+    answer = receiver.answer
+    armed: list[bool] = []
+
+    def jump_after_the_clock_is_read(packet: Packet) -> Packet:
+        reply = answer(packet)
+        if armed and packet.command == Command.READ_SYSTEM_TIME:
+            armed.clear()
+            receiver.set_clock_error(move)
+            clock.advance(300)  # the next record, stamped by the moved clock
+        return reply
+
+    monkeypatch.setattr(receiver, "answer", jump_after_the_clock_is_read)
+    db = receiver.database
+    ctx = make_ctx(backfill_hours=0.5)
+    async with ReceiverSession(ctx) as session, contextlib.aclosing(session.readings()) as stream:
+        before = await take(stream, len(expected_seqs(receiver, clock.now() - 1800)))
+        armed.append(True)
+        (reading,) = await take(stream, 1)
+    lag = behind(clock)  # the true receiver clock moved 300 s in no time: measured after
+    index = db.newest(clock.now())
+    assert reading.seq == db.time(index) == db.true_time(index) + move
+    # The hub's time of the moment the record was measured, whatever its stamp says.
+    assert abs(reading.time - (receiver_time(db.true_time(index)) + lag)) < 5 * SECOND
+    if move > 0:
+        assert reading.session == SESSION
+    else:  # its system time may repeat one already delivered: a session of its own
+        assert reading.session != SESSION
+        assert reading.session.startswith(f"{SESSION}-")
+    assert reading.time > max(r.time for r in before)
+    assert ctx.findings.clock_offset_s == pytest.approx(move - lag.total_seconds(), abs=5.0)
+
+
 async def test_a_resume_point_in_the_future_falls_back_to_the_window(
     receiver: ReceiverEmulator, clock: ManualClock, make_ctx, take
 ) -> None:
