@@ -404,6 +404,62 @@ async def test_inflight_window_bounds_unacknowledged_publishes(
     assert publisher.reconnects == 0
 
 
+async def test_a_broker_that_stops_acknowledging_ends_the_session_and_the_readings_go_again(
+    broker: Mosquitto, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gatewayd.mqtt.publisher._PUBLISH_TIMEOUT", 0.5)
+    hub = new_hub()
+    added = [make_reading("cgm1", seq) for seq in range(3)]
+    async with (
+        tap_to(broker) as tap,
+        Subscriber(broker, [f"gatewayd/{hub}/+/reading"]) as sub,
+    ):
+        publisher = publisher_for(mqtt_config(broker, hub, port=tap.port), hub, store)
+        with capture_logs() as logs:
+            async with running(publisher):
+                await asyncio.wait_for(publisher.connected.wait(), 10)
+                await tap.wait(lambda: tap.publishes >= 1 and tap.outstanding == 0)  # the birth
+                tap.ack_budget = 0  # the broker takes the readings and never answers
+                for reading in added:
+                    store.add(reading)
+                publisher.notify()
+                await wait_until(lambda: publisher.reconnects >= 1, what="the stall noticed")
+                assert store.outbox_depth() == 3
+                tap.pass_acks()
+                await wait_until(lambda: store.outbox_depth() == 0, what="outbox empty")
+        messages = await sub.wait_for(lambda m: {r.id for r in added} <= set(reading_ids(m)))
+    errors = [e["error"] for e in logs if e["event"] == "broker_unavailable"]
+    assert errors[:1] == ["no PUBACK from the broker within 0.5 s"]
+    assert set(reading_ids(messages)) == {r.id for r in added}
+
+
+async def test_a_window_that_keeps_moving_is_not_a_stall_however_long_it_takes_to_empty(
+    broker: Mosquitto, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker answers slowly but steadily: 20 readings in flight, a PUBACK every 0.1 s,
+    2 s in all against a 1-s limit on standing still. (A limit on each wait for the window to
+    empty took that for a dead link, reconnected and sent them all again.)"""
+    monkeypatch.setattr("gatewayd.mqtt.publisher._PUBLISH_TIMEOUT", 1.0)
+    hub, total = new_hub(), 20
+    async with tap_to(broker) as tap:
+        publisher = publisher_for(mqtt_config(broker, hub, port=tap.port), hub, store)
+        async with running(publisher):
+            await asyncio.wait_for(publisher.connected.wait(), 10)
+            await tap.wait(lambda: tap.publishes >= 1 and tap.outstanding == 0)  # the birth
+            tap.ack_budget = 0
+            for seq in range(total):
+                store.add(make_reading("cgm1", seq))
+            publisher.notify()
+            await tap.wait(lambda: tap.held == total)
+            while tap.held:
+                await asyncio.sleep(0.1)  # the slow broker (not a synchronisation)
+                tap.release(1)
+            tap.pass_acks()  # and the retained state's that follows
+            await wait_until(lambda: store.outbox_depth() == 0, what="outbox empty")
+    assert publisher.reconnects == 0
+    assert publisher.delivered == total
+
+
 async def test_messages_the_socket_cannot_take_at_once_go_out_when_it_has_room(
     broker: Mosquitto,
 ) -> None:
