@@ -65,11 +65,13 @@ def daemon_config(
     devices: dict[str, dict[str, Any]],
     *,
     store: dict[str, Any] | None = None,
+    mqtt: dict[str, Any] | None = None,
 ) -> Path:
     """Write `folder/gatewayd.toml` for a real `gatewayd run` against the test `broker` (a
     `mosquitto.Mosquitto`): the hub, its store in `folder`, the broker's
     credentials (password in a 0600 file: the daemon refuses one every user can read), JSON logs
-    at info, and `devices` (id -> the `[[devices]]` keys, `driver` included). Its path.
+    at info, and `devices` (id -> the `[[devices]]` keys, `driver` included); `store` and
+    `mqtt` add keys to those sections. Its path.
     """
     folder.mkdir(parents=True, exist_ok=True)
     password_file = folder / "mqtt.password"
@@ -82,6 +84,7 @@ def daemon_config(
         f'url = "mqtt://127.0.0.1:{broker.port}"',
         f'username = "{broker.username}"',
         f'password_file = "{password_file}"',
+        *(f"{key} = {toml_value(value)}" for key, value in (mqtt or {}).items()),
         "[log]",
         'level = "info"',
         'format = "json"',

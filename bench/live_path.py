@@ -2,22 +2,27 @@
 
 The daemon runs as in production (`gatewayd run --config X`, the venv's console script) with
 `--devices` simulated CGMs (default 10) each producing a reading every `--interval` s (default
-0.1: 100 readings/s in all), against a fresh test mosquitto. Beside it, in the same run and
-alternating with it, the floor of any hub: a bare script that does, per reading, exactly what
-the contract needs — one SQLite insert committed with the same `synchronous` (WAL), then one
-aiomqtt QoS 1 publish awaiting its PUBACK — for the same devices at the same rate.
-
-Per run, after a warm-up, a window of `--window` s is measured from outside the process:
-- CPU: utime + stime from /proc/PID/stat, per 1,000 readings delivered in the window (and the
-  share of one core, beside the wall time);
-- disk: `write_bytes` from /proc/PID/io (what the process made the kernel write to storage,
-  WAL and checkpoints included: the figure that decides an SD card's life), per reading;
-- latency: a subscriber's arrival time minus the reading's `received` time, p50 / p99.
+0.1: 100 readings/s in all), against a fresh test mosquitto. Beside it, at the same time, the
+floor of any hub: a bare script that does, per reading, exactly what the contract needs — one
+SQLite insert committed with the same `synchronous` (WAL), then one aiomqtt QoS 1 publish
+awaiting its PUBACK, over the same MQTT version (`--protocol`, the daemon's default 5) — for the
+same devices at the same rate.
 
 A third process, in the same rounds, is the bare script fed by the simulator driver gatewayd
 runs (the same devices, seeds and rate, through the plugin API): the bare script's readings cost
 nothing to make, the daemon's come from the simulated sensors in its own process, so the ratio
 against this one is what the live path costs above producing the readings. Both are reported.
+
+One round starts the three processes together and, once all are warm, measures the same
+window of `--window` s of each from outside the process:
+- CPU: utime + stime from /proc/PID/stat, per 1,000 readings delivered in the window (and the
+  share of one core, beside the wall time);
+- disk: `write_bytes` from /proc/PID/io (what the process made the kernel write to storage,
+  WAL and checkpoints included: the figure that decides an SD card's life), per reading;
+- latency: a subscriber's arrival time minus the reading's `received` time, p50 / p99.
+Measured side by side, the three share whatever the machine does meanwhile (a virtual
+machine's speed drifts by up to +-15 % from one window to the next): run one after the other,
+the per-round ratios spread wider (docs/operations.md gives both).
 
 The broker runs with `set_tcp_nodelay true` (mosquitto's default holds the end of a burst for
 the subscriber's delayed ACK, up to 40 ms, whoever publishes: docs/operations.md). Each figure is
@@ -68,7 +73,7 @@ import asyncio, json, os, sqlite3, sys, time, uuid
 from datetime import datetime, UTC
 import aiomqtt
 
-port, db_path, sync, hub, devices, interval, source = sys.argv[1:8]
+port, db_path, sync, hub, devices, interval, source, protocol = sys.argv[1:9]
 devices, interval = int(devices), float(interval)
 db = sqlite3.connect(db_path, isolation_level=None)
 db.execute("PRAGMA journal_mode=WAL")
@@ -125,8 +130,9 @@ async def simulated(client, n):
 
 async def main():
     device = made if source == "made" else simulated
+    version = aiomqtt.ProtocolVersion.V5 if protocol == "5" else aiomqtt.ProtocolVersion.V311
     async with aiomqtt.Client("127.0.0.1", int(port), username=os.environ["BENCH_USER"],
-                              password=os.environ["BENCH_PASSWORD"]) as client:
+                              password=os.environ["BENCH_PASSWORD"], protocol=version) as client:
         await asyncio.gather(*(device(client, n) for n in range(devices)))
 
 asyncio.run(main())
@@ -218,7 +224,8 @@ class Bench:
             port = str(self.broker.port)
             rate = [str(args.devices), str(args.interval)]
             source = "made" if kind == "bare" else "simulator"
-            return [sys.executable, "-c", BARE_CODE, port, db, mode, hub, *rate, source]
+            bare = [sys.executable, "-c", BARE_CODE, port, db, mode, hub]
+            return [*bare, *rate, source, args.protocol]
         simulator = {
             "driver": "simulator",
             "interval": args.interval,
@@ -228,44 +235,76 @@ class Bench:
             "missed_rate": 0,
         }
         devices = {f"sim{n:02d}": simulator for n in range(args.devices)}
-        config = daemon_config(folder, hub, self.broker, devices, store={"synchronous": mode})
+        config = daemon_config(
+            folder,
+            hub,
+            self.broker,
+            devices,
+            store={"synchronous": mode},
+            mqtt={"protocol": args.protocol},
+        )
         return [str(self.gatewayd), "run", "--config", str(config)]
 
-    def run(self, kind: str, mode: str) -> Run:
-        """Start one process, measure one window, stop it."""
-        self._serial += 1
-        hub = f"{kind[:2]}{kind[-1]}{self._serial:03d}"
-        folder = self.folder / hub
+    def round(self, mode: str) -> list[Run]:
+        """Start one process of each kind at once, measure the same window of all, stop them."""
+        started: list[tuple[str, str, subprocess.Popen[bytes], Path]] = []
         env = {**os.environ, "BENCH_USER": self.broker.username}
         env["BENCH_PASSWORD"] = self.broker.password
-        log = self.folder / f"{hub}.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                self._argv(kind, hub, mode, folder), stdout=out, stderr=out, env=env
-            )
         try:
-            self._wait_warm(hub, process, log)
-            start, cpu0, wb0 = time.time(), cpu_seconds(process.pid), write_bytes(process.pid)
-            count0 = self.listener.count(hub)
+            for kind in KINDS:
+                self._serial += 1
+                hub = f"{kind[:2]}{kind[-1]}{self._serial:03d}"
+                log = self.folder / f"{hub}.log"
+                with log.open("wb") as out:
+                    argv = self._argv(kind, hub, mode, self.folder / hub)
+                    started.append(
+                        (kind, hub, subprocess.Popen(argv, stdout=out, stderr=out, env=env), log)
+                    )
+            for _, hub, process, log in started:
+                self._wait_warm(hub, process, log)
+            start = time.time()
+            before = [self._sample(hub, process.pid) for _, hub, process, _ in started]
             time.sleep(self.args.window)
-            end, cpu1, wb1 = time.time(), cpu_seconds(process.pid), write_bytes(process.pid)
-            count = self.listener.count(hub) - count0
+            after = [self._sample(hub, process.pid) for _, hub, process, _ in started]
+            end = time.time()
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(15.0)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            for _, _, process, _ in started:
+                process.send_signal(signal.SIGTERM)
+            for _, _, process, _ in started:
+                try:
+                    process.wait(15.0)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        return [
+            self._run(kind, mode, hub, log, b, a, start, end)
+            for (kind, hub, _, log), b, a in zip(started, before, after, strict=True)
+        ]
+
+    def _sample(self, hub: str, pid: int) -> tuple[float, int, int]:
+        """CPU seconds, bytes written and readings delivered of one process so far."""
+        return cpu_seconds(pid), write_bytes(pid), self.listener.count(hub)
+
+    def _run(
+        self,
+        kind: str,
+        mode: str,
+        hub: str,
+        log: Path,
+        before: tuple[float, int, int],
+        after: tuple[float, int, int],
+        start: float,
+        end: float,
+    ) -> Run:
         latencies = sorted(self.listener.window(hub, start, end))
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else 0
         run = Run(
             kind,
             mode,
-            count,
+            after[2] - before[2],
             round(end - start, 3),
-            round(cpu1 - cpu0, 3),
-            wb1 - wb0,
+            round(after[0] - before[0], 3),
+            after[1] - before[1],
             round(statistics.median(latencies) * 1000, 2) if latencies else float("nan"),
             round(p99 * 1000, 2),
         )
@@ -326,6 +365,7 @@ def summarize(runs: list[Run], args: argparse.Namespace) -> dict[str, Any]:
             "rate_per_s": round(args.devices / args.interval, 1),
             "window_s": args.window,
             "rounds": args.rounds,
+            "mqtt_protocol": args.protocol,
         },
         "modes": modes,
         "runs": [asdict(r) for r in runs],
@@ -369,20 +409,24 @@ def main() -> int:
     parser.add_argument("--devices", type=int, default=10)
     parser.add_argument("--interval", type=float, default=0.1, help="seconds between readings")
     parser.add_argument("--window", type=float, default=8.0, help="measured seconds per run")
-    parser.add_argument("--rounds", type=int, default=3, help="paired rounds per mode")
+    parser.add_argument("--rounds", type=int, default=7, help="paired rounds per mode")
+    parser.add_argument(
+        "--protocol",
+        choices=("5", "3.1.1"),
+        default="5",
+        help="MQTT version of both sides (the daemon's default: 5)",
+    )
     args = parser.parse_args()
     runs: list[Run] = []
     with tempfile.TemporaryDirectory(prefix="bench-live-") as tmp:
         bench = Bench(Path(tmp), args)
         try:
-            for n in range(args.rounds):
+            for _ in range(args.rounds):
                 for mode in MODES:
-                    order = KINDS if n % 2 == 0 else KINDS[::-1]
-                    for kind in order:
-                        run = bench.run(kind, mode)
+                    for run in bench.round(mode):
                         runs.append(run)
                         print(
-                            f"[{NAME}] {kind} {mode}: {run.readings} readings, "
+                            f"[{NAME}] {run.kind} {mode}: {run.readings} readings, "
                             f"{run.cpu_per_1000:.3f} CPU s/1000, "
                             f"{run.bytes_per_reading:,.0f} B/reading, p99 {run.p99_ms} ms",
                             file=sys.stderr,
