@@ -312,6 +312,21 @@ async def tap_to(broker: Mosquitto, *, receive_buffer: int | None = None) -> Asy
         await tap.close()
 
 
+@asynccontextmanager
+async def acks_held(
+    broker: Mosquitto, store: Store, hub: str, **changes: Any
+) -> AsyncIterator[tuple[Tap, Publisher]]:
+    """A publisher linked through a `Tap`, connected and its birth acknowledged; from then on
+    the relay holds every PUBACK back (`Tap.release`, `Tap.pass_acks`)."""
+    async with tap_to(broker) as tap:
+        publisher = publisher_for(mqtt_config(broker, hub, port=tap.port, **changes), hub, store)
+        async with running(publisher):
+            await asyncio.wait_for(publisher.connected.wait(), 10)
+            await tap.wait(lambda: tap.publishes >= 1 and tap.outstanding == 0)  # the birth
+            tap.ack_budget = 0
+            yield tap, publisher
+
+
 # -- the MQTT contract -----------------------------------------------------------------------
 
 
@@ -353,18 +368,13 @@ async def test_outbox_keeps_rows_until_the_broker_acknowledges(
     hub = new_hub()
     for seq in range(10):
         store.add(make_reading("cgm1", seq))
-    async with tap_to(broker) as tap:
-        publisher = publisher_for(mqtt_config(broker, hub, port=tap.port), hub, store)
-        async with running(publisher):
-            await asyncio.wait_for(publisher.connected.wait(), 10)
-            await tap.wait(lambda: tap.publishes >= 1 and tap.outstanding == 0)  # the birth
-            tap.ack_budget = 0
-            publisher.notify()
-            await tap.wait(lambda: tap.publishes >= 11)  # all ten readings sent
-            assert store.outbox_depth() == 10
-            assert publisher.delivered == 0
-            tap.pass_acks()
-            await wait_until(lambda: store.outbox_depth() == 0, what="outbox empty")
+    async with acks_held(broker, store, hub) as (tap, publisher):
+        publisher.notify()
+        await tap.wait(lambda: tap.publishes >= 11)  # all ten readings sent
+        assert store.outbox_depth() == 10
+        assert publisher.delivered == 0
+        tap.pass_acks()
+        await wait_until(lambda: store.outbox_depth() == 0, what="outbox empty")
     assert publisher.delivered == 10
 
 
@@ -375,30 +385,23 @@ async def test_inflight_window_bounds_unacknowledged_publishes(
     total, window = 24, 4
     added = [make_reading("cgm1", seq) for seq in range(total)]
     async with (
-        tap_to(broker) as tap,
         Subscriber(broker, [f"gatewayd/{hub}/+/reading"]) as sub,
+        acks_held(broker, store, hub, inflight=window) as (tap, publisher),
     ):
-        publisher = publisher_for(
-            mqtt_config(broker, hub, port=tap.port, inflight=window), hub, store
-        )
-        async with running(publisher):
-            await asyncio.wait_for(publisher.connected.wait(), 10)
-            await tap.wait(lambda: tap.publishes >= 1 and tap.outstanding == 0)  # the birth
-            base = tap.publishes
-            tap.ack_budget = 0
-            for reading in added:
-                store.add(reading)
-            publisher.notify()
-            # Release one PUBACK at a time; each lets exactly one more reading go out.
-            await tap.wait(lambda: tap.outstanding == window)
-            while tap.publishes - base < total:
-                await tap.wait(lambda: tap.held >= 1)
-                sent = tap.publishes
-                tap.release(1)
-                await tap.wait(lambda s=sent: tap.publishes > s)
-                assert tap.outstanding <= window
-            tap.pass_acks()
-            messages = await sub.wait_for(lambda m: len(m) >= total)
+        base = tap.publishes
+        for reading in added:
+            store.add(reading)
+        publisher.notify()
+        # Release one PUBACK at a time; each lets exactly one more reading go out.
+        await tap.wait(lambda: tap.outstanding == window)
+        while tap.publishes - base < total:
+            await tap.wait(lambda: tap.held >= 1)
+            sent = tap.publishes
+            tap.release(1)
+            await tap.wait(lambda s=sent: tap.publishes > s)
+            assert tap.outstanding <= window
+        tap.pass_acks()
+        messages = await sub.wait_for(lambda m: len(m) >= total)
     assert tap.max_outstanding == window
     assert reading_ids(messages) == [r.id for r in added]
     assert publisher.reconnects == 0
@@ -410,16 +413,10 @@ async def test_a_broker_that_stops_acknowledging_ends_the_session_and_the_readin
     monkeypatch.setattr("gatewayd.mqtt.publisher._PUBLISH_TIMEOUT", 0.5)
     hub = new_hub()
     added = [make_reading("cgm1", seq) for seq in range(3)]
-    async with (
-        tap_to(broker) as tap,
-        Subscriber(broker, [f"gatewayd/{hub}/+/reading"]) as sub,
-    ):
-        publisher = publisher_for(mqtt_config(broker, hub, port=tap.port), hub, store)
+    async with Subscriber(broker, [f"gatewayd/{hub}/+/reading"]) as sub:
         with capture_logs() as logs:
-            async with running(publisher):
-                await asyncio.wait_for(publisher.connected.wait(), 10)
-                await tap.wait(lambda: tap.publishes >= 1 and tap.outstanding == 0)  # the birth
-                tap.ack_budget = 0  # the broker takes the readings and never answers
+            # the broker takes the readings and never answers
+            async with acks_held(broker, store, hub) as (tap, publisher):
                 for reading in added:
                     store.add(reading)
                 publisher.notify()
@@ -441,21 +438,16 @@ async def test_a_window_that_keeps_moving_is_not_a_stall_however_long_it_takes_t
     empty took that for a dead link, reconnected and sent them all again.)"""
     monkeypatch.setattr("gatewayd.mqtt.publisher._PUBLISH_TIMEOUT", 1.0)
     hub, total = new_hub(), 20
-    async with tap_to(broker) as tap:
-        publisher = publisher_for(mqtt_config(broker, hub, port=tap.port), hub, store)
-        async with running(publisher):
-            await asyncio.wait_for(publisher.connected.wait(), 10)
-            await tap.wait(lambda: tap.publishes >= 1 and tap.outstanding == 0)  # the birth
-            tap.ack_budget = 0
-            for seq in range(total):
-                store.add(make_reading("cgm1", seq))
-            publisher.notify()
-            await tap.wait(lambda: tap.held == total)
-            while tap.held:
-                await asyncio.sleep(0.1)  # the slow broker (not a synchronisation)
-                tap.release(1)
-            tap.pass_acks()  # and the retained state's that follows
-            await wait_until(lambda: store.outbox_depth() == 0, what="outbox empty")
+    async with acks_held(broker, store, hub) as (tap, publisher):
+        for seq in range(total):
+            store.add(make_reading("cgm1", seq))
+        publisher.notify()
+        await tap.wait(lambda: tap.held == total)
+        while tap.held:
+            await asyncio.sleep(0.1)  # the slow broker (not a synchronisation)
+            tap.release(1)
+        tap.pass_acks()  # and the retained state's that follows
+        await wait_until(lambda: store.outbox_depth() == 0, what="outbox empty")
     assert publisher.reconnects == 0
     assert publisher.delivered == total
 
