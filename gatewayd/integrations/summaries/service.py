@@ -65,9 +65,11 @@ class SummaryService:
         if self._first_dirty is None:
             self._first_dirty = now
         delay = self.options.backfill_delay.total_seconds()
+        scheduled = self._due is not None
         self._due = min(now + delay, self._first_dirty + max(delay, _MAX_DEFER_S))
         self._dirty.add(reading.device)
-        self._wake.set()
+        if not scheduled:  # else the loop wakes at the earlier due time and finds this one
+            self._wake.set()
 
     async def run(self) -> None:
         """Publish at start, on the schedule and after backfills, until cancelled."""
