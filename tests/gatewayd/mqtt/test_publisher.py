@@ -554,6 +554,26 @@ async def test_a_burst_updates_the_state_once_per_interval_and_ends_with_the_new
     assert states[-1] == burst[-1].id
 
 
+async def test_a_reading_committed_while_the_stop_waits_for_the_window_still_goes_out(
+    broker: Mosquitto, store: Store
+) -> None:
+    """At stop, the last drain waits for the window to empty; a reading committed meanwhile
+    is published before the session ends (it stayed in the outbox until the next start)."""
+    hub = new_hub()
+    first, late = make_reading("cgm1", 0), make_reading("cgm1", 1)
+    async with Subscriber(broker, [f"gatewayd/{hub}/+/reading"]) as sub:
+        async with acks_held(broker, store, hub) as (tap, publisher):
+            store.add(first)
+            publisher.notify()
+            await tap.wait(lambda: tap.held == 1)  # in flight, its PUBACK held back
+            publisher.stop()
+            store.add(late)
+            tap.pass_acks()
+        messages = await sub.wait_for(lambda m: len(m) >= 2)
+    assert reading_ids(messages) == [first.id, late.id]
+    assert store.outbox_depth() == 0
+
+
 async def test_birth_online_and_explicit_offline_on_stop(broker: Mosquitto, store: Store) -> None:
     hub = new_hub()
     publisher = publisher_for(mqtt_config(broker, hub), hub, store)
