@@ -26,19 +26,16 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
 import aiomqtt
 import structlog
-from paho.mqtt.client import MQTT_ERR_SUCCESS, CallbackOnPublish_v2
-from paho.mqtt.client import Client as PahoClient
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 
 from gatewayd.backoff import Backoff
 from gatewayd.device_status import DeviceStatus
 from gatewayd.errors import BrokerRefused, PublishError
 from gatewayd.mqtt.broker_state import BrokerLink, BrokerState, state_path, write_state
+from gatewayd.mqtt.client import Client
 from gatewayd.mqtt.tls import client_context
 from gatewayd.mqtt.topics import Topics
 from gatewayd.ops.config import MqttConfig
@@ -66,97 +63,6 @@ def tls_context(cfg: MqttConfig) -> ssl.SSLContext | None:
     """The TLS context of the broker link (None for mqtt://), read from the files again on each
     call (`gatewayd.mqtt.tls`); raises `TlsFileError`. `gatewayd doctor` connects with it too."""
     return client_context(cfg.ca_file, cfg.cert_file, cfg.key_file) if cfg.tls else None
-
-
-class _Client(aiomqtt.Client):
-    """aiomqtt 2.x ignores the PUBACK reason code; a refused publish must not count as delivered.
-
-    The reason code reaches paho's public `on_publish` callback (callback API version 2, the one
-    aiomqtt asks for), where aiomqtt has put its own to wake the `publish()` awaiting that PUBACK.
-    This client puts a callback in front of it that notes a failure, then hands every PUBACK on
-    as it came. aiomqtt 2.x has no public accessor for its paho client: it is read once, here,
-    from the attribute aiomqtt's own code uses; an aiomqtt that moved it fails the broker link
-    loudly at its first attempt instead of losing the check.
-
-    The readings themselves go out through `publish_now`: handed to paho at once, their PUBACK
-    handled by a callback, without the task, event and timer aiomqtt's `publish()` makes for
-    each message (the live path's largest cost per reading after the commit).
-
-    A message queued on the event loop is written in the loop's next turn (`_flush`), with
-    everything else queued meanwhile: aiomqtt would wake the loop through its self-pipe to add
-    a writer, wait for the socket to be writable and remove the writer, two system calls and a
-    turn more per message. Only when the socket cannot take it all (or paho queues from
-    aiomqtt's connect thread) does aiomqtt's writer take over.
-
-    MQTT 3.1.1 has no way to refuse a publish in its PUBACK, so there a broker ACL that denies
-    our topics silently drops the messages: use MQTT 5 (the default) with such brokers.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.refused: list[str] = []
-        paho: PahoClient = self._client
-        self._paho = paho
-        wake = paho.on_publish
-        if wake is None:
-            raise TypeError("aiomqtt set no on_publish callback on its paho client")
-        self._wake_publisher = cast("CallbackOnPublish_v2", wake)
-        #: PUBACK callbacks of the messages `publish_now` sent, by message id.
-        self._acks: dict[int, Callable[[bool], None]] = {}
-        paho.on_publish = self._on_puback
-        self._event_loop = asyncio.get_running_loop()  # where aiomqtt made and runs its client
-        register = paho.on_socket_register_write
-        if register is None:
-            raise TypeError("aiomqtt set no on_socket_register_write callback on its paho client")
-        self._register_writer = register
-        paho.on_socket_register_write = self._on_register_write
-
-    def publish_now(
-        self, topic: str, payload: bytes, *, retain: bool, acked: Callable[[bool], None]
-    ) -> None:
-        """Hand a QoS 1 message to paho; `acked(ok)` is called with its PUBACK (not `ok`: the
-        broker refused it). Raises `MqttCodeError` when paho cannot take it (link down)."""
-        info = self._paho.publish(topic, payload, 1, retain)
-        if info.rc != MQTT_ERR_SUCCESS:
-            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
-        self._acks[info.mid] = acked
-
-    def _on_register_write(self, client: PahoClient, userdata: Any, sock: Any) -> None:
-        """paho has bytes to send: on the event loop, written in its next turn (`_flush`)."""
-        try:
-            here = asyncio.get_running_loop() is self._event_loop
-        except RuntimeError:  # aiomqtt's connect thread
-            here = False
-        if here:
-            self._event_loop.call_soon(self._flush, userdata, sock)
-        else:
-            self._register_writer(client, userdata, sock)
-
-    def _flush(self, userdata: Any, sock: Any) -> None:
-        paho = self._paho
-        current = paho.socket()
-        if not paho.want_write() or current is None or current is not sock:
-            return  # sent already, or the link was replaced
-        with contextlib.suppress(Exception):  # aiomqtt's writer below meets it again, reports it
-            paho.loop_write()
-        if paho.want_write():  # the socket is full (or failed): aiomqtt's writer waits for room
-            self._register_writer(paho, userdata, current)
-
-    def _on_puback(
-        self,
-        client: PahoClient,
-        userdata: Any,
-        mid: int,
-        reason_code: ReasonCode,
-        properties: Properties,
-    ) -> None:
-        if reason_code.is_failure:
-            self.refused.append(str(reason_code))
-        acked = self._acks.pop(mid, None)
-        if acked is not None:
-            acked(not reason_code.is_failure)
-            return
-        self._wake_publisher(client, userdata, mid, reason_code, properties)
 
 
 class Publisher:
@@ -337,11 +243,11 @@ class Publisher:
             self._wake.clear()
             await self._wake.wait()
 
-    def _client(self) -> _Client:
+    def _client(self) -> Client:
         cfg = self.config
         tls = tls_context(cfg)
         broker = cfg.brokers[self.broker_index]
-        return _Client(
+        return Client(
             broker.host,
             broker.port,
             username=cfg.username,
@@ -362,7 +268,7 @@ class Publisher:
             socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
 
-    async def _session(self, client: _Client) -> None:
+    async def _session(self, client: Client) -> None:
         """One connected session: birth, retained state, then drain until stopped.
 
         A dead link fails the watcher at once, which cancels whatever awaits a PUBACK that will
@@ -392,7 +298,7 @@ class Publisher:
             watcher.cancel()
             stall.cancel()
 
-    async def _drain(self, client: _Client) -> None:
+    async def _drain(self, client: Client) -> None:
         """Publish until stopped: statuses, messages, the outbox in order within the window."""
         last = 0  # rowid of the last row handed to the broker in this session
         while True:
@@ -431,7 +337,7 @@ class Publisher:
                     except Exception:
                         self.log.exception("subscription_handler_failed", topic=str(message.topic))
 
-    async def _publish_messages(self, client: _Client) -> None:
+    async def _publish_messages(self, client: Client) -> None:
         """Queued alerts, summaries and discovery configs, oldest first, each until PUBACK.
 
         An acknowledged message is deleted by the store's writer thread; until that commit (or,
@@ -467,14 +373,14 @@ class Publisher:
         for rowid in sorted(undeleted):
             self._delete_message(rowid)
 
-    async def _idle(self, client: _Client) -> None:
+    async def _idle(self, client: Client) -> None:
         """Wait for the in-flight window to empty, then persist the acknowledgements."""
         if self._in_flight:
             self._drained.clear()
             await self._acks_for(client, self._drained)
         self._flush_acks()
 
-    async def _acks_for(self, client: _Client, event: asyncio.Event) -> None:
+    async def _acks_for(self, client: Client, event: asyncio.Event) -> None:
         """Wait for PUBACKs until `event`; a refusal (`BrokerRefused`) ends the session, and so
         does a window that stands still (`_watch_acks`): the rows stay in the outbox."""
         await event.wait()
@@ -496,7 +402,7 @@ class Publisher:
                     raise PublishError(f"no PUBACK from the broker within {_PUBLISH_TIMEOUT:g} s")
             await asyncio.sleep(left)
 
-    def _send(self, client: _Client, row: PendingRow, *, state: bool = False) -> None:
+    def _send(self, client: Client, row: PendingRow, *, state: bool = False) -> None:
         """Publish a stored row as its `reading` (or as the device's retained `state`)."""
         payload = reading_payload_json(
             row.record, row.serial, self.hub, include_serial=self.config.include_serial
@@ -578,7 +484,7 @@ class Publisher:
             payload = self._statuses[device].payload(self.hub)
             await client.publish(self.topics.status(device), _json(payload), qos=1, retain=True)
 
-    def _publish_states(self, client: _Client) -> None:
+    def _publish_states(self, client: Client) -> None:
         """Retained `state` (newest reading by measured time) of devices whose newest reading
         changed: one per device per drain, the newest, sent as stored (no decode, no re-encode)
         like the readings, and at most one per device every `[mqtt] state_interval` seconds

@@ -30,7 +30,8 @@ from structlog.testing import capture_logs
 from gatewayd.backoff import Backoff
 from gatewayd.device_status import DeviceStatus, LinkState
 from gatewayd.models import Direction, Reading
-from gatewayd.mqtt.publisher import Publisher, _Client
+from gatewayd.mqtt.client import Client
+from gatewayd.mqtt.publisher import Publisher
 from gatewayd.ops.config import MqttConfig, parse
 from gatewayd.store import Store
 from gatewayd.store.codec import READING_SCHEMA, json_schema
@@ -459,7 +460,7 @@ async def test_messages_the_socket_cannot_take_at_once_go_out_when_it_has_room(
     stops reading, small socket buffers), the rest waits for room and all arrive, in order."""
     hub, total, acked = new_hub(), 400, list[bool]()
     async with tap_to(broker, receive_buffer=4096) as tap:
-        client = _Client(
+        client = Client(
             "127.0.0.1",
             tap.port,
             username=broker.username,
