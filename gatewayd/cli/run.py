@@ -6,8 +6,10 @@ import argparse
 import asyncio
 from pathlib import Path
 
+import structlog
+
 from gatewayd.daemon import Daemon, plan
-from gatewayd.ops import config, logs, privacy
+from gatewayd.ops import config, cpu, logs, privacy
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +28,21 @@ def main(args: argparse.Namespace) -> int:
         privacy.register_secrets_of(options)
 
     async def run() -> None:
-        await Daemon(validated).run()
+        daemon = Daemon(validated)  # a store it cannot open fails here, before any log line
+        if cfg.hub.one_cpu:  # before the daemon's threads start (and any started, moved too)
+            _keep_on_one_cpu()
+        await daemon.run()
 
     asyncio.run(run())
     return 0
+
+
+def _keep_on_one_cpu() -> None:
+    log = structlog.get_logger()
+    try:
+        chosen = cpu.keep_on_one_cpu()
+    except OSError as exc:
+        log.warning("one_cpu_refused", reason=exc.strerror or str(exc))
+    else:
+        if chosen is not None:
+            log.info("threads_on_one_cpu", cpu=chosen)

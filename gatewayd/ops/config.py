@@ -39,6 +39,8 @@ class HubConfig:
     #: How glucose is shown to people (reports, Home Assistant); stored and published values
     #: carry both units whatever this says.
     unit: str = "mg/dL"
+    #: `gatewayd run` keeps its threads on one CPU (gatewayd.ops.cpu).
+    one_cpu: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +239,11 @@ def _identifier(r: OptionReader, name: str, default: str | None = None) -> str:
 
 
 def _hub(r: OptionReader) -> HubConfig:
-    hub = HubConfig(id=_identifier(r, "id"), unit=r.choice("unit", UNITS, "mg/dL"))
+    hub = HubConfig(
+        id=_identifier(r, "id"),
+        unit=r.choice("unit", UNITS, "mg/dL"),
+        one_cpu=r.boolean("one_cpu", True),
+    )
     r.finish()
     return hub
 

@@ -698,6 +698,17 @@ def test_hub_id_required(tmp_path: Path) -> None:
     config_error(tmp_path, "[hub]\n", "hub.id", "is required")
 
 
+def test_hub_one_cpu_is_on_unless_set_off(tmp_path: Path) -> None:
+    assert config.load(write(tmp_path, '[hub]\nid = "h"\n')).hub.one_cpu is True
+    cfg = config.load(write(tmp_path, '[hub]\nid = "h"\none_cpu = false\n'))
+    assert cfg.hub.one_cpu is False
+
+
+def test_hub_one_cpu_wrong_type(tmp_path: Path) -> None:
+    text = '[hub]\nid = "h"\none_cpu = "yes"\n'
+    config_error(tmp_path, text, "hub.one_cpu", "must be true or false")
+
+
 def test_hub_table_required(tmp_path: Path) -> None:
     config_error(tmp_path, '[mqtt]\nurl = "mqtt://b"\n', "hub", "is required")
 
