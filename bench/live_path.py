@@ -147,6 +147,12 @@ asyncio.run(main())
 #: The processes of one round, per mode: the daemon and the bare script, each fed by readings
 #: made on the spot (the daemon through the bench's `made` driver) and by the simulator driver.
 KINDS = ("gatewayd", "bare", "gatewayd+sim", "bare+sim")
+#: The pairs compared, per source of readings: gatewayd's kind, bare's kind, the suffix of their
+#: ratios' keys in the JSON, and the heading of their block.
+PAIRS = (
+    ("gatewayd", "bare", "", "readings made on the spot (gatewayd: the bench's `made` driver)"),
+    ("gatewayd+sim", "bare+sim", "_simulated", "readings from the simulator driver (both sides)"),
+)
 
 
 class Listener(BenchSubscriber):
@@ -356,9 +362,6 @@ def summarize(runs: list[Run], args: argparse.Namespace) -> dict[str, Any]:
     modes: dict[str, Any] = {}
     for mode in MODES:
         side = {k: [r for r in runs if r.kind == k and r.mode == mode] for k in KINDS}
-        gw = side["gatewayd"]
-        pairs = list(zip(gw, side["bare"], strict=True))
-        simulated = list(zip(side["gatewayd+sim"], side["bare+sim"], strict=True))
 
         def med(of_kind: list[Run], attr: str) -> float:
             return round(statistics.median(getattr(r, attr) for r in of_kind), 3)
@@ -372,17 +375,17 @@ def summarize(runs: list[Run], args: argparse.Namespace) -> dict[str, Any]:
                 "p99_ms": med(of, "p99_ms"),
             }
             for kind, of in side.items()
-        } | {
-            "ratio_cpu": paired([(g.cpu_per_1000, b.cpu_per_1000) for g, b in pairs]),
-            "ratio_cpu_simulated": paired([(g.cpu_per_1000, b.cpu_per_1000) for g, b in simulated]),
-            "ratio_bytes_written": paired(
-                [(g.bytes_per_reading, b.bytes_per_reading) for g, b in pairs]
-            ),
-            "ratio_bytes_written_simulated": paired(
-                [(g.bytes_per_reading, b.bytes_per_reading) for g, b in simulated]
-            ),
-            "ratio_p99": paired([(g.p99_ms, b.p99_ms) for g, b in pairs]),
         }
+        for gatewayd, bare, suffix, _ in PAIRS:
+            pairs = list(zip(side[gatewayd], side[bare], strict=True))
+            modes[mode] |= {
+                f"ratio_cpu{suffix}": paired([(g.cpu_per_1000, b.cpu_per_1000) for g, b in pairs]),
+                f"ratio_bytes_written{suffix}": paired(
+                    [(g.bytes_per_reading, b.bytes_per_reading) for g, b in pairs]
+                ),
+            }
+            if not suffix:  # the targets' pair
+                modes[mode]["ratio_p99"] = paired([(g.p99_ms, b.p99_ms) for g, b in pairs])
     return {
         **result_header(NAME, "aiomqtt", "gatewayd"),
         "setup": {
@@ -408,35 +411,34 @@ def print_block(result: dict[str, Any], path: Path) -> None:
         f"{setup['rounds']} paired rounds of {setup['window_s']:g} s ==",
     ]
     for mode, m in result["modes"].items():
-        g, b = m["gatewayd"], m["bare"]
-        gs, bs = m["gatewayd+sim"], m["bare+sim"]
-
-        def cpu(side: dict[str, Any]) -> str:
-            return f"{side['cpu_s_per_1000']:.3f} ({side['core_share'] * 100:.1f} % of a core)"
-
-        lines += [
-            f"  synchronous = {mode}",
-            "    readings made on the spot (gatewayd: the bench's `made` driver)",
-            f"      CPU s / 1,000 readings  gatewayd {cpu(g)}   bare {cpu(b)}"
-            f"   ratio {ratio_text(m['ratio_cpu'])}   target <= 1.2",
-            f"      bytes written / reading gatewayd {g['bytes_written_per_reading']:,.0f}"
-            f"   bare {b['bytes_written_per_reading']:,.0f}"
-            f"   ratio {ratio_text(m['ratio_bytes_written'])}   target <= 1.1",
-            f"      latency p50 / p99 (ms)  gatewayd {g['p50_ms']:.2f} / {g['p99_ms']:.2f}"
-            f"   bare {b['p50_ms']:.2f} / {b['p99_ms']:.2f}"
-            + ("   target p99 < 5 ms" if mode == "full" else ""),
-            "    readings from the simulator driver (both sides)",
-            f"      CPU s / 1,000 readings  gatewayd {cpu(gs)}   bare {cpu(bs)}"
-            f"   ratio {ratio_text(m['ratio_cpu_simulated'])}",
-            f"      bytes written / reading gatewayd {gs['bytes_written_per_reading']:,.0f}"
-            f"   bare {bs['bytes_written_per_reading']:,.0f}"
-            f"   ratio {ratio_text(m['ratio_bytes_written_simulated'])}",
-            f"      latency p50 / p99 (ms)  gatewayd {gs['p50_ms']:.2f} / {gs['p99_ms']:.2f}"
-            f"   bare {bs['p50_ms']:.2f} / {bs['p99_ms']:.2f}",
-        ]
+        lines.append(f"  synchronous = {mode}")
+        for gatewayd, bare, suffix, heading in PAIRS:
+            lines += [f"    {heading}", *_pair_lines(m, gatewayd, bare, suffix, mode)]
     lines += [f"  PROBLEM: {p}" for p in result["problems"]]
     lines.append(f"  json: {path}")
     print("\n".join(lines), flush=True)
+
+
+def _pair_lines(m: dict[str, Any], gatewayd: str, bare: str, suffix: str, mode: str) -> list[str]:
+    """CPU, bytes written and latency of one pair (with the targets for the made pair)."""
+    g, b = m[gatewayd], m[bare]
+
+    def cpu(side: dict[str, Any]) -> str:
+        return f"{side['cpu_s_per_1000']:.3f} ({side['core_share'] * 100:.1f} % of a core)"
+
+    def target(text: str) -> str:
+        return "" if suffix else f"   target {text}"
+
+    return [
+        f"      CPU s / 1,000 readings  gatewayd {cpu(g)}   bare {cpu(b)}"
+        f"   ratio {ratio_text(m[f'ratio_cpu{suffix}'])}{target('<= 1.2')}",
+        f"      bytes written / reading gatewayd {g['bytes_written_per_reading']:,.0f}"
+        f"   bare {b['bytes_written_per_reading']:,.0f}"
+        f"   ratio {ratio_text(m[f'ratio_bytes_written{suffix}'])}{target('<= 1.1')}",
+        f"      latency p50 / p99 (ms)  gatewayd {g['p50_ms']:.2f} / {g['p99_ms']:.2f}"
+        f"   bare {b['p50_ms']:.2f} / {b['p99_ms']:.2f}"
+        + (target("p99 < 5 ms") if mode == "full" else ""),
+    ]
 
 
 def main() -> int:
