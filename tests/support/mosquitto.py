@@ -15,6 +15,7 @@ for them, without limit), so a test's subscriber misses nothing across a broker 
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -27,14 +28,47 @@ from certs import TestPKI, make_pki
 
 USERNAME = "gateway"
 PASSWORD = "s3cret-test-password"
+#: First starts tried when the ports chosen were taken before mosquitto bound them.
+_START_ATTEMPTS = 3
+
+
+#: Ports this process has handed out (a broker's three are all chosen before any is bound).
+_HANDED_OUT: set[int] = set()
+#: The lowest port handed out: below it sit the well-known and registered services' ports.
+_LOWEST = 10_000
+
+
+def _ephemeral_floor() -> int:
+    """The lowest port of the kernel's ephemeral range (outgoing connections' source ports)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port on 127.0.0.1 that nothing is bound to right now, below the ephemeral range.
+
+    A port the kernel picks with bind(0) lies in the ephemeral range: between this check and the
+    server's own bind, any outgoing connection on the machine can take it as its source port, and
+    the server then exits with "Address already in use" (seen once in CI as a session broker that
+    never started). The kernel never picks a source port below that range.
+    """
+    floor = _ephemeral_floor()
+    candidates = range(_LOWEST, floor) if floor - _LOWEST >= 1_000 else range(0)
+    for _ in range(500):
+        port = random.choice(candidates) if candidates else 0
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            chosen: int = sock.getsockname()[1]
+        _HANDED_OUT.add(chosen)
+        return chosen
+    raise RuntimeError(f"no free port on 127.0.0.1 between {_LOWEST} and {floor}")
 
 
 def wait_for_port(
@@ -69,6 +103,7 @@ class Mosquitto:
     #: Further mosquitto.conf lines (e.g. "max_queued_messages 0"), appended at the end.
     extra_config: tuple[str, ...] = ()
     _process: subprocess.Popen[bytes] | None = None
+    _started: bool = False
 
     @property
     def binary(self) -> str:
@@ -128,15 +163,34 @@ class Mosquitto:
         return conf
 
     def start(self) -> None:
-        """Start (or restart) the broker and wait until every listener accepts connections."""
+        """Start (or restart) the broker and wait until every listener accepts connections.
+
+        On its first start a broker whose port another program took meanwhile moves to free ones
+        (a restart keeps its ports: the tests' clients reconnect to them). A broker that exits
+        raises with what it wrote to its log.
+        """
         if self.running:
             return
-        conf = self._write_config()
-        log = (self.folder / "mosquitto.log").open("ab")
-        self._process = subprocess.Popen([self.binary, "-c", str(conf)], stdout=log, stderr=log)
-        log.close()
-        for port in (self.port, self.tls_port, self.mtls_port):
-            wait_for_port(port, process=self._process)
+        for attempt in range(_START_ATTEMPTS):
+            conf = self._write_config()
+            log_path = self.folder / "mosquitto.log"
+            already = log_path.stat().st_size if log_path.exists() else 0
+            with log_path.open("ab") as log:
+                self._process = subprocess.Popen(
+                    [self.binary, "-c", str(conf)], stdout=log, stderr=log
+                )
+            try:
+                for port in (self.port, self.tls_port, self.mtls_port):
+                    wait_for_port(port, process=self._process)
+            except RuntimeError as exited:
+                self._process = None
+                said = log_path.read_bytes()[already:].decode(errors="replace").strip()
+                if "in use" in said and not self._started and attempt + 1 < _START_ATTEMPTS:
+                    self.port, self.tls_port, self.mtls_port = free_port(), free_port(), free_port()
+                    continue
+                raise RuntimeError(f"mosquitto {exited}: {said[-1000:]}") from None
+            self._started = True
+            return
 
     @property
     def running(self) -> bool:

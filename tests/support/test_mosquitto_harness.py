@@ -202,3 +202,41 @@ def test_wait_for_port_reports_a_dead_process() -> None:
             wait_for_port(free_port(), timeout=10, process=process)
     finally:
         process.wait()
+
+
+def test_free_ports_lie_below_the_ephemeral_range_and_are_never_handed_out_twice() -> None:
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = [free_port() for _ in range(50)]
+    assert len(set(ports)) == len(ports)
+    assert all(port < low for port in ports)  # no outgoing connection can take them as source
+
+
+def _listening(port: int) -> socket.socket:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", port))
+    taken.listen()
+    return taken
+
+
+def test_a_first_start_moves_off_a_port_another_program_took(tmp_path: Path) -> None:
+    taken_port = free_port()
+    server = Mosquitto(tmp_path / "broker", port=taken_port)
+    with _listening(taken_port):
+        server.start()
+        try:
+            assert server.running
+            assert server.port != taken_port
+            assert not _refuses(server.port)
+        finally:
+            server.stop()
+
+
+def test_a_restart_keeps_its_ports_and_a_refused_one_says_why(tmp_path: Path) -> None:
+    server = Mosquitto(tmp_path / "broker")
+    server.start()
+    port = server.port
+    server.stop()
+    with _listening(port), pytest.raises(RuntimeError, match="Address already in use"):
+        server.start()
+    assert server.port == port
+    assert not server.running

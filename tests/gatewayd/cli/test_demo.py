@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from gatewayd.cli import demo
+from mosquitto import free_port
 
 GATEWAYD = Path(sys.executable).parent / "gatewayd"
 #: A reading line: local date and time, device, mg/dL (or LOW/HIGH).
@@ -32,12 +33,6 @@ TIMEOUT_S = 60.0
 needs_gatewayd = pytest.mark.skipif(
     not GATEWAYD.exists(), reason=f"the gatewayd entry point is not installed at {GATEWAYD}"
 )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def hint(port: int) -> str:

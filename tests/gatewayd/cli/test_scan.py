@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -28,6 +27,7 @@ from drivers.glucose.emulator import GlucoseMeterEmulator
 from gatewayd.cli import main
 from gatewayd.cli.scan import Advertiser, match_ble, match_serial
 from gatewayd.plugin.emulation import SiblingLink, add_peripheral, serve_sibling_link
+from mosquitto import free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -98,13 +98,6 @@ async def test_scan_lists_the_cgms_sensor_and_the_meter_with_their_driver_and_co
     assert f'[[devices]]\nid = "glucose-1808"\ndriver = "glucose"\naddress = "{METER}"' in out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _scan(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "gatewayd", "scan", "--timeout", "0.5", *args],
@@ -117,7 +110,7 @@ def _scan(args: list[str], env: dict[str, str] | None = None) -> subprocess.Comp
 
 
 def test_an_hci_transport_that_does_not_open_is_one_line_and_exit_1(tmp_path: Path) -> None:
-    done = _scan(["--config", str(_config(tmp_path, f"tcp-client:127.0.0.1:{_free_port()}"))])
+    done = _scan(["--config", str(_config(tmp_path, f"tcp-client:127.0.0.1:{free_port()}"))])
     assert done.returncode == 1
     assert done.stdout == ""
     assert done.stderr.startswith("gatewayd: scan: no usable BLE radio: ")
