@@ -12,7 +12,7 @@ import signal
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,6 +30,7 @@ from gatewayd.ops.config import Config, parse
 from gatewayd.options import OptionReader
 from gatewayd.store import Store
 from mosquitto import Mosquitto, free_port
+from polling import wait_until
 from subscriber import Received, Subscriber
 
 pytestmark = pytest.mark.timeout(20)
@@ -145,19 +146,6 @@ def feeds(plan: Plan) -> dict[str, Feed]:
 
 def new_hub() -> str:
     return f"hub-{uuid.uuid4().hex[:10]}"
-
-
-async def wait_until(
-    condition: Callable[[], bool],
-    timeout: float = 10.0,
-    what: str = "condition",
-) -> None:
-    """Poll `condition` until it holds (a deadline, not a delay)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not met within {timeout}s")
-        await asyncio.sleep(0.005)
 
 
 @asynccontextmanager

@@ -7,7 +7,6 @@ sessions yield what the test puts in a queue; it stands in for a device, not for
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, suppress
@@ -31,6 +30,7 @@ from gatewayd.options import OptionReader
 from gatewayd.store import Store
 from gatewayd.supervisor import Device, Supervisor
 from mosquitto import Mosquitto
+from polling import wait_until
 from subscriber import Subscriber
 
 pytestmark = pytest.mark.timeout(20)
@@ -196,19 +196,6 @@ async def supervising(supervisor: Supervisor) -> AsyncIterator[asyncio.Task[None
         with suppress(asyncio.CancelledError):
             async with asyncio.timeout(5):
                 await task
-
-
-async def wait_until(
-    condition: Callable[[], bool],
-    timeout: float = 10.0,
-    what: str = "condition",
-) -> None:
-    """Poll `condition` until it holds (a deadline, not a delay)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not met within {timeout}s")
-        await asyncio.sleep(0.002)
 
 
 def state_of(dev: Device) -> LinkState | None:

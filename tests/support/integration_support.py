@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -152,12 +150,3 @@ class DaemonProcess:
                 return not view.waiting_by_device(stored_up_to=target)
 
         return drained
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll `condition` (cheap, e.g. a store query) until it holds; fail after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)  # the poll period of a condition, not a synchronisation delay

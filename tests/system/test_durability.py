@@ -9,15 +9,10 @@ from pathlib import Path
 import pytest
 
 from mosquitto import Mosquitto
+from polling import wait_until
 from subscriber import Received, Subscriber
 
-from integration_support import (
-    DaemonProcess,
-    contiguous_gaps,
-    duplicate_keys,
-    wait_until,
-    write_config,
-)
+from integration_support import DaemonProcess, contiguous_gaps, duplicate_keys, write_config
 
 pytestmark = pytest.mark.timeout(150)
 

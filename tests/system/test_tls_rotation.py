@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from mosquitto import Mosquitto
+from polling import wait_until
 
-from integration_support import GATEWAYD, DaemonProcess, wait_until
+from integration_support import GATEWAYD, DaemonProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 

@@ -14,7 +14,7 @@ import contextlib
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,6 +31,7 @@ from gatewayd.mqtt.publisher import Publisher
 from gatewayd.ops.config import MqttConfig, SupervisorConfig
 from gatewayd.store import Store
 from gatewayd.supervisor import Device, Supervisor
+from polling import wait_until
 from protocols.dexcom_receiver.commands import receiver_seconds, receiver_time
 
 pytestmark = pytest.mark.timeout(60)
@@ -43,14 +44,6 @@ RECORD = 300
 TOLERANCE = 60.0
 #: A receiver clock seven months slow.
 SEVEN_MONTHS = 7 * 30 * 86400
-
-
-async def wait_until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def _stored(path: Path) -> int:
@@ -83,7 +76,7 @@ class Hub:
         return self.store.readings("rx1")
 
     async def wait_stored(self, count: int, timeout: float = 20.0) -> None:
-        await wait_until(lambda: self.store.count() >= count, f"{count} readings", timeout)
+        await wait_until(lambda: self.store.count() >= count, timeout, f"{count} readings")
 
     def reached(self, state: LinkState) -> bool:
         return self.device.status is not None and self.device.status.state == state
@@ -310,7 +303,7 @@ async def test_a_page_damaged_in_memory_is_passed_over(tmp_path: Path, where: st
         lost = on_page(db, page, now) | {damaged_record}
         await hub.wait_stored(len(held(db, now, 12) - lost))
         clock.advance(3 * RECORD)
-        await wait_until(lambda: hub.device.findings.unreadable == 2, "two unreadable")
+        await wait_until(lambda: hub.device.findings.unreadable == 2, 20, "two unreadable")
         lost = on_page(db, page, clock.now()) | {damaged_record}  # the page may have grown
         window = held(db, clock.now(), 12.25)
         expected = window - lost
@@ -387,7 +380,7 @@ async def test_a_3000_record_backfill_cut_by_a_pulled_cable_and_a_restart(
         emulator.unplug_after(40)  # half way through reading the 80 pages back
         async with running_hub(emulator, store, backfill_hours=hours) as hub:
             restart = hub.stored_event(1000)
-            await wait_until(lambda: hub.reached(LinkState.BACKOFF), "the link lost")
+            await wait_until(lambda: hub.reached(LinkState.BACKOFF), 20, "the link lost")
             assert hub.store.count() == 0
             emulator.replug()
             await asyncio.wait_for(restart.wait(), 20)
@@ -396,6 +389,6 @@ async def test_a_3000_record_backfill_cut_by_a_pulled_cable_and_a_restart(
         async with running_hub(emulator, store, backfill_hours=hours) as hub:
             await hub.wait_stored(3000)
             # the count sees a commit at once; the device's counter when the loop takes it back
-            await wait_until(lambda: hub.device.stored >= 3000 - first, "the count", 10)
+            await wait_until(lambda: hub.device.stored >= 3000 - first, 10, "the count")
             check(hub, db, expected, "3000-record backfill, cable pulled, daemon restarted")
             assert hub.device.stored == 3000 - first

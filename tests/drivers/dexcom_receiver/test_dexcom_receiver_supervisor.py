@@ -5,9 +5,7 @@ store ends up with every record exactly once."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,16 +15,9 @@ from gatewayd.daemon import Daemon, plan
 from gatewayd.device_status import LinkState
 from gatewayd.ops.config import parse
 from mosquitto import Mosquitto
+from polling import wait_until
 
 pytestmark = pytest.mark.timeout(30)
-
-
-async def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 async def test_the_supervisor_recovers_an_unplugged_receiver(
@@ -58,9 +49,9 @@ async def test_the_supervisor_recovers_an_unplugged_receiver(
     task = asyncio.create_task(daemon.run(on_ready=ready.set))
     try:
         await asyncio.wait_for(ready.wait(), 10)
-        await wait_until(lambda: device.stored == 12, "the backfill window")
+        await wait_until(lambda: device.stored == 12, what="the backfill window")
         clock.advance(2 * 300)
-        await wait_until(lambda: device.stored == 14, "two live readings")
+        await wait_until(lambda: device.stored == 14, what="two live readings")
 
         receiver.unplug()
         await wait_until(
@@ -69,15 +60,15 @@ async def test_the_supervisor_recovers_an_unplugged_receiver(
                 and device.status.state == LinkState.BACKOFF
                 and "cannot open" in (device.status.reason or "")
             ),
-            "reconnect attempts failing while unplugged",
+            what="reconnect attempts failing while unplugged",
         )
         clock.advance(5 * 300)  # five readings while the cable is out
         receiver.replug()
-        await wait_until(lambda: device.stored == 19, "the gap backfilled after replug")
+        await wait_until(lambda: device.stored == 19, what="the gap backfilled after replug")
         assert device.status is not None
         assert device.status.state == LinkState.CONNECTED
         clock.advance(300)
-        await wait_until(lambda: device.stored == 20, "live again")
+        await wait_until(lambda: device.stored == 20, what="live again")
         # By seq: the test moves the receiver's clock by steps of 5 min while the hub's wall
         # clock barely moves, so the anchored times of these records are not in seq order.
         stored = sorted(daemon.store.readings("rx1"), key=lambda r: r.seq)

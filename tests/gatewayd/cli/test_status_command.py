@@ -24,8 +24,9 @@ from gatewayd.mqtt.publisher import Publisher
 from gatewayd.ops.config import load
 from gatewayd.store import Store
 from mosquitto import Mosquitto, free_port
+from polling import wait_until
 
-from integration_support import DaemonProcess, wait_until, write_config
+from integration_support import DaemonProcess, write_config
 
 GATEWAYD = str(Path(sys.executable).parent / "gatewayd")
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

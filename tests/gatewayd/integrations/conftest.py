@@ -7,9 +7,8 @@ driver contract, fed through a queue), against the session's real mosquitto.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,6 +25,7 @@ from gatewayd.ops.config import Config, parse
 from gatewayd.options import OptionReader
 from gatewayd.services import ServiceSpec
 from mosquitto import Mosquitto
+from polling import wait_until
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -104,15 +104,6 @@ def reading(
         trend_mgdl_min=trend,
         direction=Direction.from_rate(trend),
     )
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    """Poll `condition` until it holds (a deadline, not a delay)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not met within {timeout}s: {what}")
-        await asyncio.sleep(0.005)
 
 
 class Rig:

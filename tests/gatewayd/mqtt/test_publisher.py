@@ -7,16 +7,13 @@ than `max_queued_messages` (1000) behind, and our subscriber shares the publishe
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import os
 import signal
-import socket
 import sys
-import termios
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -30,12 +27,13 @@ from structlog.testing import capture_logs
 from gatewayd.backoff import Backoff
 from gatewayd.device_status import DeviceStatus, LinkState
 from gatewayd.models import Direction, Reading
-from gatewayd.mqtt.client import Client
 from gatewayd.mqtt.publisher import Publisher
 from gatewayd.ops.config import MqttConfig, parse
 from gatewayd.store import Store
 from gatewayd.store.codec import READING_SCHEMA, json_schema
 from mosquitto import Mosquitto
+from mqtt_tap import Tap, tap_to
+from polling import wait_until
 from subscriber import Received, Subscriber
 
 pytestmark = pytest.mark.timeout(30)
@@ -100,19 +98,6 @@ async def running(publisher: Publisher) -> AsyncIterator[asyncio.Task[None]]:
             await task
 
 
-async def wait_until(
-    condition: Callable[[], bool],
-    timeout: float = 10.0,
-    what: str = "condition",
-) -> None:
-    """Poll `condition` until it holds (a deadline, not a delay)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not met within {timeout}s")
-        await asyncio.sleep(0.005)
-
-
 def readings_of(messages: list[Received]) -> list[Received]:
     return [m for m in messages if m.topic.endswith("/reading")]
 
@@ -137,180 +122,6 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 # -- a TCP relay that watches MQTT packets go by ------------------------------------------------
-
-_PUBLISH, _PUBACK = 3, 4
-
-
-async def _read_packet(reader: asyncio.StreamReader) -> bytes:
-    """One whole MQTT control packet (fixed header, remaining length, body)."""
-    head = await reader.readexactly(1)
-    length, shift, raw = 0, 0, b""
-    while True:
-        byte = await reader.readexactly(1)
-        raw += byte
-        length |= (byte[0] & 0x7F) << shift
-        shift += 7
-        if not byte[0] & 0x80:
-            break
-    return head + raw + await reader.readexactly(length)
-
-
-class Tap:
-    """A TCP relay between a publisher and the broker that reads the MQTT packet types.
-
-    It counts QoS>0 PUBLISH packets from the client and PUBACKs delivered back to it (the
-    in-flight window as seen on the wire), can hold PUBACKs back (`ack_budget`: None lets all
-    pass, a number lets that many more pass, then holds), and can stop listening so that
-    connection attempts are refused (a closed port fails fast; a relay that accepts and then
-    hangs up would make aiomqtt wait for its whole timeout).
-    """
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream = upstream_port
-        self.port = 0
-        self.publishes = 0
-        self.acks = 0
-        self.max_outstanding = 0
-        self.ack_budget: int | None = None
-        self._held: list[tuple[bytes, asyncio.StreamWriter]] = []
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.changed = asyncio.Event()
-        self._reading = asyncio.Event()
-        self._reading.set()
-        self._clients: list[asyncio.StreamWriter] = []
-
-    @property
-    def outstanding(self) -> int:
-        return self.publishes - self.acks
-
-    @property
-    def held(self) -> int:
-        """PUBACKs the broker sent that the client has not been given yet."""
-        return len(self._held)
-
-    async def listen(self, *, receive_buffer: int | None = None) -> None:
-        """Listen; `receive_buffer` sets SO_RCVBUF of the links it accepts (bytes) and keeps
-        what the relay buffers itself as small (a client's writes back up sooner)."""
-        limit = 2**16 if receive_buffer is None else receive_buffer // 4
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port, limit=limit)
-        self.port = self._server.sockets[0].getsockname()[1]
-        if receive_buffer is not None:
-            self._server.sockets[0].setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-
-    def stop_reading(self) -> None:
-        """Read nothing more from the client until `read_again()`: its socket fills up."""
-        self._reading.clear()
-
-    def read_again(self) -> None:
-        self._reading.set()
-
-    def unread(self) -> int:
-        """Bytes the clients sent that wait in the relay's sockets."""
-        total = 0
-        for writer in self._clients:
-            sock = writer.get_extra_info("socket")
-            if sock is not None and sock.fileno() >= 0:
-                raw = bytearray(4)
-                fcntl.ioctl(sock.fileno(), termios.FIONREAD, raw)
-                total += int.from_bytes(raw, sys.byteorder)
-        return total
-
-    def refuse(self) -> None:
-        """Stop listening (links already open stay up)."""
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-
-    async def close(self) -> None:
-        self.refuse()
-        for writer in list(self._writers):
-            writer.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    def pass_acks(self) -> None:
-        """Stop holding PUBACKs and deliver the held ones."""
-        self.ack_budget = None
-        self.release()
-
-    def release(self, count: int | None = None) -> None:
-        """Deliver `count` held PUBACKs (all when None)."""
-        take = len(self._held) if count is None else count
-        for packet, writer in self._held[:take]:
-            self._forward_ack(packet, writer)
-        del self._held[:take]
-
-    def _forward_ack(self, packet: bytes, writer: asyncio.StreamWriter) -> None:
-        self.acks += 1
-        writer.write(packet)
-        self.changed.set()
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
-        except OSError:
-            writer.close()
-            return
-        self._writers.update((writer, up_writer))
-        self._clients.append(writer)
-        for coro in (self._to_broker(reader, up_writer), self._to_client(up_reader, writer)):
-            task = asyncio.create_task(coro)
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _to_broker(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                packet = await _read_packet(reader)
-                await self._reading.wait()  # (holding the packet it was reading)
-                if packet[0] >> 4 == _PUBLISH and (packet[0] >> 1) & 3:
-                    self.publishes += 1
-                    self.max_outstanding = max(self.max_outstanding, self.outstanding)
-                    self.changed.set()
-                writer.write(packet)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    async def _to_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                packet = await _read_packet(reader)
-                if packet[0] >> 4 == _PUBACK:
-                    if self.ack_budget is None:
-                        self._forward_ack(packet, writer)
-                    elif self.ack_budget > 0:
-                        self.ack_budget -= 1
-                        self._forward_ack(packet, writer)
-                    else:
-                        self._held.append((packet, writer))
-                        self.changed.set()
-                    continue
-                writer.write(packet)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    async def wait(self, condition: Callable[[], bool], timeout: float = 10.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not condition():
-                self.changed.clear()
-                await self.changed.wait()
-
-
-@asynccontextmanager
-async def tap_to(broker: Mosquitto, *, receive_buffer: int | None = None) -> AsyncIterator[Tap]:
-    tap = Tap(broker.port)
-    await tap.listen(receive_buffer=receive_buffer)
-    try:
-        yield tap
-    finally:
-        await tap.close()
 
 
 @asynccontextmanager
@@ -451,36 +262,6 @@ async def test_a_window_that_keeps_moving_is_not_a_stall_however_long_it_takes_t
         await wait_until(lambda: store.outbox_depth() == 0, what="outbox empty")
     assert publisher.reconnects == 0
     assert publisher.delivered == total
-
-
-async def test_messages_the_socket_cannot_take_at_once_go_out_when_it_has_room(
-    broker: Mosquitto,
-) -> None:
-    """`publish_now` writes in the event loop's next turn; when the link backs up (the broker
-    stops reading, small socket buffers), the rest waits for room and all arrive, in order."""
-    hub, total, acked = new_hub(), 400, list[bool]()
-    async with tap_to(broker, receive_buffer=4096) as tap:
-        client = Client(
-            "127.0.0.1",
-            tap.port,
-            username=broker.username,
-            password=broker.password,
-            identifier=f"gatewayd-{hub}",
-            max_inflight_messages=total,
-            socket_options=((socket.SOL_SOCKET, socket.SO_SNDBUF, 4096),),
-        )
-        async with client, Subscriber(broker, [f"test/{hub}/#"]) as sub:
-            tap.stop_reading()
-            for n in range(total):
-                client.publish_now(f"test/{hub}/{n}", b"x" * 400, retain=False, acked=acked.append)
-            await wait_until(lambda: tap.unread() >= 2048, what="the relay's buffer full")
-            assert not acked
-            tap.read_again()
-            await wait_until(lambda: len(acked) == total, what="every PUBACK")
-            messages = await sub.wait_for(lambda m: len(m) >= total)
-    assert acked == [True] * total
-    assert [m.topic for m in messages] == [f"test/{hub}/{n}" for n in range(total)]
-    assert tap.publishes == total
 
 
 async def test_state_is_the_newest_by_measured_time_and_retained(
@@ -1176,36 +957,6 @@ async def test_back_within_backoff_max_after_an_outage(own_broker: Mosquitto, st
         recovery_s = time.monotonic() - back
     print(f"recovery after the broker returned: {recovery_s:.2f} s (backoff_max 2 s)")
     assert recovery_s < 2.0 + 1.0
-
-
-class AclMosquitto(Mosquitto):
-    """The test broker with an ACL: the gateway user may not publish `reading` topics."""
-
-    def _write_config(self) -> Path:
-        conf = super()._write_config()
-        acl = self.folder / "acl"
-        acl.write_text(
-            f"user {self.username}\n"
-            "topic readwrite gatewayd/+/status\n"
-            "topic readwrite gatewayd/+/+/status\n"
-            "topic readwrite gatewayd/+/+/state\n"
-            "topic read #\n"
-        )
-        lines: list[str] = []
-        for line in conf.read_text().splitlines():
-            lines.append(line)
-            if line.startswith("password_file"):  # per listener (per_listener_settings)
-                lines.append(f"acl_file {acl}")
-        conf.write_text("\n".join(lines) + "\n")
-        return conf
-
-
-@pytest.fixture
-def acl_broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    server = AclMosquitto(tmp_path / "acl-mosquitto")
-    server.start()
-    yield server
-    server.stop()
 
 
 async def test_publish_refused_by_the_broker_stays_in_the_outbox(

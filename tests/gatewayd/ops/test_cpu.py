@@ -16,8 +16,9 @@ from structlog.testing import capture_logs
 from gatewayd.cli import run
 from gatewayd.ops import cpu
 from mosquitto import Mosquitto
+from polling import wait_until
 
-from integration_support import DaemonProcess, wait_until, write_config
+from integration_support import DaemonProcess, write_config
 
 ALLOWED = os.sched_getaffinity(0)
 needs_two_cpus = pytest.mark.skipif(len(ALLOWED) < 2, reason="needs at least two usable CPUs")

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from mosquitto import Mosquitto
+from polling import wait_until
 
-from integration_support import DaemonProcess, wait_until
+from integration_support import DaemonProcess
 
 HEALTH_KEYS = ("glucose", "sgv", "mgdl", "mmol")
 

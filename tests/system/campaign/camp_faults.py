@@ -40,15 +40,10 @@ from pathlib import Path
 from typing import Any
 
 from mosquitto import Mosquitto
+from polling import wait_until
 from subscriber import Received, Subscriber
 
-from integration_support import (
-    DaemonProcess,
-    contiguous_gaps,
-    duplicate_keys,
-    wait_until,
-    write_config,
-)
+from integration_support import DaemonProcess, contiguous_gaps, duplicate_keys, write_config
 
 #: Sensor sessions of ~21.6 s (no warm-up): a 60 s campaign crosses session changes.
 SESSION_DAYS = 0.00025

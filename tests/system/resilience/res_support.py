@@ -7,7 +7,6 @@ import contextlib
 import os
 import shutil
 import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -214,15 +213,6 @@ def make_plan(store: Path, broker: Mosquitto, hub: str, devices: dict[str, str])
 
 def feeds(plan: Plan) -> dict[str, Feed]:
     return {device_id: options for device_id, _, options in plan.devices}
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll `condition` until it holds; fail after `timeout` s (a deadline, not a delay)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 @contextlib.asynccontextmanager

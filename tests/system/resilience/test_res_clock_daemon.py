@@ -11,22 +11,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from res_support import (
-    ClockSwitch,
-    HubClock,
-    feeds,
-    make_plan,
-    new_hub,
-    reading_at,
-    started,
-    wait_until,
-)
+from res_support import ClockSwitch, HubClock, feeds, make_plan, new_hub, reading_at, started
 
 from gatewayd.daemon import Daemon
 from gatewayd.models import reading_id
 from gatewayd.store.full_disk import FullDiskOptions
 from gatewayd.timesync import CLOCK_UNSYNCED, TIME_CORRECTED, TimeSyncOptions
 from mosquitto import Mosquitto
+from polling import wait_until
 from subscriber import Received, Subscriber
 
 pytestmark = pytest.mark.timeout(30)

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from res_support import feeds, fill, make_plan, new_hub, reading_at, started, wait_until
+from res_support import feeds, fill, make_plan, new_hub, reading_at, started
 from structlog.testing import capture_logs
 
 from gatewayd.daemon import Daemon
@@ -22,6 +22,7 @@ from gatewayd.store import Hold, Store, StoreFull
 from gatewayd.store.full_disk import FULL_REASON, FullDiskOptions, Intake, Outcome
 from gatewayd.timesync import ClockStatus, TimeSyncOptions
 from mosquitto import Mosquitto
+from polling import wait_until
 from subscriber import Subscriber
 
 pytestmark = pytest.mark.timeout(40)

@@ -22,8 +22,9 @@ from res_support import fill, mounted_tmpfs
 
 from gatewayd.store import WAL_SIZE_LIMIT
 from mosquitto import Mosquitto
+from polling import wait_until
 
-from integration_support import DaemonProcess, contiguous_gaps, wait_until, write_config
+from integration_support import DaemonProcess, contiguous_gaps, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 

@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from res_support import wait_until
 
 from gatewayd.backoff import Backoff
 from gatewayd.models import Reading
@@ -22,6 +21,7 @@ from gatewayd.mqtt.publisher import Publisher
 from gatewayd.ops.config import MqttConfig
 from gatewayd.store import Store, StoreFull
 from mosquitto import Mosquitto
+from polling import wait_until
 from subscriber import Subscriber
 
 pytestmark = pytest.mark.timeout(20)

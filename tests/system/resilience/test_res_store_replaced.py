@@ -8,11 +8,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from res_support import feeds, make_plan, new_hub, reading_at, started, wait_until
+from res_support import feeds, make_plan, new_hub, reading_at, started
 from structlog.testing import capture_logs
 
 from gatewayd.daemon import Daemon
 from mosquitto import Mosquitto
+from polling import wait_until
 from subscriber import Subscriber
 
 pytestmark = pytest.mark.timeout(40)

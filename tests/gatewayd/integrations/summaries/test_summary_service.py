@@ -31,9 +31,8 @@ from gatewayd.services import ServiceContext
 from gatewayd.store import Store
 from gatewayd.store.codec import json_schema
 from mosquitto import Mosquitto
+from polling import wait_until
 from subscriber import Received, Subscriber
-
-from integration_support import wait_until
 
 pytestmark = pytest.mark.timeout(30)
 

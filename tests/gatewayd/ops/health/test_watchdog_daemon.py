@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Self
 
 import pytest
 
@@ -32,6 +32,7 @@ from gatewayd.ops.health import HealthPolicy, Notifier
 from gatewayd.ops.health.watchdog import WatchdogOptions
 from gatewayd.options import OptionReader
 from mosquitto import Mosquitto, free_port
+from polling import wait_until
 
 if TYPE_CHECKING:  # the fixture's type (its conftest.py is not importable by name)
     from conftest import NotifySocket
@@ -157,14 +158,6 @@ def feed_of(daemon: Daemon) -> Feed:
     feed = daemon.supervisor.devices[0].options
     assert isinstance(feed, Feed)
     return feed
-
-
-async def wait_until(condition: Any, timeout: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def pings(messages: list[dict[str, str]]) -> int:
