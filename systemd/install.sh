@@ -255,6 +255,8 @@ fi
 if [ -z "$root" ]; then
   if [ "$unit_changed" != 0 ] && [ -d /run/systemd/system ]; then
     systemctl daemon-reload
+  elif [ "$unit_changed" != 0 ]; then
+    echo "  systemd is not running here (a container or chroot): the unit is installed, not loaded"
   fi
   if [ "$rules_changed" != 0 ]; then
     if command -v modprobe >/dev/null 2>&1; then
@@ -271,6 +273,9 @@ if [ "$changes" = 0 ]; then
   echo "gatewayd: nothing changed"
 else
   echo "gatewayd: $changes change(s) under ${root:-/}"
+  if [ -z "$root" ] && [ -d /run/systemd/system ] && systemctl is-active --quiet gatewayd; then
+    echo "gatewayd is running what was installed before: systemctl restart gatewayd"
+  fi
 fi
 if [ "$new_config" = 1 ]; then
   echo "next: edit /etc/gatewayd/config.toml, then: systemctl enable --now gatewayd"
