@@ -539,8 +539,9 @@ def _placed(state: _State, event: GlucoseReading) -> list[GlucoseReading]:
     become the place of a damaged record after it. So the first record of a report waits for the
     next arrival: one numbered after it shows it in order; one at or before it shows it was in
     flight, and it waits for the report's end (`_report_end`), where the report has brought it
-    in its place or it follows the rest. A first record that directly follows the last one
-    yielded cannot open a gap: it is taken at once."""
+    in its place or it follows the rest. The same record again decides nothing: it is held
+    once. A first record that directly follows the last one yielded cannot open a gap: it is
+    taken at once."""
     if not event.backfill:
         return [event]
     if state.fresh:
@@ -549,11 +550,22 @@ def _placed(state: _State, event: GlucoseReading) -> list[GlucoseReading]:
             return [event]
         state.ahead = event
         return []
+    return _after_held(state, event)
+
+
+def _after_held(state: _State, event: GlucoseReading) -> list[GlucoseReading]:
+    """The records to take as a report's record arrives after its first one (`_placed`)."""
     ahead, state.ahead = state.ahead, None
     if ahead is None:
         return [event]
+    if event.sequence_number == ahead.sequence_number:
+        # The same record again (notified as it was taken and in flight, say): it shows nothing
+        # of where the record belongs; the next arrival still decides. The copy kept is the one
+        # with its context, if either has one.
+        state.ahead = event if ahead.context is None else ahead
+        return []
     if event.sequence_number > ahead.sequence_number:
-        return [ahead, event]
+        return [ahead, event]  # in order
     state.in_flight = ahead
     return [event]
 

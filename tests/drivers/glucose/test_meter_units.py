@@ -414,6 +414,22 @@ def test_a_first_record_that_was_in_flight_follows_the_report() -> None:
     assert state.fresh  # the next report's first record waits again
 
 
+def test_the_same_first_record_twice_decides_nothing() -> None:
+    """In flight and notified again (seen in the driver kit's in-flight fault, 1 run in 6): the
+    second copy must not be yielded ahead of the report, or the next ask starts after it."""
+    state = _State(last=6)
+    assert seqs(_placed(state, reported(13))) == []
+    assert seqs(_placed(state, reported(13))) == []  # still held: the next arrival decides
+    assert _before_damaged(state, damaged(7)) == []  # 13 was in flight
+    assert state.in_flight is not None
+    state = _State(last=6)
+    _placed(state, reported(13))
+    _placed(state, reported(13))
+    assert seqs(_placed(state, reported(7))) == [7]
+    assert seqs(_placed(state, reported(14))) == [14]
+    assert seqs(_report_end(state)) == [13]  # once
+
+
 def test_a_held_first_record_is_dropped_after_a_hole() -> None:
     state = _State(last=4)
     _placed(state, reported(12))
