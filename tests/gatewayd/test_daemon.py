@@ -14,23 +14,19 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import pytest
 
-from gatewayd.daemon import Daemon, Plan
+from gatewayd.daemon import Daemon
 from gatewayd.device_status import LinkState
-from gatewayd.driver import DeviceContext, DriverPlugin
-from gatewayd.models import DeviceIdentity, Reading
+from gatewayd.models import Reading
 from gatewayd.ops.config import Config, parse
-from gatewayd.options import OptionReader
 from gatewayd.store import Store
 from mosquitto import Mosquitto, free_port
 from polling import wait_until
+from scripted_driver import plan_of, scripted_plugin, scripts
 from subscriber import Received, Subscriber
 
 pytestmark = pytest.mark.timeout(20)
@@ -39,58 +35,7 @@ pytestmark = pytest.mark.timeout(20)
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
-# -- a scripted driver -------------------------------------------------------------------------
-
-
-class End:
-    """Queue item: the device drops the link."""
-
-
-@dataclass
-class Feed:
-    """One scripted device: its sessions yield what the test puts in `queue`."""
-
-    serial: str
-    queue: asyncio.Queue[Reading | End] = field(default_factory=asyncio.Queue)
-    entered: int = 0
-    closed: int = 0
-
-
-class FeedSession:
-    def __init__(self, ctx: DeviceContext[Feed]) -> None:
-        self.feed = ctx.options
-        self.identity: DeviceIdentity | None = DeviceIdentity(
-            "Test Co", "Fed CGM", self.feed.serial
-        )
-
-    async def __aenter__(self) -> Self:
-        self.feed.entered += 1
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.feed.closed += 1
-
-    async def readings(self) -> AsyncIterator[Reading]:
-        while not isinstance(item := await self.feed.queue.get(), End):
-            yield item
-
-
-def _parse_options(reader: OptionReader) -> Feed:
-    return Feed(serial=reader.string("serial"))
-
-
-FED: DriverPlugin[Feed] = DriverPlugin(
-    name="fed",
-    transport="virtual",
-    help="A device whose sessions yield what the test feeds them.",
-    parse_options=_parse_options,
-    open=FeedSession,
-)
+FED = scripted_plugin("fed")
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -129,21 +74,6 @@ def make_config(tmp_path: Path, broker: Mosquitto, hub: str, *, url: str | None 
     )
 
 
-def make_plan(config: Config) -> Plan:
-    """What `gatewayd.daemon.plan` does, with the test's plugin instead of the entry points."""
-    devices = []
-    for dev in config.devices:
-        reader = config.reader(dev)
-        options = FED.parse_options(reader)
-        reader.finish()
-        devices.append((dev.id, FED, options))
-    return Plan(config, tuple(devices))
-
-
-def feeds(plan: Plan) -> dict[str, Feed]:
-    return {device_id: options for device_id, _, options in plan.devices}
-
-
 def new_hub() -> str:
     return f"hub-{uuid.uuid4().hex[:10]}"
 
@@ -180,15 +110,15 @@ def assert_closed(store: Store) -> None:
 
 async def test_runs_publishes_and_stops_cleanly(broker: Mosquitto, tmp_path: Path) -> None:
     hub = new_hub()
-    plan = make_plan(make_config(tmp_path, broker, hub))
+    plan = plan_of(make_config(tmp_path, broker, hub), FED)
     daemon = Daemon(plan, flush_timeout=5.0)
     fed = {
         device_id: [make_reading(device_id, feed.serial, seq) for seq in range(4)]
-        for device_id, feed in feeds(plan).items()
+        for device_id, feed in scripts(plan).items()
     }
     async with Subscriber(broker, [f"gatewayd/{hub}/#"]) as sub:
         async with started(daemon) as task:
-            for device_id, feed in feeds(plan).items():
+            for device_id, feed in scripts(plan).items():
                 for reading in fed[device_id]:
                     feed.queue.put_nowait(reading)
             await sub.wait_for(lambda m: len([x for x in m if x.topic.endswith("/reading")]) >= 8)
@@ -201,7 +131,7 @@ async def test_runs_publishes_and_stops_cleanly(broker: Mosquitto, tmp_path: Pat
             )
         )
 
-    for device_id, feed in feeds(plan).items():
+    for device_id, feed in scripts(plan).items():
         published = [
             m.json()["id"] for m in messages if m.topic == f"gatewayd/{hub}/{device_id}/reading"
         ]
@@ -229,7 +159,7 @@ async def test_runs_publishes_and_stops_cleanly(broker: Mosquitto, tmp_path: Pat
         retained = await late.wait_for(lambda m: len(m) >= 3)
     assert all(m.retain for m in retained)
     assert last_on(retained, f"gatewayd/{hub}/status").payload == b"offline"
-    for device_id in feeds(plan):
+    for device_id in scripts(plan):
         assert last_on(retained, f"gatewayd/{hub}/{device_id}/status").json()["state"] == (
             LinkState.STOPPED
         )
@@ -241,9 +171,9 @@ async def test_a_reading_committed_while_the_daemon_stops_is_still_published(
     """The device is stopped while its reading's commit is under way on the writer thread: the
     reading is stored all the same, and the publisher's last drain waits for it."""
     hub = new_hub()
-    plan = make_plan(make_config(tmp_path, broker, hub))
+    plan = plan_of(make_config(tmp_path, broker, hub), FED)
     daemon = Daemon(plan, flush_timeout=5.0)
-    feed = feeds(plan)["cgm-a"]
+    feed = scripts(plan)["cgm-a"]
     first, late = (make_reading("cgm-a", feed.serial, seq) for seq in range(2))
     lock = daemon.store.writer.lock
     stopped = daemon.supervisor.mark_stopped
@@ -275,7 +205,7 @@ async def test_a_reading_committed_while_the_daemon_stops_is_still_published(
 
 async def test_sigterm_stops_the_daemon_cleanly(broker: Mosquitto, tmp_path: Path) -> None:
     hub = new_hub()
-    plan = make_plan(make_config(tmp_path, broker, hub))
+    plan = plan_of(make_config(tmp_path, broker, hub), FED)
     daemon = Daemon(plan, flush_timeout=5.0)
     async with Subscriber(broker, [f"gatewayd/{hub}/status"]) as sub:
         async with started(daemon) as task:
@@ -285,7 +215,7 @@ async def test_sigterm_stops_the_daemon_cleanly(broker: Mosquitto, tmp_path: Pat
                 await task
         messages = await sub.wait_for(lambda m: len(m) >= 2)
     assert [m.payload for m in messages] == [b"online", b"offline"]
-    assert all(f.closed == f.entered for f in feeds(plan).values())
+    assert all(f.closed == f.entered for f in scripts(plan).values())
     assert_closed(daemon.store)
 
 
@@ -294,12 +224,12 @@ async def test_undelivered_readings_stay_in_the_store_for_the_next_run(
 ) -> None:
     hub = new_hub()
     dead = f"mqtt://127.0.0.1:{free_port()}"  # nothing listens: the broker is unavailable
-    plan = make_plan(make_config(tmp_path, broker, hub, url=dead))
+    plan = plan_of(make_config(tmp_path, broker, hub, url=dead), FED)
     daemon = Daemon(plan, flush_timeout=5.0)
     fed = [make_reading("cgm-a", "A", seq) for seq in range(3)]
     async with started(daemon) as task:
         for reading in fed:
-            feeds(plan)["cgm-a"].queue.put_nowait(reading)
+            scripts(plan)["cgm-a"].queue.put_nowait(reading)
         await wait_until(lambda: daemon.store.count() == 3, what="readings stored")
         await wait_until(lambda: daemon.publisher.reconnects >= 1, what="broker attempts")
         started_stop = time.monotonic()
@@ -316,7 +246,7 @@ async def test_undelivered_readings_stay_in_the_store_for_the_next_run(
         store.close()
 
     # The next run, with the broker back, delivers them (oldest first).
-    plan = make_plan(make_config(tmp_path, broker, hub))
+    plan = plan_of(make_config(tmp_path, broker, hub), FED)
     second = Daemon(plan, flush_timeout=5.0)
     async with Subscriber(broker, [f"gatewayd/{hub}/+/reading"]) as sub, started(second):
         messages = await sub.wait_for(lambda m: len(m) >= 3)
@@ -343,11 +273,11 @@ async def test_stop_is_bounded_by_flush_timeout_when_the_broker_hangs(
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     hub = new_hub()
-    plan = make_plan(make_config(tmp_path, broker, hub, url=f"mqtt://127.0.0.1:{port}"))
+    plan = plan_of(make_config(tmp_path, broker, hub, url=f"mqtt://127.0.0.1:{port}"), FED)
     daemon = Daemon(plan, flush_timeout=0.5)
     try:
         async with started(daemon) as task:
-            feeds(plan)["cgm-b"].queue.put_nowait(make_reading("cgm-b", "B", 0))
+            scripts(plan)["cgm-b"].queue.put_nowait(make_reading("cgm-b", "B", 0))
             await wait_until(lambda: daemon.store.count() == 1, what="reading stored")
             await asyncio.wait_for(accepted.wait(), 10)  # the publisher hangs in its CONNECT
             began = time.monotonic()
@@ -374,7 +304,7 @@ async def test_hub_is_offline_after_a_stop_cut_short_by_flush_timeout(
     """The broker freezes (SIGSTOP) while the daemon stops: the flush is cut short, and the hub
     must still end up `offline` (the retained birth must not outlive the daemon)."""
     hub = new_hub()
-    plan = make_plan(make_config(tmp_path, own_broker, hub, url=own_broker.url()))
+    plan = plan_of(make_config(tmp_path, own_broker, hub, url=own_broker.url()), FED)
     daemon = Daemon(plan, flush_timeout=0.5)
     assert own_broker._process is not None
     pid = own_broker._process.pid

@@ -1,36 +1,34 @@
 """The Supervisor with a scripted driver plugin: storage, statuses, resume, parking, backoff.
 
-`scripted` below is a real `DriverPlugin` (the same contract third-party drivers implement) whose
-sessions yield what the test puts in a queue; it stands in for a device, not for a library.
+`scripted` (tests/support/scripted_driver.py) is a real `DriverPlugin` (the same contract
+third-party drivers implement) whose sessions yield what the test puts in a queue; it stands in
+for a device, not for a library.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import pytest
 from structlog.testing import capture_logs
 
 from gatewayd.backoff import Backoff
 from gatewayd.device_status import DeviceStatus, LinkState
-from gatewayd.driver import DeviceContext, DriverPlugin, ResumePoint
+from gatewayd.driver import ResumePoint
 from gatewayd.errors import DeviceRefused, LinkLost
-from gatewayd.models import DeviceIdentity, Direction, Reading
+from gatewayd.models import Direction, Reading
 from gatewayd.mqtt.publisher import Publisher
 from gatewayd.ops.config import MqttConfig, SupervisorConfig
-from gatewayd.options import OptionReader
 from gatewayd.store import Store
 from gatewayd.supervisor import Device, Supervisor
 from mosquitto import Mosquitto
 from polling import wait_until
+from scripted_driver import END, Drop, Script, scripted_plugin
 from subscriber import Subscriber
 
 pytestmark = pytest.mark.timeout(20)
@@ -38,94 +36,7 @@ pytestmark = pytest.mark.timeout(20)
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
-# -- the scripted driver -----------------------------------------------------------------------
-
-
-class End:
-    """Queue item: the device drops the link (the session's readings() returns)."""
-
-
-END = End()
-
-#: What a test feeds a session: a reading to yield, raw bytes to drop as malformed, an
-#: exception to raise from the session, or END.
-Item = Reading | bytes | BaseException | End
-
-
-@dataclass
-class Script:
-    """One scripted device: what its sessions do, and what the supervisor did with it."""
-
-    serial: str = "SN1"
-    feed: asyncio.Queue[Item] = field(default_factory=asyncio.Queue)
-    #: Raised by `open()` (a device that refuses, is not found...).
-    open_error: Callable[[], BaseException] | None = None
-    #: Raised at the start of every session's readings() (a driver bug, say).
-    fail: Callable[[], BaseException] | None = None
-    #: When set, entering a session waits for it (the "connecting" phase lasts until then).
-    gate: asyncio.Event | None = None
-    contexts: list[DeviceContext[Script]] = field(default_factory=list)
-    entered: int = 0
-    closed: int = 0
-
-
-class ScriptedSession:
-    """A `DriverSession` playing its script."""
-
-    def __init__(self, ctx: DeviceContext[Script]) -> None:
-        self.ctx = ctx
-        self.script = ctx.options
-        self.identity: DeviceIdentity | None = DeviceIdentity(
-            "Test Co", "Scripted CGM", ctx.options.serial, "1.0"
-        )
-
-    async def __aenter__(self) -> Self:
-        if self.script.gate is not None:
-            await self.script.gate.wait()
-        self.script.entered += 1
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.script.closed += 1
-
-    async def readings(self) -> AsyncIterator[Reading]:
-        if self.script.fail is not None:
-            raise self.script.fail()
-        while True:
-            item = await self.script.feed.get()
-            if isinstance(item, End):
-                return
-            if isinstance(item, BaseException):
-                raise item
-            if isinstance(item, bytes):
-                self.ctx.drop_packet(item, "bad crc")
-                continue
-            yield item
-
-
-def _parse_options(reader: OptionReader) -> Script:
-    return Script(serial=reader.string("serial", "SN1"))
-
-
-def _open(ctx: DeviceContext[Script]) -> ScriptedSession:
-    ctx.options.contexts.append(ctx)
-    if ctx.options.open_error is not None:
-        raise ctx.options.open_error()
-    return ScriptedSession(ctx)
-
-
-SCRIPTED: DriverPlugin[Script] = DriverPlugin(
-    name="scripted",
-    transport="virtual",
-    help="A device whose sessions play what the test feeds them.",
-    parse_options=_parse_options,
-    open=_open,
-)
+SCRIPTED = scripted_plugin()
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -244,7 +155,7 @@ async def test_readings_are_stored_and_published(broker: Mosquitto, store: Store
         ):
             for dev in devices:
                 for reading in fed[dev.id]:
-                    script_of(dev).feed.put_nowait(reading)
+                    script_of(dev).queue.put_nowait(reading)
             messages = await sub.wait_for(
                 lambda m: len([x for x in m if x.topic.endswith("/reading")]) >= 10
             )
@@ -290,7 +201,7 @@ async def test_status_goes_connecting_connected_then_backoff(
         await wait_until(lambda: state_of(dev) is LinkState.CONNECTED, what="connected")
         assert dev.status.reason is None
 
-        script_of(dev).feed.put_nowait(END)
+        script_of(dev).queue.put_nowait(END)
         await wait_until(lambda: state_of(dev) is LinkState.BACKOFF, what="backoff")
         backoff = dev.status
         assert backoff.reason == "link closed by the device"
@@ -311,8 +222,8 @@ async def test_reconnect_resumes_from_the_newest_stored_reading(
     # Measured times out of order: the newest by time (seq 2, minute 15) is not the last fed.
     minutes = {1: 5.0, 2: 15.0, 3: 10.0}
     for seq, minute in minutes.items():
-        script.feed.put_nowait(make_reading("cgm1", seq, minute=minute))
-    script.feed.put_nowait(END)
+        script.queue.put_nowait(make_reading("cgm1", seq, minute=minute))
+    script.queue.put_nowait(END)
     async with supervising(supervisor):
         await wait_until(lambda: len(script.contexts) >= 2, what="reconnect")
     first, second = script.contexts[:2]
@@ -352,7 +263,7 @@ async def test_driver_bug_backs_off_and_retries_while_others_deliver(
         async with supervising(supervisor) as task:
             async with status_history(broken) as history:
                 for reading in fed:
-                    script_of(healthy).feed.put_nowait(reading)
+                    script_of(healthy).queue.put_nowait(reading)
                 await wait_until(lambda: healthy.stored == 20, what="healthy device stored")
                 await wait_until(lambda: len(script_of(broken).contexts) >= 3, what="retries")
             assert not task.done()  # the bug did not take the supervisor down
@@ -376,7 +287,7 @@ async def test_duplicate_readings_are_stored_once(store: Store, publisher: Publi
     script = script_of(dev)
     r0, r1 = make_reading("cgm1", 0), make_reading("cgm1", 1)
     for item in (r0, r0, r1, END, r1, r0):  # then a backfill overlapping what is stored
-        script.feed.put_nowait(item)
+        script.queue.put_nowait(item)
     supervisor = Supervisor([dev], store, publisher, SupervisorConfig(0.01, 0.02))
     with capture_logs() as logs:
         async with supervising(supervisor):
@@ -395,9 +306,9 @@ async def test_duplicate_readings_are_stored_once(store: Store, publisher: Publi
 async def test_drop_packet_counts_and_logs_hex(store: Store, publisher: Publisher) -> None:
     dev = device("cgm1")
     script = script_of(dev)
-    for item in (b"\x01\xab\xff", make_reading("cgm1", 0), bytes(range(3))):
-        script.feed.put_nowait(item)
-    script.feed.put_nowait(make_reading("cgm1", 1))
+    for item in (Drop(b"\x01\xab\xff"), make_reading("cgm1", 0), Drop(bytes(range(3)))):
+        script.queue.put_nowait(item)
+    script.queue.put_nowait(make_reading("cgm1", 1))
     supervisor = Supervisor([dev], store, publisher, SupervisorConfig(0.01, 0.02))
     with capture_logs() as logs:
         async with supervising(supervisor):
@@ -433,7 +344,7 @@ async def test_findings_are_republished_on_the_device_status(
         assert payload["records_unreadable"] == 1
         assert payload["clock_offset_s"] == -18_144_000.0
         # the counts survive a reconnect (they are the device's, not the connection's)
-        script_of(dev).feed.put_nowait(END)
+        script_of(dev).queue.put_nowait(END)
         await wait_until(lambda: len(script_of(dev).contexts) == 2, what="reconnected")
         await wait_until(lambda: state_of(dev) is LinkState.CONNECTED, what="connected again")
         assert dev.status.payload("hub")["records_unreadable"] == 1
@@ -447,7 +358,7 @@ async def test_backoff_resets_after_a_session_that_stored_something(
     script = script_of(dev)
     # Four sessions that end at once, one that stores a reading, then one more empty one.
     for item in (END, END, END, END, make_reading("cgm1", 0), END, END):
-        script.feed.put_nowait(item)
+        script.queue.put_nowait(item)
     supervisor = Supervisor([dev], store, publisher, SupervisorConfig(0.01, 10.0))
     async with status_history(dev) as history, supervising(supervisor):
         await wait_until(
@@ -469,7 +380,7 @@ async def test_backoff_resets_after_a_session_that_stored_something(
 async def test_reading_for_another_device_is_refused(store: Store, publisher: Publisher) -> None:
     dev = device("cgm1")
     script = script_of(dev)
-    script.feed.put_nowait(make_reading("someone-else", 0))
+    script.queue.put_nowait(make_reading("someone-else", 0))
     supervisor = Supervisor([dev], store, publisher, SupervisorConfig(0.01, 0.02))
     with capture_logs() as logs:
         async with status_history(dev) as history, supervising(supervisor):
@@ -511,7 +422,7 @@ async def test_listeners_hear_each_new_reading_once_and_a_failing_one_is_contain
     script = script_of(dev)
     r0, r1 = make_reading("cgm1", 0), make_reading("cgm1", 1)
     for item in (r0, r0, r1):
-        script.feed.put_nowait(item)
+        script.queue.put_nowait(item)
     heard: list[int] = []
 
     def broken(_reading: Reading) -> None:

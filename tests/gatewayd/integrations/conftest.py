@@ -10,74 +10,25 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import pytest
 
-from gatewayd.daemon import Daemon, Plan
-from gatewayd.driver import DeviceContext, DriverPlugin
-from gatewayd.models import DeviceIdentity, Direction, OutOfRange, Reading
+from gatewayd.daemon import Daemon
+from gatewayd.models import Direction, OutOfRange, Reading
 from gatewayd.ops.config import Config, parse
-from gatewayd.options import OptionReader
 from gatewayd.services import ServiceSpec
 from mosquitto import Mosquitto
 from polling import wait_until
+from scripted_driver import Drop, Item, Script, plan_of, scripted_plugin, scripts
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
-@dataclass(frozen=True)
-class Drop:
-    """Queue item: the driver discards a packet for `reason`."""
-
-    reason: str
-
-
-@dataclass
-class Feed:
-    serial: str
-    queue: asyncio.Queue[Reading | Drop] = field(default_factory=asyncio.Queue)
-
-
-class FeedSession:
-    def __init__(self, ctx: DeviceContext[Feed]) -> None:
-        self.ctx = ctx
-        self.identity: DeviceIdentity | None = DeviceIdentity(
-            "Test Co", "Fed CGM", ctx.options.serial
-        )
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> bool | None:
-        return None
-
-    async def readings(self) -> AsyncIterator[Reading]:
-        while True:
-            item = await self.ctx.options.queue.get()
-            if isinstance(item, Drop):
-                self.ctx.dropped[item.reason] += 1
-                continue
-            yield item
-
-
-def _options(reader: OptionReader) -> Feed:
-    return Feed(serial=reader.string("serial"))
-
-
-FED: DriverPlugin[Feed] = DriverPlugin(
-    name="fed",
-    transport="virtual",
-    help="Yields what the test feeds.",
-    parse_options=_options,
-    open=FeedSession,
-)
+FED = scripted_plugin("fed")
 
 
 def reading(
@@ -117,7 +68,7 @@ class Rig:
         self.folder = folder
         self.broker = broker
         self.hub = f"hub-{uuid.uuid4().hex[:8]}"
-        self.feeds: dict[str, Feed] = {}
+        self.feeds: dict[str, Script] = {}
 
     def config(
         self,
@@ -148,24 +99,18 @@ class Rig:
 
     def daemon(self, config: Config, *specs: ServiceSpec[Any]) -> Daemon:
         """A daemon of `config` running only the given services (the ones under test)."""
-        devices = []
-        for device in config.devices:
-            reader = config.reader(device)
-            feed = FED.parse_options(reader)
-            reader.finish()
-            self.feeds[device.id] = feed
-            devices.append((device.id, FED, feed))
+        plan = plan_of(config, FED)
+        self.feeds.update(scripts(plan))
         services = tuple((s, o) for s in specs if (o := s.parse(config)) is not None)
-        return Daemon(Plan(config, tuple(devices), services), flush_timeout=5.0)
+        return Daemon(replace(plan, services=services), flush_timeout=5.0)
 
     @staticmethod
     def drop(reason: str) -> Drop:
         """A queue item: the driver discards a packet for `reason`."""
-        return Drop(reason)
+        return Drop(reason=reason)
 
-    def feed(self, device: str, *items: Reading | Drop) -> None:
-        for item in items:
-            self.feeds[device].queue.put_nowait(item)
+    def feed(self, device: str, *items: Item) -> None:
+        self.feeds[device].put(*items)
 
     @asynccontextmanager
     async def running(self, daemon: Daemon) -> AsyncIterator[Daemon]:

@@ -8,22 +8,20 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import pytest
 
 from gatewayd.daemon import Daemon, Plan
-from gatewayd.driver import DeviceContext, DriverPlugin
-from gatewayd.models import DeviceIdentity, Reading
+from gatewayd.driver import DeviceContext
+from gatewayd.models import Reading
 from gatewayd.ops.config import Config, parse
-from gatewayd.options import OptionReader
 from gatewayd.timesync import ClockStatus
 from mosquitto import Mosquitto
+from scripted_driver import Make, Script, plan_of, scripted_plugin
 
 # -- a small disk --------------------------------------------------------------------------------
 
@@ -105,62 +103,13 @@ class ClockSwitch:
 # -- a scripted driver -----------------------------------------------------------------------
 
 
-class End:
-    """Queue item: the device drops the link."""
-
-
-#: Queue item: builds a reading from the session's context (the hub's wall clock).
-Make = Callable[[DeviceContext["Feed"]], Reading]
-
-
-@dataclass
-class Feed:
-    """One scripted device: its sessions yield what the test puts in `queue`."""
-
-    serial: str
-    queue: asyncio.Queue[Make | End] = field(default_factory=asyncio.Queue)
-
-
-class FeedSession:
-    def __init__(self, ctx: DeviceContext[Feed]) -> None:
-        self.ctx = ctx
-        self.identity: DeviceIdentity | None = DeviceIdentity(
-            "Test Co", "Fed CGM", ctx.options.serial
-        )
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
-
-    async def readings(self) -> AsyncIterator[Reading]:
-        while not isinstance(item := await self.ctx.options.queue.get(), End):
-            yield item(self.ctx)
-
-
-def _parse(reader: OptionReader) -> Feed:
-    return Feed(serial=reader.string("serial"))
-
-
-FED: DriverPlugin[Feed] = DriverPlugin(
-    name="fed",
-    transport="virtual",
-    help="A device whose sessions yield what the test feeds them.",
-    parse_options=_parse,
-    open=FeedSession,
-)
+FED = scripted_plugin("fed")
 
 
 def reading_at(seq: int, *, age: float = 0.0, glucose: float = 100.0) -> Make:
     """A reading measured `age` seconds before the hub's wall clock says it arrives."""
 
-    def make(ctx: DeviceContext[Feed]) -> Reading:
+    def make(ctx: DeviceContext[Script]) -> Reading:
         now = ctx.now()
         return Reading(
             device=ctx.device_id,
@@ -202,17 +151,7 @@ def make_plan(store: Path, broker: Mosquitto, hub: str, devices: dict[str, str])
             ],
         }
     )
-    planned = []
-    for dev in config.devices:
-        reader = config.reader(dev)
-        options = FED.parse_options(reader)
-        reader.finish()
-        planned.append((dev.id, FED, options))
-    return Plan(config, tuple(planned))
-
-
-def feeds(plan: Plan) -> dict[str, Feed]:
-    return {device_id: options for device_id, _, options in plan.devices}
+    return plan_of(config, FED)
 
 
 @contextlib.asynccontextmanager

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from res_support import ClockSwitch, HubClock, feeds, make_plan, new_hub, reading_at, started
+from res_support import ClockSwitch, HubClock, make_plan, new_hub, reading_at, started
 
 from gatewayd.daemon import Daemon
 from gatewayd.models import reading_id
@@ -19,6 +19,7 @@ from gatewayd.store.full_disk import FullDiskOptions
 from gatewayd.timesync import CLOCK_UNSYNCED, TIME_CORRECTED, TimeSyncOptions
 from mosquitto import Mosquitto
 from polling import wait_until
+from scripted_driver import scripts
 from subscriber import Received, Subscriber
 
 pytestmark = pytest.mark.timeout(30)
@@ -34,7 +35,7 @@ async def test_readings_received_before_sync_are_held_then_published_corrected(
 ) -> None:
     hub = new_hub()
     plan = make_plan(tmp_path / "gatewayd.db", broker, hub, {"cgm-1": "SN-CLOCK"})
-    feed = feeds(plan)["cgm-1"]
+    feed = scripts(plan)["cgm-1"]
     wall = HubClock()
     wall.boot_at(datetime(1970, 1, 1, 0, 0, 42, tzinfo=UTC))
     switch = ClockSwitch()

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from res_support import feeds, fill, make_plan, new_hub, reading_at, started
+from res_support import fill, make_plan, new_hub, reading_at, started
 from structlog.testing import capture_logs
 
 from gatewayd.daemon import Daemon
@@ -23,6 +23,7 @@ from gatewayd.store.full_disk import FULL_REASON, FullDiskOptions, Intake, Outco
 from gatewayd.timesync import ClockStatus, TimeSyncOptions
 from mosquitto import Mosquitto
 from polling import wait_until
+from scripted_driver import scripts
 from subscriber import Subscriber
 
 pytestmark = pytest.mark.timeout(40)
@@ -135,7 +136,7 @@ async def test_the_daemon_reports_a_full_disk_and_recovers_when_space_returns(
 ) -> None:
     hub = new_hub()
     plan = make_plan(small_disk / "gatewayd.db", broker, hub, {"cgm-1": "SN-FULL"})
-    feed = feeds(plan)["cgm-1"]
+    feed = scripts(plan)["cgm-1"]
     with capture_logs() as logs:
         daemon = Daemon(
             plan,

@@ -8,12 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from res_support import feeds, make_plan, new_hub, reading_at, started
+from res_support import make_plan, new_hub, reading_at, started
 from structlog.testing import capture_logs
 
 from gatewayd.daemon import Daemon
 from mosquitto import Mosquitto
 from polling import wait_until
+from scripted_driver import scripts
 from subscriber import Subscriber
 
 pytestmark = pytest.mark.timeout(40)
@@ -31,7 +32,7 @@ async def test_store_deleted_under_the_daemon_keeps_history_and_resume_point(
     hub = new_hub()
     path = tmp_path / "gatewayd.db"
     plan = make_plan(path, broker, hub, {"cgm-1": "SN-DEL"})
-    feed = feeds(plan)["cgm-1"]
+    feed = scripts(plan)["cgm-1"]
     with capture_logs() as logs:
         daemon = Daemon(plan)
         device = daemon.supervisor.devices[0]

@@ -1,38 +1,36 @@
 """The watchdog of an in-process Daemon: pings stop when the data path wedges, resume when healed.
 
-Devices come from a scripted `DriverPlugin` (the real driver contract, fed by the test through
-a queue, with the optional `expected_interval` hook); the broker is a real mosquitto; systemd is
-a datagram socket (`notify_socket`). Limits are shrunk to fractions of a second through
-`WatchdogOptions` so each wedge shows within a test's budget.
+Devices come from the scripted `DriverPlugin` (tests/support/scripted_driver.py: the real
+driver contract, fed by the test through a queue, with the optional `expected_interval` hook);
+the broker is a real mosquitto; systemd is a datagram socket (`notify_socket`). Limits are shrunk
+to fractions of a second through `WatchdogOptions` so each wedge shows within a test's budget.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
 import pytest
 
 from gatewayd.daemon import Daemon, Plan
-from gatewayd.driver import DeviceContext, DriverPlugin
-from gatewayd.models import DeviceIdentity, Reading
+from gatewayd.models import Reading
 from gatewayd.mqtt import publisher as publisher_module
 from gatewayd.ops.config import parse
 from gatewayd.ops.health import HealthPolicy, Notifier
 from gatewayd.ops.health.watchdog import WatchdogOptions
-from gatewayd.options import OptionReader
 from mosquitto import Mosquitto, free_port
 from polling import wait_until
+from scripted_driver import Script, plan_of, scripted_plugin
 
 if TYPE_CHECKING:  # the fixture's type (its conftest.py is not importable by name)
     from conftest import NotifySocket
@@ -47,64 +45,27 @@ TICK = 0.05
 # -- a scripted device -----------------------------------------------------------------------
 
 
-@dataclass
-class Feed:
-    serial: str
-    interval: float
-    queue: asyncio.Queue[Reading] = field(default_factory=asyncio.Queue)
-    seq: int = 0
+FED = scripted_plugin("fed")
+#: Sequence numbers of the fed readings (their measured times one second apart).
+_SEQ = itertools.count(1)
 
-    def reading(self, device: str) -> Reading:
-        """The next reading of this device (recent, so the start-up prune keeps it)."""
-        self.seq += 1
-        measured = NOW - timedelta(minutes=60) + timedelta(seconds=self.seq)
-        return Reading(
+
+def feed(script: Script, device: str) -> None:
+    """Feed the device its next reading (recent, so the start-up prune keeps it)."""
+    seq = next(_SEQ)
+    measured = NOW - timedelta(minutes=60) + timedelta(seconds=seq)
+    script.put(
+        Reading(
             device=device,
             driver="fed",
-            serial=self.serial,
+            serial=script.serial,
             session="s1",
-            seq=self.seq,
+            seq=seq,
             time=measured,
             received=measured,
-            glucose_mgdl=100.0 + self.seq % 50,
+            glucose_mgdl=100.0 + seq % 50,
         )
-
-    def feed(self, device: str) -> None:
-        self.queue.put_nowait(self.reading(device))
-
-
-class FeedSession:
-    """Connected until the daemon stops; yields only what the test feeds (else: silent)."""
-
-    def __init__(self, ctx: DeviceContext[Feed]) -> None:
-        self.feed = ctx.options
-        self.identity: DeviceIdentity | None = DeviceIdentity("Test Co", "Fed", self.feed.serial)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        return None
-
-    async def readings(self) -> AsyncIterator[Reading]:
-        while True:
-            yield await self.feed.queue.get()
-
-
-def _options(reader: OptionReader) -> Feed:
-    return Feed(serial=reader.string("serial"), interval=reader.number("interval", 300.0))
-
-
-FED: DriverPlugin[Feed] = DriverPlugin(
-    name="fed",
-    transport="virtual",
-    help="Yields what the test feeds.",
-    parse_options=_options,
-    open=FeedSession,
-    expected_interval=lambda feed: feed.interval,
-)
+    )
 
 
 # -- rig -------------------------------------------------------------------------------------
@@ -120,12 +81,7 @@ def make_plan(tmp_path: Path, url: str, broker: Mosquitto, interval: float) -> P
             "devices": [{"driver": "fed", "id": "cgm-a", "serial": "A", "interval": interval}],
         }
     )
-    devices = []
-    for dev in config.devices:
-        reader = config.reader(dev)
-        devices.append((dev.id, FED, FED.parse_options(reader)))
-        reader.finish()
-    return Plan(config, tuple(devices))
+    return plan_of(config, FED)
 
 
 def options(
@@ -154,10 +110,10 @@ async def running(daemon: Daemon) -> AsyncIterator[asyncio.Task[None]]:
             raise AssertionError("the daemon did not stop within 15 s") from None
 
 
-def feed_of(daemon: Daemon) -> Feed:
-    feed = daemon.supervisor.devices[0].options
-    assert isinstance(feed, Feed)
-    return feed
+def script_of(daemon: Daemon) -> Script:
+    script = daemon.supervisor.devices[0].options
+    assert isinstance(script, Script)
+    return script
 
 
 def pings(messages: list[dict[str, str]]) -> int:
@@ -200,9 +156,9 @@ async def test_a_connected_but_silent_device_stops_the_pings_until_it_delivers_a
     )
     async with running(daemon):
         await notify_socket.wait_for(lambda m: any("READY" in x for x in m), what="READY=1")
-        feed = feed_of(daemon)
+        script = script_of(daemon)
         while pings(notify_socket.poll()) < 5:  # readings flow: healthy, pinged
-            feed.feed("cgm-a")
+            feed(script, "cgm-a")
             await asyncio.sleep(TICK)
         assert not any("WEDGED" in s for s in statuses(notify_socket.poll()))
 
@@ -219,7 +175,7 @@ async def test_a_connected_but_silent_device_stops_the_pings_until_it_delivers_a
 
         # One reading heals it: pings resume with a plain status.
         mark = notify_socket.mark()
-        feed.feed("cgm-a")
+        feed(script, "cgm-a")
         await notify_socket.wait_for(lambda m: pings(m[mark:]) >= 1, what="pings to resume")
         healed = statuses(notify_socket.since(mark))
         assert healed
@@ -246,12 +202,12 @@ async def test_a_publisher_stuck_on_a_silent_broker_stops_the_pings_until_puback
     )
     async with running(daemon):
         await notify_socket.wait_for(lambda m: any("READY" in x for x in m), what="READY=1")
-        feed = feed_of(daemon)
-        feed.feed("cgm-a")
+        script = script_of(daemon)
+        feed(script, "cgm-a")
         await wait_until(lambda: daemon.publisher.delivered == 1, what="the first PUBACK")
 
         with frozen(own_broker):
-            feed.feed("cgm-a")
+            feed(script, "cgm-a")
             await notify_socket.wait_for(
                 lambda m: any(
                     s.startswith("WEDGED: broker: connected, 1 readings owed, no PUBACK")
@@ -279,11 +235,11 @@ async def test_an_unreachable_broker_is_an_honest_retry_and_keeps_the_pings(
     )
     async with running(daemon):
         await notify_socket.wait_for(lambda m: any("READY" in x for x in m), what="READY=1")
-        feed = feed_of(daemon)
+        script = script_of(daemon)
         own_broker.stop()
         await wait_until(lambda: not daemon.publisher.connected.is_set(), what="the link to drop")
         for _ in range(3):
-            feed.feed("cgm-a")
+            feed(script, "cgm-a")
         await notify_socket.wait_for(
             lambda m: any("broker unreachable, retrying; outbox 3" in s for s in statuses(m)),
             what="the retry in STATUS",
