@@ -8,10 +8,10 @@ Glucose Measurement, Measurement Context and RACP, then run `protocols.glucose.s
 yielded as they arrive, each at most once (a result the meter notifies by itself before the
 first report has ended is left to the report, which brings it in order), except the first
 record of a report, which waits for the next arrival: one the meter had queued before it read
-the request may come before the report's oldest records (`_placed`). Once the report has
-ended the session waits `linger` seconds for the meter to close the link (meters do, a few
-seconds after a transfer) or to notify a new result, then ends; the supervisor reconnects with
-its backoff.
+the request may come before the report's oldest records (`drivers.glucose.placement`). Once
+the report has ended the session waits `linger` seconds for the meter to close the link (meters
+do, a few seconds after a transfer) or to notify a new result, then ends; the supervisor
+reconnects with its backoff.
 
 Clock (`drivers.glucose.clock`): where the meter serves the Current Time Service (0x1805), its
 Current Time is read at connect (and followed while connected when it notifies) and every
@@ -41,7 +41,6 @@ while `bond = "never"`, or refuses the bond, is `DeviceRefused` (`gatewayd.trans
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Self
 
@@ -51,6 +50,7 @@ from bleak.backends.scanner import AdvertisementData
 from drivers.glucose.clock import MeterClock
 from drivers.glucose.convert import SESSION, Skip, era_session, is_gls_session, to_reading
 from drivers.glucose.options import GlucoseOptions
+from drivers.glucose.placement import Progress, arrived, rejected_seq
 from gatewayd.plugin import (
     AttError,
     BleConfig,
@@ -75,7 +75,6 @@ from protocols.gatt.session import (
 )
 from protocols.gatt.uuids import FIRMWARE_REVISION, MANUFACTURER_NAME, MODEL_NUMBER, SERIAL_NUMBER
 from protocols.glucose.clock import CURRENT_TIME, CurrentTime
-from protocols.glucose.measurement import sequence_number_of
 from protocols.glucose.session import (
     GlucoseCollector,
     GlucoseReading,
@@ -104,11 +103,6 @@ FILTER_REFUSED: Final = frozenset(
 #: Times one session asks for records again after rejected ones (`record_damaged` bounds
 #: each record's retries; this bounds a meter whose damaged packets carry no usable place).
 MAX_ASKS: Final = 32
-
-
-def rejected_seq(data: bytes) -> int | None:
-    """The sequence number a rejected measurement packet seems to carry (bytes 1-2), if any."""
-    return sequence_number_of(data)
 
 
 def _is_read(request: Request) -> bool:
@@ -294,13 +288,13 @@ class GlucoseSession:
             idle_timeout=self._options.linger,
             skip_refused=_is_read,
         )
-        state = _State(floor=start or 0, checking=start is not None)
+        state = Progress(floor=start or 0, checking=start is not None)
         self._log.info("backfill_start", first_seq=start)
         while not state.end:
             for reading in self._handle(collector, state, await self._step(loop, state), serial):
                 yield reading
 
-    async def _step(self, loop: CollectorLoop[SessionEvent], state: _State) -> list[SessionEvent]:
+    async def _step(self, loop: CollectorLoop[SessionEvent], state: Progress) -> list[SessionEvent]:
         """One request, or what the meter sends next. The session ends on silence when nothing
         is due (the meter is done) or when the meter closes the link after its report."""
         try:
@@ -323,13 +317,13 @@ class GlucoseSession:
     def _handle(
         self,
         collector: GlucoseCollector,
-        state: _State,
+        state: Progress,
         events: list[SessionEvent],
         serial: str,
     ) -> Iterator[Reading]:
         log = self._log
         for event in events:
-            for record in _arrived(state, event):
+            for record in arrived(state, event):
                 reading = self._record(collector, state, record, serial)
                 if state.end:
                     return
@@ -354,7 +348,7 @@ class GlucoseSession:
                 state.awaiting = False
                 self._counted(collector, state, event.count)
 
-    def _counted(self, collector: GlucoseCollector, state: _State, count: int) -> None:
+    def _counted(self, collector: GlucoseCollector, state: Progress, count: int) -> None:
         """The meter's answer to "records >= the newest stored one"."""
         if not state.checking:
             return
@@ -368,7 +362,7 @@ class GlucoseSession:
             collector.request_records(state.floor)
 
     def _record(
-        self, collector: GlucoseCollector, state: _State, event: GlucoseReading, serial: str
+        self, collector: GlucoseCollector, state: Progress, event: GlucoseReading, serial: str
     ) -> Reading | None:
         """The reading of one record, or None when it is not to be yielded (now)."""
         log, seq = self._log, event.sequence_number
@@ -397,7 +391,7 @@ class GlucoseSession:
         return result
 
     def _live_unusable(
-        self, collector: GlucoseCollector, state: _State, event: GlucoseReading
+        self, collector: GlucoseCollector, state: Progress, event: GlucoseReading
     ) -> bool:
         """A result notified outside a report once the reports ended: whether it is not to be
         yielded now - a repeat (same number, same time); one after a gap, left to a report of
@@ -418,7 +412,7 @@ class GlucoseSession:
             return True
         return False
 
-    def _rejected(self, state: _State, event: RecordRejected) -> None:
+    def _rejected(self, state: Progress, event: RecordRejected) -> None:
         if state.done and not state.awaiting:
             # A live result: later live ones would come before it is asked for again.
             self._ctx.drop_packet(event.data, event.reason)
@@ -441,7 +435,7 @@ class GlucoseSession:
         state.skipping = True
 
     def _transfer_complete(
-        self, collector: GlucoseCollector, state: _State, event: TransferComplete
+        self, collector: GlucoseCollector, state: Progress, event: TransferComplete
     ) -> None:
         self._log.info("backfill_done", count=event.count, first_seq=event.first_sequence)
         state.complete = True
@@ -458,7 +452,7 @@ class GlucoseSession:
             self._log.warning("backfill_retry_exhausted", after_seq=state.last)
         state.done = True
 
-    def _ask_from(self, state: _State) -> int | None:
+    def _ask_from(self, state: Progress) -> int | None:
         """Where to ask again after a hole: after the last record yielded, or past a record
         passed over; None after `MAX_ASKS`."""
         first = state.floor if state.last is None else state.last + 1
@@ -471,7 +465,7 @@ class GlucoseSession:
         return first
 
     def _procedure_failed(
-        self, collector: GlucoseCollector, state: _State, event: ProcedureFailed
+        self, collector: GlucoseCollector, state: Progress, event: ProcedureFailed
     ) -> None:
         label = event.request.label
         self._log.warning(
@@ -492,111 +486,3 @@ class GlucoseSession:
             + ("" if event.code is None else f" (RACP 0x{event.code:02x})"),
             device=self._ctx.device_id,
         )
-
-
-@dataclass(slots=True)
-class _State:
-    """Progress of one session."""
-
-    floor: int = 0  # the first sequence number wanted
-    last: int | None = None  # the highest sequence number yielded (or not wanted)
-    awaiting: bool = False  # a RACP answer is due
-    complete: bool = False  # the first report ended
-    done: bool = False  # every report ended
-    skipping: bool = False  # a record of this report was rejected: the rest is asked again
-    run: int = 0  # damaged records since the last one yielded (in this report)
-    passed: int | None = None  # the sequence number of a damaged record passed over
-    asking: bool = False  # records were asked for again: live ones are left to that report
-    checking: bool = False  # asked whether the meter still holds the newest stored record
-    fell_back: bool = False  # asked for all records after "records >= n" was refused
-    end: bool = False  # the session is over
-    fresh: bool = True  # nothing of the coming (or running) report has arrived yet
-    #: The first record of a report, held until the next arrival shows whether it was in
-    #: order (see `_placed`); a record that was not: in flight when the meter read the request.
-    ahead: GlucoseReading | None = None
-    in_flight: GlucoseReading | None = None
-
-
-def _arrived(state: _State, event: SessionEvent) -> list[GlucoseReading]:
-    """The records to take now, in sequence order, as `event` arrives."""
-    if isinstance(event, GlucoseReading):
-        return _placed(state, event)
-    if isinstance(event, RecordRejected):
-        return _before_damaged(state, event)
-    if isinstance(event, TransferComplete) or (
-        isinstance(event, ProcedureFailed) and event.request.label == "racp_report"
-    ):
-        return _report_end(state)
-    return []
-
-
-def _placed(state: _State, event: GlucoseReading) -> list[GlucoseReading]:
-    """The records to take now, in order, as `event` arrives.
-
-    A report's records come in sequence order, but a result the meter had queued when it read
-    the request (a live one, the newest) may come first. Yielding it first would put the newest
-    reading in the store before older ones (the next connection resumes after it), and it would
-    become the place of a damaged record after it. So the first record of a report waits for the
-    next arrival: one numbered after it shows it in order; one at or before it shows it was in
-    flight, and it waits for the report's end (`_report_end`), where the report has brought it
-    in its place or it follows the rest. The same record again decides nothing: it is held
-    once. A first record that directly follows the last one yielded cannot open a gap: it is
-    taken at once."""
-    if not event.backfill:
-        return [event]
-    if state.fresh:
-        state.fresh = False
-        if _next_wanted(state, event.sequence_number):
-            return [event]
-        state.ahead = event
-        return []
-    return _after_held(state, event)
-
-
-def _after_held(state: _State, event: GlucoseReading) -> list[GlucoseReading]:
-    """The records to take as a report's record arrives after its first one (`_placed`)."""
-    ahead, state.ahead = state.ahead, None
-    if ahead is None:
-        return [event]
-    if event.sequence_number == ahead.sequence_number:
-        # The same record again (notified as it was taken and in flight, say): it shows nothing
-        # of where the record belongs; the next arrival still decides. The copy kept is the one
-        # with its context, if either has one.
-        state.ahead = event if ahead.context is None else ahead
-        return []
-    if event.sequence_number > ahead.sequence_number:
-        return [ahead, event]  # in order
-    state.in_flight = ahead
-    return [event]
-
-
-def _next_wanted(state: _State, seq: int) -> bool:
-    """Whether `seq` directly follows the last record yielded (or is the first one wanted)."""
-    return seq == (state.floor if state.last is None else state.last + 1)
-
-
-def _before_damaged(state: _State, event: RecordRejected) -> list[GlucoseReading]:
-    """The records to take before a damaged record of a report: the held first one unless the
-    damaged record's own number shows that it was in flight. Without a number, it is taken as
-    in order: the damaged record is then placed after it, as before this rule, and once it is
-    passed over the report goes on past both (held, it could never be yielded)."""
-    state.fresh = False
-    ahead, seq = state.ahead, rejected_seq(event.data)
-    if ahead is None:
-        return []
-    state.ahead = None
-    if seq is None or seq > ahead.sequence_number:
-        return [ahead]
-    state.in_flight = ahead
-    return []
-
-
-def _report_end(state: _State) -> list[GlucoseReading]:
-    """What the report held back, at its end: nothing after a hole (the report asked for again
-    brings it in its place), else in sequence order (one the report brought again is passed
-    over as seen)."""
-    held = [r for r in (state.in_flight, state.ahead) if r is not None]
-    state.fresh, state.ahead, state.in_flight = True, None, None
-    if state.skipping:
-        return []
-    return sorted(held, key=lambda r: r.sequence_number)

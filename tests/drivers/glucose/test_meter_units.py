@@ -13,16 +13,9 @@ from drivers.glucose.clock import MeterClock
 from drivers.glucose.convert import SESSION, Skip, status_names, to_reading
 from drivers.glucose.emulator import make_record
 from drivers.glucose.options import GlucoseOptions, hub_zone, parse_options, zone
+from drivers.glucose.placement import Progress, before_damaged, placed, rejected_seq, report_end
 from drivers.glucose.serve import MeterSettings, parse_meter_options
-from drivers.glucose.session import (
-    MAX_ASKS,
-    GlucoseSession,
-    _before_damaged,
-    _placed,
-    _report_end,
-    _State,
-    rejected_seq,
-)
+from drivers.glucose.session import MAX_ASKS, GlucoseSession
 from gatewayd.errors import ConfigError
 from gatewayd.models import Reading
 from gatewayd.options import OptionReader
@@ -266,13 +259,13 @@ def test_the_seq_a_rejected_packet_carries() -> None:
 def test_where_to_ask_again() -> None:
     session = GlucoseSession.__new__(GlucoseSession)  # only the bookkeeping
     session._asks = 0
-    assert session._ask_from(_State(last=6)) == 7  # after the last one yielded
-    state = _State(last=6, passed=7)
+    assert session._ask_from(Progress(last=6)) == 7  # after the last one yielded
+    state = Progress(last=6, passed=7)
     assert session._ask_from(state) == 8  # past the damaged one passed over
     assert (state.passed, state.floor) == (None, 8)
-    assert session._ask_from(_State(last=None)) == 0  # nothing yielded yet: all
+    assert session._ask_from(Progress(last=None)) == 0  # nothing yielded yet: all
     session._asks = MAX_ASKS
-    assert session._ask_from(_State(last=40)) is None
+    assert session._ask_from(Progress(last=40)) is None
 
 
 # -- the emulator process's options ----------------------------------------------------------
@@ -394,58 +387,58 @@ def seqs(records: list[GlucoseReading]) -> list[int]:
 
 
 def test_a_first_record_that_follows_the_last_one_yielded_is_taken_at_once() -> None:
-    state = _State(last=4)
-    assert seqs(_placed(state, reported(5))) == [5]
+    state = Progress(last=4)
+    assert seqs(placed(state, reported(5))) == [5]
     assert state.ahead is None
 
 
 def test_a_first_record_after_a_gap_waits_for_the_next_one() -> None:
-    state = _State(last=4)
-    assert seqs(_placed(state, reported(9))) == []  # a result in flight, or 5..8 deleted?
-    assert seqs(_placed(state, reported(10))) == [9, 10]  # in order
+    state = Progress(last=4)
+    assert seqs(placed(state, reported(9))) == []  # a result in flight, or 5..8 deleted?
+    assert seqs(placed(state, reported(10))) == [9, 10]  # in order
 
 
 def test_a_first_record_that_was_in_flight_follows_the_report() -> None:
-    state = _State(last=4)
-    assert seqs(_placed(state, reported(12))) == []
-    assert seqs(_placed(state, reported(5))) == [5]  # numbered before it: 12 was in flight
-    assert seqs(_placed(state, reported(6))) == [6]
-    assert seqs(_report_end(state)) == [12]
+    state = Progress(last=4)
+    assert seqs(placed(state, reported(12))) == []
+    assert seqs(placed(state, reported(5))) == [5]  # numbered before it: 12 was in flight
+    assert seqs(placed(state, reported(6))) == [6]
+    assert seqs(report_end(state)) == [12]
     assert state.fresh  # the next report's first record waits again
 
 
 def test_the_same_first_record_twice_decides_nothing() -> None:
     """In flight and notified again (seen in the driver kit's in-flight fault, 1 run in 6): the
     second copy must not be yielded ahead of the report, or the next ask starts after it."""
-    state = _State(last=6)
-    assert seqs(_placed(state, reported(13))) == []
-    assert seqs(_placed(state, reported(13))) == []  # still held: the next arrival decides
-    assert _before_damaged(state, damaged(7)) == []  # 13 was in flight
+    state = Progress(last=6)
+    assert seqs(placed(state, reported(13))) == []
+    assert seqs(placed(state, reported(13))) == []  # still held: the next arrival decides
+    assert before_damaged(state, damaged(7)) == []  # 13 was in flight
     assert state.in_flight is not None
-    state = _State(last=6)
-    _placed(state, reported(13))
-    _placed(state, reported(13))
-    assert seqs(_placed(state, reported(7))) == [7]
-    assert seqs(_placed(state, reported(14))) == [14]
-    assert seqs(_report_end(state)) == [13]  # once
+    state = Progress(last=6)
+    placed(state, reported(13))
+    placed(state, reported(13))
+    assert seqs(placed(state, reported(7))) == [7]
+    assert seqs(placed(state, reported(14))) == [14]
+    assert seqs(report_end(state)) == [13]  # once
 
 
 def test_a_held_first_record_is_dropped_after_a_hole() -> None:
-    state = _State(last=4)
-    _placed(state, reported(12))
-    _placed(state, reported(5))
+    state = Progress(last=4)
+    placed(state, reported(12))
+    placed(state, reported(5))
     state.skipping = True  # a damaged record: the report asked for again brings 12 too
-    assert _report_end(state) == []
+    assert report_end(state) == []
 
 
 def test_a_damaged_record_places_the_held_first_record_by_its_number() -> None:
-    state = _State(last=4)
-    _placed(state, reported(9))
-    assert seqs(_before_damaged(state, damaged(10))) == [9]  # in order
-    state = _State(last=4)
-    _placed(state, reported(12))
-    assert _before_damaged(state, damaged(5)) == []  # 12 was in flight
+    state = Progress(last=4)
+    placed(state, reported(9))
+    assert seqs(before_damaged(state, damaged(10))) == [9]  # in order
+    state = Progress(last=4)
+    placed(state, reported(12))
+    assert before_damaged(state, damaged(5)) == []  # 12 was in flight
     assert state.in_flight is not None
-    state = _State(last=4)
-    _placed(state, reported(12))
-    assert seqs(_before_damaged(state, damaged(None))) == [12]  # no number: taken in order
+    state = Progress(last=4)
+    placed(state, reported(12))
+    assert seqs(before_damaged(state, damaged(None))) == [12]  # no number: taken in order
