@@ -120,7 +120,7 @@ async def test_runs_publishes_and_stops_cleanly(broker: Mosquitto, tmp_path: Pat
         async with started(daemon) as task:
             for device_id, feed in scripts(plan).items():
                 for reading in fed[device_id]:
-                    feed.queue.put_nowait(reading)
+                    feed.put(reading)
             await sub.wait_for(lambda m: len([x for x in m if x.topic.endswith("/reading")]) >= 8)
             daemon.stop()
             async with asyncio.timeout(10):
@@ -185,10 +185,10 @@ async def test_a_reading_committed_while_the_daemon_stops_is_still_published(
     daemon.supervisor.mark_stopped = mark_stopped  # type: ignore[method-assign]
     async with Subscriber(broker, [f"gatewayd/{hub}/cgm-a/reading"]) as sub:
         async with started(daemon) as task:
-            feed.queue.put_nowait(first)
+            feed.put(first)
             await sub.wait_for(lambda m: len(m) >= 1)
             lock.acquire()
-            feed.queue.put_nowait(late)
+            feed.put(late)
             device = next(d for d in daemon.supervisor.devices if d.id == "cgm-a")
             await wait_until(lambda: device.received == 2, what="the late reading taken")
             daemon.stop()
@@ -229,7 +229,7 @@ async def test_undelivered_readings_stay_in_the_store_for_the_next_run(
     fed = [make_reading("cgm-a", "A", seq) for seq in range(3)]
     async with started(daemon) as task:
         for reading in fed:
-            scripts(plan)["cgm-a"].queue.put_nowait(reading)
+            scripts(plan)["cgm-a"].put(reading)
         await wait_until(lambda: daemon.store.count() == 3, what="readings stored")
         await wait_until(lambda: daemon.publisher.reconnects >= 1, what="broker attempts")
         started_stop = time.monotonic()
@@ -277,7 +277,7 @@ async def test_stop_is_bounded_by_flush_timeout_when_the_broker_hangs(
     daemon = Daemon(plan, flush_timeout=0.5)
     try:
         async with started(daemon) as task:
-            scripts(plan)["cgm-b"].queue.put_nowait(make_reading("cgm-b", "B", 0))
+            scripts(plan)["cgm-b"].put(make_reading("cgm-b", "B", 0))
             await wait_until(lambda: daemon.store.count() == 1, what="reading stored")
             await asyncio.wait_for(accepted.wait(), 10)  # the publisher hangs in its CONNECT
             began = time.monotonic()

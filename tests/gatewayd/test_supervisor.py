@@ -155,7 +155,7 @@ async def test_readings_are_stored_and_published(broker: Mosquitto, store: Store
         ):
             for dev in devices:
                 for reading in fed[dev.id]:
-                    script_of(dev).queue.put_nowait(reading)
+                    script_of(dev).put(reading)
             messages = await sub.wait_for(
                 lambda m: len([x for x in m if x.topic.endswith("/reading")]) >= 10
             )
@@ -201,7 +201,7 @@ async def test_status_goes_connecting_connected_then_backoff(
         await wait_until(lambda: state_of(dev) is LinkState.CONNECTED, what="connected")
         assert dev.status.reason is None
 
-        script_of(dev).queue.put_nowait(END)
+        script_of(dev).put(END)
         await wait_until(lambda: state_of(dev) is LinkState.BACKOFF, what="backoff")
         backoff = dev.status
         assert backoff.reason == "link closed by the device"
@@ -222,8 +222,8 @@ async def test_reconnect_resumes_from_the_newest_stored_reading(
     # Measured times out of order: the newest by time (seq 2, minute 15) is not the last fed.
     minutes = {1: 5.0, 2: 15.0, 3: 10.0}
     for seq, minute in minutes.items():
-        script.queue.put_nowait(make_reading("cgm1", seq, minute=minute))
-    script.queue.put_nowait(END)
+        script.put(make_reading("cgm1", seq, minute=minute))
+    script.put(END)
     async with supervising(supervisor):
         await wait_until(lambda: len(script.contexts) >= 2, what="reconnect")
     first, second = script.contexts[:2]
@@ -263,7 +263,7 @@ async def test_driver_bug_backs_off_and_retries_while_others_deliver(
         async with supervising(supervisor) as task:
             async with status_history(broken) as history:
                 for reading in fed:
-                    script_of(healthy).queue.put_nowait(reading)
+                    script_of(healthy).put(reading)
                 await wait_until(lambda: healthy.stored == 20, what="healthy device stored")
                 await wait_until(lambda: len(script_of(broken).contexts) >= 3, what="retries")
             assert not task.done()  # the bug did not take the supervisor down
@@ -286,8 +286,7 @@ async def test_duplicate_readings_are_stored_once(store: Store, publisher: Publi
     dev = device("cgm1")
     script = script_of(dev)
     r0, r1 = make_reading("cgm1", 0), make_reading("cgm1", 1)
-    for item in (r0, r0, r1, END, r1, r0):  # then a backfill overlapping what is stored
-        script.queue.put_nowait(item)
+    script.put(r0, r0, r1, END, r1, r0)  # then a backfill overlapping what is stored
     supervisor = Supervisor([dev], store, publisher, SupervisorConfig(0.01, 0.02))
     with capture_logs() as logs:
         async with supervising(supervisor):
@@ -306,9 +305,8 @@ async def test_duplicate_readings_are_stored_once(store: Store, publisher: Publi
 async def test_drop_packet_counts_and_logs_hex(store: Store, publisher: Publisher) -> None:
     dev = device("cgm1")
     script = script_of(dev)
-    for item in (Drop(b"\x01\xab\xff"), make_reading("cgm1", 0), Drop(bytes(range(3)))):
-        script.queue.put_nowait(item)
-    script.queue.put_nowait(make_reading("cgm1", 1))
+    script.put(Drop(b"\x01\xab\xff"), make_reading("cgm1", 0), Drop(bytes(range(3))))
+    script.put(make_reading("cgm1", 1))
     supervisor = Supervisor([dev], store, publisher, SupervisorConfig(0.01, 0.02))
     with capture_logs() as logs:
         async with supervising(supervisor):
@@ -344,7 +342,7 @@ async def test_findings_are_republished_on_the_device_status(
         assert payload["records_unreadable"] == 1
         assert payload["clock_offset_s"] == -18_144_000.0
         # the counts survive a reconnect (they are the device's, not the connection's)
-        script_of(dev).queue.put_nowait(END)
+        script_of(dev).put(END)
         await wait_until(lambda: len(script_of(dev).contexts) == 2, what="reconnected")
         await wait_until(lambda: state_of(dev) is LinkState.CONNECTED, what="connected again")
         assert dev.status.payload("hub")["records_unreadable"] == 1
@@ -357,8 +355,7 @@ async def test_backoff_resets_after_a_session_that_stored_something(
     dev = device("cgm1")
     script = script_of(dev)
     # Four sessions that end at once, one that stores a reading, then one more empty one.
-    for item in (END, END, END, END, make_reading("cgm1", 0), END, END):
-        script.queue.put_nowait(item)
+    script.put(END, END, END, END, make_reading("cgm1", 0), END, END)
     supervisor = Supervisor([dev], store, publisher, SupervisorConfig(0.01, 10.0))
     async with status_history(dev) as history, supervising(supervisor):
         await wait_until(
@@ -380,7 +377,7 @@ async def test_backoff_resets_after_a_session_that_stored_something(
 async def test_reading_for_another_device_is_refused(store: Store, publisher: Publisher) -> None:
     dev = device("cgm1")
     script = script_of(dev)
-    script.queue.put_nowait(make_reading("someone-else", 0))
+    script.put(make_reading("someone-else", 0))
     supervisor = Supervisor([dev], store, publisher, SupervisorConfig(0.01, 0.02))
     with capture_logs() as logs:
         async with status_history(dev) as history, supervising(supervisor):
@@ -421,8 +418,7 @@ async def test_listeners_hear_each_new_reading_once_and_a_failing_one_is_contain
     dev = device("cgm1")
     script = script_of(dev)
     r0, r1 = make_reading("cgm1", 0), make_reading("cgm1", 1)
-    for item in (r0, r0, r1):
-        script.queue.put_nowait(item)
+    script.put(r0, r0, r1)
     heard: list[int] = []
 
     def broken(_reading: Reading) -> None:

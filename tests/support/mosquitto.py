@@ -55,9 +55,9 @@ def free_port() -> int:
     never started). The kernel never picks a source port below that range.
     """
     floor = _ephemeral_floor()
-    candidates = range(_LOWEST, floor) if floor - _LOWEST >= 1_000 else range(0)
+    candidates = range(_LOWEST, max(floor, _LOWEST + 1_000))  # (a machine's range may be odd)
     for _ in range(500):
-        port = random.choice(candidates) if candidates else 0
+        port = random.choice(candidates)
         if port in _HANDED_OUT:
             continue
         with socket.socket() as sock:

@@ -113,8 +113,12 @@ def scripted_plugin(name: str = "scripted") -> DriverPlugin[Script]:
     model = f"{name.title()} CGM"
 
     def parse_options(reader: OptionReader) -> Script:
-        interval = reader.number("interval", 0.0)
-        return Script(serial=reader.string("serial", "SN1"), interval=interval or None)
+        interval = (
+            reader.number("interval", exclusive_minimum=True, minimum=0)
+            if reader.has("interval")
+            else None
+        )
+        return Script(serial=reader.string("serial", "SN1"), interval=interval)
 
     def open_session(ctx: DeviceContext[Script]) -> ScriptedSession:
         ctx.options.contexts.append(ctx)

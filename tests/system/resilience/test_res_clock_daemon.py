@@ -55,7 +55,7 @@ async def test_readings_received_before_sync_are_held_then_published_corrected(
         assert daemon.timekeeper.trusted is False
         for seq, age in enumerate(ages):
             true_received.append(datetime.now(UTC))
-            await feed.queue.put(reading_at(seq, age=age))
+            feed.put(reading_at(seq, age=age))
             await wait_until(lambda n=seq + 1: daemon.store.held_depth() == n, 5, "held")
         assert daemon.store.outbox_depth() == 0
         assert daemon.watchdog.check().healthy  # holding for the clock is not a wedge
@@ -66,7 +66,7 @@ async def test_readings_received_before_sync_are_held_then_published_corrected(
         await sub.wait_for(lambda ms: len([m for m in ms if m.topic.endswith("/reading")]) >= 4)
         assert daemon.store.held_depth() == 0
 
-        await feed.queue.put(reading_at(len(ages)))  # after the sync: published as it is
+        feed.put(reading_at(len(ages)))  # after the sync: published as it is
         await sub.wait_for(lambda ms: len([m for m in ms if m.topic.endswith("/reading")]) >= 5)
         await sub.wait_for(
             lambda ms: any(m.topic.endswith("/state") and m.json()["seq"] == len(ages) for m in ms)

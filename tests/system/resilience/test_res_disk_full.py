@@ -149,7 +149,7 @@ async def test_the_daemon_reports_a_full_disk_and_recovers_when_space_returns(
 
         async def feed_one() -> None:
             nonlocal fed
-            await feed.queue.put(reading_at(fed))
+            feed.put(reading_at(fed))
             fed += 1
             await wait_until(lambda: device.received == fed, 5, f"reading {fed - 1} taken")
 

@@ -40,7 +40,7 @@ async def test_store_deleted_under_the_daemon_keeps_history_and_resume_point(
             for seq in range(10):
                 if seq == 5:
                     remove_store_files(path)
-                await feed.queue.put(reading_at(seq))
+                feed.put(reading_at(seq))
                 await wait_until(lambda n=seq + 1: device.received == n, 5, f"reading {seq}")
             messages = await sub.wait_for(lambda m: len(m) >= 10)
             await wait_until(lambda: daemon.store.outbox_depth() == 0, 5, "outbox drained")
